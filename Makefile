@@ -1,0 +1,36 @@
+# The two commands of the README. Both create (once) and reuse a virtual environment in .venv,
+# installing the package, the adapter distributions under adapters/, the example plugin and the
+# test tools with torch/torchvision pinned by constraints.txt.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.pgm-installed
+export HF_HUB_OFFLINE := 1
+export PGM_DATA_DIR ?= $(abspath ../shared/data)
+INSTALL_INPUTS := pyproject.toml constraints.txt $(wildcard adapters/*/pyproject.toml) \
+                  $(wildcard examples/*/pyproject.toml)
+
+.PHONY: bench test lint setup clean
+
+bench: $(STAMP)  ## the main job: a short PgM demo on an embedded synthetic task
+	$(PY) examples/train_block.py
+
+test: $(STAMP)  ## ruff, mypy and pytest
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) -m pytest
+
+setup: $(STAMP)
+
+$(STAMP): $(INSTALL_INPUTS)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip "setuptools>=68" wheel
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	for d in adapters/*/ examples/*/; do \
+	  if [ -f $$d/pyproject.toml ]; then $(PY) -m pip install -q -c constraints.txt --no-build-isolation -e $$d || exit 1; fi; \
+	done
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,43 @@
+"""pgm-plugins: PgM-style blocks (arXiv 2507.11661) injected into other people's multimodal models.
+
+PgM-style block, reconstructed from the paper's description. Importing this package is cheap: torch,
+pluggy and every model zoo are imported only when a name that needs them is first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from pgm_plugins._version import __version__
+
+if TYPE_CHECKING:
+    from pgm_plugins.block import PgMBlock, PgMConfig, PgMOutput, scale_grad
+
+__all__ = [
+    "PgMBlock",
+    "PgMConfig",
+    "PgMOutput",
+    "__version__",
+    "scale_grad",
+]
+
+_LAZY = {
+    "PgMBlock": "pgm_plugins.block",
+    "PgMConfig": "pgm_plugins.block",
+    "PgMOutput": "pgm_plugins.block",
+    "scale_grad": "pgm_plugins.block",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pgm_plugins' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,116 @@
+"""The PgM objective's terms as pure functions (PGM_METHOD.md section 5).
+
+Pure, so that the benchmark harness and tests call them without a block. Every function takes
+``[B, d]`` codes; sequence codes are pooled (or flattened) by the caller.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pgm_plugins.errors import InputError
+
+__all__ = [
+    "check_targets",
+    "cmd_loss",
+    "difference_loss",
+    "info_nce_loss",
+    "reconstruction_loss",
+    "share_loss",
+    "task_loss",
+]
+
+
+def check_targets(targets: Tensor, task: str, batch: int, num_classes: int | None = None) -> Tensor:
+    """Validate ``targets`` for ``task`` and return them as ``[B]`` (float or long).
+
+    Regression takes ``[B]`` or ``[B, 1]`` floats; classification ``[B]`` integer class ids in
+    ``[0, num_classes)``.
+    """
+    if not isinstance(targets, Tensor):
+        raise InputError(f"targets must be a torch.Tensor, got {type(targets).__name__}.")
+    if task == "regression":
+        if targets.shape not in ((batch,), (batch, 1)):
+            raise InputError(
+                f"regression targets have shape {tuple(targets.shape)}; expected "
+                f"({batch},) or ({batch}, 1) for a batch of {batch}."
+            )
+        return targets.reshape(batch).float()
+    if task == "classification":
+        if (
+            targets.shape != (batch,)
+            or targets.dtype.is_floating_point
+            or targets.dtype == torch.bool
+        ):
+            raise InputError(
+                f"classification targets have shape {tuple(targets.shape)} and dtype "
+                f"{targets.dtype}; expected integer class ids of shape ({batch},)."
+            )
+        if (
+            num_classes is not None
+            and targets.numel()
+            and (int(targets.min()) < 0 or int(targets.max()) >= num_classes)
+        ):
+            raise InputError(
+                f"classification targets range over [{int(targets.min())}, "
+                f"{int(targets.max())}]; valid class ids are 0..{num_classes - 1}."
+            )
+        return targets.long()
+    raise InputError(
+        f"task={task!r} has no labels; do not pass targets (or configure "
+        "task='regression' / 'classification')."
+    )
+
+
+def task_loss(logits: Tensor, targets: Tensor, task: str, regression_loss: str = "l1") -> Tensor:
+    """The task's own loss: L1 or MSE for regression (``[B, 1]`` logits), else cross-entropy."""
+    if task == "classification":
+        return F.cross_entropy(logits, targets)
+    pred = logits.reshape(-1)
+    if regression_loss == "mse":
+        return F.mse_loss(pred, targets)
+    return F.l1_loss(pred, targets)
+
+
+def reconstruction_loss(h_hat: Tensor, h: Tensor) -> Tensor:
+    """``||h_hat - stopgrad(h)||^2 / d``, averaged over samples (and tokens)."""
+    return F.mse_loss(h_hat, h.detach())
+
+
+def share_loss(rho_hat: Tensor, rho: float) -> Tensor:
+    """``(rho_hat - rho)^2``: pulls the gate's uni-modal share toward its target."""
+    return (rho_hat - rho) ** 2
+
+
+def difference_loss(u: Tensor, p: Tensor) -> Tensor:
+    """Soft orthogonality between two codes (MISA's difference loss).
+
+    Squared Frobenius norm of the correlation between the centred, L2-normalised codes, averaged
+    over the entries of the ``[d_u, d_p]`` correlation matrix.
+    """
+    u = u.reshape(-1, u.shape[-1])
+    p = p.reshape(-1, p.shape[-1])
+    u = F.normalize(u - u.mean(0, keepdim=True), dim=1, eps=1e-6)
+    p = F.normalize(p - p.mean(0, keepdim=True), dim=1, eps=1e-6)
+    return (u.t() @ p).pow(2).mean()
+
+
+def info_nce_loss(a: Tensor, b: Tensor, temperature: float = 0.1) -> Tensor:
+    """Symmetric InfoNCE between row-aligned codes ``a[i] <-> b[i]`` over the batch."""
+    a = F.normalize(a, dim=-1)
+    b = F.normalize(b, dim=-1)
+    logits = a @ b.t() / temperature
+    labels = torch.arange(a.shape[0], device=a.device)
+    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+
+
+def cmd_loss(a: Tensor, b: Tensor, n_moments: int = 5) -> Tensor:
+    """Central moment discrepancy (Zellinger et al., 2017), as MISA's similarity loss."""
+    mean_a, mean_b = a.mean(0), b.mean(0)
+    ca, cb = a - mean_a, b - mean_b
+    total = torch.linalg.vector_norm(mean_a - mean_b)
+    for k in range(2, n_moments + 1):
+        total = total + torch.linalg.vector_norm(ca.pow(k).mean(0) - cb.pow(k).mean(0))
+    return total

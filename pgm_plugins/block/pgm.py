@@ -1,0 +1,336 @@
+"""``PgMBlock``: the four parts of PgM composed into one ``nn.Module``.
+
+PgM-style block, reconstructed from the paper's description (arXiv 2507.11661, "PgM: Partitioner
+Guided Modal Learning Framework", ACM MM 2025; only its abstract could be read). Reference design
+and where it departs from the paper: ``../shared/design/PGM_METHOD.md``.
+
+``block({"text": h_t, "audio": h_a})`` takes each modality's representation, ``[B, d_m]`` or
+``[B, T_m, d_m]`` (widths and lengths may differ), partitions it, runs the uni-modal and
+paired-modal learners, rebuilds it with the decoder and returns a :class:`PgMOutput` with the
+rebuilt representations, the parts, the uni shares and the auxiliary loss terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pgm_plugins.block.config import PgMConfig
+from pgm_plugins.block.decoder import UniPairedDecoder
+from pgm_plugins.block.losses import (
+    check_targets,
+    cmd_loss,
+    info_nce_loss,
+    reconstruction_loss,
+    share_loss,
+    task_loss,
+)
+from pgm_plugins.block.mlp import mean_pool
+from pgm_plugins.block.optim import make_param_groups, scale_grad
+from pgm_plugins.block.paired_learner import (
+    AttentionPairedLearner,
+    SharedPairedLearner,
+    _PairedLearner,
+)
+from pgm_plugins.block.partitioner import build_partitioner
+from pgm_plugins.block.uni_learner import UniModalLearner
+from pgm_plugins.errors import InputError, UnknownNameError, choices_text, did_you_mean
+
+__all__ = ["ModalParts", "PgMBlock", "PgMOutput"]
+
+
+@dataclass
+class ModalParts:
+    """One modality's tensors from the last forward (token-wise, ``[B, T, .]``)."""
+
+    uni: Tensor  #: u_m, the partitioner's uni-modal features
+    paired: Tensor  #: p_m, the partitioner's paired-modal features
+    uni_learned: Tensor  #: u~_m, after the uni-modal learner
+    paired_learned: Tensor | None  #: p~_m, after the paired-modal learner (None when skipped)
+    rebuilt: Tensor | None  #: h_hat_m, the decoder's output (None without decoder)
+    gate: Tensor | None = None  #: g_m of the 'gate' partitioner
+
+    def detach(self) -> ModalParts:
+        def d(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.detach()
+
+        return ModalParts(
+            self.uni.detach(),
+            self.paired.detach(),
+            self.uni_learned.detach(),
+            d(self.paired_learned),
+            d(self.rebuilt),
+            d(self.gate),
+        )
+
+
+@dataclass
+class PgMOutput:
+    """What one forward of :class:`PgMBlock` returns."""
+
+    outputs: dict[str, Tensor]  #: what the host receives per modality, shaped as the inputs
+    parts: dict[str, ModalParts]
+    shares: dict[str, Tensor]  #: uni-modal share rho_hat_m per modality (0-dim tensors)
+    losses: dict[str, Tensor]  #: label-free loss terms, already weighted by their lambda
+    logits: dict[str, Tensor]  #: head outputs: 'uni.<m>' and 'paired'
+    paired_skipped: bool = False  #: True when the paired path could not run (one modality)
+    config: PgMConfig | None = field(default=None, repr=False)
+
+    def share_values(self) -> dict[str, float]:
+        """The uni-modal shares as plain floats (detached), for logs and plots."""
+        return {m: float(s.detach()) for m, s in self.shares.items()}
+
+    def loss_terms(self, targets: Tensor | None = None) -> dict[str, Tensor]:
+        """Every auxiliary loss term by name, weighted; label terms only when ``targets`` given."""
+        terms = dict(self.losses)
+        if targets is None or not self.logits:
+            if targets is not None and self.config is not None and not self.config.has_labels:
+                raise InputError(
+                    "targets were given but the block's task is 'none'; configure "
+                    "task='regression' or 'classification' to train its heads."
+                )
+            return terms
+        cfg = self.config
+        assert cfg is not None
+        batch = next(iter(self.logits.values())).shape[0]
+        y = check_targets(targets, cfg.task, batch, cfg.num_classes)
+        for name, logits in self.logits.items():
+            weight = cfg.lambda_paired if name == "paired" else cfg.lambda_uni
+            terms[f"task.{name}"] = weight * task_loss(logits, y, cfg.task, cfg.regression_loss)
+        return terms
+
+    def aux_loss(self, targets: Tensor | None = None) -> Tensor:
+        """Sum of :meth:`loss_terms`: add it to the host's task loss."""
+        terms = self.loss_terms(targets)
+        if not terms:
+            ref = next(iter(self.outputs.values()))
+            return ref.new_zeros(())
+        return torch.stack(list(terms.values())).sum()
+
+
+class PgMBlock(nn.Module):
+    """Modal partitioner, uni-modal learner, paired-modal learner and uni-paired decoder."""
+
+    def __init__(self, config: PgMConfig) -> None:
+        super().__init__()
+        self.config = config
+        cfg = config
+        names = list(cfg.modalities)
+        widths = {m: cfg.part_widths(m) for m in names}
+        self.partitioners = nn.ModuleDict({m: build_partitioner(cfg, m) for m in names})
+        self.uni_learners = nn.ModuleDict(
+            {m: UniModalLearner(widths[m][0], cfg.uni_width, cfg.dropout) for m in names}
+            if cfg.uni_learner
+            else {}
+        )
+        uni_out = {m: cfg.uni_width if cfg.uni_learner else widths[m][0] for m in names}
+        paired_in = {m: widths[m][1] for m in names}
+        self.paired_learner: nn.Module | None = None
+        if cfg.paired_learner:
+            self.paired_learner = (
+                AttentionPairedLearner(paired_in, cfg.paired_width, cfg.heads, cfg.dropout)
+                if cfg.paired == "attention"
+                else SharedPairedLearner(paired_in, cfg.paired_width, cfg.dropout)
+            )
+        paired_out = {m: cfg.paired_width if cfg.paired_learner else paired_in[m] for m in names}
+        self.uni_heads = nn.ModuleDict(
+            {m: nn.Linear(uni_out[m], cfg.out_dim) for m in names}
+            if cfg.has_labels and cfg.lambda_uni > 0
+            else {}
+        )
+        self.paired_head = (
+            nn.Linear(sum(paired_out.values()), cfg.out_dim)
+            if cfg.has_labels and cfg.lambda_paired > 0
+            else None
+        )
+        self.decoders = nn.ModuleDict(
+            {
+                m: UniPairedDecoder(
+                    uni_out[m],
+                    paired_out[m],
+                    cfg.modalities[m],
+                    cfg.decoder_width,
+                    cfg.mix,
+                    cfg.dropout,
+                )
+                for m in names
+            }
+            if cfg.decoder
+            else {}
+        )
+        self._paired_out = paired_out
+
+    # ------------------------------------------------------------------ forward
+    def check_inputs(self, inputs: Mapping[str, Tensor]) -> None:
+        """Raise :class:`InputError` for anything the block cannot take, naming the modality."""
+        cfg = self.config
+        if not isinstance(inputs, Mapping) or not inputs:
+            raise InputError(
+                f"PgMBlock takes a non-empty mapping modality -> tensor; got "
+                f"{type(inputs).__name__}. Configured: {choices_text(cfg.modalities)}."
+            )
+        unknown = [m for m in inputs if m not in cfg.modalities]
+        if unknown:
+            raise UnknownNameError(
+                f"modality {unknown[0]!r} is not in the block's config; configured: "
+                f"{choices_text(cfg.modalities)}." + did_you_mean(unknown[0], cfg.modalities)
+            )
+        batch = None
+        for m, h in inputs.items():
+            if not isinstance(h, Tensor) or h.dim() not in (2, 3):
+                shape = tuple(h.shape) if isinstance(h, Tensor) else type(h).__name__
+                raise InputError(f"modality {m!r}: expected [B, d] or [B, T, d], got {shape}.")
+            if h.shape[-1] != cfg.modalities[m]:
+                raise InputError(
+                    f"modality {m!r} has width {h.shape[-1]} (shape {tuple(h.shape)}) but the "
+                    f"config says {cfg.modalities[m]}; fix PgMConfig.modalities[{m!r}] or the "
+                    "layout of the input."
+                )
+            if batch is not None and h.shape[0] != batch:
+                raise InputError(f"modality {m!r} has batch size {h.shape[0]}, others {batch}.")
+            batch = h.shape[0]
+            if cfg.check_finite and not bool(torch.isfinite(h).all()):
+                raise InputError(
+                    f"modality {m!r} holds NaN or inf values "
+                    f"({int((~torch.isfinite(h)).sum())} of {h.numel()})."
+                )
+
+    def forward(self, inputs: Mapping[str, Tensor]) -> PgMOutput:
+        self.check_inputs(inputs)
+        cfg = self.config
+        seq = {m: h.dim() == 3 for m, h in inputs.items()}
+        hs = {m: h if seq[m] else h.unsqueeze(1) for m, h in inputs.items()}
+        order = [m for m in cfg.modalities if m in hs]  # config order, whatever the caller's
+
+        partitions = {}
+        for m in order:
+            h = hs[m]
+            h_uni = scale_grad(h, cfg.kappa(m, "uni"))
+            h_paired = scale_grad(h, cfg.kappa(m, "paired"))
+            partitions[m] = self.partitioners[m](h, h_uni, h_paired)
+        uni_learned = {
+            m: self.uni_learners[m](partitions[m].uni) if cfg.uni_learner else partitions[m].uni
+            for m in order
+        }
+        paired_in = {m: partitions[m].paired for m in order}
+        skipped = False
+        paired_learned: dict[str, Tensor]
+        if self.paired_learner is None:
+            paired_learned = paired_in
+        elif getattr(self.paired_learner, "needs_pairs", False) and len(order) < 2:
+            paired_learned, skipped = {}, True
+        else:
+            paired_learned = self.paired_learner(paired_in)
+
+        outputs, rebuilt = {}, {}
+        for m in order:
+            if self.decoders:
+                out, rebuilt[m] = self.decoders[m](uni_learned[m], paired_learned.get(m), hs[m])
+            else:
+                out = hs[m]
+            outputs[m] = out if seq[m] else out.squeeze(1)
+
+        losses: dict[str, Tensor] = {}
+        for m in order:
+            if m in rebuilt and cfg.lambda_rec > 0:
+                losses[f"rec.{m}"] = cfg.lambda_rec * reconstruction_loss(rebuilt[m], hs[m])
+            if cfg.partitioner == "gate" and cfg.lambda_rho > 0:
+                losses[f"rho.{m}"] = cfg.lambda_rho * share_loss(
+                    partitions[m].share, cfg.rho_for(m)
+                )
+            orth = partitions[m].orth
+            if orth is not None and cfg.lambda_orth > 0:
+                losses[f"orth.{m}"] = cfg.lambda_orth * orth
+        if (
+            cfg.paired == "shared"
+            and self.paired_learner is not None
+            and len(order) > 1
+            and cfg.lambda_align > 0
+        ):
+            losses["align"] = cfg.lambda_align * self.align_loss(paired_learned)
+
+        logits = {
+            f"uni.{m}": self.uni_heads[m](mean_pool(uni_learned[m]))
+            for m in order
+            if m in self.uni_heads
+        }
+        if self.paired_head is not None and len(order) > 1 and not skipped:
+            ref = next(iter(hs.values()))
+            pooled = [
+                mean_pool(paired_learned[m])
+                if m in paired_learned
+                else ref.new_zeros(ref.shape[0], self._paired_out[m])
+                for m in cfg.modalities
+            ]
+            logits["paired"] = self.paired_head(torch.cat(pooled, dim=-1))
+
+        parts = {
+            m: ModalParts(
+                partitions[m].uni,
+                partitions[m].paired,
+                uni_learned[m],
+                paired_learned.get(m),
+                rebuilt.get(m),
+                partitions[m].gate,
+            )
+            for m in order
+        }
+        shares = {m: partitions[m].share for m in order}
+        return PgMOutput(outputs, parts, shares, losses, logits, skipped, cfg)
+
+    def align_loss(self, paired_learned: Mapping[str, Tensor]) -> Tensor:
+        """Mean alignment loss over every pair of modalities' pooled paired codes."""
+        pooled = [mean_pool(p) for p in paired_learned.values()]
+        terms = []
+        for i in range(len(pooled)):
+            for j in range(i + 1, len(pooled)):
+                if self.config.align == "cmd":
+                    terms.append(cmd_loss(pooled[i], pooled[j]))
+                else:
+                    terms.append(info_nce_loss(pooled[i], pooled[j], self.config.align_temperature))
+        return torch.stack(terms).mean()
+
+    # ------------------------------------------------------------------ optimisation
+    def named_param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Group name -> the block's parameters in it; every parameter lands in exactly one."""
+        groups: dict[str, list[nn.Parameter]] = {}
+        learner: _PairedLearner | None = self.paired_learner  # type: ignore[assignment]
+        for m in self.config.modalities:
+            uni: list[nn.Parameter] = []
+            if m in self.uni_learners:
+                uni += self.uni_learners[m].parameters()
+            if m in self.uni_heads:
+                uni += self.uni_heads[m].parameters()
+            groups[f"{m}.uni"] = uni
+            groups[f"{m}.paired"] = list(learner.per_modality(m)) if learner is not None else []
+        groups["paired.shared"] = [
+            *(learner.shared() if learner is not None else ()),
+            *(self.paired_head.parameters() if self.paired_head is not None else ()),
+        ]
+        groups["partitioner"] = list(self.partitioners.parameters())
+        groups["decoder"] = list(self.decoders.parameters())
+        grouped = {id(p) for ps in groups.values() for p in ps}
+        missing = [n for n, p in self.named_parameters() if id(p) not in grouped]
+        assert not missing, f"parameters in no optimizer group: {missing}"
+        return groups
+
+    def param_groups(self, base_lr: float, **defaults: Any) -> list[dict[str, Any]]:
+        """Optimizer groups ``{"name", "params", "lr"}``, one per (modality, part), the shared
+        paired parts, the partitioner and the decoder, each at ``base_lr * lr_mult[name]``.
+
+        ``defaults`` (e.g. ``weight_decay``) are copied into every group.
+        """
+        lr_of = {name: self.config.lr_multiplier(name) for name in self.config.group_names()}
+        return make_param_groups(self.named_param_groups(), base_lr, lr_of, **defaults)
+
+    def betas(self) -> dict[str, float]:
+        """The decoders' mixing scalars (``mix='gate'``): how far each output moved from ``h``."""
+        return {
+            m: float(d.beta.detach())
+            for m, d in self.decoders.items()
+            if isinstance(d, UniPairedDecoder) and d.beta is not None
+        }
