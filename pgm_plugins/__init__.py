@@ -12,22 +12,32 @@ from typing import TYPE_CHECKING, Any
 from pgm_plugins._version import __version__
 
 if TYPE_CHECKING:
+    from pgm_plugins.api import get_adapter, inject, list_adapters, load, match_adapter, plan
     from pgm_plugins.block import PgMBlock, PgMConfig, PgMOutput, scale_grad
-
-__all__ = [
-    "PgMBlock",
-    "PgMConfig",
-    "PgMOutput",
-    "__version__",
-    "scale_grad",
-]
+    from pgm_plugins.injection import Adapter, Junction, PgMHandle, Site, list_layers, save
+    from pgm_plugins.registry import hookimpl
 
 _LAZY = {
     "PgMBlock": "pgm_plugins.block",
     "PgMConfig": "pgm_plugins.block",
     "PgMOutput": "pgm_plugins.block",
     "scale_grad": "pgm_plugins.block",
+    "Adapter": "pgm_plugins.injection",
+    "Junction": "pgm_plugins.injection",
+    "PgMHandle": "pgm_plugins.injection",
+    "Site": "pgm_plugins.injection",
+    "list_layers": "pgm_plugins.injection",
+    "save": "pgm_plugins.injection",
+    "inject": "pgm_plugins.api",
+    "plan": "pgm_plugins.api",
+    "load": "pgm_plugins.api",
+    "list_adapters": "pgm_plugins.api",
+    "get_adapter": "pgm_plugins.api",
+    "match_adapter": "pgm_plugins.api",
+    "hookimpl": "pgm_plugins.registry",
 }
+
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -16,7 +16,7 @@ HEAVY = [
     "mmf",
     "safetensors",
     "pgm_plugins.registry",
-    "pgm_plugins.inject",
+    "pgm_plugins.injection",
 ]
 
 

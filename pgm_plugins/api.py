@@ -1,0 +1,101 @@
+"""The public entry points that tie the engine to the plugin registry."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from pgm_plugins.block import PgMConfig
+from pgm_plugins.errors import CheckpointError, InjectionError
+from pgm_plugins.injection import Adapter, Junction, PgMHandle, Plan, Site, build_plan
+from pgm_plugins.injection.checkpoint import read_checkpoint
+from pgm_plugins.registry import get_registry
+
+__all__ = ["get_adapter", "inject", "list_adapters", "load", "match_adapter", "plan"]
+
+SiteSpec = Site | str | Mapping[str, Any]
+
+
+def list_adapters(filter: str | Iterable[str] = "*", exclude: str | Iterable[str] = ()
+                  ) -> list[str]:
+    """Registered adapter names matching ``filter`` (fnmatch), naturally sorted."""
+    return get_registry().adapters.names(filter, exclude)
+
+
+def get_adapter(name: str) -> Adapter:
+    """The adapter registered as ``name``; unknown names raise with the nearest match."""
+    return get_registry().adapters.entry(name).value
+
+
+def match_adapter(model: nn.Module) -> str | None:
+    """The name of the adapter that recognises ``model``, or None."""
+    return get_registry().match_adapter(model)
+
+
+def _adapter(adapter: Adapter | str | None) -> Adapter | None:
+    if adapter is None or isinstance(adapter, Adapter):
+        return adapter
+    if isinstance(adapter, str):
+        return get_adapter(adapter)
+    raise InjectionError(f"adapter must be a name, an Adapter or None; got {adapter!r}.")
+
+
+def plan(model: nn.Module, adapter: Adapter | str | None = None,
+         sites: Mapping[str, SiteSpec] | None = None, config: PgMConfig | Mapping[str, Any] |
+         None = None, *, junction: Junction | None = None, mode: str | None = None,
+         example_inputs: Any = None, prefix: str = "pgm_block") -> Plan:
+    """Exactly what :func:`inject` would do, without changing the model; ``print()`` it.
+
+    Args:
+        model: any ``nn.Module``.
+        adapter: a registered adapter name or an ``Adapter``; None when ``sites`` are given.
+        sites: ``{modality: layer path | Site}``; overrides the adapter's sites.
+        config: a dict of ``PgMConfig`` fields (the sites give the widths) or a full config.
+        junction: one layer carrying all modalities, instead of sites.
+        mode: ``"joint"`` or ``"independent"``; default the adapter's, else joint.
+        example_inputs: inputs for one dry run (a tuple of positional arguments, a dict of
+            keyword arguments or one tensor): widths, layouts and the joint-mode check.
+        prefix: attribute name of the block inside the model.
+    """
+    return build_plan(model, sites=sites, junction=junction, adapter=_adapter(adapter),
+                      config=config, mode=mode, example_inputs=example_inputs, prefix=prefix)
+
+
+def inject(model: nn.Module, adapter: Adapter | str | None = None,
+           sites: Mapping[str, SiteSpec] | None = None,
+           config: PgMConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> PgMHandle:
+    """Put a PgM block into ``model`` at the sites; returns the handle.
+
+    Takes the arguments of :func:`plan`. Everything is validated first: on any error the model
+    is unchanged.
+    """
+    return plan(model, adapter, sites, config, **kwargs).apply()
+
+
+def load(model: nn.Module, directory: str | Path, **kwargs: Any) -> PgMHandle:
+    """Re-inject a block saved with :func:`pgm_plugins.save` into ``model`` (same architecture).
+
+    ``kwargs`` go to :func:`plan` (``example_inputs=`` for sites whose width needs a dry run).
+    """
+    meta, tensors = read_checkpoint(directory, model)
+    spelled, resolved = meta["sites"], meta.get("resolved", {})
+    junction, sites = None, None
+    if spelled.get("junction") is True:
+        junction = Junction(**{k: v for k, v in spelled.items() if k != "junction"})
+    else:  # the widths and layouts found when saving: no dry run needed
+        sites = {k: dataclasses.replace(Site.coerce(v), dim=resolved[k]["width"],
+                                        layout=resolved[k]["layout"] or Site.coerce(v).layout)
+                 if k in resolved else v for k, v in spelled.items()}
+    config = PgMConfig.from_dict(meta["config"])
+    p = plan(model, adapter=None, sites=sites, config=config, junction=junction,
+             mode=meta["mode"], prefix=meta.get("prefix", "pgm_block"), **kwargs)
+    p.adapter = meta.get("adapter")
+    try:
+        p.block.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"the tensors in {directory} do not fit the block: {exc}") from exc
+    return p.apply()

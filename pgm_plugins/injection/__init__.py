@@ -1,0 +1,11 @@
+"""Putting PgM blocks into models others wrote: sites, plans, the hook engine, checkpoints."""
+
+from pgm_plugins.injection.adapter import Adapter
+from pgm_plugins.injection.checkpoint import read_checkpoint, save
+from pgm_plugins.injection.handle import PgMHandle
+from pgm_plugins.injection.layers import LayerInfo, format_layers, list_layers
+from pgm_plugins.injection.plan import Plan, build_plan, host_fingerprint
+from pgm_plugins.injection.site import Junction, Site
+
+__all__ = ["Adapter", "Junction", "LayerInfo", "PgMHandle", "Plan", "Site", "build_plan",
+           "format_layers", "host_fingerprint", "list_layers", "read_checkpoint", "save"]

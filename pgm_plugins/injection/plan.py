@@ -1,0 +1,301 @@
+"""``plan``: everything ``inject`` will do, resolved and validated, before the model is touched.
+
+A :class:`Plan` names each site's layer, width, layout and where the width came from, the mode,
+the block's configuration and parameter count. ``print(plan)`` shows it; ``plan.apply()`` is what
+``inject`` runs. Validation collects every problem before raising, so one error lists all sites
+that do not match.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from pgm_plugins.block import PgMBlock, PgMConfig
+from pgm_plugins.errors import ConfigError, InjectionError, SiteError
+from pgm_plugins.injection.adapter import Adapter
+from pgm_plugins.injection.probe import ProbeResult, probe_sites
+from pgm_plugins.injection.site import Junction, Site, feature_axis
+
+if TYPE_CHECKING:
+    from pgm_plugins.injection.handle import PgMHandle
+
+__all__ = ["Plan", "ResolvedSite", "build_plan", "host_fingerprint"]
+
+DEFAULT_PREFIX = "pgm_block"
+
+
+@dataclass
+class ResolvedSite:
+    key: str  #: modality name (or the junction's layer for a junction)
+    site: Site
+    module: nn.Module = field(repr=False)
+    width: int
+    layout: str | None  #: None: decided per call (2-D -> BD, 3-D -> BTD)
+    width_from: str  #: "layer", "dry run" or "dim="
+    arrival: int | None = None  #: position in the dry run's order of arrival
+
+
+@dataclass
+class Plan:
+    """What ``inject`` will do. Build it with :func:`pgm_plugins.plan`."""
+
+    model: nn.Module = field(repr=False)
+    sites: dict[str, ResolvedSite]
+    junction: Junction | None
+    mode: str
+    config: PgMConfig
+    block: PgMBlock = field(repr=False)
+    adapter: str | None
+    prefix: str
+    order: list[str]  #: expected arrival order of the modalities
+    read_check: str  #: "passed in the dry run", "on the first forward" or "not needed"
+    spelled: dict[str, Any]  #: the sites as the user spelled them (saved in checkpoints)
+    fingerprint: str
+
+    @property
+    def block_parameters(self) -> int:
+        return sum(p.numel() for p in self.block.parameters())
+
+    def __str__(self) -> str:
+        lines = [f"PgM injection plan ({self.mode} mode"
+                 + (f", adapter {self.adapter!r}" if self.adapter else "") + ")"]
+        rows = [("modality", "site", "layer type", "width", "layout", "width from")]
+        if self.junction is not None:
+            rs = next(iter(self.sites.values()))
+            for m, w in self.junction.widths.items():
+                rows.append((m, f"{rs.site.describe()} (junction)", type(rs.module).__name__,
+                             str(w), rs.layout or "auto", rs.width_from))
+        else:
+            for rs in self.sites.values():
+                rows.append((rs.key, rs.site.describe(), type(rs.module).__name__,
+                             str(rs.width), rs.layout or "auto", rs.width_from))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                  for r in rows]
+        cfg = self.config
+        lines.append(f"  block: partitioner={cfg.partitioner}, paired={cfg.paired}, mix={cfg.mix}, "
+                     f"task={cfg.task}, {self.block_parameters:,} parameters, attached as "
+                     f"model.{self.prefix}")
+        if self.mode == "joint" and self.junction is None:
+            lines.append(f"  arrival order: {' -> '.join(self.order)}; the block runs when "
+                         f"{self.order[-1]!r} arrives; read check: {self.read_check}")
+        return "\n".join(lines)
+
+    def apply(self) -> PgMHandle:
+        """Carry the plan out: attach the block, register the hooks, return the handle."""
+        from pgm_plugins.injection.handle import PgMHandle
+
+        return PgMHandle._attach(self)
+
+
+def host_fingerprint(model: nn.Module, skip_prefix: str = DEFAULT_PREFIX) -> str:
+    """A short hash of the host's architecture: module types, parameter and buffer shapes."""
+    h = hashlib.sha256()
+    for name, module in model.named_modules():
+        if name == skip_prefix or name.startswith(skip_prefix + "."):
+            continue
+        h.update(f"{name}:{type(module).__qualname__};".encode())
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if not name.startswith(skip_prefix + "."):
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+    return h.hexdigest()[:16]
+
+
+def _near(name: str, names: list[str]) -> str:
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
+    if not close:
+        tail = name.rsplit(".", 1)[-1]
+        close = [n for n in names if n.rsplit(".", 1)[-1] == tail][:3]
+    return f" (near: {', '.join(map(repr, close))})" if close else ""
+
+
+def _static_width(module: nn.Module, site: Site) -> int | None:
+    """The feature width a layer states for its output (or input), if it states one."""
+    out = site.at == "output"
+    if isinstance(module, nn.Linear):
+        return module.out_features if out else module.in_features
+    if isinstance(module, nn.Conv1d):
+        return module.out_channels if out else module.in_channels
+    if isinstance(module, nn.LayerNorm) and module.normalized_shape:
+        return int(module.normalized_shape[-1])
+    if isinstance(module, nn.Embedding) and out:
+        return module.embedding_dim
+    if isinstance(module, nn.MultiheadAttention):
+        return module.embed_dim
+    if isinstance(module, nn.RNNBase) and out and site.index == 0:
+        return module.hidden_size * (2 if module.bidirectional else 1)
+    if isinstance(module, nn.Sequential) and out and site.index is None:
+        # the last layer that states a width, behind width-keeping activations / dropout
+        for child in reversed(module):
+            width = _static_width(child, Site("_", "output"))
+            if width is not None or any(True for _ in child.parameters()):
+                return width
+    return None
+
+
+def _config_from(config: PgMConfig | Mapping[str, Any] | None, defaults: Mapping[str, Any],
+                 widths: dict[str, int]) -> PgMConfig:
+    if isinstance(config, PgMConfig):
+        if config.modalities != widths:
+            raise InjectionError(
+                f"the config's modalities {config.modalities} do not match the sites' widths "
+                f"{widths}; pass a dict of PgMConfig fields without 'modalities' to let the "
+                "sites decide.")
+        return config
+    fields = dict(defaults) | dict(config or {})
+    if "modalities" in fields and dict(fields["modalities"]) != widths:
+        raise InjectionError(f"config modalities {fields['modalities']} do not match the sites' "
+                             f"widths {widths}.")
+    fields["modalities"] = widths
+    try:
+        return PgMConfig(**fields)
+    except TypeError as exc:
+        raise ConfigError(f"invalid PgMConfig field: {exc}; valid fields: "
+                          f"{', '.join(PgMConfig.help())}.") from exc
+
+
+def build_plan(
+    model: nn.Module,
+    *,
+    sites: Mapping[str, Site | str | Mapping[str, Any]] | None = None,
+    junction: Junction | None = None,
+    adapter: Adapter | None = None,
+    config: PgMConfig | Mapping[str, Any] | None = None,
+    mode: str | None = None,
+    example_inputs: Any = None,
+    prefix: str = DEFAULT_PREFIX,
+) -> Plan:
+    """Resolve and validate an injection without changing ``model`` (see ``pgm_plugins.plan``)."""
+    if not isinstance(model, nn.Module):
+        raise InjectionError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if hasattr(model, prefix):
+        raise InjectionError(f"the model already has an attribute {prefix!r} (a PgM block "
+                             "injected before?); call handle.remove() first or pass prefix=.")
+    spelled_sites = dict(sites) if sites is not None else (
+        adapter.sites_for(model) if adapter is not None else {})
+    junction = junction if junction is not None or sites is not None else (
+        adapter.junction if adapter is not None else None)
+    if not spelled_sites and junction is None:
+        raise InjectionError("nothing to inject: give sites={modality: layer path or Site}, a "
+                             "junction=, or an adapter. Run `pgm layers MODULE:FACTORY` (or "
+                             "pgm_plugins.list_layers(model)) to see the layers.")
+    if spelled_sites and junction is not None:
+        raise InjectionError("give either sites or a junction, not both.")
+    mode = mode or (adapter.mode if adapter is not None else "joint")
+    if mode not in ("joint", "independent"):
+        raise InjectionError(f"mode={mode!r} is not valid; choose 'joint' or 'independent'.")
+
+    site_objs: dict[str, Site] = {}
+    problems: list[str] = []
+    for key, spec in (spelled_sites.items() if junction is None
+                      else [(junction.layer, junction.site())]):
+        try:
+            site_objs[key] = Site.coerce(spec)
+        except InjectionError as exc:
+            problems.append(f"{key}: {exc}")
+    modules = dict(model.named_modules())
+    names = [n for n in modules if n]
+    for key, site in site_objs.items():
+        if site.layer not in modules:
+            problems.append(f"{key}: layer {site.layer!r} not found{_near(site.layer, names)}")
+    if problems:
+        raise SiteError(f"{len(problems)} of {len(site_objs)} sites do not match the model "
+                        f"{type(model).__name__}:\n  " + "\n  ".join(problems)
+                        + "\nRun pgm_plugins.list_layers(model) to see every layer.")
+
+    probe: ProbeResult | None = None
+    if example_inputs is not None:
+        check = mode == "joint" and junction is None and len(site_objs) > 1
+        probe = probe_sites(model, site_objs, example_inputs, check_reads=check)
+
+    resolved: dict[str, ResolvedSite] = {}
+    for key, site in site_objs.items():
+        module = modules[site.layer]
+        static = _static_width(module, site)
+        layout = site.layout
+        width, source = None, ""
+        rec = probe.sites[key] if probe is not None else None
+        if rec is not None:
+            if rec.not_tensor:
+                problems.append(f"{key}: at {site.describe()}: {rec.not_tensor}")
+                continue
+            if rec.calls == 0:
+                problems.append(f"{key}: layer {site.layer!r} did not run in the dry run")
+                continue
+            if not rec.shapes:
+                problems.append(f"{key}: layer {site.layer!r} ran {rec.calls} times; call="
+                                f"{site.call} is out of range (0..{rec.calls - 1})")
+                continue
+            if rec.calls > 1 and site.call is None and mode == "joint":
+                problems.append(f"{key}: layer {site.layer!r} runs {rec.calls} times per forward; "
+                                f"choose which with Site(..., call=0..{rec.calls - 1})")
+                continue
+            shape = rec.shapes[0]
+            if layout is None:
+                layout = "BD" if len(shape) == 2 else (
+                    "BDT" if isinstance(module, nn.Conv1d) and site.at == "output" else "BTD")
+            if len(shape) != len(layout):
+                problems.append(f"{key}: layout {layout!r} expects a {len(layout)}-D tensor, but "
+                                f"{site.describe()} gives shape {shape}")
+                continue
+            width, source = shape[feature_axis(layout)], "dry run"
+            if static is not None and static != width:
+                problems.append(f"{key}: width {width} on axis {feature_axis(layout)} of shape "
+                                f"{shape} (layout {layout!r}) differs from the layer's {static}; "
+                                "wrong layout?")
+                continue
+        elif static is not None:
+            width, source = static, "layer"
+            if layout is None and isinstance(module, nn.Conv1d) and site.at == "output":
+                layout = "BDT"
+        if site.dim is not None:
+            if width is not None and width != site.dim:
+                problems.append(f"{key}: dim={site.dim} but the {source} says {width}")
+                continue
+            width, source = site.dim, source or "dim="
+        if width is None:
+            problems.append(f"{key}: the width at {site.describe()} ({type(module).__name__}) is "
+                            "unknown; pass example_inputs= for a dry run, or Site(..., dim=N)")
+            continue
+        if junction is not None and width != sum(junction.widths.values()):
+            problems.append(f"junction {site.layer!r}: the tensor is {width} wide but the widths "
+                            f"{dict(junction.widths)} sum to {sum(junction.widths.values())}")
+            continue
+        arrival = rec.first_arrival if rec is not None else None
+        resolved[key] = ResolvedSite(key, site, module, width, layout, source, arrival)
+    if problems:
+        raise SiteError(f"{len(problems)} of {len(site_objs)} sites do not fit the model "
+                        f"{type(model).__name__}:\n  " + "\n  ".join(problems))
+
+    widths = dict(junction.widths) if junction is not None else {
+        k: rs.width for k, rs in resolved.items()}
+    cfg = _config_from(config, adapter.config if adapter is not None else {}, widths)
+    if mode == "independent" and cfg.paired_learner and cfg.paired != "shared":
+        raise InjectionError("mode='independent' (one modality per call) needs paired='shared' "
+                             "(or paired_learner=False); 'attention' needs the modalities "
+                             "together. Set config={'paired': 'shared'} or mode='joint'.")
+    if probe is not None and probe.violations:
+        raise InjectionError(
+            "joint mode cannot be used with these sites: the host reads an earlier modality "
+            f"before the last one ({probe.order[-1]!r}) is produced: "
+            + "; ".join(probe.violations)
+            + ". Choose sites where every modality is produced before any is consumed, or use "
+              "mode='independent' with paired='shared'.")
+    order = probe.order if probe is not None else list(resolved)
+    if mode != "joint" or junction is not None or len(resolved) < 2:
+        read_check = "not needed"
+    else:
+        read_check = "passed in the dry run" if probe is not None else "on the first forward"
+    block = PgMBlock(cfg)
+    spelled = (junction.to_dict() if junction is not None else
+               {k: (v if isinstance(v, str) else Site.coerce(v).to_dict())
+                for k, v in spelled_sites.items()})
+    return Plan(model, resolved, junction, mode, cfg, block,
+                adapter.name if adapter is not None else None, prefix, order, read_check,
+                spelled, host_fingerprint(model, prefix))

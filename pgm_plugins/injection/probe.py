@@ -1,0 +1,191 @@
+"""Dry runs: run a host once on example inputs and watch what happens at its layers.
+
+Used by ``plan`` (widths, layouts, call counts, the order in which modalities arrive, and the
+joint-mode check) and by ``list_layers``. A dry run changes nothing: it runs under ``no_grad``,
+restores every buffer (BatchNorm statistics) and the RNG state, and removes its hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
+
+from pgm_plugins.errors import InjectionError
+from pgm_plugins.injection.site import Site, get_element, set_element
+
+__all__ = ["ReadWatch", "call_model", "dry_run", "probe_sites"]
+
+# functions that read a tensor's metadata, never its values
+_METADATA = {"size", "dim", "numel", "stride", "is_contiguous", "is_floating_point",
+             "element_size", "data_ptr", "storage_offset", "__len__", "get_device", "is_complex",
+             "untyped_storage", "_is_view"}
+
+
+def _name(func: Any) -> str:
+    return getattr(func, "__name__", None) or str(func)
+
+
+def _same_storage(a: Tensor, b: Tensor) -> bool:
+    try:
+        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return False
+
+
+class ReadWatch(TorchFunctionMode):
+    """Records host operations that read a tracked tensor's values (views of it are tracked too).
+
+    The joint mode hands the host clones of the early modalities and writes the block's results
+    into them when the last modality arrives; a host operation that reads such a clone before then
+    would see the unprocessed values (and may have saved it for backward), so the plan is refused.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tracked: dict[int, tuple[Tensor, str]] = {}
+        self.violations: list[str] = []
+        self.paused = 0
+
+    def track(self, t: Tensor, label: str) -> None:
+        self.tracked[id(t)] = (t, label)
+
+    def clear(self) -> None:
+        self.tracked.clear()
+
+    @contextmanager
+    def pause(self) -> Iterator[None]:
+        self.paused += 1
+        try:
+            yield
+        finally:
+            self.paused -= 1
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if self.paused or not self.tracked:
+            return func(*args, **kwargs)
+        hits = [self.tracked[id(t)] for t in tree_leaves((args, kwargs))
+                if isinstance(t, Tensor) and id(t) in self.tracked]
+        out = func(*args, **kwargs)
+        if hits and _name(func) not in _METADATA:
+            src, label = hits[0]
+            if isinstance(out, Tensor) and _same_storage(out, src):
+                self.track(out, label)  # a view: reading it later is reading the clone
+            elif isinstance(out, Tensor) or _name(func) != "__get__":
+                msg = f"{_name(func)} read {label}"
+                if msg not in self.violations:
+                    self.violations.append(msg)
+        return out
+
+
+def call_model(model: nn.Module, example_inputs: Any) -> Any:
+    """``model(*inputs)`` for a tuple/list, ``model(**inputs)`` for a dict, else ``model(inputs)``."""
+    if isinstance(example_inputs, Mapping):
+        return model(**example_inputs)
+    if isinstance(example_inputs, tuple | list):
+        return model(*example_inputs)
+    return model(example_inputs)
+
+
+@contextmanager
+def dry_run(model: nn.Module) -> Iterator[None]:
+    """Leave no trace: no grad, buffers and RNG restored afterwards."""
+    buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        try:
+            yield
+        finally:
+            named = dict(model.named_buffers())
+            for k, v in buffers.items():
+                if k in named:
+                    named[k].copy_(v)
+
+
+@dataclass
+class SiteProbe:
+    calls: int = 0
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
+    first_arrival: int | None = None
+    not_tensor: str | None = None
+
+
+@dataclass
+class ProbeResult:
+    sites: dict[str, SiteProbe]
+    order: list[str]  #: keys in the order of their first arrival
+    violations: list[str]
+
+
+def probe_sites(model: nn.Module, sites: Mapping[str, Site], example_inputs: Any,
+                check_reads: bool) -> ProbeResult:
+    """One dry run recording, per site: calls, tensor shapes and arrival order; optionally also
+    which early modality the host reads before the last one arrives."""
+    modules = dict(model.named_modules())
+    result = {key: SiteProbe() for key in sites}
+    order: list[str] = []
+    watch = ReadWatch()
+    handles = []
+
+    def make_hook(key: str, site: Site) -> Callable[..., Any]:
+        def handle(value: Any) -> Any:
+            with watch.pause():
+                rec = result[key]
+                rec.calls += 1
+                if site.call is not None and rec.calls - 1 != site.call:
+                    return None
+                try:
+                    elem = get_element(value, 0 if site.at == "input" and site.index is None
+                                       else site.index)
+                except (KeyError, IndexError, AttributeError, TypeError) as exc:
+                    rec.not_tensor = f"no element {site.index!r} ({type(exc).__name__}: {exc})"
+                    return None
+                if not isinstance(elem, Tensor):
+                    rec.not_tensor = f"element is a {type(elem).__name__}, not a tensor"
+                    return None
+                rec.shapes.append(tuple(elem.shape))
+                if rec.first_arrival is None:
+                    rec.first_arrival = len(order)
+                    order.append(key)
+                if not check_reads or len(order) == len(sites):
+                    watch.clear()  # the last modality arrived: later reads are fine
+                    return None
+                clone = elem.clone()
+                watch.track(clone, f"{key!r} (layer {site.layer!r})")
+                idx = 0 if site.at == "input" and site.index is None else site.index
+                return set_element(value, idx, clone)
+
+        if site.at == "input":
+            return lambda mod, args, kwargs: (
+                None if (new := handle(args)) is None else (new, kwargs))
+        return lambda mod, args, out: handle(out)
+
+    try:
+        for key, site in sites.items():
+            module = modules[site.layer]
+            hook = make_hook(key, site)
+            if site.at == "input":
+                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+            else:
+                handles.append(module.register_forward_hook(hook))
+        with dry_run(model):
+            if check_reads:
+                with watch:
+                    call_model(model, example_inputs)
+            else:
+                call_model(model, example_inputs)
+    except InjectionError:
+        raise
+    except Exception as exc:
+        raise InjectionError(f"the dry run with the example inputs failed: "
+                             f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        for h in handles:
+            h.remove()
+    return ProbeResult(result, order, watch.violations)

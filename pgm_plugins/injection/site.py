@@ -1,0 +1,177 @@
+"""Sites and junctions: where a modality's representation is read from a host and written back.
+
+A :class:`Site` names one layer of a model (dotted path, as in ``named_modules()``), whether its
+input or output carries the modality, which element of a tuple / list / dict / model-output object,
+the tensor layout, and which call when the layer runs several times per forward. A
+:class:`Junction` is one layer whose tensor carries several modalities concatenated on the feature
+axis, with their widths; the block splits it, runs, and merges the results back.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from pgm_plugins.errors import InjectionError
+
+__all__ = ["LAYOUTS", "Junction", "Site", "from_block", "get_element", "set_element", "to_block"]
+
+#: tensor layouts a site may declare; the block always sees ``[B, d]`` or ``[B, T, d]``
+LAYOUTS = ("BD", "BTD", "TBD", "BDT")
+PLACES = ("output", "input")
+
+
+def _check(layout: str | None, at: str, index: Any, call: int | None, dim: int | None) -> None:
+    if layout is not None and layout not in LAYOUTS:
+        raise InjectionError(f"layout={layout!r} is not valid; choose one of "
+                             f"{', '.join(map(repr, LAYOUTS))}.")
+    if at not in PLACES:
+        raise InjectionError(f"at={at!r} is not valid; choose 'output' (forward hook) or "
+                             "'input' (forward pre-hook).")
+    if index is not None and not isinstance(index, int | str):
+        raise InjectionError(f"index={index!r} must be an int (tuple/list position) or a str "
+                             "(dict key or attribute of a model-output object).")
+    if call is not None and (not isinstance(call, int) or call < 0):
+        raise InjectionError(f"call={call!r} must be an int >= 0 (which call of the layer).")
+    if dim is not None and (not isinstance(dim, int) or dim < 1):
+        raise InjectionError(f"dim={dim!r} must be a positive int.")
+
+
+@dataclass(frozen=True)
+class Site:
+    """One modality's place in a host.
+
+    Attributes:
+        layer: dotted module path, as listed by ``model.named_modules()`` (``"encoders.text"``).
+        at: ``"output"`` (forward hook) or ``"input"`` (forward pre-hook).
+        index: element of a tuple/list (int) or dict / model-output object (str); None for a
+            plain tensor (for ``at="input"``, None means the first positional argument).
+        layout: ``"BD"``, ``"BTD"``, ``"TBD"`` or ``"BDT"``; None infers it from the dry run
+            (2-D: BD; 3-D: BDT after a Conv1d, else BTD) and fails without one.
+        call: which call of the layer within one forward (0-based); None acts on every call.
+        dim: the modality's width, when neither the layer nor a dry run can tell it.
+    """
+
+    layer: str
+    at: str = "output"
+    index: int | str | None = None
+    layout: str | None = None
+    call: int | None = None
+    dim: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, str) or not self.layer:
+            raise InjectionError(f"layer={self.layer!r} must be a non-empty dotted module path.")
+        _check(self.layout, self.at, self.index, self.call, self.dim)
+
+    @classmethod
+    def coerce(cls, value: Site | str | Mapping[str, Any]) -> Site:
+        """Accept a ``Site``, a layer path, or a mapping of ``Site`` fields."""
+        if isinstance(value, Site):
+            return value
+        if isinstance(value, str):
+            return cls(layer=value)
+        if isinstance(value, Mapping):
+            return cls(**value)
+        raise InjectionError(f"a site must be a Site, a layer path or a mapping; got {value!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if v is not None and not (k == "at" and v == "output")}
+
+    def describe(self) -> str:
+        where = self.layer + ("" if self.at == "output" else " (input)")
+        if self.index is not None:
+            where += f"[{self.index!r}]"
+        if self.call is not None:
+            where += f" call {self.call}"
+        return where
+
+
+@dataclass(frozen=True)
+class Junction:
+    """One layer carrying several modalities concatenated on the feature axis.
+
+    ``widths`` gives each modality's width in concatenation order; the tensor's feature axis must
+    be their sum. The block runs on the split parts at once (joint by construction) and the merged
+    result replaces the tensor.
+    """
+
+    layer: str
+    widths: Mapping[str, int]
+    at: str = "output"
+    index: int | str | None = None
+    layout: str | None = None
+    call: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, str) or not self.layer:
+            raise InjectionError(f"layer={self.layer!r} must be a non-empty dotted module path.")
+        if not isinstance(self.widths, Mapping) or len(self.widths) < 2:
+            raise InjectionError(f"a Junction needs widths for two or more modalities, got "
+                                 f"{self.widths!r}.")
+        _check(self.layout, self.at, self.index, self.call, None)
+        object.__setattr__(self, "widths", dict(self.widths))
+
+    def site(self) -> Site:
+        """The tensor's place, as a site without a width."""
+        return Site(self.layer, self.at, self.index, self.layout, self.call)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"junction": True, **self.site().to_dict(), "widths": dict(self.widths)}
+
+
+# ---------------------------------------------------------------------- layouts
+def to_block(t: Tensor, layout: str) -> Tensor:
+    """Host layout -> ``[B, d]`` / ``[B, T, d]``."""
+    if layout == "TBD":
+        return t.transpose(0, 1)
+    if layout == "BDT":
+        return t.transpose(1, 2)
+    return t
+
+
+def from_block(x: Tensor, layout: str) -> Tensor:
+    """``[B, d]`` / ``[B, T, d]`` -> host layout."""
+    return to_block(x, layout)  # both transposes are their own inverse
+
+
+def feature_axis(layout: str) -> int:
+    return {"BD": 1, "BTD": 2, "TBD": 2, "BDT": 1}[layout]
+
+
+# ---------------------------------------------------------------------- containers
+def get_element(value: Any, index: int | str | None) -> Any:
+    """The element a site names inside a layer's output (or positional inputs)."""
+    if index is None:
+        return value
+    if isinstance(index, int):
+        return value[index]
+    if isinstance(value, Mapping):
+        return value[index]
+    return getattr(value, index)
+
+
+def set_element(value: Any, index: int | str | None, new: Tensor) -> Any:
+    """A copy of ``value`` with the element at ``index`` replaced; the original is not mutated."""
+    if index is None:
+        return new
+    if isinstance(value, tuple):
+        items = list(value)
+        items[index] = new  # type: ignore[index]
+        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, list):
+        items = list(value)
+        items[index] = new  # type: ignore[index]
+        return items
+    out = copy.copy(value)
+    if isinstance(out, dict):
+        out[index] = new
+    else:
+        setattr(out, str(index), new)
+    return out

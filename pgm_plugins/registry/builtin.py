@@ -1,0 +1,48 @@
+"""Built-in registrations, made through the same hooks as any third-party plugin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pgm_plugins.injection.adapter import Adapter
+from pgm_plugins.registry.hookspecs import hookimpl
+
+
+def _toy_sites(model: Any) -> dict[str, str]:
+    return {m: f"encoders.{m}" for m in model.encoders}
+
+
+def _is_toy(model: Any) -> bool:
+    from pgm_plugins.toy import LateFusion
+
+    return isinstance(model, LateFusion)
+
+
+def _toy_host(**options: Any) -> Any:
+    from pgm_plugins.toy import LateFusion
+
+    return LateFusion(**options)
+
+
+def _synthetic(**options: Any) -> Any:
+    from pgm_plugins.toy import make_uni_paired
+
+    return make_uni_paired(**options)
+
+
+@hookimpl
+def pgm_register_adapters(register: Any) -> None:
+    register(Adapter("toy.late_fusion", sites=_toy_sites, matches=_is_toy,
+                     description="pgm_plugins.toy.LateFusion: the encoders' outputs"))
+
+
+@hookimpl
+def pgm_register_hosts(register: Any) -> None:
+    register("toy.late_fusion", _toy_host, "a tiny late-fusion model (random weights)",
+             adapter="toy.late_fusion")
+
+
+@hookimpl
+def pgm_register_datasets(register: Any) -> None:
+    register("synthetic.uni_paired", _synthetic,
+             "synthetic regression with known uni-modal and paired-modal factors")

@@ -1,0 +1,81 @@
+"""The plugin author's manual: every hook pgm_plugins calls, in one file.
+
+A plugin is a module (or object) with functions named like the hooks below, each marked with
+``pgm_plugins.registry.hookimpl``, and exposed through an entry point in the group
+``pgm_plugins``::
+
+    # pyproject.toml of your distribution
+    [project.entry-points.pgm_plugins]
+    mymodels = "my_package.pgm_plugin"
+
+Rules that hold for every hook:
+
+- Hook names start with ``pgm_``. A function marked ``@hookimpl`` whose name is not a hook below
+  is an error when plugins load (``check_pending``): a typo fails loudly instead of never running.
+- Registration hooks receive a ``register`` callback; call it once per thing you add. Names are
+  lower case, dotted by zoo (``"mmsa.mult"``); a name another plugin registered already is an
+  error naming both plugins.
+- Keep registration cheap: import your model zoo inside the factories and predicates you
+  register, never at module import or inside the hook body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+
+PROJECT = "pgm_plugins"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def pgm_register_adapters(register: Callable[..., None]) -> None:
+    """Add adapters: call ``register(adapter)`` with a ``pgm_plugins.Adapter`` for each.
+
+    An adapter names, for one model family, the site of each modality (or one junction), the
+    mode (``"joint"`` when all modalities go through one forward, ``"independent"`` for dual
+    encoders), default ``PgMConfig`` fields, and optionally ``matches(model) -> bool``.
+
+    Called once, when the registry is first used. Return value ignored.
+    """
+
+
+@hookspec(firstresult=True)
+def pgm_match_adapter(model: Any) -> str | None:
+    """Recognise ``model`` and return the name of the adapter to use, or None.
+
+    Calling semantics: stops at the first non-None result (later-registered plugins are asked
+    first). Adapters registered with a ``matches`` predicate are tried after this hook, so
+    implement it only for recognition that a predicate cannot express. Must not modify the model.
+    """
+
+
+@hookspec
+def pgm_register_datasets(register: Callable[..., None]) -> None:
+    """Add benchmark data sets: ``register(name, factory, description="")``.
+
+    ``factory(**options)`` loads the data set (from files: nothing may be downloaded at run time)
+    and is called only when a benchmark asks for it. Return value ignored.
+    """
+
+
+@hookspec
+def pgm_register_hosts(register: Callable[..., None]) -> None:
+    """Add host models for benchmarks: ``register(name, factory, description="", adapter=None)``.
+
+    ``factory(**options) -> nn.Module`` builds the host with random weights from a config;
+    ``adapter`` names the adapter whose sites fit it. Return value ignored.
+    """
+
+
+@hookspec
+def pgm_register_zoo_patches(register: Callable[..., None]) -> None:
+    """Add zoo patches: ``register(name, apply, description="")``.
+
+    ``apply(**options)`` makes PgM variants buildable through a zoo's own factory (for example
+    ``mult_pgm`` in MMSA's model map) and returns a callable that undoes the patch. It must check
+    that it overwrites nothing the zoo already has. Called only on ``apply_zoo_patch(name)``.
+    """

@@ -1,0 +1,182 @@
+"""Plugin loading on pluggy: built-ins and entry points, allow-list, blocking, error reports.
+
+Nothing here runs at ``import pgm_plugins``; the first call that needs the registry loads the
+plugins once (``get_registry()``). Environment:
+
+- ``PGM_LOAD_PLUGINS=a,b``: load only the entry points (by entry-point or distribution name)
+  listed; set but empty loads none. Unset loads all.
+- ``PGM_BLOCK_PLUGINS=a,b``: never load these.
+- ``PGM_STRICT_PLUGINS=1``: a plugin that fails to import raises instead of being reported.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from pgm_plugins.errors import PluginError
+from pgm_plugins.injection.adapter import Adapter
+from pgm_plugins.registry import hookspecs
+from pgm_plugins.registry.store import Registry
+
+__all__ = ["PluginInfo", "PluginRegistry", "get_registry", "reset_registry"]
+
+GROUP = hookspecs.PROJECT
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str | None
+    version: str | None
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def _names(env: str) -> set[str] | None:
+    value = os.environ.get(env)
+    if value is None:
+        return None
+    return {v.strip() for v in value.split(",") if v.strip()}
+
+
+def _check_adapter(value: Any) -> str | None:
+    return None if isinstance(value, Adapter) else (
+        f"expected a pgm_plugins.Adapter, got {type(value).__name__}")
+
+
+def _check_callable(value: Any) -> str | None:
+    return None if callable(value) else f"expected a callable, got {type(value).__name__}"
+
+
+class PluginRegistry:
+    """A plugin manager with the registries its hooks fill."""
+
+    def __init__(self, *, load_entry_points: bool = True, strict: bool | None = None,
+                 builtins: bool = True) -> None:
+        self.pm = pluggy.PluginManager(GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.strict = os.environ.get("PGM_STRICT_PLUGINS", "") not in ("", "0") \
+            if strict is None else strict
+        self.plugins: dict[str, PluginInfo] = {}
+        self.adapters: Registry[Adapter] = Registry("adapter", _check_adapter)
+        self.datasets: Registry[Callable[..., Any]] = Registry("dataset", _check_callable)
+        self.hosts: Registry[Callable[..., Any]] = Registry("host", _check_callable)
+        self.zoo_patches: Registry[Callable[..., Any]] = Registry("zoo patch", _check_callable)
+        self._host_adapters: dict[str, str | None] = {}
+        if builtins:
+            from pgm_plugins.registry import builtin
+
+            self.register_plugin(builtin, "pgm_plugins.builtin")
+        if load_entry_points:
+            self.load_entry_points()
+        self.refresh()
+
+    # ------------------------------------------------------------------ loading
+    def register_plugin(self, plugin: Any, name: str, dist: str | None = None,
+                        version: str | None = None) -> None:
+        """Register a plugin object (module or instance) under ``name``."""
+        if self.pm.is_blocked(name):
+            return
+        self.pm.register(plugin, name=name)
+        self.plugins[name] = PluginInfo(name, dist, version)
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self.pm.unregister(name=name)
+            del self.plugins[name]
+            raise PluginError(f"plugin {name!r} implements a hook that does not exist: {exc}. "
+                              f"Hooks: {', '.join(self.hook_names())}.") from exc
+        self.plugins[name].hooks = sorted(
+            h.name for h in self.pm.get_hookcallers(plugin) or [])
+
+    def hook_names(self) -> list[str]:
+        return sorted(n for n in dir(self.pm.hook) if n.startswith("pgm_"))
+
+    def load_entry_points(self) -> None:
+        allow, block = _names("PGM_LOAD_PLUGINS"), _names("PGM_BLOCK_PLUGINS") or set()
+        for ep in md.entry_points(group=GROUP):
+            dist = ep.dist.name if ep.dist is not None else None
+            version = ep.dist.version if ep.dist is not None else None
+            if allow is not None and ep.name not in allow and dist not in allow:
+                continue
+            if ep.name in block or dist in block:
+                self.pm.set_blocked(ep.name)
+                continue
+            if self.pm.has_plugin(ep.name):
+                continue
+            try:
+                plugin = ep.load()
+                self.register_plugin(plugin, ep.name, dist, version)
+            except Exception as exc:
+                if self.strict:
+                    raise PluginError(f"plugin {ep.name!r} (distribution {dist}) failed to "
+                                      f"load: {type(exc).__name__}: {exc}") from exc
+                self.plugins[ep.name] = PluginInfo(ep.name, dist, version,
+                                                   error=f"{type(exc).__name__}: {exc}")
+
+    def refresh(self) -> None:
+        """(Re)build the registries from every registered plugin's hooks."""
+        for reg in (self.adapters, self.datasets, self.hosts, self.zoo_patches):
+            reg._entries.clear()
+        self._host_adapters.clear()
+        for impl in self.pm.hook.pgm_register_adapters.get_hookimpls():
+            plugin = impl.plugin_name
+
+            def add_adapter(adapter: Adapter, _p: str = plugin) -> None:
+                self.adapters.add(getattr(adapter, "name", repr(adapter)), adapter, _p,
+                                  getattr(adapter, "description", ""))
+
+            impl.function(register=add_adapter)
+        simple = [("pgm_register_datasets", self.datasets),
+                  ("pgm_register_zoo_patches", self.zoo_patches)]
+        for hook, reg in simple:
+            for impl in getattr(self.pm.hook, hook).get_hookimpls():
+                def add(name: str, value: Any, description: str = "", _r: Registry[Any] = reg,
+                        _p: str = impl.plugin_name) -> None:
+                    _r.add(name, value, _p, description)
+
+                impl.function(register=add)
+        for impl in self.pm.hook.pgm_register_hosts.get_hookimpls():
+            def add_host(name: str, factory: Any, description: str = "",
+                         adapter: str | None = None, _p: str = impl.plugin_name) -> None:
+                self.hosts.add(name, factory, _p, description)
+                self._host_adapters[name] = adapter
+
+            impl.function(register=add_host)
+
+    def host_adapter(self, name: str) -> str | None:
+        self.hosts.entry(name)
+        return self._host_adapters.get(name)
+
+    # ------------------------------------------------------------------ matching
+    def match_adapter(self, model: Any) -> str | None:
+        name = self.pm.hook.pgm_match_adapter(model=model)
+        if name is not None:
+            return str(name)
+        for entry in self.adapters.entries():
+            if entry.value.matches is not None and entry.value.matches(model):
+                return entry.name
+        return None
+
+
+_REGISTRY: PluginRegistry | None = None
+
+
+def get_registry() -> PluginRegistry:
+    """The process-wide registry, loaded on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = PluginRegistry()
+    return _REGISTRY
+
+
+def reset_registry(registry: PluginRegistry | None = None) -> None:
+    """Drop (or replace) the process-wide registry; the next use loads plugins again."""
+    global _REGISTRY
+    _REGISTRY = registry
