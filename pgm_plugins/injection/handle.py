@@ -192,7 +192,11 @@ class PgMHandle:
         watch, violations = self._watch, []
         if watch is not None:
             watch.__exit__(None, None, None)
-            violations, self._watch = watch.violations, None
+            if self._committed:  # the check is decided by the first forward that commits
+                violations, self._watch = watch.violations, None
+            else:  # reads of clones that are never written are harmless
+                watch.violations.clear()
+                watch.clear()
         self._forwards += 1
         if not self._committed and self._captured and self.enabled:
             # some modalities never arrived: the host already consumed the others unchanged,
@@ -216,6 +220,7 @@ class PgMHandle:
 
     def loss_terms(self, targets: Tensor | None = None) -> dict[str, Tensor]:
         """The block's auxiliary loss terms from the last forward, by name, weighted."""
+        self._check_live()
         terms: dict[str, Tensor] = {}
         for out in self._outputs:
             for name, value in out.loss_terms(targets).items():
@@ -232,6 +237,7 @@ class PgMHandle:
 
     def aux_loss(self, targets: Tensor | None = None) -> Tensor:
         """Sum of :meth:`loss_terms`; add it to the host's task loss."""
+        self._check_live()
         if not self._outputs:
             raise InjectionError("aux_loss() needs a forward pass of the model first (and the "
                                  "handle enabled).")

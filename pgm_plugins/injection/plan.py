@@ -254,6 +254,8 @@ def build_plan(
             width, source = static, "layer"
             if layout is None and isinstance(module, nn.Conv1d) and site.at == "output":
                 layout = "BDT"
+        if width is None and junction is not None:
+            width, source = sum(junction.widths.values()), "junction widths"
         if site.dim is not None:
             if width is not None and width != site.dim:
                 problems.append(f"{key}: dim={site.dim} but the {source} says {width}")
@@ -293,6 +295,9 @@ def build_plan(
     else:
         read_check = "passed in the dry run" if probe is not None else "on the first forward"
     block = PgMBlock(cfg)
+    ref = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if ref is not None:  # live where the host lives, in its precision
+        block.to(device=ref.device, dtype=ref.dtype)
     spelled = (junction.to_dict() if junction is not None else
                {k: (v if isinstance(v, str) else Site.coerce(v).to_dict())
                 for k, v in spelled_sites.items()})

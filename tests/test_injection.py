@@ -1,0 +1,324 @@
+"""One table of tiny hosts x site configurations, run through the same checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tiny_models import CASES, Case, EarlyRead
+
+import pgm_plugins as pp
+from pgm_plugins.errors import CheckpointError, InjectionError, SiteError, UnknownNameError
+from pgm_plugins.injection.site import from_block, get_element, set_element, to_block
+from pgm_plugins.toy import LateFusion
+
+PARAMS = [pytest.param(c, id=c.id) for c in CASES]
+
+
+def inject(case: Case, model: torch.nn.Module, inputs=None, **config) -> pp.PgMHandle:
+    cfg = {"dropout": 0.0, **case.config, **config}
+    return pp.inject(model, sites=case.sites, junction=case.junction, config=cfg,
+                     example_inputs=case.inputs if inputs is None else inputs)
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def hooks_of(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("case", PARAMS)
+def test_identity_at_initialisation(case):
+    model = case.factory()
+    ref = model(*case.inputs)
+    inject(case, model, mix="gate")
+    torch.testing.assert_close(model(*case.inputs), ref, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", PARAMS)
+def test_block_output_reaches_host_output_and_gradients_flow(case):
+    model = case.factory()
+    ref = model(*case.inputs)
+    handle = inject(case, model, mix="replace", task="none")
+    out = model(*case.inputs)
+    assert not torch.allclose(out, ref)
+    (out.square().mean() + handle.aux_loss()).backward()
+    block_ids = {id(p) for p in handle.block.parameters()}
+    host = [p for p in model.parameters() if id(p) not in block_ids]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in handle.block.parameters())
+    assert all(p.grad is not None for p in host)
+
+
+@pytest.mark.parametrize("case", PARAMS)
+def test_remove_restores_outputs_state_dict_and_hooks(case):
+    model = case.factory()
+    ref, state, n_hooks = model(*case.inputs), snapshot(model), hooks_of(model)
+    handle = inject(case, model, mix="replace")
+    assert "pgm_block" in dict(model.named_children())
+    assert not torch.equal(model(*case.inputs), ref)
+    handle.remove()
+    assert torch.equal(model(*case.inputs), ref)
+    after = model.state_dict()
+    assert list(after) == list(state)
+    assert all(torch.equal(after[k], state[k]) for k in state)
+    assert hooks_of(model) == n_hooks
+    with pytest.raises(InjectionError, match="removed"):
+        handle.aux_loss()
+
+
+@pytest.mark.parametrize("case", PARAMS)
+def test_disable_and_enable(case):
+    model = case.factory()
+    ref = model(*case.inputs)
+    handle = inject(case, model, mix="replace")
+    changed = model(*case.inputs)
+    handle.disable()
+    assert torch.equal(model(*case.inputs), ref)
+    handle.enable()
+    assert torch.equal(model(*case.inputs), changed)
+
+
+@pytest.mark.parametrize("case", PARAMS)
+def test_save_fresh_model_load_gives_identical_outputs(case, tmp_path):
+    model = case.factory()
+    handle = inject(case, model, mix="replace")
+    with torch.no_grad():  # make the saved block differ from a freshly built one
+        for p in handle.block.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    expected = model(*case.inputs)
+    pp.save(handle, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pgm_block.safetensors",
+                                                          "pgm_config.json"]
+    fresh = case.factory()
+    pp.load(fresh, tmp_path)
+    torch.testing.assert_close(fresh(*case.inputs), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("case", PARAMS)
+def test_joint_mode_equals_running_the_block_by_hand(case):
+    model = case.factory()
+    handle = inject(case, model, mix="replace")
+    patched = model(*case.inputs)
+    plan = handle.plan
+    handle.remove()
+    # capture the host's tensors at the sites, run the block by hand, put its results back
+    captured: dict[str, torch.Tensor] = {}
+    hooks = []
+    for key, rs in plan.sites.items():
+        index = 0 if rs.site.at == "input" and rs.site.index is None else rs.site.index
+        layout = rs.layout or "BD"
+        calls = {"n": 0}
+
+        def grab(value, key=key, index=index, layout=layout, call=rs.site.call, calls=calls):
+            calls["n"] += 1
+            if call is None or calls["n"] - 1 == call:
+                captured[key] = to_block(get_element(value, index), layout)
+
+        if rs.site.at == "input":
+            hooks.append(rs.module.register_forward_pre_hook(lambda m, a, g=grab: g(a)))
+        else:
+            hooks.append(rs.module.register_forward_hook(lambda m, a, o, g=grab: g(o)))
+    model(*case.inputs)
+    for h in hooks:
+        h.remove()
+    if case.junction is not None:
+        (x,) = captured.values()
+        parts = dict(zip(case.junction.widths,
+                         x.split(list(case.junction.widths.values()), -1), strict=True))
+        merged = torch.cat(list(plan.block(parts).outputs.values()), -1)
+        results = {next(iter(plan.sites)): merged}
+    else:
+        results = plan.block(captured).outputs
+    for key, rs in plan.sites.items():
+        index = 0 if rs.site.at == "input" and rs.site.index is None else rs.site.index
+        layout = rs.layout or "BD"
+        calls = {"n": 0}
+
+        def put(value, key=key, index=index, layout=layout, call=rs.site.call, calls=calls):
+            calls["n"] += 1
+            if call is None or calls["n"] - 1 == call:
+                return set_element(value, index, from_block(results[key], layout))
+            return None
+
+        if rs.site.at == "input":
+            hooks.append(rs.module.register_forward_pre_hook(lambda m, a, p=put: p(a)))
+        else:
+            hooks.append(rs.module.register_forward_hook(lambda m, a, o, p=put: p(o)))
+    torch.testing.assert_close(model(*case.inputs), patched)
+
+
+@pytest.mark.parametrize("case", PARAMS)
+def test_gradcheck_float64_through_the_hooks(case):
+    model = case.factory().double()
+    inputs = tuple(x.double()[:2].requires_grad_(True) for x in case.inputs)
+    if case.id == "tuple-seq-first":  # sequence-first: batch is dim 1
+        inputs = tuple(x.double()[:, :2].requires_grad_(True) for x in case.inputs)
+    inject(case, model, inputs, mix="replace", uni_width=4, paired_width=4, heads=2,
+           decoder_width=4, task="none", check_finite=False)
+    assert torch.autograd.gradcheck(lambda *xs: model(*xs), inputs, eps=1e-6, atol=1e-5)
+
+
+def test_joint_mode_refuses_a_host_that_reads_an_early_modality():
+    torch.manual_seed(0)
+    model = EarlyRead()
+    state, inputs = snapshot(model), (torch.randn(2, 3), torch.randn(2, 3))
+    with pytest.raises(InjectionError, match=r"reads an earlier modality.*mul read 'a'"):
+        pp.inject(model, sites={"a": "enc_a", "b": "enc_b"}, example_inputs=inputs)
+    assert "pgm_block" not in dict(model.named_children()) and hooks_of(model) == 0
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    # without example inputs the check runs on the first forward, which removes the block
+    handle = pp.inject(model, sites={"a": "enc_a", "b": "enc_b"})
+    assert handle.plan.read_check == "on the first forward"
+    with pytest.raises(InjectionError, match="the PgM block was removed"):
+        model(*inputs)
+    assert handle.removed and hooks_of(model) == 0
+
+
+def test_missing_modality_in_joint_mode_leaves_host_output_and_reports():
+    torch.manual_seed(0)
+
+    class Maybe(LateFusion):
+        def forward(self, text, audio=None):  # audio may be absent
+            h = self.encoders["text"](text)
+            ha = self.encoders["audio"](audio) if audio is not None else torch.zeros_like(h)
+            return self.fusion(torch.cat([h, ha], -1)).squeeze(-1)
+
+    model = Maybe()
+    x = torch.randn(3, 16)
+    ref = model(x)
+    handle = pp.inject(model, "toy.late_fusion", config={"mix": "replace"})
+    assert torch.equal(model(x), ref)
+    assert handle.stats()["complete"] is False
+    assert set(handle.stats()["shares"]) == {"text"}
+    handle.aux_loss(torch.zeros(3)).backward()
+
+
+def test_independent_mode_runs_each_modality_at_once_and_aligns_across_calls():
+    torch.manual_seed(0)
+    model = LateFusion()
+    handle = pp.inject(model, "toy.late_fusion", mode="independent",
+                       config={"paired": "shared", "mix": "replace", "task": "none"})
+    model.encoders["text"](torch.randn(4, 16))  # separate calls, like CLIP's get_*_features
+    model.encoders["audio"](torch.randn(4, 8))
+    assert "align" in handle.loss_terms()
+    handle.aux_loss().backward()
+    with pytest.raises(InjectionError, match="needs paired='shared'"):
+        pp.plan(LateFusion(), "toy.late_fusion", mode="independent")
+
+
+def test_plan_is_printable_and_changes_nothing():
+    model = LateFusion()
+    state, n_hooks = snapshot(model), hooks_of(model)
+    inputs = (torch.randn(2, 16), torch.randn(2, 8))
+    p = pp.plan(model, "toy.late_fusion", example_inputs=inputs)
+    text = str(p)
+    assert "encoders.text" in text and "32" in text and "dry run" in text
+    assert f"{p.block_parameters:,} parameters" in text
+    assert hooks_of(model) == n_hooks and "pgm_block" not in dict(model.named_children())
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    handle = p.apply()  # what inject executes
+    assert handle.block is p.block
+
+
+def test_param_groups_cover_host_and_block_once():
+    model = LateFusion()
+    handle = pp.inject(model, "toy.late_fusion", config={"lr_mult": {"*.paired": 2}})
+    groups = handle.param_groups(1e-3, host_lr=1e-4)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert len(ids) == len(set(ids)) == len(list(model.parameters()))
+    by_name = {g["name"]: g["lr"] for g in groups}
+    assert by_name["host"] == 1e-4 and by_name["text.paired"] == 2e-3
+    torch.optim.Adam(groups)
+
+
+def test_list_layers_with_dry_run():
+    model = LateFusion()
+    layers = pp.list_layers(model, "encoders.*", example_inputs=(torch.randn(2, 16),
+                                                                 torch.randn(2, 8)))
+    info = {i.name: i for i in layers}
+    assert info["encoders.text"].output_shapes == [(2, 32)]
+    assert info["encoders.text"].calls == 1
+    assert "fusion" not in info
+
+
+# ---------------------------------------------------------------------- bad input
+def _untouched(model, state, n_hooks):
+    assert hooks_of(model) == n_hooks
+    assert "pgm_block" not in dict(model.named_children())
+    assert list(model.state_dict()) == list(state)
+
+
+def test_unknown_adapter_names_nearest_and_list():
+    model = LateFusion()
+    with pytest.raises(UnknownNameError, match=r"unknown adapter 'toy.late_fusoin'.*"
+                                               r"Did you mean 'toy.late_fusion'.*Registered:"):
+        pp.inject(model, "toy.late_fusoin")
+    _untouched(model, model.state_dict(), 0)
+
+
+def test_every_mismatched_site_is_named_with_near_misses():
+    model = LateFusion()
+    state = snapshot(model)
+    with pytest.raises(SiteError) as err:
+        pp.inject(model, sites={"text": "encoder.text", "audio": "encoders.audoi",
+                                "video": "encoders.audio"})
+    msg = str(err.value)
+    assert "2 of 3 sites" in msg
+    assert "'encoder.text' not found (near: 'encoders.text'" in msg
+    assert "'encoders.audoi' not found (near: 'encoders.audio'" in msg
+    _untouched(model, state, 0)
+
+
+def test_wrong_layout_and_width_mismatch_are_clear_errors():
+    model = LateFusion()
+    inputs = (torch.randn(2, 16), torch.randn(2, 8))
+    with pytest.raises(SiteError, match=r"layout 'BTD' expects a 3-D tensor.*shape \(2, 32\)"):
+        pp.inject(model, sites={"text": pp.Site("encoders.text", layout="BTD"),
+                                "audio": "encoders.audio"}, example_inputs=inputs)
+    with pytest.raises(SiteError, match=r"dim=30 but the dry run says 32"):
+        pp.inject(model, sites={"text": pp.Site("encoders.text", dim=30),
+                                "audio": "encoders.audio"}, example_inputs=inputs)
+    with pytest.raises(InjectionError, match="do not match the sites' widths"):
+        pp.inject(model, "toy.late_fusion",
+                  config=pp.PgMConfig(modalities={"text": 16, "audio": 32}))
+    with pytest.raises(SiteError, match=r"width .* is unknown; pass example_inputs="):
+        pp.inject(model, sites={"text": "encoders.text.1", "audio": "encoders.audio"})
+    with pytest.raises(InjectionError, match="already has an attribute 'pgm_block'"):
+        pp.inject(model, "toy.late_fusion")
+        pp.inject(model, "toy.late_fusion")
+
+
+def test_checkpoint_for_another_host_or_corrupted_is_refused(tmp_path):
+    model = LateFusion()
+    handle = pp.inject(model, "toy.late_fusion")
+    pp.save(handle, tmp_path)
+    other = LateFusion(hidden=16)
+    with pytest.raises(CheckpointError, match="architecture fingerprint"):
+        pp.load(other, tmp_path)
+    _untouched(other, other.state_dict(), 0)
+    data = bytearray((tmp_path / "pgm_block.safetensors").read_bytes())
+    data[-5] ^= 0xFF
+    (tmp_path / "pgm_block.safetensors").write_bytes(bytes(data))
+    fresh = LateFusion()
+    with pytest.raises(CheckpointError, match="does not match the digest"):
+        pp.load(fresh, tmp_path)
+    (tmp_path / "pgm_config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        pp.load(fresh, tmp_path)
+    _untouched(fresh, fresh.state_dict(), 0)
+
+
+def test_checkpoint_has_no_pickle_and_records_provenance(tmp_path):
+    handle = pp.inject(LateFusion(), sites={"text": "encoders.text", "audio": "encoders.audio"})
+    pp.save(handle, tmp_path)
+    meta = json.loads((tmp_path / "pgm_config.json").read_text())
+    assert meta["sites"] == {"text": "encoders.text", "audio": "encoders.audio"}
+    assert meta["pgm_plugins_version"] == pp.__version__
+    assert len(meta["host"]["fingerprint"]) == 16
+    from safetensors.torch import load_file
+
+    keys = load_file(tmp_path / "pgm_block.safetensors")
+    assert set(keys) == set(handle.block.state_dict())
