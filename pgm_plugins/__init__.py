@@ -37,7 +37,26 @@ _LAZY = {
     "hookimpl": "pgm_plugins.registry",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "Adapter",
+    "Junction",
+    "PgMBlock",
+    "PgMConfig",
+    "PgMHandle",
+    "PgMOutput",
+    "Site",
+    "__version__",
+    "get_adapter",
+    "hookimpl",
+    "inject",
+    "list_adapters",
+    "list_layers",
+    "load",
+    "match_adapter",
+    "plan",
+    "save",
+    "scale_grad",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,8 +20,9 @@ __all__ = ["get_adapter", "inject", "list_adapters", "load", "match_adapter", "p
 SiteSpec = Site | str | Mapping[str, Any]
 
 
-def list_adapters(filter: str | Iterable[str] = "*", exclude: str | Iterable[str] = ()
-                  ) -> list[str]:
+def list_adapters(
+    filter: str | Iterable[str] = "*", exclude: str | Iterable[str] = ()
+) -> list[str]:
     """Registered adapter names matching ``filter`` (fnmatch), naturally sorted."""
     return get_registry().adapters.names(filter, exclude)
 
@@ -44,10 +45,17 @@ def _adapter(adapter: Adapter | str | None) -> Adapter | None:
     raise InjectionError(f"adapter must be a name, an Adapter or None; got {adapter!r}.")
 
 
-def plan(model: nn.Module, adapter: Adapter | str | None = None,
-         sites: Mapping[str, SiteSpec] | None = None, config: PgMConfig | Mapping[str, Any] |
-         None = None, *, junction: Junction | None = None, mode: str | None = None,
-         example_inputs: Any = None, prefix: str = "pgm_block") -> Plan:
+def plan(
+    model: nn.Module,
+    adapter: Adapter | str | None = None,
+    sites: Mapping[str, SiteSpec] | None = None,
+    config: PgMConfig | Mapping[str, Any] | None = None,
+    *,
+    junction: Junction | None = None,
+    mode: str | None = None,
+    example_inputs: Any = None,
+    prefix: str = "pgm_block",
+) -> Plan:
     """Exactly what :func:`inject` would do, without changing the model; ``print()`` it.
 
     Args:
@@ -61,13 +69,25 @@ def plan(model: nn.Module, adapter: Adapter | str | None = None,
             keyword arguments or one tensor): widths, layouts and the joint-mode check.
         prefix: attribute name of the block inside the model.
     """
-    return build_plan(model, sites=sites, junction=junction, adapter=_adapter(adapter),
-                      config=config, mode=mode, example_inputs=example_inputs, prefix=prefix)
+    return build_plan(
+        model,
+        sites=sites,
+        junction=junction,
+        adapter=_adapter(adapter),
+        config=config,
+        mode=mode,
+        example_inputs=example_inputs,
+        prefix=prefix,
+    )
 
 
-def inject(model: nn.Module, adapter: Adapter | str | None = None,
-           sites: Mapping[str, SiteSpec] | None = None,
-           config: PgMConfig | Mapping[str, Any] | None = None, **kwargs: Any) -> PgMHandle:
+def inject(
+    model: nn.Module,
+    adapter: Adapter | str | None = None,
+    sites: Mapping[str, SiteSpec] | None = None,
+    config: PgMConfig | Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> PgMHandle:
     """Put a PgM block into ``model`` at the sites; returns the handle.
 
     Takes the arguments of :func:`plan`. Everything is validated first: on any error the model
@@ -87,12 +107,27 @@ def load(model: nn.Module, directory: str | Path, **kwargs: Any) -> PgMHandle:
     if spelled.get("junction") is True:
         junction = Junction(**{k: v for k, v in spelled.items() if k != "junction"})
     else:  # the widths and layouts found when saving: no dry run needed
-        sites = {k: dataclasses.replace(Site.coerce(v), dim=resolved[k]["width"],
-                                        layout=resolved[k]["layout"] or Site.coerce(v).layout)
-                 if k in resolved else v for k, v in spelled.items()}
+        sites = {
+            k: dataclasses.replace(
+                Site.coerce(v),
+                dim=resolved[k]["width"],
+                layout=resolved[k]["layout"] or Site.coerce(v).layout,
+            )
+            if k in resolved
+            else v
+            for k, v in spelled.items()
+        }
     config = PgMConfig.from_dict(meta["config"])
-    p = plan(model, adapter=None, sites=sites, config=config, junction=junction,
-             mode=meta["mode"], prefix=meta.get("prefix", "pgm_block"), **kwargs)
+    p = plan(
+        model,
+        adapter=None,
+        sites=sites,
+        config=config,
+        junction=junction,
+        mode=meta["mode"],
+        prefix=meta.get("prefix", "pgm_block"),
+        **kwargs,
+    )
     p.adapter = meta.get("adapter")
     try:
         p.block.load_state_dict(tensors, strict=True)

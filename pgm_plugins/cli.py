@@ -1,4 +1,4 @@
-"""The ``pgm`` command: ``pgm plugins``, ``pgm adapters [FILTER]``, ``pgm layers MODULE:FACTORY``."""
+"""The ``pgm`` command: ``pgm plugins``, ``pgm adapters [FILTER]``, ``pgm layers M:FACTORY``."""
 
 from __future__ import annotations
 
@@ -28,8 +28,11 @@ def _cmd_adapters(args: argparse.Namespace) -> int:
     reg = get_registry()
     names = reg.adapters.names(args.filter)
     if not names:
-        print(f"no adapter matches {args.filter!r}; registered: "
-              f"{', '.join(reg.adapters.names()) or '(none)'}", file=sys.stderr)
+        print(
+            f"no adapter matches {args.filter!r}; registered: "
+            f"{', '.join(reg.adapters.names()) or '(none)'}",
+            file=sys.stderr,
+        )
         return 1
     for name in names:
         entry = reg.adapters.entry(name)
@@ -47,8 +50,9 @@ def _shape(text: str) -> tuple[int, ...]:
 def _load_factory(spec: str) -> Any:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise SystemExit(f"pgm layers: {spec!r} must be MODULE:FACTORY, e.g. "
-                         "pgm_plugins.toy:LateFusion")
+        raise SystemExit(
+            f"pgm layers: {spec!r} must be MODULE:FACTORY, e.g. pgm_plugins.toy:LateFusion"
+        )
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -88,9 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("layers", help="named layers of a model built by MODULE:FACTORY()")
     p.add_argument("factory", metavar="MODULE:FACTORY")
     p.add_argument("--filter", default="*", help="fnmatch pattern on layer names")
-    p.add_argument("--example-shapes", nargs="+", type=_shape, metavar="SHAPE",
-                   help="random positional inputs of these shapes (e.g. 2x16 2x8) for a dry "
-                        "run that adds call counts and output shapes")
+    p.add_argument(
+        "--example-shapes",
+        nargs="+",
+        type=_shape,
+        metavar="SHAPE",
+        help="random positional inputs of these shapes (e.g. 2x16 2x8) for a dry "
+        "run that adds call counts and output shapes",
+    )
     p.set_defaults(func=_cmd_layers)
     return parser
 

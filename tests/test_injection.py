@@ -18,8 +18,13 @@ PARAMS = [pytest.param(c, id=c.id) for c in CASES]
 
 def inject(case: Case, model: torch.nn.Module, inputs=None, **config) -> pp.PgMHandle:
     cfg = {"dropout": 0.0, **case.config, **config}
-    return pp.inject(model, sites=case.sites, junction=case.junction, config=cfg,
-                     example_inputs=case.inputs if inputs is None else inputs)
+    return pp.inject(
+        model,
+        sites=case.sites,
+        junction=case.junction,
+        config=cfg,
+        example_inputs=case.inputs if inputs is None else inputs,
+    )
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -90,8 +95,10 @@ def test_save_fresh_model_load_gives_identical_outputs(case, tmp_path):
             p.add_(0.01 * torch.randn_like(p))
     expected = model(*case.inputs)
     pp.save(handle, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pgm_block.safetensors",
-                                                          "pgm_config.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "pgm_block.safetensors",
+        "pgm_config.json",
+    ]
     fresh = case.factory()
     pp.load(fresh, tmp_path)
     torch.testing.assert_close(fresh(*case.inputs), expected, rtol=0, atol=0)
@@ -126,8 +133,9 @@ def test_joint_mode_equals_running_the_block_by_hand(case):
         h.remove()
     if case.junction is not None:
         (x,) = captured.values()
-        parts = dict(zip(case.junction.widths,
-                         x.split(list(case.junction.widths.values()), -1), strict=True))
+        parts = dict(
+            zip(case.junction.widths, x.split(list(case.junction.widths.values()), -1), strict=True)
+        )
         merged = torch.cat(list(plan.block(parts).outputs.values()), -1)
         results = {next(iter(plan.sites)): merged}
     else:
@@ -156,8 +164,18 @@ def test_gradcheck_float64_through_the_hooks(case):
     inputs = tuple(x.double()[:2].requires_grad_(True) for x in case.inputs)
     if case.id == "tuple-seq-first":  # sequence-first: batch is dim 1
         inputs = tuple(x.double()[:, :2].requires_grad_(True) for x in case.inputs)
-    inject(case, model, inputs, mix="replace", uni_width=4, paired_width=4, heads=2,
-           decoder_width=4, task="none", check_finite=False)
+    inject(
+        case,
+        model,
+        inputs,
+        mix="replace",
+        uni_width=4,
+        paired_width=4,
+        heads=2,
+        decoder_width=4,
+        task="none",
+        check_finite=False,
+    )
     assert torch.autograd.gradcheck(lambda *xs: model(*xs), inputs, eps=1e-6, atol=1e-5)
 
 
@@ -199,8 +217,12 @@ def test_missing_modality_in_joint_mode_leaves_host_output_and_reports():
 def test_independent_mode_runs_each_modality_at_once_and_aligns_across_calls():
     torch.manual_seed(0)
     model = LateFusion()
-    handle = pp.inject(model, "toy.late_fusion", mode="independent",
-                       config={"paired": "shared", "mix": "replace", "task": "none"})
+    handle = pp.inject(
+        model,
+        "toy.late_fusion",
+        mode="independent",
+        config={"paired": "shared", "mix": "replace", "task": "none"},
+    )
     model.encoders["text"](torch.randn(4, 16))  # separate calls, like CLIP's get_*_features
     model.encoders["audio"](torch.randn(4, 8))
     assert "align" in handle.loss_terms()
@@ -236,8 +258,9 @@ def test_param_groups_cover_host_and_block_once():
 
 def test_list_layers_with_dry_run():
     model = LateFusion()
-    layers = pp.list_layers(model, "encoders.*", example_inputs=(torch.randn(2, 16),
-                                                                 torch.randn(2, 8)))
+    layers = pp.list_layers(
+        model, "encoders.*", example_inputs=(torch.randn(2, 16), torch.randn(2, 8))
+    )
     info = {i.name: i for i in layers}
     assert info["encoders.text"].output_shapes == [(2, 32)]
     assert info["encoders.text"].calls == 1
@@ -253,8 +276,11 @@ def _untouched(model, state, n_hooks):
 
 def test_unknown_adapter_names_nearest_and_list():
     model = LateFusion()
-    with pytest.raises(UnknownNameError, match=r"unknown adapter 'toy.late_fusoin'.*"
-                                               r"Did you mean 'toy.late_fusion'.*Registered:"):
+    with pytest.raises(
+        UnknownNameError,
+        match=r"unknown adapter 'toy.late_fusoin'.*"
+        r"Did you mean 'toy.late_fusion'.*Registered:",
+    ):
         pp.inject(model, "toy.late_fusoin")
     _untouched(model, model.state_dict(), 0)
 
@@ -263,8 +289,10 @@ def test_every_mismatched_site_is_named_with_near_misses():
     model = LateFusion()
     state = snapshot(model)
     with pytest.raises(SiteError) as err:
-        pp.inject(model, sites={"text": "encoder.text", "audio": "encoders.audoi",
-                                "video": "encoders.audio"})
+        pp.inject(
+            model,
+            sites={"text": "encoder.text", "audio": "encoders.audoi", "video": "encoders.audio"},
+        )
     msg = str(err.value)
     assert "2 of 3 sites" in msg
     assert "'encoder.text' not found (near: 'encoders.text'" in msg
@@ -276,14 +304,21 @@ def test_wrong_layout_and_width_mismatch_are_clear_errors():
     model = LateFusion()
     inputs = (torch.randn(2, 16), torch.randn(2, 8))
     with pytest.raises(SiteError, match=r"layout 'BTD' expects a 3-D tensor.*shape \(2, 32\)"):
-        pp.inject(model, sites={"text": pp.Site("encoders.text", layout="BTD"),
-                                "audio": "encoders.audio"}, example_inputs=inputs)
+        pp.inject(
+            model,
+            sites={"text": pp.Site("encoders.text", layout="BTD"), "audio": "encoders.audio"},
+            example_inputs=inputs,
+        )
     with pytest.raises(SiteError, match=r"dim=30 but the dry run says 32"):
-        pp.inject(model, sites={"text": pp.Site("encoders.text", dim=30),
-                                "audio": "encoders.audio"}, example_inputs=inputs)
+        pp.inject(
+            model,
+            sites={"text": pp.Site("encoders.text", dim=30), "audio": "encoders.audio"},
+            example_inputs=inputs,
+        )
     with pytest.raises(InjectionError, match="do not match the sites' widths"):
-        pp.inject(model, "toy.late_fusion",
-                  config=pp.PgMConfig(modalities={"text": 16, "audio": 32}))
+        pp.inject(
+            model, "toy.late_fusion", config=pp.PgMConfig(modalities={"text": 16, "audio": 32})
+        )
     with pytest.raises(SiteError, match=r"width .* is unknown; pass example_inputs="):
         pp.inject(model, sites={"text": "encoders.text.1", "audio": "encoders.audio"})
     with pytest.raises(InjectionError, match="already has an attribute 'pgm_block'"):

@@ -140,19 +140,49 @@ def _two_tower() -> nn.Module:
 
 
 CASES = [
-    Case("vectors", _seeded(LateFusion), _randn((3, 16), (3, 8)),
-         {"text": "encoders.text", "audio": "encoders.audio"}),
-    Case("tuple-seq-first", _two_tower, _randn((5, 3, 6), (7, 3, 4)),
-         {"image": Site("image", index=0, layout="TBD"),
-          "sound": Site("sound", index=0, layout="TBD")}),
-    Case("dict-output", _seeded(DictEncoders), _randn((3, 5), (3, 3)),
-         {"a": Site("enc_a", index="feat"), "b": Site("enc_b", index="feat")}),
-    Case("channel-first", _seeded(ConvSeq), _randn((3, 3, 5), (3, 2, 4)),
-         {"a": "conv_a", "b": Site("conv_b", layout="BDT")}),
-    Case("called-twice", _seeded(SharedEncoder), _randn((3, 4), (3, 4)),
-         {"a": Site("enc", call=0), "b": Site("enc", call=1)}),
-    Case("input-sites", _seeded(InputSites), _randn((3, 3), (3, 4)),
-         {"a": Site("fuse", at="input", index=0), "b": Site("fuse", at="input", index=1)}),
-    Case("junction", _seeded(Concat), _randn((3, 3), (3, 4)),
-         junction=Junction("mix", widths={"a": 5, "b": 6})),
+    Case(
+        "vectors",
+        _seeded(LateFusion),
+        _randn((3, 16), (3, 8)),
+        {"text": "encoders.text", "audio": "encoders.audio"},
+    ),
+    Case(
+        "tuple-seq-first",
+        _two_tower,
+        _randn((5, 3, 6), (7, 3, 4)),
+        {
+            "image": Site("image", index=0, layout="TBD"),
+            "sound": Site("sound", index=0, layout="TBD"),
+        },
+    ),
+    Case(
+        "dict-output",
+        _seeded(DictEncoders),
+        _randn((3, 5), (3, 3)),
+        {"a": Site("enc_a", index="feat"), "b": Site("enc_b", index="feat")},
+    ),
+    Case(
+        "channel-first",
+        _seeded(ConvSeq),
+        _randn((3, 3, 5), (3, 2, 4)),
+        {"a": "conv_a", "b": Site("conv_b", layout="BDT")},
+    ),
+    Case(
+        "called-twice",
+        _seeded(SharedEncoder),
+        _randn((3, 4), (3, 4)),
+        {"a": Site("enc", call=0), "b": Site("enc", call=1)},
+    ),
+    Case(
+        "input-sites",
+        _seeded(InputSites),
+        _randn((3, 3), (3, 4)),
+        {"a": Site("fuse", at="input", index=0), "b": Site("fuse", at="input", index=1)},
+    ),
+    Case(
+        "junction",
+        _seeded(Concat),
+        _randn((3, 3), (3, 4)),
+        junction=Junction("mix", widths={"a": 5, "b": 6}),
+    ),
 ]

@@ -7,5 +7,17 @@ from pgm_plugins.injection.layers import LayerInfo, format_layers, list_layers
 from pgm_plugins.injection.plan import Plan, build_plan, host_fingerprint
 from pgm_plugins.injection.site import Junction, Site
 
-__all__ = ["Adapter", "Junction", "LayerInfo", "PgMHandle", "Plan", "Site", "build_plan",
-           "format_layers", "host_fingerprint", "list_layers", "read_checkpoint", "save"]
+__all__ = [
+    "Adapter",
+    "Junction",
+    "LayerInfo",
+    "PgMHandle",
+    "Plan",
+    "Site",
+    "build_plan",
+    "format_layers",
+    "host_fingerprint",
+    "list_layers",
+    "read_checkpoint",
+    "save",
+]

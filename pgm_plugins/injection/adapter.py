@@ -39,7 +39,8 @@ class Adapter:
 
     name: str
     sites: Mapping[str, SiteSpec] | Callable[[nn.Module], Mapping[str, SiteSpec]] = field(
-        default_factory=dict)
+        default_factory=dict
+    )
     junction: Junction | None = None
     mode: str = "joint"
     config: Mapping[str, Any] = field(default_factory=dict)
@@ -48,11 +49,15 @@ class Adapter:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_RE.match(self.name):
-            raise InjectionError(f"adapter name {self.name!r} must be lower case letters, digits, "
-                                 "'.', '_' or '-', starting with a letter or digit.")
+            raise InjectionError(
+                f"adapter name {self.name!r} must be lower case letters, digits, "
+                "'.', '_' or '-', starting with a letter or digit."
+            )
         if self.mode not in ("joint", "independent"):
-            raise InjectionError(f"adapter {self.name!r}: mode={self.mode!r} is not valid; choose "
-                                 "'joint' or 'independent'.")
+            raise InjectionError(
+                f"adapter {self.name!r}: mode={self.mode!r} is not valid; choose "
+                "'joint' or 'independent'."
+            )
         if not self.sites and self.junction is None:
             raise InjectionError(f"adapter {self.name!r} names neither sites nor a junction.")
 

@@ -48,8 +48,10 @@ def save(handle: PgMHandle, directory: str | Path) -> Path:
         "sites": plan.spelled,
         "resolved": {k: {"width": rs.width, "layout": rs.layout} for k, rs in plan.sites.items()},
         "config": plan.config.to_dict(),
-        "host": {"class": f"{type(plan.model).__module__}.{type(plan.model).__qualname__}",
-                 "fingerprint": host_fingerprint(plan.model, plan.prefix)},
+        "host": {
+            "class": f"{type(plan.model).__module__}.{type(plan.model).__qualname__}",
+            "fingerprint": host_fingerprint(plan.model, plan.prefix),
+        },
         "tensors": {"file": TENSORS_FILE, "sha256": hashlib.sha256(data).hexdigest()},
     }
     atomic_write_bytes(directory / TENSORS_FILE, data)
@@ -57,28 +59,37 @@ def save(handle: PgMHandle, directory: str | Path) -> Path:
     return directory
 
 
-def read_checkpoint(directory: str | Path, model: nn.Module | None = None,
-                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+def read_checkpoint(
+    directory: str | Path,
+    model: nn.Module | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read and verify a checkpoint; returns ``(meta, tensors)``. Raises ``CheckpointError``."""
     directory = Path(directory)
     cfg_path, st_path = directory / CONFIG_FILE, directory / TENSORS_FILE
     for path in (cfg_path, st_path):
         if not path.is_file():
-            raise CheckpointError(f"{path} is missing; a PgM checkpoint directory holds "
-                                  f"{CONFIG_FILE} and {TENSORS_FILE} (written by pgm_plugins.save).")
+            raise CheckpointError(
+                f"{path} is missing; a PgM checkpoint directory holds "
+                f"{CONFIG_FILE} and {TENSORS_FILE} (written by pgm_plugins.save)."
+            )
     try:
         meta = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path} is not valid JSON ({exc}); the checkpoint is corrupt.") \
-            from exc
+        raise CheckpointError(
+            f"{cfg_path} is not valid JSON ({exc}); the checkpoint is corrupt."
+        ) from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{cfg_path} is not a PgM checkpoint of format {FORMAT} "
-                              f"(format={meta.get('format') if isinstance(meta, dict) else None}).")
+        raise CheckpointError(
+            f"{cfg_path} is not a PgM checkpoint of format {FORMAT} "
+            f"(format={meta.get('format') if isinstance(meta, dict) else None})."
+        )
     data = st_path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != meta.get("tensors", {}).get("sha256"):
-        raise CheckpointError(f"{st_path} does not match the digest recorded in {CONFIG_FILE} "
-                              "(corrupt or replaced file); save the block again.")
+        raise CheckpointError(
+            f"{st_path} does not match the digest recorded in {CONFIG_FILE} "
+            "(corrupt or replaced file); save the block again."
+        )
     try:
         tensors = st_load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
@@ -91,5 +102,6 @@ def read_checkpoint(directory: str | Path, model: nn.Module | None = None,
                 f"this checkpoint was saved from a host {meta['host'].get('class')} with "
                 f"architecture fingerprint {expected}; the model given "
                 f"({type(model).__module__}.{type(model).__qualname__}) has {found}. Load it into "
-                "a model built with the same architecture and configuration.")
+                "a model built with the same architecture and configuration."
+            )
     return meta, tensors

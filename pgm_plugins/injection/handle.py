@@ -53,15 +53,18 @@ class PgMHandle:
         self._complete = True
         self._forwards = 0
         self._watch: ReadWatch | None = (
-            ReadWatch() if plan.read_check == "on the first forward" else None)
+            ReadWatch() if plan.read_check == "on the first forward" else None
+        )
 
     # ------------------------------------------------------------------ attach / remove
     @classmethod
     def _attach(cls, plan: Plan) -> PgMHandle:
         model = plan.model
         if hasattr(model, plan.prefix):
-            raise InjectionError(f"the model already has an attribute {plan.prefix!r}; this plan "
-                                 "was applied already (or another block is injected).")
+            raise InjectionError(
+                f"the model already has an attribute {plan.prefix!r}; this plan "
+                "was applied already (or another block is injected)."
+            )
         self = cls(plan)
         model.add_module(plan.prefix, plan.block)
         try:
@@ -123,7 +126,8 @@ class PgMHandle:
 
         if site.at == "input":
             return lambda mod, args, kwargs: (
-                None if (new := handle(args)) is None else (new, kwargs))
+                None if (new := handle(args)) is None else (new, kwargs)
+            )
         return lambda mod, args, out: handle(out)
 
     def _on_site(self, rs: ResolvedSite, value: Any, index: int | str | None) -> Any:
@@ -133,8 +137,10 @@ class PgMHandle:
             return None
         t = get_element(value, index)
         if not isinstance(t, Tensor):
-            raise InjectionError(f"site {rs.site.describe()} gave a {type(t).__name__}, not a "
-                                 "tensor; check the site's index.")
+            raise InjectionError(
+                f"site {rs.site.describe()} gave a {type(t).__name__}, not a "
+                "tensor; check the site's index."
+            )
         layout = _layout(rs, t)
         x = to_block(t, layout)
         if self.plan.junction is not None:
@@ -149,7 +155,8 @@ class PgMHandle:
         if rs.key in self._captured:
             raise InjectionError(
                 f"layer {rs.site.layer!r} ran again before the block ran (it runs several times "
-                "per forward); choose the call with Site(..., call=N).")
+                "per forward); choose the call with Site(..., call=N)."
+            )
         self._captured[rs.key] = x
         if len(self._captured) < len(self.plan.sites):
             clone = t.clone()
@@ -210,7 +217,8 @@ class PgMHandle:
             raise InjectionError(
                 "the PgM block was removed: in joint mode the host read an earlier modality "
                 f"before the last one was produced ({'; '.join(violations)}). Choose sites where "
-                "every modality is produced before any is consumed, or mode='independent'.")
+                "every modality is produced before any is consumed, or mode='independent'."
+            )
 
     # ------------------------------------------------------------------ training API
     @property
@@ -227,11 +235,19 @@ class PgMHandle:
                 terms[name] = terms[name] + value if name in terms else value
         if self.plan.mode == "independent" and len(self._outputs) > 1:
             cfg = self.block.config
-            codes = {m: p.paired_learned for o in self._outputs for m, p in o.parts.items()
-                     if p.paired_learned is not None}
+            codes = {
+                m: p.paired_learned
+                for o in self._outputs
+                for m, p in o.parts.items()
+                if p.paired_learned is not None
+            }
             sizes = {c.shape[0] for c in codes.values()}
-            if cfg.paired == "shared" and cfg.lambda_align > 0 and len(codes) > 1 \
-                    and len(sizes) == 1:
+            if (
+                cfg.paired == "shared"
+                and cfg.lambda_align > 0
+                and len(codes) > 1
+                and len(sizes) == 1
+            ):
                 terms["align"] = cfg.lambda_align * self.block.align_loss(codes)
         return terms
 
@@ -239,8 +255,9 @@ class PgMHandle:
         """Sum of :meth:`loss_terms`; add it to the host's task loss."""
         self._check_live()
         if not self._outputs:
-            raise InjectionError("aux_loss() needs a forward pass of the model first (and the "
-                                 "handle enabled).")
+            raise InjectionError(
+                "aux_loss() needs a forward pass of the model first (and the handle enabled)."
+            )
         terms = self.loss_terms(targets)
         ref = next(iter(self._outputs[0].outputs.values()))
         total = ref.new_zeros(())
@@ -256,32 +273,58 @@ class PgMHandle:
     def stats(self) -> dict[str, Any]:
         """Uni-modal shares, decoder betas and state of the last forward, as plain numbers."""
         shares = {m: v for o in self._outputs for m, v in o.share_values().items()}
-        return {"enabled": self.enabled, "mode": self.plan.mode, "shares": shares,
-                "betas": self.block.betas(), "complete": self._complete,
-                "forwards": self._forwards}
+        return {
+            "enabled": self.enabled,
+            "mode": self.plan.mode,
+            "shares": shares,
+            "betas": self.block.betas(),
+            "complete": self._complete,
+            "forwards": self._forwards,
+        }
 
-    def param_groups(self, base_lr: float, host_lr: float | None = None,
-                     host_groups: Iterable[Mapping[str, Any]] | None = None,
-                     **defaults: Any) -> list[dict[str, Any]]:
+    def param_groups(
+        self,
+        base_lr: float,
+        host_lr: float | None = None,
+        host_groups: Iterable[Mapping[str, Any]] | None = None,
+        **defaults: Any,
+    ) -> list[dict[str, Any]]:
         """Optimizer groups: the host's (one ``"host"`` group at ``host_lr``, default
         ``base_lr``, or your own ``host_groups``) plus the block's per (modality, part)."""
         self._check_live()
         block_ids = {id(p) for p in self.block.parameters()}
         if host_groups is not None:
             groups = [dict(g) for g in host_groups]
-            clash = [g.get("name", i) for i, g in enumerate(groups)
-                     if any(id(p) in block_ids for p in g["params"])]
+            clash = [
+                g.get("name", i)
+                for i, g in enumerate(groups)
+                if any(id(p) in block_ids for p in g["params"])
+            ]
             if clash:
-                raise InjectionError(f"host_groups {clash} contain the block's parameters; "
-                                     "build them from the host's parameters only.")
+                raise InjectionError(
+                    f"host_groups {clash} contain the block's parameters; "
+                    "build them from the host's parameters only."
+                )
         else:
-            host = [p for p in self.model.parameters()
-                    if p.requires_grad and id(p) not in block_ids]
-            groups = [{"name": "host", "params": host,
-                       "lr": base_lr if host_lr is None else host_lr, **defaults}] if host else []
+            host = [
+                p for p in self.model.parameters() if p.requires_grad and id(p) not in block_ids
+            ]
+            groups = (
+                [
+                    {
+                        "name": "host",
+                        "params": host,
+                        "lr": base_lr if host_lr is None else host_lr,
+                        **defaults,
+                    }
+                ]
+                if host
+                else []
+            )
         return groups + self.block.param_groups(base_lr, **defaults)
 
     def __repr__(self) -> str:
         state = "removed" if self.removed else ("enabled" if self.enabled else "disabled")
-        return (f"PgMHandle({self.plan.mode}, modalities={list(self.block.config.modalities)}, "
-                f"{state})")
+        return (
+            f"PgMHandle({self.plan.mode}, modalities={list(self.block.config.modalities)}, {state})"
+        )

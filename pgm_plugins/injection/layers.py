@@ -23,12 +23,18 @@ class LayerInfo:
     output_shapes: list[tuple[int, ...]] = field(default_factory=list)  #: tensors of the 1st call
 
 
-def list_layers(model: nn.Module, filter: str = "*", example_inputs: Any = None,
-                ) -> list[LayerInfo]:
+def list_layers(
+    model: nn.Module,
+    filter: str = "*",
+    example_inputs: Any = None,
+) -> list[LayerInfo]:
     """Named modules (``fnmatch`` ``filter`` on the dotted name), in definition order; with
     ``example_inputs`` also each layer's call count and output tensor shapes from one dry run."""
-    infos = {name: LayerInfo(name, type(m).__name__, sum(p.numel() for p in m.parameters()))
-             for name, m in model.named_modules() if name and fnmatch.fnmatchcase(name, filter)}
+    infos = {
+        name: LayerInfo(name, type(m).__name__, sum(p.numel() for p in m.parameters()))
+        for name, m in model.named_modules()
+        if name and fnmatch.fnmatchcase(name, filter)
+    }
     if example_inputs is not None:
         handles = []
         for name, module in model.named_modules():
@@ -40,8 +46,9 @@ def list_layers(model: nn.Module, filter: str = "*", example_inputs: Any = None,
             def hook(mod: nn.Module, args: Any, out: Any, info: LayerInfo = info) -> None:
                 info.calls = (info.calls or 0) + 1
                 if info.calls == 1:
-                    info.output_shapes = [tuple(t.shape) for t in tree_leaves(out)
-                                          if isinstance(t, Tensor)]
+                    info.output_shapes = [
+                        tuple(t.shape) for t in tree_leaves(out) if isinstance(t, Tensor)
+                    ]
 
             handles.append(module.register_forward_hook(hook))
         try:
@@ -58,8 +65,16 @@ def format_layers(layers: list[LayerInfo]) -> str:
     rows = [("layer", "type", "params", "calls", "output shapes")]
     for info in layers:
         shapes = ", ".join("x".join(map(str, s)) for s in info.output_shapes)
-        rows.append((info.name, info.type, f"{info.parameters:,}",
-                     "" if info.calls is None else str(info.calls), shapes))
+        rows.append(
+            (
+                info.name,
+                info.type,
+                f"{info.parameters:,}",
+                "" if info.calls is None else str(info.calls),
+                shapes,
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )

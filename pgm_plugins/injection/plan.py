@@ -63,28 +63,53 @@ class Plan:
         return sum(p.numel() for p in self.block.parameters())
 
     def __str__(self) -> str:
-        lines = [f"PgM injection plan ({self.mode} mode"
-                 + (f", adapter {self.adapter!r}" if self.adapter else "") + ")"]
+        lines = [
+            f"PgM injection plan ({self.mode} mode"
+            + (f", adapter {self.adapter!r}" if self.adapter else "")
+            + ")"
+        ]
         rows = [("modality", "site", "layer type", "width", "layout", "width from")]
         if self.junction is not None:
             rs = next(iter(self.sites.values()))
             for m, w in self.junction.widths.items():
-                rows.append((m, f"{rs.site.describe()} (junction)", type(rs.module).__name__,
-                             str(w), rs.layout or "auto", rs.width_from))
+                rows.append(
+                    (
+                        m,
+                        f"{rs.site.describe()} (junction)",
+                        type(rs.module).__name__,
+                        str(w),
+                        rs.layout or "auto",
+                        rs.width_from,
+                    )
+                )
         else:
             for rs in self.sites.values():
-                rows.append((rs.key, rs.site.describe(), type(rs.module).__name__,
-                             str(rs.width), rs.layout or "auto", rs.width_from))
+                rows.append(
+                    (
+                        rs.key,
+                        rs.site.describe(),
+                        type(rs.module).__name__,
+                        str(rs.width),
+                        rs.layout or "auto",
+                        rs.width_from,
+                    )
+                )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                  for r in rows]
+        lines += [
+            "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows
+        ]
         cfg = self.config
-        lines.append(f"  block: partitioner={cfg.partitioner}, paired={cfg.paired}, mix={cfg.mix}, "
-                     f"task={cfg.task}, {self.block_parameters:,} parameters, attached as "
-                     f"model.{self.prefix}")
+        lines.append(
+            f"  block: partitioner={cfg.partitioner}, paired={cfg.paired}, mix={cfg.mix}, "
+            f"task={cfg.task}, {self.block_parameters:,} parameters, attached as "
+            f"model.{self.prefix}"
+        )
         if self.mode == "joint" and self.junction is None:
-            lines.append(f"  arrival order: {' -> '.join(self.order)}; the block runs when "
-                         f"{self.order[-1]!r} arrives; read check: {self.read_check}")
+            lines.append(
+                f"  arrival order: {' -> '.join(self.order)}; the block runs when "
+                f"{self.order[-1]!r} arrives; read check: {self.read_check}"
+            )
         return "\n".join(lines)
 
     def apply(self) -> PgMHandle:
@@ -139,25 +164,31 @@ def _static_width(module: nn.Module, site: Site) -> int | None:
     return None
 
 
-def _config_from(config: PgMConfig | Mapping[str, Any] | None, defaults: Mapping[str, Any],
-                 widths: dict[str, int]) -> PgMConfig:
+def _config_from(
+    config: PgMConfig | Mapping[str, Any] | None,
+    defaults: Mapping[str, Any],
+    widths: dict[str, int],
+) -> PgMConfig:
     if isinstance(config, PgMConfig):
         if config.modalities != widths:
             raise InjectionError(
                 f"the config's modalities {config.modalities} do not match the sites' widths "
                 f"{widths}; pass a dict of PgMConfig fields without 'modalities' to let the "
-                "sites decide.")
+                "sites decide."
+            )
         return config
     fields = dict(defaults) | dict(config or {})
     if "modalities" in fields and dict(fields["modalities"]) != widths:
-        raise InjectionError(f"config modalities {fields['modalities']} do not match the sites' "
-                             f"widths {widths}.")
+        raise InjectionError(
+            f"config modalities {fields['modalities']} do not match the sites' widths {widths}."
+        )
     fields["modalities"] = widths
     try:
         return PgMConfig(**fields)
     except TypeError as exc:
-        raise ConfigError(f"invalid PgMConfig field: {exc}; valid fields: "
-                          f"{', '.join(PgMConfig.help())}.") from exc
+        raise ConfigError(
+            f"invalid PgMConfig field: {exc}; valid fields: {', '.join(PgMConfig.help())}."
+        ) from exc
 
 
 def build_plan(
@@ -175,16 +206,26 @@ def build_plan(
     if not isinstance(model, nn.Module):
         raise InjectionError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     if hasattr(model, prefix):
-        raise InjectionError(f"the model already has an attribute {prefix!r} (a PgM block "
-                             "injected before?); call handle.remove() first or pass prefix=.")
-    spelled_sites = dict(sites) if sites is not None else (
-        adapter.sites_for(model) if adapter is not None else {})
-    junction = junction if junction is not None or sites is not None else (
-        adapter.junction if adapter is not None else None)
+        raise InjectionError(
+            f"the model already has an attribute {prefix!r} (a PgM block "
+            "injected before?); call handle.remove() first or pass prefix=."
+        )
+    spelled_sites = (
+        dict(sites)
+        if sites is not None
+        else (adapter.sites_for(model) if adapter is not None else {})
+    )
+    junction = (
+        junction
+        if junction is not None or sites is not None
+        else (adapter.junction if adapter is not None else None)
+    )
     if not spelled_sites and junction is None:
-        raise InjectionError("nothing to inject: give sites={modality: layer path or Site}, a "
-                             "junction=, or an adapter. Run `pgm layers MODULE:FACTORY` (or "
-                             "pgm_plugins.list_layers(model)) to see the layers.")
+        raise InjectionError(
+            "nothing to inject: give sites={modality: layer path or Site}, a "
+            "junction=, or an adapter. Run `pgm layers MODULE:FACTORY` (or "
+            "pgm_plugins.list_layers(model)) to see the layers."
+        )
     if spelled_sites and junction is not None:
         raise InjectionError("give either sites or a junction, not both.")
     mode = mode or (adapter.mode if adapter is not None else "joint")
@@ -193,8 +234,9 @@ def build_plan(
 
     site_objs: dict[str, Site] = {}
     problems: list[str] = []
-    for key, spec in (spelled_sites.items() if junction is None
-                      else [(junction.layer, junction.site())]):
+    for key, spec in (
+        spelled_sites.items() if junction is None else [(junction.layer, junction.site())]
+    ):
         try:
             site_objs[key] = Site.coerce(spec)
         except InjectionError as exc:
@@ -205,9 +247,12 @@ def build_plan(
         if site.layer not in modules:
             problems.append(f"{key}: layer {site.layer!r} not found{_near(site.layer, names)}")
     if problems:
-        raise SiteError(f"{len(problems)} of {len(site_objs)} sites do not match the model "
-                        f"{type(model).__name__}:\n  " + "\n  ".join(problems)
-                        + "\nRun pgm_plugins.list_layers(model) to see every layer.")
+        raise SiteError(
+            f"{len(problems)} of {len(site_objs)} sites do not match the model "
+            f"{type(model).__name__}:\n  "
+            + "\n  ".join(problems)
+            + "\nRun pgm_plugins.list_layers(model) to see every layer."
+        )
 
     probe: ProbeResult | None = None
     if example_inputs is not None:
@@ -229,26 +274,37 @@ def build_plan(
                 problems.append(f"{key}: layer {site.layer!r} did not run in the dry run")
                 continue
             if not rec.shapes:
-                problems.append(f"{key}: layer {site.layer!r} ran {rec.calls} times; call="
-                                f"{site.call} is out of range (0..{rec.calls - 1})")
+                problems.append(
+                    f"{key}: layer {site.layer!r} ran {rec.calls} times; call="
+                    f"{site.call} is out of range (0..{rec.calls - 1})"
+                )
                 continue
             if rec.calls > 1 and site.call is None and mode == "joint":
-                problems.append(f"{key}: layer {site.layer!r} runs {rec.calls} times per forward; "
-                                f"choose which with Site(..., call=0..{rec.calls - 1})")
+                problems.append(
+                    f"{key}: layer {site.layer!r} runs {rec.calls} times per forward; "
+                    f"choose which with Site(..., call=0..{rec.calls - 1})"
+                )
                 continue
             shape = rec.shapes[0]
             if layout is None:
-                layout = "BD" if len(shape) == 2 else (
-                    "BDT" if isinstance(module, nn.Conv1d) and site.at == "output" else "BTD")
+                layout = (
+                    "BD"
+                    if len(shape) == 2
+                    else ("BDT" if isinstance(module, nn.Conv1d) and site.at == "output" else "BTD")
+                )
             if len(shape) != len(layout):
-                problems.append(f"{key}: layout {layout!r} expects a {len(layout)}-D tensor, but "
-                                f"{site.describe()} gives shape {shape}")
+                problems.append(
+                    f"{key}: layout {layout!r} expects a {len(layout)}-D tensor, but "
+                    f"{site.describe()} gives shape {shape}"
+                )
                 continue
             width, source = shape[feature_axis(layout)], "dry run"
             if static is not None and static != width:
-                problems.append(f"{key}: width {width} on axis {feature_axis(layout)} of shape "
-                                f"{shape} (layout {layout!r}) differs from the layer's {static}; "
-                                "wrong layout?")
+                problems.append(
+                    f"{key}: width {width} on axis {feature_axis(layout)} of shape "
+                    f"{shape} (layout {layout!r}) differs from the layer's {static}; "
+                    "wrong layout?"
+                )
                 continue
         elif static is not None:
             width, source = static, "layer"
@@ -262,33 +318,45 @@ def build_plan(
                 continue
             width, source = site.dim, source or "dim="
         if width is None:
-            problems.append(f"{key}: the width at {site.describe()} ({type(module).__name__}) is "
-                            "unknown; pass example_inputs= for a dry run, or Site(..., dim=N)")
+            problems.append(
+                f"{key}: the width at {site.describe()} ({type(module).__name__}) is "
+                "unknown; pass example_inputs= for a dry run, or Site(..., dim=N)"
+            )
             continue
         if junction is not None and width != sum(junction.widths.values()):
-            problems.append(f"junction {site.layer!r}: the tensor is {width} wide but the widths "
-                            f"{dict(junction.widths)} sum to {sum(junction.widths.values())}")
+            problems.append(
+                f"junction {site.layer!r}: the tensor is {width} wide but the widths "
+                f"{dict(junction.widths)} sum to {sum(junction.widths.values())}"
+            )
             continue
         arrival = rec.first_arrival if rec is not None else None
         resolved[key] = ResolvedSite(key, site, module, width, layout, source, arrival)
     if problems:
-        raise SiteError(f"{len(problems)} of {len(site_objs)} sites do not fit the model "
-                        f"{type(model).__name__}:\n  " + "\n  ".join(problems))
+        raise SiteError(
+            f"{len(problems)} of {len(site_objs)} sites do not fit the model "
+            f"{type(model).__name__}:\n  " + "\n  ".join(problems)
+        )
 
-    widths = dict(junction.widths) if junction is not None else {
-        k: rs.width for k, rs in resolved.items()}
+    widths = (
+        dict(junction.widths)
+        if junction is not None
+        else {k: rs.width for k, rs in resolved.items()}
+    )
     cfg = _config_from(config, adapter.config if adapter is not None else {}, widths)
     if mode == "independent" and cfg.paired_learner and cfg.paired != "shared":
-        raise InjectionError("mode='independent' (one modality per call) needs paired='shared' "
-                             "(or paired_learner=False); 'attention' needs the modalities "
-                             "together. Set config={'paired': 'shared'} or mode='joint'.")
+        raise InjectionError(
+            "mode='independent' (one modality per call) needs paired='shared' "
+            "(or paired_learner=False); 'attention' needs the modalities "
+            "together. Set config={'paired': 'shared'} or mode='joint'."
+        )
     if probe is not None and probe.violations:
         raise InjectionError(
             "joint mode cannot be used with these sites: the host reads an earlier modality "
             f"before the last one ({probe.order[-1]!r}) is produced: "
             + "; ".join(probe.violations)
             + ". Choose sites where every modality is produced before any is consumed, or use "
-              "mode='independent' with paired='shared'.")
+            "mode='independent' with paired='shared'."
+        )
     order = probe.order if probe is not None else list(resolved)
     if mode != "joint" or junction is not None or len(resolved) < 2:
         read_check = "not needed"
@@ -298,9 +366,25 @@ def build_plan(
     ref = next((p for p in model.parameters() if p.is_floating_point()), None)
     if ref is not None:  # live where the host lives, in its precision
         block.to(device=ref.device, dtype=ref.dtype)
-    spelled = (junction.to_dict() if junction is not None else
-               {k: (v if isinstance(v, str) else Site.coerce(v).to_dict())
-                for k, v in spelled_sites.items()})
-    return Plan(model, resolved, junction, mode, cfg, block,
-                adapter.name if adapter is not None else None, prefix, order, read_check,
-                spelled, host_fingerprint(model, prefix))
+    spelled = (
+        junction.to_dict()
+        if junction is not None
+        else {
+            k: (v if isinstance(v, str) else Site.coerce(v).to_dict())
+            for k, v in spelled_sites.items()
+        }
+    )
+    return Plan(
+        model,
+        resolved,
+        junction,
+        mode,
+        cfg,
+        block,
+        adapter.name if adapter is not None else None,
+        prefix,
+        order,
+        read_check,
+        spelled,
+        host_fingerprint(model, prefix),
+    )

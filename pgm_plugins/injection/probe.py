@@ -23,9 +23,22 @@ from pgm_plugins.injection.site import Site, get_element, set_element
 __all__ = ["ReadWatch", "call_model", "dry_run", "probe_sites"]
 
 # functions that read a tensor's metadata, never its values
-_METADATA = {"size", "dim", "numel", "stride", "is_contiguous", "is_floating_point",
-             "element_size", "data_ptr", "storage_offset", "__len__", "get_device", "is_complex",
-             "untyped_storage", "_is_view"}
+_METADATA = {
+    "size",
+    "dim",
+    "numel",
+    "stride",
+    "is_contiguous",
+    "is_floating_point",
+    "element_size",
+    "data_ptr",
+    "storage_offset",
+    "__len__",
+    "get_device",
+    "is_complex",
+    "untyped_storage",
+    "_is_view",
+}
 
 
 def _name(func: Any) -> str:
@@ -71,8 +84,11 @@ class ReadWatch(TorchFunctionMode):
         kwargs = kwargs or {}
         if self.paused or not self.tracked:
             return func(*args, **kwargs)
-        hits = [self.tracked[id(t)] for t in tree_leaves((args, kwargs))
-                if isinstance(t, Tensor) and id(t) in self.tracked]
+        hits = [
+            self.tracked[id(t)]
+            for t in tree_leaves((args, kwargs))
+            if isinstance(t, Tensor) and id(t) in self.tracked
+        ]
         out = func(*args, **kwargs)
         if hits and _name(func) not in _METADATA:
             src, label = hits[0]
@@ -86,7 +102,7 @@ class ReadWatch(TorchFunctionMode):
 
 
 def call_model(model: nn.Module, example_inputs: Any) -> Any:
-    """``model(*inputs)`` for a tuple/list, ``model(**inputs)`` for a dict, else ``model(inputs)``."""
+    """``model(*xs)`` for a tuple/list, ``model(**xs)`` for a dict, else ``model(xs)``."""
     if isinstance(example_inputs, Mapping):
         return model(**example_inputs)
     if isinstance(example_inputs, tuple | list):
@@ -123,8 +139,9 @@ class ProbeResult:
     violations: list[str]
 
 
-def probe_sites(model: nn.Module, sites: Mapping[str, Site], example_inputs: Any,
-                check_reads: bool) -> ProbeResult:
+def probe_sites(
+    model: nn.Module, sites: Mapping[str, Site], example_inputs: Any, check_reads: bool
+) -> ProbeResult:
     """One dry run recording, per site: calls, tensor shapes and arrival order; optionally also
     which early modality the host reads before the last one arrives."""
     modules = dict(model.named_modules())
@@ -141,8 +158,9 @@ def probe_sites(model: nn.Module, sites: Mapping[str, Site], example_inputs: Any
                 if site.call is not None and rec.calls - 1 != site.call:
                     return None
                 try:
-                    elem = get_element(value, 0 if site.at == "input" and site.index is None
-                                       else site.index)
+                    elem = get_element(
+                        value, 0 if site.at == "input" and site.index is None else site.index
+                    )
                 except (KeyError, IndexError, AttributeError, TypeError) as exc:
                     rec.not_tensor = f"no element {site.index!r} ({type(exc).__name__}: {exc})"
                     return None
@@ -163,7 +181,8 @@ def probe_sites(model: nn.Module, sites: Mapping[str, Site], example_inputs: Any
 
         if site.at == "input":
             return lambda mod, args, kwargs: (
-                None if (new := handle(args)) is None else (new, kwargs))
+                None if (new := handle(args)) is None else (new, kwargs)
+            )
         return lambda mod, args, out: handle(out)
 
     try:
@@ -183,8 +202,9 @@ def probe_sites(model: nn.Module, sites: Mapping[str, Site], example_inputs: Any
     except InjectionError:
         raise
     except Exception as exc:
-        raise InjectionError(f"the dry run with the example inputs failed: "
-                             f"{type(exc).__name__}: {exc}") from exc
+        raise InjectionError(
+            f"the dry run with the example inputs failed: {type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         for h in handles:
             h.remove()

@@ -28,14 +28,18 @@ PLACES = ("output", "input")
 
 def _check(layout: str | None, at: str, index: Any, call: int | None, dim: int | None) -> None:
     if layout is not None and layout not in LAYOUTS:
-        raise InjectionError(f"layout={layout!r} is not valid; choose one of "
-                             f"{', '.join(map(repr, LAYOUTS))}.")
+        raise InjectionError(
+            f"layout={layout!r} is not valid; choose one of {', '.join(map(repr, LAYOUTS))}."
+        )
     if at not in PLACES:
-        raise InjectionError(f"at={at!r} is not valid; choose 'output' (forward hook) or "
-                             "'input' (forward pre-hook).")
+        raise InjectionError(
+            f"at={at!r} is not valid; choose 'output' (forward hook) or 'input' (forward pre-hook)."
+        )
     if index is not None and not isinstance(index, int | str):
-        raise InjectionError(f"index={index!r} must be an int (tuple/list position) or a str "
-                             "(dict key or attribute of a model-output object).")
+        raise InjectionError(
+            f"index={index!r} must be an int (tuple/list position) or a str "
+            "(dict key or attribute of a model-output object)."
+        )
     if call is not None and (not isinstance(call, int) or call < 0):
         raise InjectionError(f"call={call!r} must be an int >= 0 (which call of the layer).")
     if dim is not None and (not isinstance(dim, int) or dim < 1):
@@ -81,8 +85,11 @@ class Site:
         raise InjectionError(f"a site must be a Site, a layer path or a mapping; got {value!r}.")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if v is not None and not (k == "at" and v == "output")}
+        return {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if v is not None and not (k == "at" and v == "output")
+        }
 
     def describe(self) -> str:
         where = self.layer + ("" if self.at == "output" else " (input)")
@@ -113,8 +120,9 @@ class Junction:
         if not isinstance(self.layer, str) or not self.layer:
             raise InjectionError(f"layer={self.layer!r} must be a non-empty dotted module path.")
         if not isinstance(self.widths, Mapping) or len(self.widths) < 2:
-            raise InjectionError(f"a Junction needs widths for two or more modalities, got "
-                                 f"{self.widths!r}.")
+            raise InjectionError(
+                f"a Junction needs widths for two or more modalities, got {self.widths!r}."
+            )
         _check(self.layout, self.at, self.index, self.call, None)
         object.__setattr__(self, "widths", dict(self.widths))
 

@@ -32,17 +32,30 @@ def _synthetic(**options: Any) -> Any:
 
 @hookimpl
 def pgm_register_adapters(register: Any) -> None:
-    register(Adapter("toy.late_fusion", sites=_toy_sites, matches=_is_toy,
-                     description="pgm_plugins.toy.LateFusion: the encoders' outputs"))
+    register(
+        Adapter(
+            "toy.late_fusion",
+            sites=_toy_sites,
+            matches=_is_toy,
+            description="pgm_plugins.toy.LateFusion: the encoders' outputs",
+        )
+    )
 
 
 @hookimpl
 def pgm_register_hosts(register: Any) -> None:
-    register("toy.late_fusion", _toy_host, "a tiny late-fusion model (random weights)",
-             adapter="toy.late_fusion")
+    register(
+        "toy.late_fusion",
+        _toy_host,
+        "a tiny late-fusion model (random weights)",
+        adapter="toy.late_fusion",
+    )
 
 
 @hookimpl
 def pgm_register_datasets(register: Any) -> None:
-    register("synthetic.uni_paired", _synthetic,
-             "synthetic regression with known uni-modal and paired-modal factors")
+    register(
+        "synthetic.uni_paired",
+        _synthetic,
+        "synthetic regression with known uni-modal and paired-modal factors",
+    )

@@ -46,8 +46,11 @@ def _names(env: str) -> set[str] | None:
 
 
 def _check_adapter(value: Any) -> str | None:
-    return None if isinstance(value, Adapter) else (
-        f"expected a pgm_plugins.Adapter, got {type(value).__name__}")
+    return (
+        None
+        if isinstance(value, Adapter)
+        else (f"expected a pgm_plugins.Adapter, got {type(value).__name__}")
+    )
 
 
 def _check_callable(value: Any) -> str | None:
@@ -57,12 +60,14 @@ def _check_callable(value: Any) -> str | None:
 class PluginRegistry:
     """A plugin manager with the registries its hooks fill."""
 
-    def __init__(self, *, load_entry_points: bool = True, strict: bool | None = None,
-                 builtins: bool = True) -> None:
+    def __init__(
+        self, *, load_entry_points: bool = True, strict: bool | None = None, builtins: bool = True
+    ) -> None:
         self.pm = pluggy.PluginManager(GROUP)
         self.pm.add_hookspecs(hookspecs)
-        self.strict = os.environ.get("PGM_STRICT_PLUGINS", "") not in ("", "0") \
-            if strict is None else strict
+        self.strict = (
+            os.environ.get("PGM_STRICT_PLUGINS", "") not in ("", "0") if strict is None else strict
+        )
         self.plugins: dict[str, PluginInfo] = {}
         self.adapters: Registry[Adapter] = Registry("adapter", _check_adapter)
         self.datasets: Registry[Callable[..., Any]] = Registry("dataset", _check_callable)
@@ -78,8 +83,9 @@ class PluginRegistry:
         self.refresh()
 
     # ------------------------------------------------------------------ loading
-    def register_plugin(self, plugin: Any, name: str, dist: str | None = None,
-                        version: str | None = None) -> None:
+    def register_plugin(
+        self, plugin: Any, name: str, dist: str | None = None, version: str | None = None
+    ) -> None:
         """Register a plugin object (module or instance) under ``name``."""
         if self.pm.is_blocked(name):
             return
@@ -90,10 +96,11 @@ class PluginRegistry:
         except pluggy.PluginValidationError as exc:
             self.pm.unregister(name=name)
             del self.plugins[name]
-            raise PluginError(f"plugin {name!r} implements a hook that does not exist: {exc}. "
-                              f"Hooks: {', '.join(self.hook_names())}.") from exc
-        self.plugins[name].hooks = sorted(
-            h.name for h in self.pm.get_hookcallers(plugin) or [])
+            raise PluginError(
+                f"plugin {name!r} implements a hook that does not exist: {exc}. "
+                f"Hooks: {', '.join(self.hook_names())}."
+            ) from exc
+        self.plugins[name].hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
 
     def hook_names(self) -> list[str]:
         return sorted(n for n in dir(self.pm.hook) if n.startswith("pgm_"))
@@ -115,10 +122,13 @@ class PluginRegistry:
                 self.register_plugin(plugin, ep.name, dist, version)
             except Exception as exc:
                 if self.strict:
-                    raise PluginError(f"plugin {ep.name!r} (distribution {dist}) failed to "
-                                      f"load: {type(exc).__name__}: {exc}") from exc
-                self.plugins[ep.name] = PluginInfo(ep.name, dist, version,
-                                                   error=f"{type(exc).__name__}: {exc}")
+                    raise PluginError(
+                        f"plugin {ep.name!r} (distribution {dist}) failed to "
+                        f"load: {type(exc).__name__}: {exc}"
+                    ) from exc
+                self.plugins[ep.name] = PluginInfo(
+                    ep.name, dist, version, error=f"{type(exc).__name__}: {exc}"
+                )
 
     def refresh(self) -> None:
         """(Re)build the registries from every registered plugin's hooks."""
@@ -129,22 +139,40 @@ class PluginRegistry:
             plugin = impl.plugin_name
 
             def add_adapter(adapter: Adapter, _p: str = plugin) -> None:
-                self.adapters.add(getattr(adapter, "name", repr(adapter)), adapter, _p,
-                                  getattr(adapter, "description", ""))
+                self.adapters.add(
+                    getattr(adapter, "name", repr(adapter)),
+                    adapter,
+                    _p,
+                    getattr(adapter, "description", ""),
+                )
 
             impl.function(register=add_adapter)
-        simple = [("pgm_register_datasets", self.datasets),
-                  ("pgm_register_zoo_patches", self.zoo_patches)]
+        simple = [
+            ("pgm_register_datasets", self.datasets),
+            ("pgm_register_zoo_patches", self.zoo_patches),
+        ]
         for hook, reg in simple:
             for impl in getattr(self.pm.hook, hook).get_hookimpls():
-                def add(name: str, value: Any, description: str = "", _r: Registry[Any] = reg,
-                        _p: str = impl.plugin_name) -> None:
+
+                def add(
+                    name: str,
+                    value: Any,
+                    description: str = "",
+                    _r: Registry[Any] = reg,
+                    _p: str = impl.plugin_name,
+                ) -> None:
                     _r.add(name, value, _p, description)
 
                 impl.function(register=add)
         for impl in self.pm.hook.pgm_register_hosts.get_hookimpls():
-            def add_host(name: str, factory: Any, description: str = "",
-                         adapter: str | None = None, _p: str = impl.plugin_name) -> None:
+
+            def add_host(
+                name: str,
+                factory: Any,
+                description: str = "",
+                adapter: str | None = None,
+                _p: str = impl.plugin_name,
+            ) -> None:
                 self.hosts.add(name, factory, _p, description)
                 self._host_adapters[name] = adapter
 

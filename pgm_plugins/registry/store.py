@@ -38,23 +38,31 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
 
     def add(self, name: str, value: T, plugin: str, description: str = "") -> None:
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise PluginError(f"plugin {plugin!r} registered {self.kind} name {name!r}; names are "
-                              "lower case letters, digits, '.', '_' or '-'.")
         if self._check is not None and (problem := self._check(value)):
             raise PluginError(f"plugin {plugin!r} registered {self.kind} {name!r}: {problem}")
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise PluginError(
+                f"plugin {plugin!r} registered {self.kind} name {name!r}; names are "
+                "lower case letters, digits, '.', '_' or '-'."
+            )
         if name in self._entries:
-            raise PluginError(f"{self.kind} {name!r} is registered twice: by plugin "
-                              f"{self._entries[name].plugin!r} and by plugin {plugin!r}.")
+            raise PluginError(
+                f"{self.kind} {name!r} is registered twice: by plugin "
+                f"{self._entries[name].plugin!r} and by plugin {plugin!r}."
+            )
         self._entries[name] = Entry(name, value, plugin, description)
 
-    def names(self, filter: str | Iterable[str] = "*",
-              exclude: str | Iterable[str] = ()) -> list[str]:
+    def names(
+        self, filter: str | Iterable[str] = "*", exclude: str | Iterable[str] = ()
+    ) -> list[str]:
         include = [filter] if isinstance(filter, str) else list(filter)
         excl = [exclude] if isinstance(exclude, str) else list(exclude)
-        names = [n for n in self._entries
-                 if any(fnmatch.fnmatchcase(n, p) for p in include)
-                 and not any(fnmatch.fnmatchcase(n, p) for p in excl)]
+        names = [
+            n
+            for n in self._entries
+            if any(fnmatch.fnmatchcase(n, p) for p in include)
+            and not any(fnmatch.fnmatchcase(n, p) for p in excl)
+        ]
         return sorted(names, key=natural_key)
 
     def entry(self, name: str) -> Entry[T]:
@@ -62,9 +70,11 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             raise UnknownNameError(
-                f"unknown {self.kind} {name!r}." + did_you_mean(name, self._entries)
+                f"unknown {self.kind} {name!r}."
+                + did_you_mean(name, self._entries)
                 + f" Registered: {choices_text(self._entries)}. Run `pgm plugins` to see which "
-                "plugins loaded (and which failed).") from None
+                "plugins loaded (and which failed)."
+            ) from None
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

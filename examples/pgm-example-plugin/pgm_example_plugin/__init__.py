@@ -38,13 +38,17 @@ class TwoTower(nn.Module):
 
 @hookimpl
 def pgm_register_adapters(register: Any) -> None:
-    register(Adapter(
-        "example.two_tower",
-        sites={"image": Site("image", index=0, layout="TBD"),
-               "sound": Site("sound", index=0, layout="TBD")},
-        config={"task": "classification", "num_classes": 3},
-        description="pgm_example_plugin.TwoTower: each tower's sequence output",
-    ))
+    register(
+        Adapter(
+            "example.two_tower",
+            sites={
+                "image": Site("image", index=0, layout="TBD"),
+                "sound": Site("sound", index=0, layout="TBD"),
+            },
+            config={"task": "classification", "num_classes": 3},
+            description="pgm_example_plugin.TwoTower: each tower's sequence output",
+        )
+    )
 
 
 @hookimpl

@@ -1,0 +1,133 @@
+"""Forward+backward time of a tiny host: plain, with an identity hook, with an injected PgM block.
+
+    python benchmarks/overhead.py [--batch 64] [--repeats 7] [--steps 50] [--out FILE]
+
+Each arm is timed ``repeats`` times over ``steps`` training steps (after warm-up) with 2 threads;
+the report gives the median step time, the interquartile range, and ratios to the plain host.
+Results go to a self-describing JSON file (config, versions, machine, git commit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import pgm_plugins as pp
+from pgm_plugins._io import atomic_write_text
+from pgm_plugins.toy import LateFusion, make_uni_paired
+
+
+def build(arm: str, widths: dict[str, int], hidden: int) -> tuple[torch.nn.Module, Any]:
+    torch.manual_seed(0)
+    model = LateFusion(widths, hidden=hidden)
+    handle = None
+    if arm == "identity hook":
+        for enc in model.encoders.values():
+            enc.register_forward_hook(lambda mod, args, out: out)
+    elif arm == "+PgM":
+        handle = pp.inject(model, "toy.late_fusion", config={"mix": "gate"})
+    return model, handle
+
+
+def time_arm(arm: str, args: argparse.Namespace) -> list[float]:
+    widths = {"text": 64, "audio": 32, "video": 48}
+    model, handle = build(arm, widths, args.hidden)
+    x, y = make_uni_paired(args.batch, seed=0, widths=widths)
+    inputs = tuple(x.values())
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step() -> None:
+        loss = torch.nn.functional.mse_loss(model(*inputs), y)
+        if handle is not None:
+            loss = loss + handle.aux_loss(y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(10):
+        step()
+    times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        times.append((time.perf_counter() - start) / args.steps)
+    return times
+
+
+def git_commit() -> tuple[str | None, bool | None]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
+        return commit, dirty
+    except (OSError, subprocess.CalledProcessError):
+        return None, None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "overhead.json"
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    arms = ["plain", "identity hook", "+PgM"]
+    results = {arm: time_arm(arm, args) for arm in arms}
+    base = statistics.median(results["plain"])
+    rows = {}
+    for arm, times in results.items():
+        q = statistics.quantiles(times, n=4)
+        rows[arm] = {
+            "median_s": statistics.median(times),
+            "iqr_s": [q[0], q[2]],
+            "ratio": statistics.median(times) / base,
+            "times_s": times,
+        }
+        print(
+            f"{arm:<14} {1e3 * rows[arm]['median_s']:8.3f} ms/step "
+            f"(IQR {1e3 * q[0]:.3f}-{1e3 * q[2]:.3f})  x{rows[arm]['ratio']:.2f}"
+        )
+    model, handle = build("+PgM", {"text": 64, "audio": 32, "video": 48}, args.hidden)
+    host_params = sum(p.numel() for p in model.parameters()) - handle.plan.block_parameters
+    commit, dirty = git_commit()
+    record = {
+        "benchmark": "overhead",
+        "config": vars(args) | {"out": str(args.out)},
+        "host_parameters": host_params,
+        "block_parameters": handle.plan.block_parameters,
+        "arms": rows,
+        "versions": {"pgm_plugins": pp.__version__, "torch": torch.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "threads": torch.get_num_threads(),
+        },
+        "git": {"commit": commit, "dirty": dirty},
+    }
+    atomic_write_text(args.out, json.dumps(record, indent=2) + "\n")
+    print(
+        f"host {host_params:,} parameters, block {handle.plan.block_parameters:,}; "
+        f"written {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()

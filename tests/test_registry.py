@@ -1,0 +1,189 @@
+"""Plugin registry: inline plugins, faked entry points, the installed example plugin, errors."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import subprocess
+import sys
+import types
+
+import pytest
+
+from pgm_plugins import Adapter, hookimpl
+from pgm_plugins.errors import PluginError, UnknownNameError
+from pgm_plugins.registry import PluginRegistry
+
+
+def plugin_module(name: str, **hooks) -> types.ModuleType:
+    mod = types.ModuleType(name)
+    for hook, fn in hooks.items():
+        setattr(mod, hook, hookimpl(fn))
+    return mod
+
+
+def adapters_plugin(*names: str) -> types.ModuleType:
+    def pgm_register_adapters(register):
+        for n in names:
+            register(Adapter(n, sites={"a": "x", "b": "y"}, description=f"adapter {n}"))
+
+    return plugin_module("p", pgm_register_adapters=pgm_register_adapters)
+
+
+class FakeDist:
+    def __init__(self, name: str) -> None:
+        self.name, self.version = name, "9.9"
+
+
+class FakeEntryPoint:
+    def __init__(self, name: str, target) -> None:
+        self.name, self.dist, self._target = name, FakeDist(f"dist-{name}"), target
+
+    def load(self):
+        if isinstance(self._target, Exception):
+            raise self._target
+        return self._target
+
+
+@pytest.fixture
+def fake_entry_points(monkeypatch):
+    eps: list[FakeEntryPoint] = []
+
+    def entry_points(group=None):
+        assert group == "pgm_plugins"
+        return list(eps)
+
+    monkeypatch.setattr(md, "entry_points", entry_points)
+    monkeypatch.delenv("PGM_LOAD_PLUGINS", raising=False)
+    return eps
+
+
+def test_inline_plugin_registers_adapters_listed_naturally_sorted():
+    reg = PluginRegistry(load_entry_points=False)
+    reg.register_plugin(adapters_plugin("zoo.m10", "zoo.m2", "zoo.m1", "other.x"), "inline")
+    reg.refresh()
+    assert reg.adapters.names("zoo.*") == ["zoo.m1", "zoo.m2", "zoo.m10"]
+    assert reg.adapters.names("*", exclude="zoo.m1*") == ["other.x", "toy.late_fusion", "zoo.m2"]
+    assert reg.adapters.entry("zoo.m2").plugin == "inline"
+
+
+def test_entry_points_load_and_failures_are_reported(fake_entry_points):
+    fake_entry_points += [
+        FakeEntryPoint("good", adapters_plugin("good.a")),
+        FakeEntryPoint("broken", ImportError("no module named zoo")),
+    ]
+    reg = PluginRegistry()
+    assert "good.a" in reg.adapters
+    assert reg.plugins["good"].distribution == "dist-good"
+    assert reg.plugins["good"].hooks == ["pgm_register_adapters"]
+    assert reg.plugins["broken"].error == "ImportError: no module named zoo"
+    with pytest.raises(PluginError, match=r"'broken' .*failed to load: ImportError"):
+        PluginRegistry(strict=True)
+
+
+def test_load_plugins_allow_list(fake_entry_points, monkeypatch):
+    fake_entry_points += [
+        FakeEntryPoint("one", adapters_plugin("one.a")),
+        FakeEntryPoint("two", adapters_plugin("two.a")),
+    ]
+    monkeypatch.setenv("PGM_LOAD_PLUGINS", "dist-two")
+    assert PluginRegistry().adapters.names() == ["toy.late_fusion", "two.a"]
+    monkeypatch.setenv("PGM_LOAD_PLUGINS", "")
+    assert PluginRegistry().adapters.names() == ["toy.late_fusion"]
+    monkeypatch.delenv("PGM_LOAD_PLUGINS")
+    monkeypatch.setenv("PGM_BLOCK_PLUGINS", "one")
+    assert PluginRegistry().adapters.names() == ["toy.late_fusion", "two.a"]
+
+
+def test_misspelt_hook_fails_loudly():
+    bad = plugin_module("bad", pgm_register_adaptors=lambda register: None)
+    reg = PluginRegistry(load_entry_points=False)
+    with pytest.raises(
+        PluginError,
+        match=r"'bad' implements a hook that does not exist.*"
+        r"pgm_register_adapters",
+    ):
+        reg.register_plugin(bad, "bad")
+    assert "bad" not in reg.plugins
+
+
+def test_duplicate_names_name_both_plugins():
+    reg = PluginRegistry(load_entry_points=False)
+    reg.register_plugin(adapters_plugin("dup.a"), "first")
+    reg.register_plugin(adapters_plugin("dup.a"), "second")
+    with pytest.raises(
+        PluginError,
+        match=r"'dup.a' is registered twice: by plugin "
+        r"'(first|second)' and by plugin '(first|second)'",
+    ):
+        reg.refresh()
+
+
+def test_invalid_registrations_name_the_plugin():
+    def bad_adapter(register):
+        register("not an adapter")
+
+    reg = PluginRegistry(load_entry_points=False)
+    reg.register_plugin(plugin_module("m", pgm_register_adapters=bad_adapter), "sloppy")
+    with pytest.raises(
+        PluginError,
+        match=r"plugin 'sloppy' registered adapter .*expected a "
+        r"pgm_plugins.Adapter",
+    ):
+        reg.refresh()
+
+
+def test_unknown_names_suggest_and_list():
+    reg = PluginRegistry(load_entry_points=False)
+    with pytest.raises(
+        UnknownNameError,
+        match=r"unknown adapter 'toy.late'.*Did you mean "
+        r"'toy.late_fusion'",
+    ):
+        reg.adapters.entry("toy.late")
+    with pytest.raises(KeyError):
+        reg.hosts.entry("nope")
+
+
+def test_match_adapter_hook_and_predicates():
+    from pgm_plugins.toy import LateFusion
+
+    reg = PluginRegistry(load_entry_points=False)
+    assert reg.match_adapter(LateFusion()) == "toy.late_fusion"  # the adapter's predicate
+    reg.register_plugin(plugin_module("m", pgm_match_adapter=lambda model: "custom.x"), "m")
+    assert reg.match_adapter(LateFusion()) == "custom.x"  # the hook comes first
+
+
+def test_builtins_register_hosts_and_datasets_through_hooks():
+    reg = PluginRegistry(load_entry_points=False)
+    assert reg.hosts.names() == ["toy.late_fusion"]
+    assert reg.host_adapter("toy.late_fusion") == "toy.late_fusion"
+    x, y = reg.datasets.entry("synthetic.uni_paired").value(n=10, seed=0)
+    assert y.shape == (10,) and set(x) == {"text", "audio"}
+
+
+def run_pgm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pgm_plugins.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_installed_example_plugin_is_found_by_pgm_plugins():
+    out = run_pgm("plugins", "--strict")
+    assert out.returncode == 0, out.stderr
+    assert "pgm-example-plugin 0.1.0" in out.stdout
+    assert "pgm_match_adapter, pgm_register_adapters" in out.stdout
+    out = run_pgm("adapters", "example.*")
+    assert out.stdout.startswith("example.two_tower")
+
+
+def test_pgm_layers_and_cli_errors():
+    out = run_pgm("layers", "pgm_plugins.toy:LateFusion", "--example-shapes", "2x16", "2x8")
+    assert out.returncode == 0, out.stderr
+    assert "encoders.text" in out.stdout and "2x32" in out.stdout
+    out = run_pgm("layers", "pgm_plugins.toy:LateFusoin")
+    assert out.returncode != 0 and "Did you mean 'LateFusion'" in out.stderr
+    out = run_pgm("adapters", "nothing*")
+    assert out.returncode == 1 and "no adapter matches 'nothing*'" in out.stderr
