@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from pgm_plugins.block import PgMConfig
-from pgm_plugins.errors import CheckpointError, InjectionError
+from pgm_plugins.errors import CheckpointError, InjectionError, PluginError
 from pgm_plugins.injection import Adapter, Junction, PgMHandle, Plan, Site, build_plan
 from pgm_plugins.injection.checkpoint import read_checkpoint
 from pgm_plugins.registry import get_registry
 
-__all__ = ["get_adapter", "inject", "list_adapters", "load", "match_adapter", "plan"]
+__all__ = [
+    "apply_zoo_patch",
+    "get_adapter",
+    "inject",
+    "list_adapters",
+    "list_datasets",
+    "list_hosts",
+    "list_zoo_patches",
+    "load",
+    "match_adapter",
+    "plan",
+]
 
 SiteSpec = Site | str | Mapping[str, Any]
 
@@ -37,7 +48,41 @@ def match_adapter(model: nn.Module) -> str | None:
     return get_registry().match_adapter(model)
 
 
-def _adapter(adapter: Adapter | str | None) -> Adapter | None:
+def list_hosts(filter: str = "*") -> list[str]:
+    """Registered benchmark host names matching ``filter``."""
+    return get_registry().hosts.names(filter)
+
+
+def list_datasets(filter: str = "*") -> list[str]:
+    """Registered benchmark data set names matching ``filter``."""
+    return get_registry().datasets.names(filter)
+
+
+def list_zoo_patches(filter: str = "*") -> list[str]:
+    """Registered zoo patch names matching ``filter``."""
+    return get_registry().zoo_patches.names(filter)
+
+
+def apply_zoo_patch(name: str, **options: Any) -> Callable[[], None]:
+    """Apply the zoo patch registered as ``name``; returns the callable that undoes it."""
+    undo = get_registry().zoo_patches.entry(name).value(**options)
+    if not callable(undo):
+        raise PluginError(
+            f"zoo patch {name!r} returned {undo!r}; a patch must return a callable that undoes it."
+        )
+    return undo
+
+
+def _adapter(adapter: Adapter | str | None, model: nn.Module | None = None) -> Adapter | None:
+    if adapter is None and model is not None:
+        name = match_adapter(model)
+        if name is None:
+            raise InjectionError(
+                f"no adapter recognises {type(model).__name__} and no sites were given; pass "
+                "sites={modality: layer path} (see pgm_plugins.list_layers(model)) or an "
+                f"adapter name (registered: {', '.join(list_adapters()) or 'none'})."
+            )
+        return get_adapter(name)
     if adapter is None or isinstance(adapter, Adapter):
         return adapter
     if isinstance(adapter, str):
@@ -60,7 +105,8 @@ def plan(
 
     Args:
         model: any ``nn.Module``.
-        adapter: a registered adapter name or an ``Adapter``; None when ``sites`` are given.
+        adapter: a registered adapter name or an ``Adapter``. None with no ``sites`` either:
+            the registry recognises the model (``match_adapter``).
         sites: ``{modality: layer path | Site}``; overrides the adapter's sites.
         config: a dict of ``PgMConfig`` fields (the sites give the widths) or a full config.
         junction: one layer carrying all modalities, instead of sites.
@@ -69,11 +115,12 @@ def plan(
             keyword arguments or one tensor): widths, layouts and the joint-mode check.
         prefix: attribute name of the block inside the model.
     """
+    recognise = sites is None and junction is None
     return build_plan(
         model,
         sites=sites,
         junction=junction,
-        adapter=_adapter(adapter),
+        adapter=_adapter(adapter, model if recognise else None),
         config=config,
         mode=mode,
         example_inputs=example_inputs,

@@ -357,3 +357,38 @@ def test_checkpoint_has_no_pickle_and_records_provenance(tmp_path):
 
     keys = load_file(tmp_path / "pgm_block.safetensors")
     assert set(keys) == set(handle.block.state_dict())
+
+
+def test_inject_without_sites_recognises_the_model_through_the_registry():
+    model = LateFusion()
+    handle = pp.inject(model)
+    assert handle.plan.adapter == "toy.late_fusion"
+    with pytest.raises(InjectionError, match=r"no adapter recognises Linear.*list_layers"):
+        pp.inject(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: pp.Site("enc", layout="BTX"), r"layout='BTX' is not valid; choose one of 'BD'"),
+        (lambda: pp.Site("enc", at="outptu"), r"at='outptu' is not valid"),
+        (lambda: pp.Site(""), r"non-empty dotted module path"),
+        (lambda: pp.Site("enc", call=-1), r"call=-1 must be an int >= 0"),
+        (lambda: pp.Junction("mix", widths={"a": 3}), r"two or more modalities"),
+    ],
+)
+def test_bad_sites_are_clear_errors(make, match):
+    with pytest.raises(InjectionError, match=match):
+        make()
+
+
+def test_junction_widths_must_sum_to_the_tensor():
+    from tiny_models import Concat
+
+    model = Concat()
+    with pytest.raises(SiteError, match=r"the tensor is 11 wide but the widths .* sum to 12"):
+        pp.inject(
+            model,
+            junction=pp.Junction("mix", widths={"a": 5, "b": 7}),
+            example_inputs=(torch.randn(2, 3), torch.randn(2, 4)),
+        )

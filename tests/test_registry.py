@@ -187,3 +187,39 @@ def test_pgm_layers_and_cli_errors():
     assert out.returncode != 0 and "Did you mean 'LateFusion'" in out.stderr
     out = run_pgm("adapters", "nothing*")
     assert out.returncode == 1 and "no adapter matches 'nothing*'" in out.stderr
+
+
+def test_zoo_patch_applies_and_undoes_through_the_registry():
+    from pgm_plugins import api
+    from pgm_plugins.registry import reset_registry
+
+    zoo: dict[str, object] = {"mult": object()}
+
+    def patch_zoo():
+        if "mult_pgm" in zoo:
+            raise RuntimeError("mult_pgm exists already")
+        zoo["mult_pgm"] = object()
+        return lambda: zoo.pop("mult_pgm")
+
+    def pgm_register_zoo_patches(register):
+        register("fakezoo.mult_pgm", patch_zoo, "adds mult_pgm to the fake zoo")
+        register("fakezoo.broken", lambda: None)
+
+    reg = PluginRegistry(load_entry_points=False)
+    reg.register_plugin(plugin_module("z", pgm_register_zoo_patches=pgm_register_zoo_patches), "z")
+    reg.refresh()
+    reset_registry(reg)
+    try:
+        assert api.list_zoo_patches("fakezoo.*") == ["fakezoo.broken", "fakezoo.mult_pgm"]
+        undo = api.apply_zoo_patch("fakezoo.mult_pgm")
+        assert "mult_pgm" in zoo
+        undo()
+        assert set(zoo) == {"mult"}
+        with pytest.raises(PluginError, match="must return a callable that undoes it"):
+            api.apply_zoo_patch("fakezoo.broken")
+        with pytest.raises(UnknownNameError, match=r"Did you mean 'fakezoo\.mult_pgm'"):
+            api.apply_zoo_patch("fakezoo.mult")
+        assert api.list_hosts() == ["toy.late_fusion"]
+        assert api.list_datasets() == ["synthetic.uni_paired"]
+    finally:
+        reset_registry(None)
