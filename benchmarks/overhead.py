@@ -19,6 +19,7 @@ import platform
 import statistics
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def build(arm: str, widths: dict[str, int], hidden: int) -> tuple[torch.nn.Modul
     return model, handle
 
 
-def time_arm(arm: str, args: argparse.Namespace) -> list[float]:
+def make_step(arm: str, args: argparse.Namespace) -> Callable[[], None]:
     widths = {"text": 64, "audio": 32, "video": 48}
     model, handle = build(arm, widths, args.hidden)
     x, y = make_uni_paired(args.batch, seed=0, widths=widths)
@@ -76,14 +77,22 @@ def time_arm(arm: str, args: argparse.Namespace) -> list[float]:
         loss.backward()
         opt.step()
 
-    for _ in range(10):
+    for _ in range(10):  # warm-up
         step()
-    times = []
+    return step
+
+
+def time_arms(arms: list[str], args: argparse.Namespace) -> dict[str, list[float]]:
+    """Per-step seconds, ``repeats`` rounds; the arms take turns within a round, so a drift of
+    the machine's speed spreads over all arms instead of biasing the last one."""
+    steps = {arm: make_step(arm, args) for arm in arms}
+    times: dict[str, list[float]] = {arm: [] for arm in arms}
     for _ in range(args.repeats):
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        times.append((time.perf_counter() - start) / args.steps)
+        for arm, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            times[arm].append((time.perf_counter() - start) / args.steps)
     return times
 
 
@@ -114,7 +123,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     arms = ["plain", "identity hook", "block by hand", "+PgM (injected)"]
-    results = {arm: time_arm(arm, args) for arm in arms}
+    results = time_arms(arms, args)
     base = statistics.median(results["plain"])
     rows = {}
     for arm, times in results.items():

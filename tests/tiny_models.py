@@ -37,6 +37,36 @@ class DictEncoders(nn.Module):
         return self.out(torch.cat([self.enc_a(a)["feat"], self.enc_b(b)["feat"]], -1))
 
 
+@dataclass
+class EncoderOutput:
+    """A model-output object (attributes, not a mapping), like many zoos return."""
+
+    last_hidden_state: Tensor
+    pooled: Tensor
+
+
+class ObjectOutputs(nn.Module):
+    """Encoders return ``EncoderOutput``; the site reads its ``pooled`` attribute."""
+
+    class Enc(nn.Module):
+        def __init__(self, d_in: int, d: int) -> None:
+            super().__init__()
+            self.lin = nn.Linear(d_in, d)
+
+        def forward(self, x: Tensor) -> EncoderOutput:
+            seq = self.lin(x)
+            return EncoderOutput(last_hidden_state=seq, pooled=seq.mean(1))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text, self.image = self.Enc(3, 6), self.Enc(4, 5)
+        self.out = nn.Linear(11, 1)
+
+    def forward(self, t: Tensor, i: Tensor) -> Tensor:
+        a, b = self.text(t), self.image(i)
+        return self.out(torch.cat([a.pooled, b.pooled], -1))
+
+
 class ConvSeq(nn.Module):
     """Channel-first Conv1d encoders ``[B, C, T]`` (layout BDT), different lengths."""
 
@@ -160,6 +190,12 @@ CASES = [
         _seeded(DictEncoders),
         _randn((3, 5), (3, 3)),
         {"a": Site("enc_a", index="feat"), "b": Site("enc_b", index="feat")},
+    ),
+    Case(
+        "object-output",
+        _seeded(ObjectOutputs),
+        _randn((3, 4, 3), (3, 6, 4)),
+        {"text": Site("text", index="pooled"), "image": Site("image", index="pooled")},
     ),
     Case(
         "channel-first",
