@@ -195,6 +195,22 @@ def test_joint_mode_refuses_a_host_that_reads_an_early_modality():
     assert handle.removed and hooks_of(model) == 0
 
 
+def test_joint_mode_refuses_a_host_that_changes_an_early_modality_in_place():
+    class InPlace(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc_a, self.enc_b = torch.nn.Linear(3, 4), torch.nn.Linear(3, 4)
+
+        def forward(self, a, b):
+            ha = self.enc_a(a)
+            ha.relu_()
+            return torch.cat([ha, self.enc_b(b)], -1).sum(-1)
+
+    inputs = (torch.randn(2, 3), torch.randn(2, 3))
+    with pytest.raises(InjectionError, match=r"relu_ changed 'a' .* in place"):
+        pp.inject(InPlace(), sites={"a": "enc_a", "b": "enc_b"}, example_inputs=inputs)
+
+
 def test_missing_modality_in_joint_mode_leaves_host_output_and_reports():
     torch.manual_seed(0)
 

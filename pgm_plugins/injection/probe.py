@@ -92,7 +92,13 @@ class ReadWatch(TorchFunctionMode):
         out = func(*args, **kwargs)
         if hits and _name(func) not in _METADATA:
             src, label = hits[0]
-            if isinstance(out, Tensor) and _same_storage(out, src):
+            name = _name(func)
+            in_place = (name.endswith("_") and not name.startswith("__")) or name.startswith("__i")
+            if in_place:  # the commit would overwrite what the host computed in place
+                msg = f"{name} changed {label} in place"
+                if msg not in self.violations:
+                    self.violations.append(msg)
+            elif isinstance(out, Tensor) and _same_storage(out, src):
                 self.track(out, label)  # a view: reading it later is reading the clone
             elif isinstance(out, Tensor) or _name(func) != "__get__":
                 msg = f"{_name(func)} read {label}"
