@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -9,8 +10,20 @@ import torch
 from tiny_models import CASES, Case, EarlyRead
 
 import pgm_plugins as pp
-from pgm_plugins.errors import CheckpointError, InjectionError, SiteError, UnknownNameError
-from pgm_plugins.injection.site import from_block, get_element, set_element, to_block
+from pgm_plugins.errors import (
+    CheckpointError,
+    ConfigError,
+    InjectionError,
+    SiteError,
+    UnknownNameError,
+)
+from pgm_plugins.injection.site import (
+    attach_hook,
+    from_block,
+    get_element,
+    set_element,
+    to_block,
+)
 from pgm_plugins.toy import LateFusion
 
 PARAMS = [pytest.param(c, id=c.id) for c in CASES]
@@ -104,6 +117,29 @@ def test_save_fresh_model_load_gives_identical_outputs(case, tmp_path):
     torch.testing.assert_close(fresh(*case.inputs), expected, rtol=0, atol=0)
 
 
+def on_each_site(plan, fn):
+    """Hook ``fn(key, tensor in block layout) -> replacement | None`` at every site of ``plan``,
+    on the call the site names; returns the hook handles."""
+    hooks = []
+    for key, rs in plan.sites.items():
+        calls = {"n": 0}
+
+        def hook(value, key=key, rs=rs, calls=calls):
+            calls["n"] += 1
+            if rs.site.call is not None and calls["n"] - 1 != rs.site.call:
+                return None
+            layout = rs.layout or "BD"
+            new = fn(key, to_block(get_element(value, rs.site.element), layout))
+            return (
+                None
+                if new is None
+                else set_element(value, rs.site.element, from_block(new, layout))
+            )
+
+        hooks.append(attach_hook(rs.module, rs.site, hook))
+    return hooks
+
+
 @pytest.mark.parametrize("case", PARAMS)
 def test_joint_mode_equals_running_the_block_by_hand(case):
     model = case.factory()
@@ -113,48 +149,18 @@ def test_joint_mode_equals_running_the_block_by_hand(case):
     handle.remove()
     # capture the host's tensors at the sites, run the block by hand, put its results back
     captured: dict[str, torch.Tensor] = {}
-    hooks = []
-    for key, rs in plan.sites.items():
-        index = 0 if rs.site.at == "input" and rs.site.index is None else rs.site.index
-        layout = rs.layout or "BD"
-        calls = {"n": 0}
-
-        def grab(value, key=key, index=index, layout=layout, call=rs.site.call, calls=calls):
-            calls["n"] += 1
-            if call is None or calls["n"] - 1 == call:
-                captured[key] = to_block(get_element(value, index), layout)
-
-        if rs.site.at == "input":
-            hooks.append(rs.module.register_forward_pre_hook(lambda m, a, g=grab: g(a)))
-        else:
-            hooks.append(rs.module.register_forward_hook(lambda m, a, o, g=grab: g(o)))
+    hooks = on_each_site(plan, lambda key, x: captured.__setitem__(key, x))
     model(*case.inputs)
     for h in hooks:
         h.remove()
     if case.junction is not None:
         (x,) = captured.values()
-        parts = dict(
-            zip(case.junction.widths, x.split(list(case.junction.widths.values()), -1), strict=True)
-        )
-        merged = torch.cat(list(plan.block(parts).outputs.values()), -1)
-        results = {next(iter(plan.sites)): merged}
+        widths = case.junction.widths
+        parts = dict(zip(widths, x.split(list(widths.values()), -1), strict=True))
+        results = {next(iter(plan.sites)): torch.cat(list(plan.block(parts).outputs.values()), -1)}
     else:
         results = plan.block(captured).outputs
-    for key, rs in plan.sites.items():
-        index = 0 if rs.site.at == "input" and rs.site.index is None else rs.site.index
-        layout = rs.layout or "BD"
-        calls = {"n": 0}
-
-        def put(value, key=key, index=index, layout=layout, call=rs.site.call, calls=calls):
-            calls["n"] += 1
-            if call is None or calls["n"] - 1 == call:
-                return set_element(value, index, from_block(results[key], layout))
-            return None
-
-        if rs.site.at == "input":
-            hooks.append(rs.module.register_forward_pre_hook(lambda m, a, p=put: p(a)))
-        else:
-            hooks.append(rs.module.register_forward_hook(lambda m, a, o, p=put: p(o)))
+    on_each_site(plan, lambda key, x: results[key])
     torch.testing.assert_close(model(*case.inputs), patched)
 
 
@@ -284,61 +290,127 @@ def test_list_layers_with_dry_run():
 
 
 # ---------------------------------------------------------------------- bad input
-def _untouched(model, state, n_hooks):
+@contextlib.contextmanager
+def refused(model, error, match):
+    """The call raises ``error`` matching ``match`` and leaves ``model`` exactly as it was:
+    same state_dict (keys and values), same hooks, same children, same outputs."""
+    state, n_hooks = snapshot(model), hooks_of(model)
+    children = list(dict(model.named_children()))
+    inputs = (torch.randn(2, 16), torch.randn(2, 8)) if isinstance(model, LateFusion) else None
+    before = model(*inputs) if inputs is not None else None
+    with pytest.raises(error, match=match) as info:
+        yield info
+    after = model.state_dict()
+    assert list(after) == list(state)
+    assert all(torch.equal(after[k], v) for k, v in state.items())
     assert hooks_of(model) == n_hooks
-    assert "pgm_block" not in dict(model.named_children())
-    assert list(model.state_dict()) == list(state)
+    assert list(dict(model.named_children())) == children
+    if inputs is not None:
+        assert torch.equal(model(*inputs), before)
 
 
 def test_unknown_adapter_names_nearest_and_list():
     model = LateFusion()
-    with pytest.raises(
-        UnknownNameError,
-        match=r"unknown adapter 'toy.late_fusoin'.*"
-        r"Did you mean 'toy.late_fusion'.*Registered:",
-    ):
+    match = r"unknown adapter 'toy.late_fusoin'.*Did you mean 'toy.late_fusion'.*Registered:"
+    with refused(model, UnknownNameError, match):
         pp.inject(model, "toy.late_fusoin")
-    _untouched(model, model.state_dict(), 0)
 
 
 def test_every_mismatched_site_is_named_with_near_misses():
     model = LateFusion()
-    state = snapshot(model)
-    with pytest.raises(SiteError) as err:
+    with refused(model, SiteError, "2 of 3 sites") as err:
         pp.inject(
             model,
             sites={"text": "encoder.text", "audio": "encoders.audoi", "video": "encoders.audio"},
         )
     msg = str(err.value)
-    assert "2 of 3 sites" in msg
     assert "'encoder.text' not found (near: 'encoders.text'" in msg
     assert "'encoders.audoi' not found (near: 'encoders.audio'" in msg
-    _untouched(model, state, 0)
 
 
-def test_wrong_layout_and_width_mismatch_are_clear_errors():
+INPUTS = (torch.randn(2, 16), torch.randn(2, 8))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (
+            {
+                "sites": {
+                    "text": pp.Site("encoders.text", layout="BTD"),
+                    "audio": "encoders.audio",
+                },
+                "example_inputs": INPUTS,
+            },
+            SiteError,
+            r"layout 'BTD' expects a 3-D tensor.*shape \(2, 32\)",
+        ),
+        (
+            {
+                "sites": {"text": pp.Site("encoders.text", dim=30), "audio": "encoders.audio"},
+                "example_inputs": INPUTS,
+            },
+            SiteError,
+            r"dim=30 but the dry run says 32",
+        ),
+        (
+            {
+                "sites": {"text": pp.Site("encoders.text", index=1), "audio": "encoders.audio"},
+                "example_inputs": INPUTS,
+            },
+            SiteError,
+            r"encoders.text\[1\]: no element 1 .*not a container; leave index=None",
+        ),
+        (
+            {
+                "adapter": "toy.late_fusion",
+                "config": pp.PgMConfig(modalities={"text": 16, "audio": 32}),
+            },
+            InjectionError,
+            "do not match the sites' widths",
+        ),
+        (
+            {"adapter": "toy.late_fusion", "config": {"partitioner": "gatee"}},
+            ConfigError,
+            "Did you mean 'gate'",
+        ),
+        (
+            {"adapter": "toy.late_fusion", "config": {"rho_target": 0.3}},
+            ConfigError,
+            r"invalid PgMConfig field.*valid fields: modalities",
+        ),
+        (
+            {"sites": {"text": "encoders.text.1", "audio": "encoders.audio"}},
+            SiteError,
+            r"width .* is unknown; pass example_inputs=",
+        ),
+        (
+            {"adapter": "toy.late_fusion", "mode": "paired"},
+            InjectionError,
+            r"mode='paired' is not valid",
+        ),
+    ],
+    ids=[
+        "layout",
+        "dim",
+        "element",
+        "config-widths",
+        "config-kind",
+        "config-field",
+        "no-width",
+        "mode",
+    ],
+)
+def test_bad_injections_are_clear_errors_and_change_nothing(kwargs, error, match):
     model = LateFusion()
-    inputs = (torch.randn(2, 16), torch.randn(2, 8))
-    with pytest.raises(SiteError, match=r"layout 'BTD' expects a 3-D tensor.*shape \(2, 32\)"):
-        pp.inject(
-            model,
-            sites={"text": pp.Site("encoders.text", layout="BTD"), "audio": "encoders.audio"},
-            example_inputs=inputs,
-        )
-    with pytest.raises(SiteError, match=r"dim=30 but the dry run says 32"):
-        pp.inject(
-            model,
-            sites={"text": pp.Site("encoders.text", dim=30), "audio": "encoders.audio"},
-            example_inputs=inputs,
-        )
-    with pytest.raises(InjectionError, match="do not match the sites' widths"):
-        pp.inject(
-            model, "toy.late_fusion", config=pp.PgMConfig(modalities={"text": 16, "audio": 32})
-        )
-    with pytest.raises(SiteError, match=r"width .* is unknown; pass example_inputs="):
-        pp.inject(model, sites={"text": "encoders.text.1", "audio": "encoders.audio"})
-    with pytest.raises(InjectionError, match="already has an attribute 'pgm_block'"):
-        pp.inject(model, "toy.late_fusion")
+    with refused(model, error, match):
+        pp.inject(model, **kwargs)
+
+
+def test_a_second_block_is_refused():
+    model = LateFusion()
+    pp.inject(model, "toy.late_fusion")
+    with refused(model, InjectionError, "already has an attribute 'pgm_block'"):
         pp.inject(model, "toy.late_fusion")
 
 
@@ -347,19 +419,20 @@ def test_checkpoint_for_another_host_or_corrupted_is_refused(tmp_path):
     handle = pp.inject(model, "toy.late_fusion")
     pp.save(handle, tmp_path)
     other = LateFusion(hidden=16)
-    with pytest.raises(CheckpointError, match="architecture fingerprint"):
+    with refused(other, CheckpointError, "architecture fingerprint"):
         pp.load(other, tmp_path)
-    _untouched(other, other.state_dict(), 0)
     data = bytearray((tmp_path / "pgm_block.safetensors").read_bytes())
     data[-5] ^= 0xFF
     (tmp_path / "pgm_block.safetensors").write_bytes(bytes(data))
     fresh = LateFusion()
-    with pytest.raises(CheckpointError, match="does not match the digest"):
+    with refused(fresh, CheckpointError, "does not match the digest"):
         pp.load(fresh, tmp_path)
     (tmp_path / "pgm_config.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="not valid JSON"):
+    with refused(fresh, CheckpointError, "not valid JSON"):
         pp.load(fresh, tmp_path)
-    _untouched(fresh, fresh.state_dict(), 0)
+    (tmp_path / "pgm_config.json").unlink()
+    with refused(fresh, CheckpointError, r"pgm_config.json is missing"):
+        pp.load(fresh, tmp_path)
 
 
 def test_checkpoint_has_no_pickle_and_records_provenance(tmp_path):

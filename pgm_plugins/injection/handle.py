@@ -19,7 +19,13 @@ from torch import Tensor, nn
 from pgm_plugins.block import ModalParts, PgMBlock, PgMOutput
 from pgm_plugins.errors import InjectionError
 from pgm_plugins.injection.probe import ReadWatch
-from pgm_plugins.injection.site import from_block, get_element, set_element, to_block
+from pgm_plugins.injection.site import (
+    attach_hook,
+    from_block,
+    get_element,
+    set_element,
+    to_block,
+)
 
 if TYPE_CHECKING:
     from pgm_plugins.injection.plan import Plan, ResolvedSite
@@ -69,11 +75,7 @@ class PgMHandle:
         model.add_module(plan.prefix, plan.block)
         try:
             for rs in plan.sites.values():
-                hook = self._make_hook(rs)
-                if rs.site.at == "input":
-                    self._hooks.append(rs.module.register_forward_pre_hook(hook, with_kwargs=True))
-                else:
-                    self._hooks.append(rs.module.register_forward_hook(hook))
+                self._hooks.append(attach_hook(rs.module, rs.site, self._make_hook(rs)))
             if plan.mode == "joint" and plan.junction is None:
                 self._hooks.append(model.register_forward_pre_hook(self._begin))
                 self._hooks.append(model.register_forward_hook(self._end, always_call=True))
@@ -112,8 +114,7 @@ class PgMHandle:
 
     # ------------------------------------------------------------------ the hooks
     def _make_hook(self, rs: ResolvedSite) -> Callable[..., Any]:
-        site = rs.site
-        index = 0 if site.at == "input" and site.index is None else site.index
+        index = rs.site.element
 
         def handle(value: Any) -> Any:
             if not self.enabled:
@@ -124,11 +125,7 @@ class PgMHandle:
                     return self._on_site(rs, value, index)
             return self._on_site(rs, value, index)
 
-        if site.at == "input":
-            return lambda mod, args, kwargs: (
-                None if (new := handle(args)) is None else (new, kwargs)
-            )
-        return lambda mod, args, out: handle(out)
+        return handle
 
     def _on_site(self, rs: ResolvedSite, value: Any, index: int | str | None) -> Any:
         calls = self._calls.get(rs.key, 0)

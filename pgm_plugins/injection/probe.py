@@ -18,7 +18,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from pgm_plugins.errors import InjectionError
-from pgm_plugins.injection.site import Site, get_element, set_element
+from pgm_plugins.injection.site import Site, attach_hook, get_element, set_element
 
 __all__ = ["ReadWatch", "call_model", "dry_run", "probe_sites"]
 
@@ -164,9 +164,7 @@ def probe_sites(
                 if site.call is not None and rec.calls - 1 != site.call:
                     return None
                 try:
-                    elem = get_element(
-                        value, 0 if site.at == "input" and site.index is None else site.index
-                    )
+                    elem = get_element(value, site.element)
                 except (KeyError, IndexError, AttributeError, TypeError) as exc:
                     rec.not_tensor = f"no element {site.index!r} ({type(exc).__name__}: {exc})"
                     return None
@@ -182,23 +180,13 @@ def probe_sites(
                     return None
                 clone = elem.clone()
                 watch.track(clone, f"{key!r} (layer {site.layer!r})")
-                idx = 0 if site.at == "input" and site.index is None else site.index
-                return set_element(value, idx, clone)
+                return set_element(value, site.element, clone)
 
-        if site.at == "input":
-            return lambda mod, args, kwargs: (
-                None if (new := handle(args)) is None else (new, kwargs)
-            )
-        return lambda mod, args, out: handle(out)
+        return handle
 
     try:
         for key, site in sites.items():
-            module = modules[site.layer]
-            hook = make_hook(key, site)
-            if site.at == "input":
-                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
-            else:
-                handles.append(module.register_forward_hook(hook))
+            handles.append(attach_hook(modules[site.layer], site, make_hook(key, site)))
         with dry_run(model):
             if check_reads:
                 with watch:

@@ -11,15 +11,25 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from pgm_plugins.errors import InjectionError
 
-__all__ = ["LAYOUTS", "Junction", "Site", "from_block", "get_element", "set_element", "to_block"]
+__all__ = [
+    "LAYOUTS",
+    "Junction",
+    "Site",
+    "attach_hook",
+    "from_block",
+    "get_element",
+    "set_element",
+    "to_block",
+]
 
 #: tensor layouts a site may declare; the block always sees ``[B, d]`` or ``[B, T, d]``
 LAYOUTS = ("BD", "BTD", "TBD", "BDT")
@@ -91,6 +101,11 @@ class Site:
             if v is not None and not (k == "at" and v == "output")
         }
 
+    @property
+    def element(self) -> int | str | None:
+        """The index into the hooked value: for inputs, the first positional argument by default."""
+        return 0 if self.at == "input" and self.index is None else self.index
+
     def describe(self) -> str:
         where = self.layer + ("" if self.at == "output" else " (input)")
         if self.index is not None:
@@ -134,6 +149,22 @@ class Junction:
         return {"junction": True, **self.site().to_dict(), "widths": dict(self.widths)}
 
 
+def attach_hook(module: nn.Module, site: Site, fn: Callable[[Any], Any]) -> RemovableHandle:
+    """Hook ``fn(value) -> new value | None`` onto ``module`` where ``site`` reads.
+
+    For outputs ``value`` is the layer's output; for inputs it is the tuple of positional
+    arguments (keyword arguments pass through unchanged). ``None`` leaves the value as it is.
+    """
+    if site.at == "input":
+
+        def pre_hook(mod: nn.Module, args: Any, kwargs: Any) -> Any:
+            new = fn(args)
+            return None if new is None else (new, kwargs)
+
+        return module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    return module.register_forward_hook(lambda mod, args, out: fn(out))
+
+
 # ---------------------------------------------------------------------- layouts
 def to_block(t: Tensor, layout: str) -> Tensor:
     """Host layout -> ``[B, d]`` / ``[B, T, d]``."""
@@ -158,6 +189,11 @@ def get_element(value: Any, index: int | str | None) -> Any:
     """The element a site names inside a layer's output (or positional inputs)."""
     if index is None:
         return value
+    if isinstance(value, Tensor):  # tensor[i] would silently pick a row
+        raise TypeError(
+            f"the value is a tensor of shape {tuple(value.shape)}, not a container; "
+            "leave index=None"
+        )
     if isinstance(index, int):
         return value[index]
     if isinstance(value, Mapping):
