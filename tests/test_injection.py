@@ -87,6 +87,15 @@ def test_remove_restores_outputs_state_dict_and_hooks(case):
         handle.aux_loss()
 
 
+def test_handle_as_context_manager_removes_the_block():
+    model = LateFusion()
+    x = (torch.randn(2, 16), torch.randn(2, 8))
+    ref = model(*x)
+    with pp.inject(model, "toy.late_fusion", config={"mix": "replace"}) as handle:
+        assert not torch.equal(model(*x), ref)
+    assert handle.removed and torch.equal(model(*x), ref)
+
+
 @pytest.mark.parametrize("case", PARAMS)
 def test_disable_and_enable(case):
     model = case.factory()

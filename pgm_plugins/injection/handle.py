@@ -320,6 +320,14 @@ class PgMHandle:
             )
         return groups + self.block.param_groups(base_lr, **defaults)
 
+    def __enter__(self) -> PgMHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """``with pgm_plugins.inject(...) as handle:`` removes the block on leaving."""
+        if not self.removed:
+            self.remove()
+
     def __repr__(self) -> str:
         state = "removed" if self.removed else ("enabled" if self.enabled else "disabled")
         return (
