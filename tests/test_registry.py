@@ -156,7 +156,9 @@ def test_match_adapter_hook_and_predicates():
 def test_builtins_register_hosts_and_datasets_through_hooks():
     reg = PluginRegistry(load_entry_points=False)
     assert reg.hosts.names() == ["toy.late_fusion"]
-    assert reg.host_adapter("toy.late_fusion") == "toy.late_fusion"
+    spec = reg.hosts.entry("toy.late_fusion").value
+    assert spec.adapter == "toy.late_fusion"
+    assert spec.factory()(*spec.example()).shape == (4,)
     x, y = reg.datasets.entry("synthetic.uni_paired").value(n=10, seed=0)
     assert y.shape == (10,) and set(x) == {"text", "audio"}
 
@@ -219,7 +221,7 @@ def test_zoo_patch_applies_and_undoes_through_the_registry():
             api.apply_zoo_patch("fakezoo.broken")
         with pytest.raises(UnknownNameError, match=r"Did you mean 'fakezoo\.mult_pgm'"):
             api.apply_zoo_patch("fakezoo.mult")
-        assert api.list_hosts() == ["toy.late_fusion"]
+        assert api.list_hosts("toy.*") == ["toy.late_fusion"]
         assert api.list_datasets() == ["synthetic.uni_paired"]
     finally:
         reset_registry(None)

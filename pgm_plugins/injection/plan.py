@@ -53,7 +53,7 @@ class Plan:
     block: PgMBlock = field(repr=False)
     adapter: str | None
     prefix: str
-    order: list[str]  #: expected arrival order of the modalities
+    order: list[str]  #: arrival order seen in the dry run (else the sites' order)
     read_check: str  #: "passed in the dry run", "on the first forward" or "not needed"
     spelled: dict[str, Any]  #: the sites as the user spelled them (saved in checkpoints)
     fingerprint: str
@@ -106,10 +106,14 @@ class Plan:
             f"model.{self.prefix}"
         )
         if self.mode == "joint" and self.junction is None:
-            lines.append(
-                f"  arrival order: {' -> '.join(self.order)}; the block runs when "
-                f"{self.order[-1]!r} arrives; read check: {self.read_check}"
-            )
+            if self.read_check == "passed in the dry run":
+                when = (
+                    f"arrival order: {' -> '.join(self.order)}; the block runs when "
+                    f"{self.order[-1]!r} arrives"
+                )
+            else:
+                when = "the block runs when the last of the modalities arrives"
+            lines.append(f"  {when}; read check: {self.read_check}")
         return "\n".join(lines)
 
     def apply(self) -> PgMHandle:

@@ -24,6 +24,13 @@ def _toy_host(**options: Any) -> Any:
     return LateFusion(**options)
 
 
+def _toy_example() -> Any:
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(4, 16, generator=g), torch.randn(4, 8, generator=g))
+
+
 def _synthetic(**options: Any) -> Any:
     from pgm_plugins.toy import make_uni_paired
 
@@ -49,6 +56,7 @@ def pgm_register_hosts(register: Any) -> None:
         _toy_host,
         "a tiny late-fusion model (random weights)",
         adapter="toy.late_fusion",
+        example=_toy_example,
     )
 
 

@@ -64,10 +64,14 @@ def pgm_register_datasets(register: Callable[..., None]) -> None:
 
 @hookspec
 def pgm_register_hosts(register: Callable[..., None]) -> None:
-    """Add host models for benchmarks: ``register(name, factory, description="", adapter=None)``.
+    """Add host models: ``register(name, factory, description="", adapter=None, example=None)``.
 
-    ``factory(**options) -> nn.Module`` builds the host with random weights from a config;
-    ``adapter`` names the adapter whose sites fit it. Return value ignored.
+    ``factory(**options) -> nn.Module`` builds the host with random weights from a config (no
+    downloads); ``adapter`` names the adapter whose sites fit it; ``example() -> inputs`` returns
+    small example inputs (a tuple of positional arguments or a dict of keyword arguments).
+    Hosts registered with an adapter and an example are run through pgm_plugins' shared
+    injection checks automatically (identity at initialisation, removal, checkpoints), so a
+    plugin that registers one gets tested by the core test suite. Return value ignored.
     """
 
 

@@ -24,7 +24,7 @@ from pgm_plugins.injection.adapter import Adapter
 from pgm_plugins.registry import hookspecs
 from pgm_plugins.registry.store import Registry
 
-__all__ = ["PluginInfo", "PluginRegistry", "get_registry", "reset_registry"]
+__all__ = ["HostSpec", "PluginInfo", "PluginRegistry", "get_registry", "reset_registry"]
 
 GROUP = hookspecs.PROJECT
 
@@ -53,6 +53,19 @@ def _check_adapter(value: Any) -> str | None:
     )
 
 
+@dataclass(frozen=True)
+class HostSpec:
+    """A registered benchmark host: how to build it, its adapter, example inputs."""
+
+    factory: Callable[..., Any]  #: ``factory(**options) -> nn.Module`` with random weights
+    adapter: str | None = None  #: the adapter whose sites fit it
+    example: Callable[[], Any] | None = None  #: ``example() -> inputs`` for a dry run
+
+
+def _check_host(value: Any) -> str | None:
+    return _check_callable(value.factory)
+
+
 def _check_callable(value: Any) -> str | None:
     return None if callable(value) else f"expected a callable, got {type(value).__name__}"
 
@@ -71,9 +84,8 @@ class PluginRegistry:
         self.plugins: dict[str, PluginInfo] = {}
         self.adapters: Registry[Adapter] = Registry("adapter", _check_adapter)
         self.datasets: Registry[Callable[..., Any]] = Registry("dataset", _check_callable)
-        self.hosts: Registry[Callable[..., Any]] = Registry("host", _check_callable)
+        self.hosts: Registry[HostSpec] = Registry("host", _check_host)
         self.zoo_patches: Registry[Callable[..., Any]] = Registry("zoo patch", _check_callable)
-        self._host_adapters: dict[str, str | None] = {}
         if builtins:
             from pgm_plugins.registry import builtin
 
@@ -134,7 +146,6 @@ class PluginRegistry:
         """(Re)build the registries from every registered plugin's hooks."""
         for reg in (self.adapters, self.datasets, self.hosts, self.zoo_patches):
             reg._entries.clear()
-        self._host_adapters.clear()
         for impl in self.pm.hook.pgm_register_adapters.get_hookimpls():
             plugin = impl.plugin_name
 
@@ -171,16 +182,17 @@ class PluginRegistry:
                 factory: Any,
                 description: str = "",
                 adapter: str | None = None,
+                example: Callable[[], Any] | None = None,
                 _p: str = impl.plugin_name,
             ) -> None:
-                self.hosts.add(name, factory, _p, description)
-                self._host_adapters[name] = adapter
+                if example is not None and not callable(example):
+                    raise PluginError(
+                        f"plugin {_p!r} registered host {name!r} with example={example!r}; "
+                        "give a callable returning example inputs."
+                    )
+                self.hosts.add(name, HostSpec(factory, adapter, example), _p, description)
 
             impl.function(register=add_host)
-
-    def host_adapter(self, name: str) -> str | None:
-        self.hosts.entry(name)
-        return self._host_adapters.get(name)
 
     # ------------------------------------------------------------------ matching
     def match_adapter(self, model: Any) -> str | None:

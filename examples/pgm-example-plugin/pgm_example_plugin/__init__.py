@@ -51,6 +51,22 @@ def pgm_register_adapters(register: Any) -> None:
     )
 
 
+def _example_inputs() -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(5, 3, 6, generator=g), torch.randn(7, 3, 4, generator=g)
+
+
+@hookimpl
+def pgm_register_hosts(register: Any) -> None:
+    register(
+        "example.two_tower",
+        TwoTower,
+        "two GRU towers, sequence-first",
+        adapter="example.two_tower",
+        example=_example_inputs,
+    )
+
+
 @hookimpl
 def pgm_match_adapter(model: Any) -> str | None:
     return "example.two_tower" if isinstance(model, TwoTower) else None
