@@ -167,19 +167,29 @@ def test_scale_grad_multiplies_the_gradient(factor):
     assert GradientScale(factor)(x).shape == x.shape
 
 
-def test_block_grad_scale_reaches_the_host_per_branch():
+@pytest.mark.parametrize("partitioner", ["split", "project", "gate"])
+def test_block_grad_scale_reaches_the_host_per_branch(partitioner):
     x = make_inputs()
-    grads = {}
-    for kappa in (1.0, 0.0):
-        block = build(
-            partitioner="split", mix="replace", grad_scale={"*.uni": kappa}, lambda_rec=0.0
-        )
+
+    def host_grads(kappas: dict[str, float], signal: str) -> torch.Tensor:
+        block = build(partitioner=partitioner, mix="replace", lambda_rec=0.0, grad_scale=kappas)
         h = x["audio"].clone().requires_grad_(True)
         out = block({**x, "audio": h})
-        out.logits["uni.audio"].sum().backward()  # a uni-only signal
-        grads[kappa] = h.grad
-    assert grads[1.0].abs().sum() > 0
-    assert grads[0.0].abs().sum() == 0
+        if signal == "uni":
+            out.logits["uni.audio"].sum().backward()  # reaches h only through the uni branch
+        else:
+            out.parts["audio"].paired.sum().backward()  # only through the paired branch
+        return h.grad
+
+    for part, other in (("uni", "paired"), ("paired", "uni")):
+        plain = host_grads({}, part)
+        assert plain.abs().sum() > 0
+        if partitioner == "gate":  # the gate itself reads h unscaled: compare differences
+            torch.testing.assert_close(host_grads({f"audio.{other}": 7.0}, part), plain)
+            continue
+        torch.testing.assert_close(host_grads({f"audio.{part}": 0.5}, part), 0.5 * plain)
+        torch.testing.assert_close(host_grads({f"audio.{part}": 0.0}, part), 0.0 * plain)
+        torch.testing.assert_close(host_grads({f"audio.{other}": 7.0}, part), plain)
 
 
 def test_same_seed_same_outputs():

@@ -62,7 +62,9 @@ class PgMConfig:
         "gate",
     )
     rho: float | dict[str, float] = _help(
-        "target uni-modal share in [0, 1]: one float for all modalities or one per modality", 0.5
+        "target uni-modal share in [0, 1]: one float for all modalities, or a mapping per "
+        "modality (modalities it leaves out get 0.5)",
+        0.5,
     )
     tau: float = _help("temperature of the gate partitioner's sigmoid", 1.0)
     paired: str = _help(
