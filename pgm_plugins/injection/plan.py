@@ -38,7 +38,6 @@ class ResolvedSite:
     width: int
     layout: str | None  #: None: decided per call (2-D -> BD, 3-D -> BTD)
     width_from: str  #: "layer", "dry run" or "dim="
-    arrival: int | None = None  #: position in the dry run's order of arrival
 
 
 @dataclass
@@ -56,7 +55,6 @@ class Plan:
     order: list[str]  #: arrival order seen in the dry run (else the sites' order)
     read_check: str  #: "passed in the dry run", "on the first forward" or "not needed"
     spelled: dict[str, Any]  #: the sites as the user spelled them (saved in checkpoints)
-    fingerprint: str
 
     @property
     def block_parameters(self) -> int:
@@ -333,8 +331,7 @@ def build_plan(
                 f"{dict(junction.widths)} sum to {sum(junction.widths.values())}"
             )
             continue
-        arrival = rec.first_arrival if rec is not None else None
-        resolved[key] = ResolvedSite(key, site, module, width, layout, source, arrival)
+        resolved[key] = ResolvedSite(key, site, module, width, layout, source)
     if problems:
         raise SiteError(
             f"{len(problems)} of {len(site_objs)} sites do not fit the model "
@@ -390,5 +387,4 @@ def build_plan(
         order,
         read_check,
         spelled,
-        host_fingerprint(model, prefix),
     )

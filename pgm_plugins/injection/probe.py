@@ -134,7 +134,6 @@ def dry_run(model: nn.Module) -> Iterator[None]:
 class SiteProbe:
     calls: int = 0
     shapes: list[tuple[int, ...]] = field(default_factory=list)
-    first_arrival: int | None = None
     not_tensor: str | None = None
 
 
@@ -172,8 +171,7 @@ def probe_sites(
                     rec.not_tensor = f"element is a {type(elem).__name__}, not a tensor"
                     return None
                 rec.shapes.append(tuple(elem.shape))
-                if rec.first_arrival is None:
-                    rec.first_arrival = len(order)
+                if key not in order:
                     order.append(key)
                 if not check_reads or len(order) == len(sites):
                     watch.clear()  # the last modality arrived: later reads are fine
