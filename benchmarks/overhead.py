@@ -151,6 +151,7 @@ def main() -> None:
         "host_parameters": host_params,
         "block_parameters": handle.plan.block_parameters,
         "arms": rows,
+        "engine_ratio": engine,
         "versions": {"pgm_plugins": pp.__version__, "torch": torch.__version__},
         "machine": {
             "platform": platform.platform(),
