@@ -10,7 +10,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "pgm_plugins"
 # each layer may import only the layers before it (and the shared helpers)
 ORDER = ["block", "injection", "registry", "api", "cli"]
-SHARED = {"errors", "_io", "_version", "toy"}
+SHARED = {"errors", "_io", "_text", "_version", "toy"}
 
 
 def imported(path: Path) -> set[str]:

@@ -6,6 +6,8 @@ Pure, so that the benchmark harness and tests call them without a block. Every f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -19,6 +21,7 @@ __all__ = [
     "info_nce_loss",
     "reconstruction_loss",
     "share_loss",
+    "sum_terms",
     "task_loss",
 ]
 
@@ -114,3 +117,10 @@ def cmd_loss(a: Tensor, b: Tensor, n_moments: int = 5) -> Tensor:
     for k in range(2, n_moments + 1):
         total = total + torch.linalg.vector_norm(ca.pow(k).mean(0) - cb.pow(k).mean(0))
     return total
+
+
+def sum_terms(terms: Mapping[str, Tensor], like: Tensor) -> Tensor:
+    """The sum of weighted loss terms; a 0-dim zero on ``like``'s device when there are none."""
+    if not terms:
+        return like.new_zeros(())
+    return torch.stack(list(terms.values())).sum()

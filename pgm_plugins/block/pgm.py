@@ -27,6 +27,7 @@ from pgm_plugins.block.losses import (
     info_nce_loss,
     reconstruction_loss,
     share_loss,
+    sum_terms,
     task_loss,
 )
 from pgm_plugins.block.mlp import mean_pool
@@ -105,11 +106,7 @@ class PgMOutput:
 
     def aux_loss(self, targets: Tensor | None = None) -> Tensor:
         """Sum of :meth:`loss_terms`: add it to the host's task loss."""
-        terms = self.loss_terms(targets)
-        if not terms:
-            ref = next(iter(self.outputs.values()))
-            return ref.new_zeros(())
-        return torch.stack(list(terms.values())).sum()
+        return sum_terms(self.loss_terms(targets), next(iter(self.outputs.values())))
 
 
 class PgMBlock(nn.Module):

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from pgm_plugins.block import ModalParts, PgMBlock, PgMOutput
+from pgm_plugins.block.losses import sum_terms
 from pgm_plugins.errors import InjectionError
 from pgm_plugins.injection.probe import ReadWatch
 from pgm_plugins.injection.site import (
@@ -255,12 +256,7 @@ class PgMHandle:
             raise InjectionError(
                 "aux_loss() needs a forward pass of the model first (and the handle enabled)."
             )
-        terms = self.loss_terms(targets)
-        ref = next(iter(self._outputs[0].outputs.values()))
-        total = ref.new_zeros(())
-        for value in terms.values():
-            total = total + value
-        return total
+        return sum_terms(self.loss_terms(targets), next(iter(self._outputs[0].outputs.values())))
 
     @property
     def parts(self) -> dict[str, ModalParts]:

@@ -9,6 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils._pytree import tree_leaves
 
+from pgm_plugins._text import format_table
 from pgm_plugins.injection.probe import call_model, dry_run
 
 __all__ = ["LayerInfo", "format_layers", "list_layers"]
@@ -74,7 +75,4 @@ def format_layers(layers: list[LayerInfo]) -> str:
                 shapes,
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )
+    return "\n".join(format_table(rows))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from pgm_plugins._text import format_table
 from pgm_plugins.block import PgMBlock, PgMConfig
 from pgm_plugins.errors import ConfigError, InjectionError, SiteError
 from pgm_plugins.injection.adapter import Adapter
@@ -92,11 +93,7 @@ class Plan:
                         rs.width_from,
                     )
                 )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines += [
-            "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-            for r in rows
-        ]
+        lines += format_table(rows, indent="  ")
         cfg = self.config
         lines.append(
             f"  block: partitioner={cfg.partitioner}, paired={cfg.paired}, mix={cfg.mix}, "
