@@ -8,6 +8,7 @@ STAMP  := $(VENV)/.pgm-installed
 export HF_HUB_OFFLINE := 1
 export PGM_DATA_DIR ?= $(abspath ../shared/data)
 INSTALL_INPUTS := pyproject.toml constraints.txt $(wildcard adapters/*/pyproject.toml) \
+                  $(wildcard adapters/*/install.sh) \
                   $(wildcard examples/*/pyproject.toml)
 
 .PHONY: bench test lint setup clean
@@ -26,9 +27,10 @@ setup: $(STAMP)
 $(STAMP): $(INSTALL_INPUTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip "setuptools>=68" wheel
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]'
 	for d in adapters/*/ examples/*/; do \
-	  if [ -f $$d/pyproject.toml ]; then $(PY) -m pip install -q -c constraints.txt --no-build-isolation -e $$d || exit 1; fi; \
+	  if [ -x $$d/install.sh ]; then PY=$(abspath $(PY)) $$d/install.sh || exit 1; \
+	  elif [ -f $$d/pyproject.toml ]; then $(PY) -m pip install -q -c constraints.txt --no-build-isolation -e $$d || exit 1; fi; \
 	done
 	touch $(STAMP)
 

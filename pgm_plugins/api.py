@@ -100,6 +100,7 @@ def plan(
     mode: str | None = None,
     example_inputs: Any = None,
     prefix: str = "pgm_block",
+    block_factory: Callable[[PgMConfig], nn.Module] | None = None,
 ) -> Plan:
     """Exactly what :func:`inject` would do, without changing the model; ``print()`` it.
 
@@ -114,6 +115,9 @@ def plan(
         example_inputs: inputs for one dry run (a tuple of positional arguments, a dict of
             keyword arguments or one tensor): widths, layouts and the joint-mode check.
         prefix: attribute name of the block inside the model.
+        block_factory: ``config -> module`` building the block (default ``PgMBlock``); how the
+            benchmark's control arms (same sites, same engine, another block) are injected. The
+            module must take ``{modality: tensor}`` and return a ``PgMOutput``.
     """
     recognise = sites is None and junction is None
     return build_plan(
@@ -125,6 +129,7 @@ def plan(
         mode=mode,
         example_inputs=example_inputs,
         prefix=prefix,
+        block_factory=block_factory,
     )
 
 

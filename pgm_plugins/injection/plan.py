@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -200,6 +200,7 @@ def build_plan(
     mode: str | None = None,
     example_inputs: Any = None,
     prefix: str = DEFAULT_PREFIX,
+    block_factory: Callable[[PgMConfig], nn.Module] | None = None,
 ) -> Plan:
     """Resolve and validate an injection without changing ``model`` (see ``pgm_plugins.plan``)."""
     if not isinstance(model, nn.Module):
@@ -360,7 +361,7 @@ def build_plan(
         read_check = "not needed"
     else:
         read_check = "passed in the dry run" if probe is not None else "on the first forward"
-    block = PgMBlock(cfg)
+    block = (block_factory or PgMBlock)(cfg)
     ref = next((p for p in model.parameters() if p.is_floating_point()), None)
     if ref is not None:  # live where the host lives, in its precision
         block.to(device=ref.device, dtype=ref.dtype)
