@@ -1,0 +1,226 @@
+"""Adapters for MMSA's MulT, MISA, Self-MM, TFN, LMF and MMIM, and how models are recognised.
+
+Nothing here imports MMSA (``import MMSA`` takes seconds and every ``pgm_plugins.inject(model)``
+without an adapter asks every plugin): a model is recognised by the ``__module__`` and
+``__name__`` of the classes in its MRO. Site paths are computed from the model, so one adapter
+serves a model wrapped in MMSA's ``AMIO`` (layers under ``Model.``) and a bare one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+from pgm_plugins import Adapter, Site
+from pgm_plugins.errors import InjectionError
+
+__all__ = [
+    "ADAPTERS",
+    "KINDS",
+    "UnsupportedModelError",
+    "adapters",
+    "host_kind",
+    "match",
+    "mmsa_class",
+]
+
+#: MMSA class name -> our kind (lower case, MMSA's own model names)
+KINDS = {
+    "MULT": "mult",
+    "MISA": "misa",
+    "SELF_MM": "self_mm",
+    "TFN": "tfn",
+    "LMF": "lmf",
+    "MMIM": "mmim",
+}
+MODALITIES = ("text", "audio", "vision")
+#: the block defaults every MMSA adapter starts from: the hosts run as regression on +-1
+#: (see README), and a small block keeps the step-time overhead low (benchmarks/step_time.py)
+BLOCK_DEFAULTS: dict[str, Any] = {
+    "task": "regression",
+    "uni_width": 16,
+    "paired_width": 16,
+    "decoder_width": 32,
+    "heads": 2,
+}
+
+
+class UnsupportedModelError(InjectionError):
+    """An MMSA model of a kind this plugin has no adapter for."""
+
+
+def mmsa_class(obj: Any) -> type | None:
+    """The first class in ``type(obj).__mro__`` that MMSA defines under ``MMSA.models``."""
+    for cls in type(obj).__mro__:
+        if cls.__module__.startswith("MMSA.models"):
+            return cls
+    return None
+
+
+def _inner(model: nn.Module) -> tuple[nn.Module, str]:
+    """The MMSA network and its path prefix: ``AMIO`` keeps it as ``.Model``."""
+    cls = mmsa_class(model)
+    if cls is not None and cls.__name__ == "AMIO":
+        inner = getattr(model, "Model", None)
+        if isinstance(inner, nn.Module):
+            return inner, "Model."
+    return model, ""
+
+
+def host_kind(model: Any) -> str | None:
+    """``"mult"``, ..., for a supported MMSA model (bare or in ``AMIO``); None for a model that
+    is not from MMSA; raises :class:`UnsupportedModelError` for an MMSA model of another kind."""
+    if not isinstance(model, nn.Module) or mmsa_class(model) is None:
+        return None
+    inner, _ = _inner(model)
+    cls = mmsa_class(inner)
+    name = cls.__name__ if cls is not None else type(inner).__name__
+    if name in KINDS:
+        return KINDS[name]
+    raise UnsupportedModelError(
+        f"pgm-mmsa has no adapter for the MMSA model {name} ({type(model).__name__}); supported "
+        f"kinds: {', '.join(KINDS)} (adapters {', '.join('mmsa.' + k for k in KINDS.values())}). "
+        "Give the sites yourself: pgm_plugins.inject(model, sites={...}) after "
+        "pgm_plugins.list_layers(model)."
+    )
+
+
+def match(model: Any) -> str | None:
+    kind = host_kind(model)
+    return None if kind is None else f"mmsa.{kind}"
+
+
+# ---------------------------------------------------------------------- sites per host
+def _net(model: nn.Module, kind: str) -> tuple[nn.Module, str]:
+    inner, prefix = _inner(model)
+    cls = mmsa_class(inner)
+    if cls is None or KINDS.get(cls.__name__) != kind:
+        raise InjectionError(
+            f"adapter 'mmsa.{kind}' expects an MMSA {kind.upper()} model (bare or in AMIO); got "
+            f"{type(inner).__name__}. "
+            + (
+                f"This looks like mmsa.{host_kind(model)}."
+                if mmsa_class(model) is not None and host_kind(model)
+                else "Run `pgm adapters mmsa.*` for the MMSA adapters."
+            )
+        )
+    return inner, prefix
+
+
+def _mult(model: nn.Module) -> dict[str, Site]:
+    net, p = _net(model, "mult")
+    skipped = [
+        f"proj_{c} ({m}: input width {getattr(net, 'orig_d_' + c)} == d {getattr(net, 'd_' + c)})"
+        for c, m in zip("lav", MODALITIES, strict=True)
+        if getattr(net, f"orig_d_{c}") == getattr(net, f"d_{c}")
+    ]
+    if skipped:
+        raise InjectionError(
+            "MulT skips its projection convolution when a modality's input width equals its "
+            f"model width d, so these sites never run: {', '.join(skipped)}. Use the adapter "
+            "'mmsa.mult.mem' (the trans_*_mem outputs) or change dst_feature_dim_nheads."
+        )
+    return {m: Site(f"{p}proj_{c}", layout="BDT") for c, m in zip("lav", MODALITIES, strict=True)}
+
+
+def _mult_mem(model: nn.Module) -> dict[str, Site]:
+    net, p = _net(model, "mult")
+    return {
+        m: Site(f"{p}trans_{c}_mem", layout="TBD", dim=2 * getattr(net, f"d_{c}"))
+        for c, m in zip("lav", MODALITIES, strict=True)
+    }
+
+
+def _misa(model: nn.Module) -> dict[str, Site]:
+    _, p = _net(model, "misa")
+    return {m: Site(f"{p}project_{c}") for c, m in zip("tav", MODALITIES, strict=True)}
+
+
+def _misa_private(model: nn.Module) -> dict[str, Site]:
+    _, p = _net(model, "misa")
+    return {m: Site(f"{p}private_{c}") for c, m in zip("tav", MODALITIES, strict=True)}
+
+
+def _text_width(net: nn.Module, layer: str) -> int:
+    width = getattr(getattr(net, layer), "out_features", None)
+    if width is None:
+        raise InjectionError(
+            f"the text encoder {layer!r} of this {type(net).__name__} is "
+            f"{type(getattr(net, layer)).__name__}; pgm-mmsa knows the width of its dense text "
+            "module (pgm_mmsa.DenseText) only. For a BERT text encoder pass "
+            "sites={'text': Site(..., dim=768)} yourself."
+        )
+    return int(width)
+
+
+def _self_mm(model: nn.Module) -> dict[str, Site]:
+    net, p = _net(model, "self_mm")
+    return {
+        "text": Site(f"{p}text_model", layout="BTD", dim=_text_width(net, "text_model")),
+        "audio": Site(f"{p}audio_model", layout="BD", dim=net.audio_model.linear_1.out_features),
+        "vision": Site(f"{p}video_model", layout="BD", dim=net.video_model.linear_1.out_features),
+    }
+
+
+def _subnets(kind: str) -> Callable[[nn.Module], dict[str, Site]]:
+    def sites(model: nn.Module) -> dict[str, Site]:
+        net, p = _net(model, kind)
+        return {
+            "text": Site(f"{p}text_subnet", layout="BD", dim=net.text_out),
+            "audio": Site(f"{p}audio_subnet", layout="BD", dim=net.audio_hidden),
+            "vision": Site(f"{p}video_subnet", layout="BD", dim=net.video_hidden),
+        }
+
+    return sites
+
+
+def _mmim(model: nn.Module) -> dict[str, Site]:
+    net, p = _net(model, "mmim")
+    return {
+        "text": Site(f"{p}bertmodel", layout="BTD", dim=_text_width(net, "bertmodel")),
+        "audio": Site(f"{p}acoustic_enc", layout="BD", dim=net.acoustic_enc.linear_1.out_features),
+        "vision": Site(f"{p}visual_enc", layout="BD", dim=net.visual_enc.linear_1.out_features),
+    }
+
+
+_SPECS: dict[str, tuple[Callable[[nn.Module], Mapping[str, Any]], str]] = {
+    "mmsa.mult": (
+        _mult,
+        "MMSA MulT: the temporal projections proj_l/a/v ([B, d, T]), before the crossmodal "
+        "transformers",
+    ),
+    "mmsa.mult.mem": (
+        _mult_mem,
+        "MMSA MulT: the self-attention memories trans_l/a/v_mem ([T, B, 2d]), before the "
+        "last-step fusion",
+    ),
+    "mmsa.misa": (
+        _misa,
+        "MMSA MISA: project_t/v/a ([B, hidden]), before MISA's private/shared split",
+    ),
+    "mmsa.misa.private": (
+        _misa_private,
+        "MMSA MISA: the private encoders private_t/v/a ([B, hidden])",
+    ),
+    "mmsa.self_mm": (
+        _self_mm,
+        "MMSA Self-MM: text_model ([B, L, d], host takes position 0), audio_model, video_model",
+    ),
+    "mmsa.tfn": (_subnets("tfn"), "MMSA TFN: text/audio/video subnets ([B, h]) before fusion"),
+    "mmsa.lmf": (_subnets("lmf"), "MMSA LMF: text/audio/video subnets ([B, h]) before fusion"),
+    "mmsa.mmim": (
+        _mmim,
+        "MMSA MMIM: bertmodel ([B, L, d], host takes position 0), acoustic_enc, visual_enc",
+    ),
+}
+ADAPTERS = tuple(_SPECS)
+
+
+def adapters() -> list[Adapter]:
+    """One :class:`pgm_plugins.Adapter` per name in :data:`ADAPTERS` (joint mode)."""
+    return [
+        Adapter(name, sites=fn, config=dict(BLOCK_DEFAULTS), description=desc)
+        for name, (fn, desc) in _SPECS.items()
+    ]
