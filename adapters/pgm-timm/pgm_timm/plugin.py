@@ -1,0 +1,28 @@
+"""The pgm-timm plugin: the ``timm.towers`` adapter and the ``timm.fusion`` host.
+
+Registration imports no timm: the adapter's predicate and sites compare class paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pgm_plugins import hookimpl
+from pgm_timm import hosts
+from pgm_timm.adapter import towers_adapter
+
+
+@hookimpl
+def pgm_register_adapters(register: Any) -> None:
+    register(towers_adapter())
+
+
+@hookimpl
+def pgm_register_hosts(register: Any) -> None:
+    register(
+        "timm.fusion",
+        hosts.timm_fusion,
+        "timm towers by name ('timm:<model>', size overrides) fused by a linear classifier",
+        adapter="timm.towers",
+        example=hosts.fusion_example,
+    )
