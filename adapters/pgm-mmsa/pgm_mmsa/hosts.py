@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ class HostInfo:
     text_hidden: int | None
     changes: tuple[str, ...]
     parts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  #: MMSA's config, as changed
 
     @property
     def description(self) -> str:
@@ -287,7 +289,13 @@ def build_host(
         amio = AMIO(args)
         net = amio.Model
     info = HostInfo(
-        kind, w, seq_len, text_hidden if kind in TEXT_MODULE else None, tuple(changes), PARTS[kind]
+        kind,
+        w,
+        seq_len,
+        text_hidden if kind in TEXT_MODULE else None,
+        tuple(changes),
+        PARTS[kind],
+        json.loads(json.dumps(dict(args), default=str)),
     )
     model = amio if wrap else net
     model.mmsa_host = info  # type: ignore[assignment]
