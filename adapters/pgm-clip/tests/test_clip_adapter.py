@@ -328,3 +328,14 @@ def test_open_clip_forward_reads_the_image_before_the_text_so_joint_mode_is_refu
     with pytest.raises(InjectionError, match="mode='independent'"):
         pp.inject(model, mode="joint", config={"paired": "attention"}, example_inputs=(images, ids))
     assert not hasattr(model, "pgm_block")
+
+
+def test_readme_example_runs():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", readme, re.S)
+    scope: dict = {}
+    exec(compile(code, "pgm-clip README", "exec"), scope)
+    assert scope["handle"].block.decoders["image"].beta.grad is not None

@@ -104,14 +104,14 @@ class TowerFusion(nn.Module):
         tower = self.get_submodule(f"{modality}_encoder")
         if self.call == "features_head":
             return tower.forward_head(tower.forward_features(x), pre_logits=True)  # type: ignore[operator]
-        return tower(x)  # type: ignore[no-any-return]
+        return tower(x)
 
     def forward(self, *inputs: Tensor, **named: Tensor) -> Tensor:
         if len(inputs) + len(named) != len(self.modalities):
             raise TypeError(f"TowerFusion takes one input per modality: {self.modalities}.")
         xs = dict(zip(self.modalities, inputs, strict=False)) | named
         feats = [self.encode(m, xs[m]) for m in self.modalities]
-        return self.head(torch.cat(feats, dim=-1))  # type: ignore[no-any-return]
+        return self.head(torch.cat(feats, dim=-1))
 
 
 def timm_fusion(

@@ -312,3 +312,15 @@ def test_matching_imports_no_timm():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_readme_example_runs(capsys):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", readme, re.S)
+    scope: dict = {}
+    exec(compile(code, "pgm-timm README", "exec"), scope)
+    assert "image_encoder.head_drop" in capsys.readouterr().out
+    assert scope["handle"].block.decoders["audio"].beta.grad is not None
