@@ -81,7 +81,7 @@ def host_kind(model: Any) -> str | None:
         return KINDS[name]
     raise UnsupportedModelError(
         f"pgm-mmsa has no adapter for the MMSA model {name} ({type(model).__name__}); supported "
-        f"kinds: {', '.join(KINDS)} (adapters {', '.join('mmsa.' + k for k in KINDS.values())}). "
+        f"kinds: {', '.join(KINDS.values())} (adapters {', '.join('mmsa.' + k for k in KINDS.values())}). "
         "Give the sites yourself: pgm_plugins.inject(model, sites={...}) after "
         "pgm_plugins.list_layers(model)."
     )

@@ -28,6 +28,7 @@ variant's name.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -141,7 +142,10 @@ def _build_variant(self: Any, args: Any, original_init: Callable[..., None]) -> 
     dense = spec.get("dense_text")
     if dense and kind in TEXT_MODULE:
         hidden = int(args.get("text_out", 0) or 0) if kind == "self_mm" else None
-        with _no_bert():
+        with _no_bert(), warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message="enable_nested_tensor is True", category=UserWarning
+            )
             original_init(self, base)
         net = self.Model
         width = hidden or (args.feature_dims[0] if kind == "mmim" else 768)
