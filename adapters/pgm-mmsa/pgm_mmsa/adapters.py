@@ -79,9 +79,10 @@ def host_kind(model: Any) -> str | None:
     name = cls.__name__ if cls is not None else type(inner).__name__
     if name in KINDS:
         return KINDS[name]
+    kinds = list(KINDS.values())
     raise UnsupportedModelError(
         f"pgm-mmsa has no adapter for the MMSA model {name} ({type(model).__name__}); supported "
-        f"kinds: {', '.join(KINDS.values())} (adapters {', '.join('mmsa.' + k for k in KINDS.values())}). "
+        f"kinds: {', '.join(kinds)} (adapters {', '.join('mmsa.' + k for k in kinds)}). "
         "Give the sites yourself: pgm_plugins.inject(model, sites={...}) after "
         "pgm_plugins.list_layers(model)."
     )
