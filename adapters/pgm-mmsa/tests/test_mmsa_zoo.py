@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import MMSA
+import MMSA.config
+import MMSA.run
 import pytest
 import torch
 import torch.nn.functional as F
-from pgm_mmsa.hosts import example_inputs, import_mmsa, labels_like
+from MMSA.models import AMIO
+from pgm_mmsa.hosts import example_inputs, labels_like
 from pgm_mmsa.zoo import VARIANTS, apply_patch, is_patched
 
 from pgm_plugins.api import apply_zoo_patch, list_zoo_patches
-
-MMSA = import_mmsa()
-import MMSA.config  # noqa: E402
-import MMSA.run  # noqa: E402
-from MMSA.models import AMIO  # noqa: E402
 
 
 def snapshot():
