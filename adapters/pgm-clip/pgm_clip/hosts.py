@@ -17,9 +17,11 @@ __all__ = [
     "VOCAB",
     "example_batch",
     "hf_clip",
+    "hf_example",
     "hf_siglip",
     "open_clip_clip",
     "open_clip_custom_text",
+    "open_clip_example",
 ]
 
 VOCAB = 64  #: vocabulary of the tiny text towers; token VOCAB-1 is the end-of-text token
@@ -133,3 +135,14 @@ def example_batch(batch: int = 4, seed: int = 0, channels: int = 3) -> tuple[Ten
         ids[i, 1 : n + 1] = torch.randint(2, VOCAB - 1, (n,), generator=g)
         ids[i, n + 1] = VOCAB - 1
     return images, ids
+
+
+def hf_example() -> dict[str, Tensor]:
+    """Keyword inputs of a Hugging Face CLIP-style forward: ``model(**hf_example())``."""
+    images, ids = example_batch()
+    return {"input_ids": ids, "pixel_values": images}
+
+
+def open_clip_example() -> tuple[Tensor, Tensor]:
+    """Positional inputs of an open_clip forward: ``model(*open_clip_example())``."""
+    return example_batch()
