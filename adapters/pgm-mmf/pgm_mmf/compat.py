@@ -64,11 +64,11 @@ class AdamW(torch.optim.AdamW):
 
 
 def _proxy(name: str, target: str, extra: dict[str, Any]) -> types.ModuleType:
-    real = importlib.import_module(target)
+    """A module named ``name`` whose attributes are ``extra``, else those of ``target``."""
     module = types.ModuleType(name, f"pgm_mmf shim: {name} -> {target}")
 
     def __getattr__(attr: str) -> Any:
-        return getattr(real, attr)
+        return getattr(importlib.import_module(target), attr)  # imported on first use
 
     module.__getattr__ = __getattr__  # type: ignore[method-assign]
     module.__dict__.update(extra)
@@ -102,8 +102,8 @@ def apply() -> list[str]:
         import transformers.optimization as optimization
 
         for flat, target in FLAT_MODULES.items():
-            if flat in sys.modules:
-                continue
+            if flat in sys.modules or importlib.util.find_spec(target) is None:
+                continue  # already there, or this transformers has no such module
             extra = {"BertLayerNorm": torch.nn.LayerNorm} if flat.endswith("modeling_bert") else {}
             sys.modules[flat] = _proxy(flat, target, extra)
             done.append(f"{flat} -> {target}")

@@ -191,11 +191,11 @@ def _mapping():
 
 
 def test_concat_bow_pgm_builds_through_mmf_trains_a_step_and_undo_restores_the_registry(cache):
+    compat.import_mmf()  # before any mmf import: mmf needs the shims
     from mmf.utils.build import build_model as mmf_build_model
     from omegaconf import OmegaConf
     from pgm_mmf.variants import handle_of
 
-    compat.import_mmf()
     before = list(_mapping().items())
     undo = apply_zoo_patch("mmf.registry", models=["concat_bow"])
     try:
@@ -207,12 +207,16 @@ def test_concat_bow_pgm_builds_through_mmf_trains_a_step_and_undo_restores_the_r
         model = mmf_build_model(OmegaConf.create(config))
         assert recognise(model) == "mmf.concat_bow" and hasattr(model, "pgm_block")
         handle = handle_of(model)
+        batch = example_sample_list("concat_bow")
+        plain = build("concat_bow", cache)  # same seed: the host weights are the same
+        torch.testing.assert_close(
+            scores(model.eval(), batch), scores(plain, batch), rtol=0, atol=0
+        )
         assert handle.block.config.task == "classification"
         assert handle.block.config.num_classes == config["num_labels"]
         assert handle.block.config.rho == 0.6
 
         model.train()
-        batch = example_sample_list("concat_bow")
         opt = torch.optim.AdamW(handle.param_groups(base_lr=1e-2, host_lr=1e-2))
         block_before = {k: v.clone() for k, v in handle.block.state_dict().items()}
         out = model(batch)
