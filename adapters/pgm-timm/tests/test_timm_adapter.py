@@ -279,6 +279,15 @@ def test_towers_by_name_with_size_overrides():
     tower = create_tower("timm:resnet18", in_chans=1)
     with torch.no_grad():
         assert tower(torch.randn(2, 1, 28, 28)).shape == (2, 512)
+    from pgm_plugins.registry import get_registry
+
+    factory = get_registry().hosts.entry("timm.fusion").value.factory
+    host = factory(towers={"image": "timm:resnet18"}, tower_options={"image": {"in_chans": 1}})
+    with torch.no_grad():
+        assert host(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert {k: rs.site.layer for k, rs in pp.plan(host).sites.items()} == {
+        "image": "image_encoder.global_pool"
+    }
     with pytest.raises(ConfigError, match="did you mean 'timm:resnet18'"):
         create_tower("timm:resnet181")
     with pytest.raises(ConfigError, match="'timm:<name>'"):
