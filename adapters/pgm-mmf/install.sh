@@ -27,6 +27,11 @@ DEPS=(
   "scikit-learn"
 )
 
+if [ ! -x "$PY" ]; then
+  echo "pgm-mmf/install.sh: PY=$PY is not an executable Python; set PY=/abs/path/to/venv/bin/python" >&2
+  exit 1
+fi
+
 pip_q() {  # quiet: pip's and the build backend's chatter is shown only when a step fails
   local log
   log="$(mktemp)"
@@ -58,3 +63,5 @@ fi
 pip_q "${DEPS[@]}"
 # Always: an editable install records the entry points, which change with pyproject.toml.
 pip_q --no-deps --no-build-isolation -e "$HERE"
+# mmf imports only through the shims: check that it does (fails loudly, prints nothing on success).
+HF_HUB_OFFLINE=1 "$PY" -c "from pgm_mmf import compat; compat.import_mmf()"
