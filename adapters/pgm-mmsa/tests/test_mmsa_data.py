@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-import pgm_plugins as pp
 from pgm_mmsa.data import check_widths, data_dir, load_clean, video_folds
 from pgm_mmsa.hosts import build_host, host_info
 from pgm_mmsa.recipes import HostTrainer
+
+import pgm_plugins as pp
 
 KINDS = ["mult", "misa", "self_mm", "tfn", "lmf", "mmim"]
 WINDOW = 2
