@@ -14,8 +14,9 @@ before the model fuses them:
   sequence for its transformer.
 
 Widths come from the model (encoder configs and mmf's ``*_hidden_size`` fields), so no dry run
-is needed except for an ``ImageEncoder`` of type ``default`` (an ``nn.Identity`` whose output
-rank depends on the data): pass ``example_inputs=(sample_list,)`` then.
+is needed. The layout is fixed too, except for an ``ImageEncoder`` of type ``default`` on raw
+inputs (an ``nn.Identity``: ``[B, d]`` or ``[B, N, d]`` depending on the data), where the engine
+reads it at the first forward.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _cfg(model: nn.Module, key: str, default: Any = None) -> Any:
     config = getattr(model, "config", None)
     try:
         return config.get(key, default) if config is not None else default
-    except Exception:  # an OmegaConf node in struct mode
+    except (AttributeError, KeyError):  # not a mapping, or an OmegaConf node refusing the key
         return default
 
 
@@ -74,7 +75,7 @@ def _modal_site(model: nn.Module, layer: str, encoder: nn.Module, pooled: bool) 
         # region features [B, N, d] through Identity / a projection; unimodal_image averages
         # the regions before its encoder
         return Site(layer, layout="BD" if pooled else "BTD", dim=dim)
-    return Site(layer, dim=dim)  # nn.Identity on raw inputs: the dry run tells the layout
+    return Site(layer, dim=dim)  # nn.Identity on raw inputs: the layout is read at run time
 
 
 def _fusion_sites(model: nn.Module) -> dict[str, Site]:

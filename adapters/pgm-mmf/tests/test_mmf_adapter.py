@@ -81,6 +81,20 @@ def test_registry_recognises_each_model_and_resolves_widths_without_a_dry_run(na
     assert not hasattr(model, "pgm_block")  # planning changes nothing
 
 
+def test_identity_image_encoder_on_raw_features_needs_no_dry_run(cache):
+    config = tiny_config("concat_bow", cache_dir=cache, direct_features_input=False)
+    config["modal_encoder"] = {"type": "default", "params": {"in_dim": 8, "num_output_features": 1}}
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    batch = example_sample_list("concat_bow")
+    batch.image = torch.randn(4, 8, generator=torch.Generator().manual_seed(2))
+    ref = scores(model, batch)
+    handle = pp.inject(model, config=PGM)  # no example inputs
+    torch.testing.assert_close(scores(model, batch), ref, rtol=0, atol=0)
+    perturb(handle.block)
+    assert not torch.allclose(scores(model, batch), ref)
+
+
 def test_an_unrelated_model_is_not_claimed():
     assert recognise(torch.nn.Linear(2, 2)) is None
 
