@@ -22,14 +22,18 @@ from pgm_plugins.errors import ConfigError, choices_text, did_you_mean
 
 __all__ = ["PART_NAMES", "PgMConfig"]
 
-PARTITIONERS = ("gate", "split", "project")
-PAIRED_KINDS = ("attention", "shared")
+PARTITIONERS = ("gate", "split", "project", "none")
+PAIRED_KINDS = ("bilinear", "attention", "shared")
 MIXES = ("gate", "replace")
 TASKS = ("regression", "classification", "none")
 REGRESSION_LOSSES = ("l1", "mse")
 ALIGN_KINDS = ("infonce", "cmd")
-#: the two parts of a modality's representation that get their own learning-rate factor
-PART_NAMES = ("uni", "paired")
+#: the parts of a modality's block that get their own learning-rate factor
+PART_NAMES = ("uni", "paired", "partitioner", "decoder")
+#: the branches from a modality's representation into the block that carry a gradient scale
+BRANCH_NAMES = ("uni", "paired")
+_BOOL_FIELDS = ("uni_learner", "paired_learner", "decoder", "separate_lrs", "check_finite")
+_WIDTH_FIELDS = ("bottleneck", "uni_width", "paired_width", "decoder_width")
 
 
 def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
@@ -39,11 +43,23 @@ def _help(text: str, default: Any = dataclasses.MISSING, factory: Any = dataclas
 
 
 def _check_choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
-    if value not in valid:
+    if not isinstance(value, str) or value not in valid:
         raise ConfigError(
             f"{name}={value!r} is not valid; choose one of {', '.join(map(repr, valid))}."
             + did_you_mean(str(value), valid)
         )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def auto_bottleneck(width: int) -> int:
+    """Default code width for a site of ``width``: a quarter of it, within [8, 64] and <= width.
+
+    Keeps the default block a bottleneck (a 768-wide site gets a 64-wide code, not 768x768).
+    """
+    return min(width, max(8, min(64, round(width / 4))))
 
 
 @dataclass
@@ -51,37 +67,58 @@ class PgMConfig:
     """Configuration of one PgM block.
 
     ``modalities`` maps each modality name to the width ``d_m`` of its representation at the
-    insertion point, in the order the block sees them. Everything else has a default taken from
-    ``PGM_METHOD.md``; loss weights are ours, not the paper's (its tables were not available).
+    insertion point, in the order the block sees them. Defaults were chosen on validation data
+    (``docs/method.md``); loss weights are ours, not the paper's (its tables were not available).
     """
 
     modalities: dict[str, int] = _help("modality name -> width d_m of its representation")
     partitioner: str = _help(
-        "modal partitioner: 'gate' (learned soft gate), 'split' (fixed first "
-        "round(rho*d) dims are uni-modal), 'project' (two projections)",
+        "modal partitioner, on the code z = h Q (Q: d_m x r with orthonormal columns): "
+        "'gate' (each code channel learns to be uni or paired: a hard 0/1 gate trained "
+        "straight-through, uni share learned inside rho_bounds), 'project' (learned Q, the first "
+        "round(rho*r) channels are uni), 'split' (Q = identity: the first round(rho*d) dims of h "
+        "are uni) or 'none' (no partition: both learners see all of z; the control arm)",
         "gate",
     )
     rho: float | dict[str, float] = _help(
-        "target uni-modal share in [0, 1]: one float for all modalities, or a mapping per "
-        "modality (modalities it leaves out get 0.5)",
+        "uni-modal share in [0, 1]: one float for all modalities, or a mapping per modality "
+        "(modalities it leaves out get 0.5). Exact for 'split'/'project'; the starting share "
+        "of 'gate'",
         0.5,
     )
-    tau: float = _help("temperature of the gate partitioner's sigmoid", 1.0)
-    paired: str = _help(
-        "paired-modal learner: 'attention' (cross-modal attention over ordered "
-        "pairs, needs modalities together) or 'shared' (weight-shared network plus "
-        "an alignment loss; works on one modality at a time)",
-        "attention",
+    rho_bounds: tuple[float, float] = _help(
+        "bounds [lo, hi] the 'gate' partitioner's learned uni share is kept inside, exactly "
+        "(the channels with the largest gate logits are uni when the count leaves them)",
+        (0.125, 0.875),
     )
-    uni_width: int = _help("width of each uni-modal learner's hidden layer and output", 64)
-    paired_width: int = _help("common width the paired parts are projected to", 64)
-    heads: int = _help("attention heads of the 'attention' paired learner", 4)
-    decoder_width: int = _help("hidden width of each uni-paired decoder", 128)
+    tau: float = _help("temperature of the 'gate' partitioner's sigmoid (straight-through)", 1.0)
+    bottleneck: int | None = _help(
+        "width r of the partitioned code per modality; None sizes it to the site "
+        "(a quarter of d_m, within [8, 64])",
+        None,
+    )
+    paired: str = _help(
+        "paired-modal learner: 'bilinear' (each modality's paired tokens attend to the other "
+        "modalities' real tokens and are multiplied elementwise with what they read: a "
+        "factorised bilinear interaction, for vectors and sequences), 'attention' (the same "
+        "attention, added instead of multiplied: no interaction for [B, d] inputs; an "
+        "ablation) or 'shared' (one weight-shared network plus a cross-modal alignment loss; "
+        "runs on one modality at a time, for independent mode)",
+        "bilinear",
+    )
+    uni_width: int | None = _help(
+        "hidden width of each uni-modal learner; None: twice the site-sized code width", None
+    )
+    paired_width: int | None = _help(
+        "common width w of the paired learner's projections; None: r", None
+    )
+    heads: int = _help("attention heads of the 'bilinear' and 'attention' learners", 1)
+    decoder_width: int | None = _help("hidden width of each uni-paired decoder; None: 2 r", None)
     dropout: float = _help("dropout inside the learners and decoders", 0.0)
     mix: str = _help(
-        "how the host receives the rebuilt representation: 'gate' "
-        "(h + beta*(h_hat - h), beta learnable from 0: identity at initialisation) or "
-        "'replace' (h_hat)",
+        "how the host receives the rebuilt representation h_hat = h + dz Q^T: 'gate' "
+        "(h + beta*(h_hat - h), beta a learnable scalar from 0: the identity at "
+        "initialisation) or 'replace' (h_hat itself, the paper's literal reading)",
         "gate",
     )
     task: str = _help(
@@ -90,16 +127,22 @@ class PgMConfig:
         "regression",
     )
     num_classes: int | None = _help("number of classes when task='classification'", None)
-    regression_loss: str = _help("loss for regression heads: 'l1' or 'mse'", "l1")
+    regression_loss: str = _help("loss for regression heads: 'mse' or 'l1'", "mse")
     align: str = _help(
         "alignment loss of the 'shared' paired learner: 'infonce' or 'cmd'", "infonce"
     )
     align_temperature: float = _help("InfoNCE temperature", 0.1)
-    lambda_uni: float = _help("weight of the uni-modal heads' task losses", 0.5)
+    lambda_uni: float = _help(
+        "weight of the uni-modal heads' task losses (their mean over the configured modalities)",
+        0.5,
+    )
     lambda_paired: float = _help("weight of the paired head's task loss", 0.5)
-    lambda_rec: float = _help("weight of the decoders' reconstruction losses", 0.1)
-    lambda_rho: float = _help("weight of the gate's uni-share loss (rho_hat - rho)^2", 0.1)
-    lambda_orth: float = _help("weight of the 'project' partitioner's orthogonality loss", 0.1)
+    lambda_rec: float = _help(
+        "weight of the partition's reconstruction loss ||h - h Q Q^T||^2 / d (mean over "
+        "modalities): keeps the learned code's subspace informative; it never penalises the "
+        "change the host receives",
+        0.1,
+    )
     lambda_align: float = _help("weight of the 'shared' learner's alignment loss", 0.1)
     uni_learner: bool = _help("ablation switch: False removes the uni-modal learners", True)
     paired_learner: bool = _help("ablation switch: False removes the paired-modal learner", True)
@@ -109,22 +152,26 @@ class PgMConfig:
         True,
     )
     separate_lrs: bool = _help(
-        "ablation switch: False gives every group the base learning rate "
-        "and every gradient-scale factor 1",
+        "ablation switch: False gives every optimizer group the base learning rate (lr_mult "
+        "ignored); gradient scaling is a separate switch (grad_scale)",
         True,
     )
     lr_mult: dict[str, float] = _help(
         "learning-rate multiplier per optimizer group name or fnmatch pattern "
-        "('text.uni', '*.paired', 'partitioner', 'decoder', 'paired.shared')",
-        factory=dict,
+        "('text.uni', '*.paired', '*.partitioner', 'audio.decoder', 'paired.shared'); the "
+        "default lets the gate logits and Q move 10x faster (chosen on validation, "
+        "docs/method.md). A mapping you give replaces the default",
+        factory=lambda: {"*.partitioner": 10.0},
     )
     grad_scale: dict[str, float] = _help(
-        "gradient-scale factor kappa per '<modality>.<part>' (or pattern such as '*.paired') on "
-        "the branches leaving h_m into the host",
+        "gradient-scale factor kappa per '<modality>.<branch>' (branch 'uni' or 'paired', or a "
+        "pattern such as '*.paired') on every path from h_m through the block into the host",
         factory=dict,
     )
     check_finite: bool = _help(
-        "raise a clear error naming the modality when an input holds NaN or inf", True
+        "raise a clear error naming the modality when an input holds NaN or inf "
+        "(skipped while torch.compile traces)",
+        True,
     )
 
     # ------------------------------------------------------------------ validation
@@ -143,6 +190,13 @@ class PgMConfig:
                 )
             if isinstance(width, bool) or not isinstance(width, int) or width < 1:
                 raise ConfigError(f"width of modality {name!r} is {width!r}; give a positive int.")
+        for name in _BOOL_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ConfigError(
+                    f"{name}={value!r} ({type(value).__name__}) must be True or False; strings "
+                    "and numbers are not read as booleans."
+                )
         _check_choice("partitioner", self.partitioner, PARTITIONERS)
         _check_choice("paired", self.paired, PAIRED_KINDS)
         _check_choice("mix", self.mix, MIXES)
@@ -150,7 +204,11 @@ class PgMConfig:
         _check_choice("regression_loss", self.regression_loss, REGRESSION_LOSSES)
         _check_choice("align", self.align, ALIGN_KINDS)
         if self.task == "classification":
-            if not isinstance(self.num_classes, int) or self.num_classes < 2:
+            if (
+                isinstance(self.num_classes, bool)
+                or not isinstance(self.num_classes, int)
+                or self.num_classes < 2
+            ):
                 raise ConfigError(
                     f"task='classification' needs num_classes >= 2; "
                     f"got num_classes={self.num_classes!r}."
@@ -161,25 +219,34 @@ class PgMConfig:
                 f"task='classification' (task={self.task!r})."
             )
         self._validate_rho()
-        for name in ("uni_width", "paired_width", "heads", "decoder_width"):
+        for name in _WIDTH_FIELDS:
             value = getattr(self, name)
+            if value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name}={value!r} must be a positive int.")
-        if self.paired == "attention" and self.paired_width % self.heads:
-            raise ConfigError(
-                f"paired_width={self.paired_width} must be divisible by "
-                f"heads={self.heads} for the attention learner."
-            )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout={self.dropout!r} must be in [0, 1).")
+                raise ConfigError(f"{name}={value!r} must be a positive int or None (auto).")
+        if isinstance(self.heads, bool) or not isinstance(self.heads, int) or self.heads < 1:
+            raise ConfigError(f"heads={self.heads!r} must be a positive int.")
+        if self.paired in ("bilinear", "attention"):
+            for m in self.modalities:
+                w = self.paired_dim(m)
+                if w % self.heads:
+                    raise ConfigError(
+                        f"paired_width={w} (modality {m!r}) must be divisible by "
+                        f"heads={self.heads} for the {self.paired!r} learner."
+                    )
+        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout={self.dropout!r} must be a number in [0, 1).")
         for name in ("tau", "align_temperature"):
-            if not (isinstance(getattr(self, name), int | float) and getattr(self, name) > 0):
-                raise ConfigError(f"{name}={getattr(self, name)!r} must be a positive number.")
+            value = getattr(self, name)
+            if not (_is_number(value) and value > 0):
+                raise ConfigError(f"{name}={value!r} must be a finite number > 0.")
         for f in dataclasses.fields(self):
             if f.name.startswith("lambda_"):
                 value = getattr(self, f.name)
-                if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                if not _is_number(value) or value < 0:
                     raise ConfigError(f"{f.name}={value!r} must be a finite number >= 0.")
+        self._validate_bounds()
         self.lr_mult = self._validate_factors("lr_mult", self.lr_mult, self.group_names())
         self.grad_scale = self._validate_factors(
             "grad_scale", self.grad_scale, self.branch_names(), allow_zero=True
@@ -199,12 +266,22 @@ class PgMConfig:
                     f"{choices_text(self.modalities)}." + did_you_mean(unknown[0], self.modalities)
                 )
         for key, value in values:
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not 0.0 <= float(value) <= 1.0
-            ):
+            if not _is_number(value) or not 0.0 <= float(value) <= 1.0:
                 raise ConfigError(f"rho for {key!r} is {value!r}; it must be a number in [0, 1].")
+
+    def _validate_bounds(self) -> None:
+        b = self.rho_bounds
+        ok = (
+            isinstance(b, list | tuple)
+            and len(b) == 2
+            and all(_is_number(v) for v in b)
+            and 0.0 <= b[0] <= b[1] <= 1.0
+        )
+        if not ok:
+            raise ConfigError(
+                f"rho_bounds={b!r} must be two numbers 0 <= lo <= hi <= 1, e.g. (0.125, 0.875)."
+            )
+        self.rho_bounds = (float(b[0]), float(b[1]))
 
     @staticmethod
     def _validate_factors(
@@ -215,16 +292,12 @@ class PgMConfig:
                 f"{name} must be a mapping of names or patterns to numbers, got {table!r}."
             )
         for pattern, value in table.items():
-            if not fnmatch.filter(valid, pattern):
+            if not isinstance(pattern, str) or not fnmatch.filter(valid, pattern):
                 raise ConfigError(
                     f"{name} key {pattern!r} matches no name; valid names: {choices_text(valid)}."
-                    + did_you_mean(pattern, valid)
+                    + did_you_mean(str(pattern), valid)
                 )
-            ok = (
-                isinstance(value, int | float)
-                and math.isfinite(value)
-                and (value >= 0 if allow_zero else value > 0)
-            )
+            ok = _is_number(value) and (value >= 0 if allow_zero else value > 0)
             if not ok:
                 bound = ">= 0" if allow_zero else "> 0"
                 raise ConfigError(f"{name}[{pattern!r}]={value!r} must be a finite number {bound}.")
@@ -232,24 +305,54 @@ class PgMConfig:
 
     # ------------------------------------------------------------------ derived values
     def rho_for(self, modality: str) -> float:
-        """Target uni-modal share of ``modality``."""
+        """Uni-modal share of ``modality`` (exact for split/project, the start for gate)."""
         if isinstance(self.rho, Mapping):
             return float(self.rho.get(modality, 0.5))
         return float(self.rho)
 
-    def part_widths(self, modality: str) -> tuple[int, int]:
-        """Widths ``(uni, paired)`` of the partitioner's output for ``modality``."""
+    def code_width(self, modality: str) -> int:
+        """Width r of the code ``z = h Q`` that is partitioned (``d_m`` for 'split')."""
         d = self.modalities[modality]
-        if self.partitioner == "gate":
-            return d, d
-        k = round(self.rho_for(modality) * d)
-        if k < 1 or k > d - 1:
+        if self.partitioner == "split":
+            return d
+        return min(d, self.bottleneck) if self.bottleneck is not None else auto_bottleneck(d)
+
+    def part_widths(self, modality: str) -> tuple[int, int]:
+        """Widths ``(uni, paired)`` of the parts; 'gate' and 'none' keep the code's width
+        (the gate's parts are masks of the same code: disjoint channels, zero elsewhere)."""
+        r = self.code_width(modality)
+        if self.partitioner in ("gate", "none"):
+            return r, r
+        k = round(self.rho_for(modality) * r)
+        if k < 1 or k > r - 1:
             raise ConfigError(
                 f"partitioner={self.partitioner!r} with rho={self.rho_for(modality)} leaves a part "
-                f"of width 0 for modality {modality!r} (d={d}); use rho in "
-                f"[{1 / d:.3g}, {1 - 1 / d:.3g}] or partitioner='gate'."
+                f"of width 0 for modality {modality!r} (code width {r}); use rho in "
+                f"[{1 / r:.3g}, {1 - 1 / r:.3g}] or partitioner='gate'."
             )
-        return k, d - k
+        return k, r - k
+
+    def _size(self, modality: str) -> int:
+        # the site-sized width the learners are scaled by (the code width, except for 'split',
+        # whose code is the whole of h: its learners stay as small as the other partitioners')
+        d = self.modalities[modality]
+        if self.bottleneck is not None:
+            return min(d, self.bottleneck)
+        return auto_bottleneck(d)
+
+    def uni_hidden(self, modality: str) -> int:
+        return self.uni_width if self.uni_width is not None else 2 * self._size(modality)
+
+    def paired_dim(self, modality: str | None = None) -> int:
+        """Common width w of the paired learner (the smallest site-sized width when auto)."""
+        if self.paired_width is not None:
+            return self.paired_width
+        return min(self._size(m) for m in self.modalities)
+
+    def decoder_hidden(self, modality: str) -> int:
+        if self.decoder_width is not None:
+            return self.decoder_width
+        return 2 * self._size(modality)
 
     @property
     def has_labels(self) -> bool:
@@ -263,11 +366,11 @@ class PgMConfig:
     def group_names(self) -> list[str]:
         """Names of every optimizer group this configuration can produce."""
         names = [f"{m}.{p}" for m in self.modalities for p in PART_NAMES]
-        return [*names, "paired.shared", "partitioner", "decoder"]
+        return [*names, "paired.shared"]
 
     def branch_names(self) -> list[str]:
-        """Names ``<modality>.<part>`` of the branches that carry a gradient-scale factor."""
-        return [f"{m}.{p}" for m in self.modalities for p in PART_NAMES]
+        """Names ``<modality>.<branch>`` of the branches that carry a gradient-scale factor."""
+        return [f"{m}.{p}" for m in self.modalities for p in BRANCH_NAMES]
 
     @staticmethod
     def _lookup(table: Mapping[str, float], name: str) -> float:
@@ -281,12 +384,14 @@ class PgMConfig:
     def lr_multiplier(self, group: str) -> float:
         return self._lookup(self.lr_mult, group) if self.separate_lrs else 1.0
 
-    def kappa(self, modality: str, part: str) -> float:
-        return self._lookup(self.grad_scale, f"{modality}.{part}") if self.separate_lrs else 1.0
+    def kappa(self, modality: str, branch: str) -> float:
+        """Gradient-scale factor on ``modality``'s ``branch`` (independent of separate_lrs)."""
+        return self._lookup(self.grad_scale, f"{modality}.{branch}")
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        data["rho_bounds"] = list(self.rho_bounds)
         data["pgm_plugins_version"] = __version__
         return data
 
@@ -296,6 +401,11 @@ class PgMConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PgMConfig:
         """Build from ``to_dict()`` output; unknown keys warn and are dropped."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"a PgM config must be a mapping of field names to values, got "
+                f"{type(data).__name__} {data!r:.80}; valid fields: {', '.join(cls.help())}."
+            )
         data = dict(data)
         data.pop("pgm_plugins_version", None)
         known = {f.name for f in dataclasses.fields(cls)}
@@ -308,6 +418,25 @@ class PgMConfig:
                 stacklevel=2,
             )
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_fields(cls, fields: Any, **overrides: Any) -> PgMConfig:
+        """Build from user-given fields (a mapping), with clear errors for a non-mapping or an
+        unknown field (nearest match named). ``overrides`` (e.g. ``modalities``) win."""
+        if not isinstance(fields, Mapping):
+            raise ConfigError(
+                f"a PgM config must be a mapping of field names to values (or a PgMConfig), got "
+                f"{type(fields).__name__} {fields!r:.80}; valid fields: {', '.join(cls.help())}."
+            )
+        data = dict(fields) | overrides
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            raise ConfigError(
+                f"unknown PgMConfig field {unknown[0]!r}; valid fields: {', '.join(known)}."
+                + did_you_mean(str(unknown[0]), known)
+            )
+        return cls(**data)
 
     @classmethod
     def from_json(cls, text: str) -> PgMConfig:

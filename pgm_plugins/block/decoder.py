@@ -1,13 +1,15 @@
 """Uni-paired modal decoder: rebuilds ``h_m`` from its learned uni and paired parts.
 
-PGM_METHOD.md section 4. ``h_hat = D([u~ ; p~])``, trained with a reconstruction loss against
-``stopgrad(h)``. What the host receives depends on ``mix``:
+PGM_METHOD.md section 4, reworked (issue 8) so that reconstruction and the mix agree. The
+partition is invertible (``partitioner.py``): with ``Q`` column-orthonormal, ``h = z Q^T + (h - h Q
+Q^T)`` exactly. The decoder maps both learned parts to a change of the code, ``dz = D([u~ ; p~])``,
+and the rebuilt representation is ``h_hat = h + dz Q^T``: exactly ``h`` when the learners add
+nothing, so no reconstruction loss pulls the change toward zero (the old ``||h_hat - h||`` did,
+fighting the mix). What the host receives depends on ``mix``:
 
-- ``gate`` (default, our departure from the paper's literal reading): ``h + beta * (h_hat - h)``
-  with a learnable scalar ``beta`` that starts at 0, so an injected block is exactly the identity
-  at initialisation (the ReZero / LoRA habit) and a pretrained host keeps its outputs until
-  training moves ``beta``;
-- ``replace``: ``h_hat`` (the paper's literal reading).
+- ``gate`` (default): ``h + beta * (h_hat - h)``, ``beta`` a learnable scalar from 0 (ReZero /
+  LoRA habit): the identity at initialisation;
+- ``replace``: ``h_hat`` (the paper's literal reading); not the identity at initialisation.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class UniPairedDecoder(nn.Module):
         self,
         uni_dim: int,
         paired_dim: int,
-        out_dim: int,
+        code_dim: int,
         hidden: int,
         mix: str = "gate",
         dropout: float = 0.0,
@@ -33,14 +35,17 @@ class UniPairedDecoder(nn.Module):
         super().__init__()
         self.mix = mix
         self.paired_dim = paired_dim
-        self.net = MLP(uni_dim + paired_dim, hidden, out_dim, dropout)
+        self.net = MLP(uni_dim + paired_dim, hidden, code_dim, dropout)
         self.beta = nn.Parameter(torch.zeros(())) if mix == "gate" else None
 
-    def forward(self, uni: Tensor, paired: Tensor | None, h: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(what the host receives, h_hat)``; ``paired=None`` decodes with zeros there."""
-        if paired is None:  # the paired path was skipped (one modality present)
+    def forward(self, uni: Tensor, paired: Tensor | None) -> Tensor:
+        """The code change ``dz``; ``paired=None`` (paired path skipped) decodes with zeros."""
+        if paired is None:
             paired = uni.new_zeros(*uni.shape[:-1], self.paired_dim)
-        h_hat = self.net(torch.cat([uni, paired], dim=-1))
+        return self.net(torch.cat([uni, paired], dim=-1))
+
+    def mix_into(self, h: Tensor, change: Tensor) -> Tensor:
+        """What the host receives from ``h`` and ``h_hat - h`` (``change``)."""
         if self.beta is None:
-            return h_hat, h_hat
-        return h + self.beta * (h_hat - h), h_hat
+            return h + change
+        return h + self.beta * change

@@ -17,10 +17,8 @@ from pgm_plugins.errors import InputError
 __all__ = [
     "check_targets",
     "cmd_loss",
-    "difference_loss",
     "info_nce_loss",
-    "reconstruction_loss",
-    "share_loss",
+    "masked_mse",
     "sum_terms",
     "task_loss",
 ]
@@ -67,7 +65,7 @@ def check_targets(targets: Tensor, task: str, batch: int, num_classes: int | Non
     )
 
 
-def task_loss(logits: Tensor, targets: Tensor, task: str, regression_loss: str = "l1") -> Tensor:
+def task_loss(logits: Tensor, targets: Tensor, task: str, regression_loss: str = "mse") -> Tensor:
     """The task's own loss: L1 or MSE for regression (``[B, 1]`` logits), else cross-entropy."""
     if task == "classification":
         return F.cross_entropy(logits, targets)
@@ -77,27 +75,13 @@ def task_loss(logits: Tensor, targets: Tensor, task: str, regression_loss: str =
     return F.l1_loss(pred, targets)
 
 
-def reconstruction_loss(h_hat: Tensor, h: Tensor) -> Tensor:
-    """``||h_hat - stopgrad(h)||^2 / d``, averaged over samples (and tokens)."""
-    return F.mse_loss(h_hat, h.detach())
-
-
-def share_loss(rho_hat: Tensor, rho: float) -> Tensor:
-    """``(rho_hat - rho)^2``: pulls the gate's uni-modal share toward its target."""
-    return (rho_hat - rho) ** 2
-
-
-def difference_loss(u: Tensor, p: Tensor) -> Tensor:
-    """Soft orthogonality between two codes (MISA's difference loss).
-
-    Squared Frobenius norm of the correlation between the centred, L2-normalised codes, averaged
-    over the entries of the ``[d_u, d_p]`` correlation matrix.
-    """
-    u = u.reshape(-1, u.shape[-1])
-    p = p.reshape(-1, p.shape[-1])
-    u = F.normalize(u - u.mean(0, keepdim=True), dim=1, eps=1e-6)
-    p = F.normalize(p - p.mean(0, keepdim=True), dim=1, eps=1e-6)
-    return (u.t() @ p).pow(2).mean()
+def masked_mse(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean of ``(a - b)^2`` over channels and real tokens (``mask [B, T]`` True), all if None."""
+    sq = (a - b).pow(2).mean(dim=-1)
+    if mask is None:
+        return sq.mean()
+    w = mask.to(sq.dtype)
+    return (sq * w).sum() / w.sum().clamp_min(1.0)
 
 
 def info_nce_loss(a: Tensor, b: Tensor, temperature: float = 0.1) -> Tensor:

@@ -1,10 +1,10 @@
-"""A token-wise two-layer MLP, the building brick of the learners and decoders."""
+"""Small bricks shared by the learners and decoders: a token-wise MLP and masked pooling."""
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["MLP", "mean_pool"]
+__all__ = ["MLP", "masked_mean", "mean_pool"]
 
 
 class MLP(nn.Sequential):
@@ -16,6 +16,14 @@ class MLP(nn.Sequential):
         )
 
 
+def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
+    """``[B, T, d] -> [B, d]``: the mean over real tokens (``mask[b, t]`` True), all if None."""
+    if mask is None:
+        return x.mean(dim=1)
+    w = mask.to(x.dtype).unsqueeze(-1)
+    return (x * w).sum(dim=1) / w.sum(dim=1).clamp_min(1.0)
+
+
 def mean_pool(x: Tensor) -> Tensor:
-    """``[B, T, d] -> [B, d]`` by the mean over tokens (what the heads see)."""
+    """``[B, T, d] -> [B, d]`` by the mean over every token."""
     return x.mean(dim=1)

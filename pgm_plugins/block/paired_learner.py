@@ -1,21 +1,28 @@
 """Paired-modal learner: learns the features that only cross-modal interaction reveals.
 
-PGM_METHOD.md section 3. Two readings, chosen by ``PgMConfig.paired``:
+PGM_METHOD.md section 3, reworked (issue 8) so the paired path can represent interactions such as
+a product or an XOR of two modalities' factors, for vectors and sequences. Readings, chosen by
+``PgMConfig.paired``:
 
-- ``attention`` (default): each modality's paired part, projected to a common width, attends to
-  every other modality's: ``p~_m = LN(p'_m + mean_{n != m} Attn(q=p'_m, k=v=p'_n))``, one
-  attention module per ordered pair (as MulT's crossmodal transformers). Needs the modalities
-  together; with one modality present the block skips the paired path.
-- ``shared``: one weight-shared network over every modality's projected ``p'_m``, kept aligned
-  across modalities of the same sample by InfoNCE (or CMD) in the block's loss. Runs on one
-  modality at a time, so it fits dual encoders that embed modalities in separate calls.
+- ``bilinear`` (default): each modality's paired part gives queries ``a_m = A_m p_m`` and keys /
+  values ``b_m = B_m p_m`` (common width ``w``). Token ``t`` of modality m reads the other
+  modalities' **real** tokens by masked attention, ``c_m = mean_{n != m} Attn(a_m, b_n, b_n)``,
+  and the learner keeps ``p~_m = O_m [a_m ; a_m * c_m]``: the elementwise product is a factorised
+  bilinear interaction (as in MFB / LMF), present even for ``[B, d]`` inputs (one token: ``c_m =
+  b_n``), where softmax attention alone would be affine.
+- ``attention``: the same modules with ``c_m`` added instead of multiplied (``O_m [a_m ; c_m]``):
+  affine for vectors. Kept as the ablation that shows what the product adds.
+- ``shared``: one weight-shared network over each modality's ``A_m p_m``, kept aligned across
+  modalities of one sample by the block's alignment loss. Needs no other modality in the same
+  call, so it is the learner for independent mode (dual encoders), where paired learning lives in
+  the alignment loss (and in the paired head only when the modalities meet in one call).
 
-Parameters are split for optimizer groups: ``per_modality(m)`` (the modality's projection, its
-attention as query and its norm) and ``shared()`` (the shared network).
+Parameters are split for optimizer groups: ``per_modality(m)`` and ``shared()``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -23,7 +30,32 @@ from torch import Tensor, nn
 
 from pgm_plugins.block.mlp import MLP
 
-__all__ = ["AttentionPairedLearner", "SharedPairedLearner"]
+__all__ = ["AttentionPairedLearner", "SharedPairedLearner", "masked_attention"]
+
+
+def masked_attention(
+    q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, heads: int
+) -> Tensor:
+    """Multi-head scaled dot-product attention without projections.
+
+    ``q [B, Tq, w]``, ``k, v [B, Tk, w]``, ``key_mask [B, Tk]`` (True = real token). A sample with
+    no real key reads zeros.
+    """
+    b, tq, w = q.shape
+    tk = k.shape[1]
+    dh = w // heads
+    qh = q.reshape(b, tq, heads, dh).transpose(1, 2)
+    kh = k.reshape(b, tk, heads, dh).transpose(1, 2)
+    vh = v.reshape(b, tk, heads, dh).transpose(1, 2)
+    scores = qh @ kh.transpose(-1, -2) / math.sqrt(dh)  # [B, H, Tq, Tk]
+    if key_mask is not None:
+        keep = key_mask[:, None, None, :]
+        scores = scores.masked_fill(~keep, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        weights = torch.where(keep, weights, torch.zeros_like(weights))  # all-masked rows: 0
+    else:
+        weights = torch.softmax(scores, dim=-1)
+    return (weights @ vh).transpose(1, 2).reshape(b, tq, w)
 
 
 class _PairedLearner(nn.Module):
@@ -43,41 +75,42 @@ class _PairedLearner(nn.Module):
 
 
 class AttentionPairedLearner(_PairedLearner):
+    """``bilinear`` (``multiply=True``) and ``attention`` (``multiply=False``) learners."""
+
     needs_pairs = True
 
     def __init__(
-        self, widths: Mapping[str, int], width: int, heads: int, dropout: float = 0.0
+        self,
+        widths: Mapping[str, int],
+        width: int,
+        heads: int = 1,
+        dropout: float = 0.0,
+        multiply: bool = True,
     ) -> None:
         super().__init__(widths, width)
-        names = list(widths)
-        self.attn = nn.ModuleDict(
-            {
-                f"{q}__{k}": nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
-                for q in names
-                for k in names
-                if q != k
-            }
-        )
-        self.norm = nn.ModuleDict({m: nn.LayerNorm(width) for m in names})
+        self.heads, self.multiply = heads, multiply
+        self.keys = nn.ModuleDict({m: nn.Linear(d, width) for m, d in widths.items()})
+        self.out = nn.ModuleDict({m: nn.Linear(2 * width, width) for m in widths})
+        self.drop = nn.Dropout(dropout)
 
     def per_modality(self, modality: str) -> Iterator[nn.Parameter]:
         yield from super().per_modality(modality)
-        for key, module in self.attn.items():
-            if key.split("__")[0] == modality:
-                yield from module.parameters()
-        yield from self.norm[modality].parameters()
+        yield from self.keys[modality].parameters()
+        yield from self.out[modality].parameters()
 
-    def forward(self, paired: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """``{m: [B, T_m, d_pm]} -> {m: [B, T_m, width]}``; needs two or more modalities."""
-        proj = {m: self.proj[m](p) for m, p in paired.items()}
+    def forward(
+        self, paired: Mapping[str, Tensor], masks: Mapping[str, Tensor | None] | None = None
+    ) -> dict[str, Tensor]:
+        """``{m: [B, T_m, k_m]} -> {m: [B, T_m, w]}``; needs two or more modalities."""
+        masks = masks or {}
+        a = {m: self.proj[m](p) for m, p in paired.items()}
+        b = {m: self.keys[m](p) for m, p in paired.items()}
         out = {}
-        for m, q in proj.items():
-            msgs = [
-                self.attn[f"{m}__{n}"](q, kv, kv, need_weights=False)[0]
-                for n, kv in proj.items()
-                if n != m
-            ]
-            out[m] = self.norm[m](q + torch.stack(msgs).mean(0))
+        for m, q in a.items():
+            reads = [masked_attention(q, b[n], b[n], masks.get(n), self.heads) for n in a if n != m]
+            ctx = torch.stack(reads).mean(0)
+            mixed = q * ctx if self.multiply else ctx
+            out[m] = self.out[m](self.drop(torch.cat([q, mixed], dim=-1)))
         return out
 
 
@@ -91,8 +124,10 @@ class SharedPairedLearner(_PairedLearner):
         yield from self.net.parameters()
         yield from self.norm.parameters()
 
-    def forward(self, paired: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """``{m: [B, T_m, d_pm]} -> {m: [B, T_m, width]}``; any number of modalities."""
+    def forward(
+        self, paired: Mapping[str, Tensor], masks: Mapping[str, Tensor | None] | None = None
+    ) -> dict[str, Tensor]:
+        """``{m: [B, T_m, k_m]} -> {m: [B, T_m, w]}``; any number of modalities."""
         out = {}
         for m, p in paired.items():
             x = self.proj[m](p)

@@ -1,17 +1,26 @@
 """Modal partitioner: splits ``h_m`` into uni-modal ``u_m`` and paired-modal ``p_m`` features.
 
-PGM_METHOD.md section 1. Three readings of the paper's partitioner, chosen by
-``PgMConfig.partitioner``:
+PGM_METHOD.md section 1, reworked so that the parts are really disjoint and the decoder can
+invert the partition exactly (issue 8). Each modality's representation is mapped to a code
+``z = h Q`` where ``Q`` (``d x r``) has orthonormal columns (``Q = I`` for ``split``); each channel
+of ``z`` belongs to exactly one part, so ``u + p = z`` and ``(u + p) Q^T + (h - h Q Q^T) = h``
+exactly. Readings, chosen by ``PgMConfig.partitioner``:
 
-- ``gate`` (default): ``g = sigmoid((W h + b) / tau)``, ``u = g * h``, ``p = (1 - g) * h``; the uni
-  share is ``mean(g)``, pulled toward ``rho`` by a loss. The bias starts at ``tau * logit(rho)`` so
-  the share starts near its target.
-- ``split``: the first ``round(rho * d)`` dimensions are uni-modal, the rest paired (exact share).
-- ``project``: ``u = W_u h`` (``round(rho * d)`` wide), ``p = W_p h`` (the rest), kept apart by a
-  soft-orthogonality penalty.
+- ``gate`` (default): ``Q`` learned; each code channel has a learned logit, the gate is hard 0/1
+  in the forward pass and trained straight-through (sigmoid gradient), so the uni share (the
+  fraction of uni channels) is **learned**; it is kept inside ``rho_bounds`` exactly (when more or
+  fewer logits are positive than the bounds allow, the channels with the largest logits are
+  uni). The logits are parameters, not functions of ``h``: the gate sends no gradient into the
+  host.
+- ``project``: ``Q`` learned, the first ``round(rho * r)`` channels are uni (share fixed, chosen
+  per task on validation).
+- ``split``: ``Q = I`` (no parameters), the first ``round(rho * d)`` dims of ``h`` are uni.
+- ``none``: ``Q`` learned, no partition: both learners see the whole code (a control arm).
 
-Every partitioner reads the uni part from ``h_uni`` and the paired part from ``h_paired``: the same
-tensor as ``h`` in the forward pass, carrying different gradient-scale factors backward.
+Each part is read from its own copy of ``h`` (``h_uni`` / ``h_paired``): the same tensor forward,
+carrying the branch's gradient-scale factor backward. ``Q`` is the column-orthonormal factor of a
+QR decomposition of a free parameter (signs fixed by ``R``'s diagonal so it is continuous), which
+keeps the module a plain ``nn.Module`` that copies and pickles like any other.
 """
 
 from __future__ import annotations
@@ -23,71 +32,109 @@ import torch
 from torch import Tensor, nn
 
 from pgm_plugins.block.config import PgMConfig
-from pgm_plugins.block.losses import difference_loss
 
-__all__ = [
-    "GatePartitioner",
-    "Partition",
-    "ProjectPartitioner",
-    "SplitPartitioner",
-    "build_partitioner",
-]
+__all__ = ["Partition", "Partitioner", "build_partitioner", "orthonormal"]
 
 
 @dataclass
 class Partition:
-    uni: Tensor
-    paired: Tensor
-    share: Tensor  #: 0-dim tensor, the uni-modal share rho_hat
-    gate: Tensor | None = None
-    orth: Tensor | None = None  #: orthogonality penalty ('project' only)
+    uni: Tensor  #: u_m, [B, T, k_u]
+    paired: Tensor  #: p_m, [B, T, k_p]
+    share: Tensor  #: 0-dim tensor, the uni-modal share rho_hat (fraction of uni channels)
+    gate: Tensor | None = None  #: [r] hard 0/1 gate per code channel ('gate' only)
+    gate_soft: Tensor | None = None  #: [r] sigmoid of the gate logits ('gate' only)
 
 
-class GatePartitioner(nn.Module):
-    def __init__(self, dim: int, rho: float, tau: float = 1.0) -> None:
+def orthonormal(weight: Tensor) -> Tensor:
+    """``[d, r]`` with orthonormal columns spanning ``weight``'s columns (QR, signs fixed)."""
+    q, r = torch.linalg.qr(weight)
+    signs = torch.sign(torch.diagonal(r))
+    signs = torch.where(signs == 0, torch.ones_like(signs), signs)
+    return q * signs
+
+
+class Partitioner(nn.Module):
+    """Code map ``Q`` and channel assignment of one modality."""
+
+    def __init__(
+        self,
+        dim: int,
+        code: int,
+        kind: str,
+        uni_channels: int,
+        tau: float = 1.0,
+        bounds: tuple[float, float] = (0.0, 1.0),
+    ) -> None:
         super().__init__()
-        self.tau = tau
-        self.gate = nn.Linear(dim, dim)
-        nn.init.normal_(self.gate.weight, std=0.02)
-        start = min(max(rho, 0.02), 0.98)
-        nn.init.constant_(self.gate.bias, tau * math.log(start / (1 - start)))
+        self.dim, self.code, self.kind, self.k, self.tau = dim, code, kind, uni_channels, tau
+        # bounds on the number of uni channels of the 'gate' kind
+        self.lo = min(code, math.ceil(bounds[0] * code - 1e-9))
+        self.hi = max(self.lo, math.floor(bounds[1] * code + 1e-9))
+        self.basis: nn.Parameter | None = None
+        if kind != "split":
+            w = torch.empty(dim, code)
+            nn.init.orthogonal_(w)
+            self.basis = nn.Parameter(w)
+        self.logits: nn.Parameter | None = None
+        if kind == "gate":
+            # the first round(rho * r) channels start uni, the others paired, close enough to
+            # the threshold (+-0.5) that a consistent gradient flips a channel within an epoch
+            start = torch.full((code,), -0.5)
+            start[:uni_channels] = 0.5
+            self.logits = nn.Parameter(start)
 
-    def forward(self, h: Tensor, h_uni: Tensor, h_paired: Tensor) -> Partition:
-        g = torch.sigmoid(self.gate(h) / self.tau)
-        return Partition(uni=g * h_uni, paired=(1 - g) * h_paired, share=g.mean(), gate=g)
+    def q(self) -> Tensor | None:
+        """``Q`` (``[d, r]``), or None for 'split' (the identity)."""
+        return None if self.basis is None else orthonormal(self.basis)
 
+    def encode(self, h: Tensor, q: Tensor | None) -> Tensor:
+        return h if q is None else h @ q
 
-class SplitPartitioner(nn.Module):
-    def __init__(self, dim: int, uni_width: int) -> None:
-        super().__init__()
-        self.dim, self.k = dim, uni_width
+    def decode(self, z: Tensor, q: Tensor | None) -> Tensor:
+        return z if q is None else z @ q.t()
 
-    def forward(self, h: Tensor, h_uni: Tensor, h_paired: Tensor) -> Partition:
-        share = torch.tensor(self.k / self.dim, device=h.device, dtype=h.dtype)
-        return Partition(uni=h_uni[..., : self.k], paired=h_paired[..., self.k :], share=share)
+    def forward(self, h_uni: Tensor, h_paired: Tensor, q: Tensor | None) -> Partition:
+        z_u, z_p = self.encode(h_uni, q), self.encode(h_paired, q)
+        ref = z_u
+        if self.kind == "gate":
+            assert self.logits is not None
+            soft = torch.sigmoid(self.logits / self.tau)
+            hard = self.hard_gate().to(soft.dtype)
+            g = hard + (soft - soft.detach())  # exactly hard forward, sigmoid gradient backward
+            return Partition(
+                uni=z_u * g, paired=z_p * (1 - g), share=hard.mean(), gate=hard, gate_soft=soft
+            )
+        if self.kind == "none":
+            share = ref.new_tensor(0.5)
+            return Partition(uni=z_u, paired=z_p, share=share)
+        share = ref.new_tensor(self.k / self.code)
+        return Partition(uni=z_u[..., : self.k], paired=z_p[..., self.k :], share=share)
+
+    def hard_gate(self) -> Tensor:
+        """0/1 per code channel: positive logits are uni, within [lo, hi] uni channels (the
+        largest logits win when the count is outside the bounds)."""
+        assert self.logits is not None
+        count = (self.logits > 0).sum().clamp(self.lo, self.hi)
+        rank = torch.argsort(torch.argsort(self.logits, descending=True))
+        return rank < count
+
+    def merge(self, uni: Tensor, paired: Tensor, gate: Tensor | None) -> Tensor:
+        """Inverse of the split: the code from its two parts (``uni + paired`` for gates)."""
+        if self.kind == "gate":
+            assert gate is not None
+            return uni * gate + paired * (1 - gate)
+        if self.kind == "none":
+            return 0.5 * (uni + paired)
+        return torch.cat([uni, paired], dim=-1)
 
     def extra_repr(self) -> str:
-        return f"uni=[:{self.k}], paired=[{self.k}:{self.dim}]"
+        return f"kind={self.kind}, d={self.dim}, r={self.code}, uni_channels(start)={self.k}"
 
 
-class ProjectPartitioner(nn.Module):
-    def __init__(self, dim: int, uni_width: int, paired_width: int) -> None:
-        super().__init__()
-        self.to_uni = nn.Linear(dim, uni_width)
-        self.to_paired = nn.Linear(dim, paired_width)
-
-    def forward(self, h: Tensor, h_uni: Tensor, h_paired: Tensor) -> Partition:
-        u, p = self.to_uni(h_uni), self.to_paired(h_paired)
-        k, d = self.to_uni.out_features, self.to_uni.in_features
-        share = torch.tensor(k / d, device=h.device, dtype=h.dtype)
-        return Partition(uni=u, paired=p, share=share, orth=difference_loss(u, p))
-
-
-def build_partitioner(config: PgMConfig, modality: str) -> nn.Module:
-    d = config.modalities[modality]
-    if config.partitioner == "gate":
-        return GatePartitioner(d, config.rho_for(modality), config.tau)
-    du, dp = config.part_widths(modality)
-    if config.partitioner == "split":
-        return SplitPartitioner(d, du)
-    return ProjectPartitioner(d, du, dp)
+def build_partitioner(config: PgMConfig, modality: str) -> Partitioner:
+    d, r = config.modalities[modality], config.code_width(modality)
+    if config.partitioner in ("split", "project"):
+        k = config.part_widths(modality)[0]
+    else:
+        k = min(r, max(0, round(config.rho_for(modality) * r)))
+    return Partitioner(d, r, config.partitioner, k, config.tau, config.rho_bounds)

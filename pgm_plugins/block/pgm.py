@@ -5,9 +5,10 @@ Guided Modal Learning Framework", ACM MM 2025; only its abstract could be read).
 and where it departs from the paper: ``../shared/design/PGM_METHOD.md``.
 
 ``block({"text": h_t, "audio": h_a})`` takes each modality's representation, ``[B, d_m]`` or
-``[B, T_m, d_m]`` (widths and lengths may differ), partitions it, runs the uni-modal and
-paired-modal learners, rebuilds it with the decoder and returns a :class:`PgMOutput` with the
-rebuilt representations, the parts, the uni shares and the auxiliary loss terms.
+``[B, T_m, d_m]`` (widths and lengths may differ; ``masks={m: [B, T_m] bool}`` marks real
+tokens), partitions it, runs the uni-modal and paired-modal learners, rebuilds it with the decoder
+and returns a :class:`PgMOutput` with the rebuilt representations, the parts, the uni shares and
+the auxiliary loss terms. The design, and the evidence that chose it: ``docs/method.md``.
 """
 
 from __future__ import annotations
@@ -25,19 +26,18 @@ from pgm_plugins.block.losses import (
     check_targets,
     cmd_loss,
     info_nce_loss,
-    reconstruction_loss,
-    share_loss,
+    masked_mse,
     sum_terms,
     task_loss,
 )
-from pgm_plugins.block.mlp import mean_pool
+from pgm_plugins.block.mlp import masked_mean
 from pgm_plugins.block.optim import make_param_groups, scale_grad
 from pgm_plugins.block.paired_learner import (
     AttentionPairedLearner,
     SharedPairedLearner,
     _PairedLearner,
 )
-from pgm_plugins.block.partitioner import build_partitioner
+from pgm_plugins.block.partitioner import Partitioner, build_partitioner
 from pgm_plugins.block.uni_learner import UniModalLearner
 from pgm_plugins.errors import InputError, UnknownNameError, choices_text, did_you_mean
 
@@ -53,7 +53,8 @@ class ModalParts:
     uni_learned: Tensor  #: u~_m, after the uni-modal learner
     paired_learned: Tensor | None  #: p~_m, after the paired-modal learner (None when skipped)
     rebuilt: Tensor | None  #: h_hat_m, the decoder's output (None without decoder)
-    gate: Tensor | None = None  #: g_m of the 'gate' partitioner
+    gate: Tensor | None = None  #: [r] hard 0/1 channel gate of the 'gate' partitioner
+    mask: Tensor | None = None  #: [B, T] real tokens (None: every token is real)
 
     def detach(self) -> ModalParts:
         def d(t: Tensor | None) -> Tensor | None:
@@ -66,6 +67,7 @@ class ModalParts:
             d(self.paired_learned),
             d(self.rebuilt),
             d(self.gate),
+            self.mask,
         )
 
 
@@ -99,8 +101,9 @@ class PgMOutput:
         assert cfg is not None
         batch = next(iter(self.logits.values())).shape[0]
         y = check_targets(targets, cfg.task, batch, cfg.num_classes)
+        n_mod = len(cfg.modalities)  # weights do not grow with the number of modalities
         for name, logits in self.logits.items():
-            weight = cfg.lambda_paired if name == "paired" else cfg.lambda_uni
+            weight = cfg.lambda_paired if name == "paired" else cfg.lambda_uni / n_mod
             terms[f"task.{name}"] = weight * task_loss(logits, y, cfg.task, cfg.regression_loss)
         return terms
 
@@ -120,37 +123,45 @@ class PgMBlock(nn.Module):
         widths = {m: cfg.part_widths(m) for m in names}
         self.partitioners = nn.ModuleDict({m: build_partitioner(cfg, m) for m in names})
         self.uni_learners = nn.ModuleDict(
-            {m: UniModalLearner(widths[m][0], cfg.uni_width, cfg.dropout) for m in names}
+            {m: UniModalLearner(widths[m][0], cfg.uni_hidden(m), cfg.dropout) for m in names}
             if cfg.uni_learner
             else {}
         )
-        uni_out = {m: cfg.uni_width if cfg.uni_learner else widths[m][0] for m in names}
+        uni_out = {m: widths[m][0] for m in names}
         paired_in = {m: widths[m][1] for m in names}
+        w = cfg.paired_dim()
         self.paired_learner: nn.Module | None = None
         if cfg.paired_learner:
             self.paired_learner = (
-                AttentionPairedLearner(paired_in, cfg.paired_width, cfg.heads, cfg.dropout)
-                if cfg.paired == "attention"
-                else SharedPairedLearner(paired_in, cfg.paired_width, cfg.dropout)
+                SharedPairedLearner(paired_in, w, cfg.dropout)
+                if cfg.paired == "shared"
+                else AttentionPairedLearner(
+                    paired_in, w, cfg.heads, cfg.dropout, multiply=cfg.paired == "bilinear"
+                )
             )
-        paired_out = {m: cfg.paired_width if cfg.paired_learner else paired_in[m] for m in names}
+        paired_out = {m: w if cfg.paired_learner else paired_in[m] for m in names}
         self.uni_heads = nn.ModuleDict(
             {m: nn.Linear(uni_out[m], cfg.out_dim) for m in names}
             if cfg.has_labels and cfg.lambda_uni > 0
             else {}
         )
-        self.paired_head = (
-            nn.Linear(sum(paired_out.values()), cfg.out_dim)
+        # the paired head sees every modality's paired part: sum_m W_m pool(p~_m) + b, one
+        # weight per modality so that each lands in that modality's optimizer group
+        self.paired_heads = nn.ModuleDict(
+            {m: nn.Linear(paired_out[m], cfg.out_dim, bias=False) for m in names}
             if cfg.has_labels and cfg.lambda_paired > 0
-            else None
+            else {}
+        )
+        self.paired_bias = (
+            nn.Parameter(torch.zeros(cfg.out_dim)) if len(self.paired_heads) else None
         )
         self.decoders = nn.ModuleDict(
             {
                 m: UniPairedDecoder(
                     uni_out[m],
                     paired_out[m],
-                    cfg.modalities[m],
-                    cfg.decoder_width,
+                    cfg.code_width(m),
+                    cfg.decoder_hidden(m),
                     cfg.mix,
                     cfg.dropout,
                 )
@@ -162,7 +173,9 @@ class PgMBlock(nn.Module):
         self._paired_out = paired_out
 
     # ------------------------------------------------------------------ forward
-    def check_inputs(self, inputs: Mapping[str, Tensor]) -> None:
+    def check_inputs(
+        self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None
+    ) -> None:
         """Raise :class:`InputError` for anything the block cannot take, naming the modality."""
         cfg = self.config
         if not isinstance(inputs, Mapping) or not inputs:
@@ -187,33 +200,70 @@ class PgMBlock(nn.Module):
                     f"config says {cfg.modalities[m]}; fix PgMConfig.modalities[{m!r}] or the "
                     "layout of the input."
                 )
+            if h.dim() == 3 and h.shape[1] == 0:
+                raise InputError(
+                    f"modality {m!r} is a sequence of length 0 (shape {tuple(h.shape)}); give at "
+                    "least one token (mark padding with masks= instead of dropping every token)."
+                )
             if batch is not None and h.shape[0] != batch:
                 raise InputError(f"modality {m!r} has batch size {h.shape[0]}, others {batch}.")
             batch = h.shape[0]
-            if cfg.check_finite and not bool(torch.isfinite(h).all()):
+            # a data-dependent check cannot be traced; eager training stays protected
+            checking = cfg.check_finite and not torch.compiler.is_compiling()
+            if checking and not bool(torch.isfinite(h).all()):
                 raise InputError(
                     f"modality {m!r} holds NaN or inf values "
                     f"({int((~torch.isfinite(h)).sum())} of {h.numel()})."
                 )
+        for m, mask in (masks or {}).items():
+            if m not in inputs:
+                raise InputError(
+                    f"masks has modality {m!r} but the inputs do not; inputs: "
+                    f"{choices_text(inputs)}." + did_you_mean(m, inputs)
+                )
+            h = inputs[m]
+            want = (h.shape[0], h.shape[1]) if h.dim() == 3 else None
+            if want is None or not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+                got = (
+                    f"{tuple(mask.shape)} {mask.dtype}"
+                    if isinstance(mask, Tensor)
+                    else type(mask).__name__
+                )
+                raise InputError(
+                    f"mask of modality {m!r} must be a bool tensor [B, T] for a [B, T, d] input "
+                    f"(True = real token); got {got} for an input of shape {tuple(h.shape)}."
+                )
+            if tuple(mask.shape) != want:
+                raise InputError(
+                    f"mask of modality {m!r} has shape {tuple(mask.shape)}; the input "
+                    f"{tuple(h.shape)} needs {want}."
+                )
 
-    def forward(self, inputs: Mapping[str, Tensor]) -> PgMOutput:
-        self.check_inputs(inputs)
+    def forward(
+        self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None
+    ) -> PgMOutput:
+        self.check_inputs(inputs, masks)
         cfg = self.config
+        masks = dict(masks or {})
         seq = {m: h.dim() == 3 for m, h in inputs.items()}
         hs = {m: h if seq[m] else h.unsqueeze(1) for m, h in inputs.items()}
         order = [m for m in cfg.modalities if m in hs]  # config order, whatever the caller's
+        mk: dict[str, Tensor | None] = {m: masks.get(m) for m in order}
+        n_mod = len(cfg.modalities)
 
-        partitions = {}
+        parts_of, qs = {}, {}
         for m in order:
+            part: Partitioner = self.partitioners[m]  # type: ignore[assignment]
+            qs[m] = part.q()
             h = hs[m]
             h_uni = scale_grad(h, cfg.kappa(m, "uni"))
             h_paired = scale_grad(h, cfg.kappa(m, "paired"))
-            partitions[m] = self.partitioners[m](h, h_uni, h_paired)
+            parts_of[m] = part(h_uni, h_paired, qs[m])
         uni_learned = {
-            m: self.uni_learners[m](partitions[m].uni) if cfg.uni_learner else partitions[m].uni
+            m: self.uni_learners[m](parts_of[m].uni) if cfg.uni_learner else parts_of[m].uni
             for m in order
         }
-        paired_in = {m: partitions[m].paired for m in order}
+        paired_in = {m: parts_of[m].paired for m in order}
         skipped = False
         paired_learned: dict[str, Tensor]
         if self.paired_learner is None:
@@ -221,67 +271,93 @@ class PgMBlock(nn.Module):
         elif getattr(self.paired_learner, "needs_pairs", False) and len(order) < 2:
             paired_learned, skipped = {}, True
         else:
-            paired_learned = self.paired_learner(paired_in)
+            paired_learned = self.paired_learner(paired_in, mk)
 
         outputs, rebuilt = {}, {}
         for m in order:
+            h = hs[m]
             if self.decoders:
-                out, rebuilt[m] = self.decoders[m](uni_learned[m], paired_learned.get(m), hs[m])
+                dec: UniPairedDecoder = self.decoders[m]  # type: ignore[assignment]
+                part = self.partitioners[m]  # type: ignore[assignment]
+                change = part.decode(dec(uni_learned[m], paired_learned.get(m)), qs[m])
+                rebuilt[m] = h + change
+                out = dec.mix_into(h, change)
+                if mk[m] is not None:  # padded positions: the input, unchanged
+                    out = torch.where(mk[m].unsqueeze(-1), out, h)  # type: ignore[union-attr]
             else:
-                out = hs[m]
+                out = h
             outputs[m] = out if seq[m] else out.squeeze(1)
 
         losses: dict[str, Tensor] = {}
         for m in order:
-            if m in rebuilt and cfg.lambda_rec > 0:
-                losses[f"rec.{m}"] = cfg.lambda_rec * reconstruction_loss(rebuilt[m], hs[m])
-            if cfg.partitioner == "gate" and cfg.lambda_rho > 0:
-                losses[f"rho.{m}"] = cfg.lambda_rho * share_loss(
-                    partitions[m].share, cfg.rho_for(m)
+            part = self.partitioners[m]  # type: ignore[assignment]
+            q = qs[m]
+            if q is not None and cfg.lambda_rec > 0 and cfg.partitioner != "split":
+                h = hs[m].detach()  # the partition's own objective: no gradient into the host
+                losses[f"rec.{m}"] = (cfg.lambda_rec / n_mod) * masked_mse(
+                    part.decode(part.encode(h, q), q), h, mk[m]
                 )
-            orth = partitions[m].orth
-            if orth is not None and cfg.lambda_orth > 0:
-                losses[f"orth.{m}"] = cfg.lambda_orth * orth
         if (
             cfg.paired == "shared"
             and self.paired_learner is not None
             and len(order) > 1
             and cfg.lambda_align > 0
         ):
-            losses["align"] = cfg.lambda_align * self.align_loss(paired_learned)
+            losses["align"] = cfg.lambda_align * self.align_loss(paired_learned, mk)
 
         logits = {
-            f"uni.{m}": self.uni_heads[m](mean_pool(uni_learned[m]))
+            f"uni.{m}": self.uni_heads[m](masked_mean(uni_learned[m], mk[m]))
             for m in order
             if m in self.uni_heads
         }
-        if self.paired_head is not None and len(order) > 1 and not skipped:
-            ref = next(iter(hs.values()))
-            pooled = [
-                mean_pool(paired_learned[m])
-                if m in paired_learned
-                else ref.new_zeros(ref.shape[0], self._paired_out[m])
-                for m in cfg.modalities
-            ]
-            logits["paired"] = self.paired_head(torch.cat(pooled, dim=-1))
+        if len(self.paired_heads) and len(order) > 1 and not skipped:
+            logits["paired"] = self.paired_logits(paired_learned, mk)
 
         parts = {
             m: ModalParts(
-                partitions[m].uni,
-                partitions[m].paired,
+                parts_of[m].uni,
+                parts_of[m].paired,
                 uni_learned[m],
                 paired_learned.get(m),
                 rebuilt.get(m),
-                partitions[m].gate,
+                parts_of[m].gate,
+                mk[m],
             )
             for m in order
         }
-        shares = {m: partitions[m].share for m in order}
+        shares = {m: parts_of[m].share for m in order}
         return PgMOutput(outputs, parts, shares, losses, logits, skipped, cfg)
 
-    def align_loss(self, paired_learned: Mapping[str, Tensor]) -> Tensor:
+    def paired_logits(
+        self,
+        paired_learned: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor | None] | None = None,
+    ) -> Tensor:
+        """The paired head over every modality's pooled paired code (missing ones count 0).
+
+        Public so that an engine running one modality per call (independent mode) can train the
+        head across the calls of one step from the parts' ``paired_learned``.
+        """
+        masks = masks or {}
+        assert self.paired_bias is not None
+        ref = next(iter(paired_learned.values()))
+        total = ref.new_zeros(ref.shape[0], self.config.out_dim) + self.paired_bias
+        for m, p in paired_learned.items():
+            x = p if p.dim() == 3 else p.unsqueeze(1)
+            total = total + self.paired_heads[m](masked_mean(x, masks.get(m)))
+        return total
+
+    def align_loss(
+        self,
+        paired_learned: Mapping[str, Tensor],
+        masks: Mapping[str, Tensor | None] | None = None,
+    ) -> Tensor:
         """Mean alignment loss over every pair of modalities' pooled paired codes."""
-        pooled = [mean_pool(p) for p in paired_learned.values()]
+        masks = masks or {}
+        pooled = [
+            masked_mean(p if p.dim() == 3 else p.unsqueeze(1), masks.get(m))
+            for m, p in paired_learned.items()
+        ]
         terms = []
         for i in range(len(pooled)):
             for j in range(i + 1, len(pooled)):
@@ -293,7 +369,13 @@ class PgMBlock(nn.Module):
 
     # ------------------------------------------------------------------ optimisation
     def named_param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Group name -> the block's parameters in it; every parameter lands in exactly one."""
+        """Group name -> the block's parameters in it; every parameter lands in exactly one.
+
+        One group per (modality, part) for parts ``uni`` (learner and head), ``paired`` (the
+        learner's per-modality modules and the paired head's weight on this modality),
+        ``partitioner`` (``Q`` and the gate logits) and ``decoder`` (``D`` and ``beta``), plus
+        ``paired.shared`` (the weight-shared network of the 'shared' learner, the head's bias).
+        """
         groups: dict[str, list[nn.Parameter]] = {}
         learner: _PairedLearner | None = self.paired_learner  # type: ignore[assignment]
         for m in self.config.modalities:
@@ -303,23 +385,27 @@ class PgMBlock(nn.Module):
             if m in self.uni_heads:
                 uni += self.uni_heads[m].parameters()
             groups[f"{m}.uni"] = uni
-            groups[f"{m}.paired"] = list(learner.per_modality(m)) if learner is not None else []
+            paired = list(learner.per_modality(m)) if learner is not None else []
+            if m in self.paired_heads:
+                paired += self.paired_heads[m].parameters()
+            groups[f"{m}.paired"] = paired
+            groups[f"{m}.partitioner"] = list(self.partitioners[m].parameters())
+            groups[f"{m}.decoder"] = (
+                list(self.decoders[m].parameters()) if m in self.decoders else []
+            )
         groups["paired.shared"] = [
             *(learner.shared() if learner is not None else ()),
-            *(self.paired_head.parameters() if self.paired_head is not None else ()),
+            *([self.paired_bias] if self.paired_bias is not None else []),
         ]
-        groups["partitioner"] = list(self.partitioners.parameters())
-        groups["decoder"] = list(self.decoders.parameters())
         grouped = {id(p) for ps in groups.values() for p in ps}
         missing = [n for n, p in self.named_parameters() if id(p) not in grouped]
         assert not missing, f"parameters in no optimizer group: {missing}"
         return groups
 
     def param_groups(self, base_lr: float, **defaults: Any) -> list[dict[str, Any]]:
-        """Optimizer groups ``{"name", "params", "lr"}``, one per (modality, part), the shared
-        paired parts, the partitioner and the decoder, each at ``base_lr * lr_mult[name]``.
-
-        ``defaults`` (e.g. ``weight_decay``) are copied into every group.
+        """Optimizer groups ``{"name", "params", "lr"}``, one per (modality, part) and
+        ``paired.shared``, each at ``base_lr * lr_mult[name]`` (``base_lr`` everywhere when
+        ``separate_lrs=False``). ``defaults`` (e.g. ``weight_decay``) are copied into every group.
         """
         lr_of = {name: self.config.lr_multiplier(name) for name in self.config.group_names()}
         return make_param_groups(self.named_param_groups(), base_lr, lr_of, **defaults)

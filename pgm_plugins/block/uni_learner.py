@@ -1,7 +1,8 @@
 """Uni-modal learner: one token-wise MLP per modality that sees no other modality.
 
-PGM_METHOD.md section 2. Its head (built by the block) is trained on the task label from this
-modality's features alone: the uni-modal training of the paper, after Du et al., ICML 2023.
+PGM_METHOD.md section 2. It reads only its modality's uni part ``u_m`` and its head (built by the
+block) is trained on the task label from that alone: the uni-modal training of the paper, after
+Du et al., ICML 2023 ("On Uni-Modal Feature Learning in Supervised Multi-Modal Learning").
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ __all__ = ["UniModalLearner"]
 
 
 class UniModalLearner(nn.Module):
-    def __init__(self, in_dim: int, width: int, dropout: float = 0.0) -> None:
+    """``u~ = MLP(u)``, same width as ``u``, token-wise."""
+
+    def __init__(self, in_dim: int, hidden: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.net = MLP(in_dim, width, width, dropout)
-        self.norm = nn.LayerNorm(width)
+        self.net = MLP(in_dim, hidden, in_dim, dropout)
 
     def forward(self, u: Tensor) -> Tensor:
-        return self.norm(self.net(u))
+        return self.net(u)

@@ -1,0 +1,220 @@
+"""Arms of the method study: PgM, its ablations, and the controls, as block factories.
+
+Every arm except ``host`` is a module built from the same ``PgMConfig`` and injected by the same
+engine at the same sites (``pgm_plugins.inject(..., block_factory=...)``), with the same zero-init
+gate (identity at initialisation), optimizer and schedule; that is what makes them fair controls.
+
+- ``pgm``: the default block.
+- ``capacity``: a residual MLP over all modalities (pooled codes concatenated -> hidden ->
+  per-modality change, ``h + beta * change``), its hidden width solved so that its parameter
+  count is within 5 % of the PgM block's.
+- ``interaction``: PgM's own interaction layer without the partition (``partitioner='none'``:
+  both learners see the whole code), so a win can be credited to partitioning.
+- ``uni_heads``: uni-modal heads alone on each site (Du et al. 2023's uni-modal training): a
+  linear head per modality trained on the label, the host's features left unchanged.
+- ``pgm-*``: ablations, each a configuration that removes exactly what it names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pgm_plugins.block import PgMBlock, PgMConfig, PgMOutput
+from pgm_plugins.block.mlp import masked_mean
+from pgm_plugins.block.optim import make_param_groups
+
+__all__ = [
+    "ABLATIONS",
+    "ARMS",
+    "Arm",
+    "CapacityControl",
+    "UniHeadsControl",
+    "count_parameters",
+    "get_arm",
+]
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class _Control(nn.Module):
+    """What the injection engine needs from a block, for modules that are not PgM."""
+
+    config: PgMConfig
+
+    def check_inputs(
+        self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None
+    ) -> None:
+        PgMBlock.check_inputs(self, inputs, masks)  # type: ignore[arg-type]
+
+    def named_param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"control": list(self.parameters())}
+
+    def param_groups(self, base_lr: float, **defaults: Any) -> list[dict[str, Any]]:
+        return make_param_groups(self.named_param_groups(), base_lr, None, **defaults)
+
+    def betas(self) -> dict[str, float]:
+        return {}
+
+    def align_loss(self, codes: Mapping[str, Tensor], masks: Any = None) -> Tensor:
+        ref = next(iter(codes.values()))
+        return ref.new_zeros(())
+
+
+class CapacityControl(_Control):
+    """Residual MLP over all modalities: ``h_m + beta_m * Up_m(GELU(Down([pool h_n]_n)))``."""
+
+    def __init__(self, config: PgMConfig, hidden: int) -> None:
+        super().__init__()
+        self.config = config
+        total = sum(config.modalities.values())
+        self.down = nn.Linear(total, hidden)
+        self.up = nn.ModuleDict({m: nn.Linear(hidden, d) for m, d in config.modalities.items()})
+        self.beta = nn.ParameterDict({m: nn.Parameter(torch.zeros(())) for m in config.modalities})
+
+    @staticmethod
+    def size(config: PgMConfig, hidden: int) -> int:
+        total = sum(config.modalities.values())
+        return total * hidden + hidden + hidden * total + total + len(config.modalities)
+
+    @classmethod
+    def matching(cls, config: PgMConfig, target: int) -> CapacityControl:
+        """The control whose parameter count is nearest ``target``."""
+        hidden = max(
+            1,
+            round(
+                (target - 2 * sum(config.modalities.values()))
+                / (2 * sum(config.modalities.values()) + 1)
+            ),
+        )
+        return cls(config, hidden)
+
+    def forward(
+        self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None
+    ) -> PgMOutput:
+        self.check_inputs(inputs, masks)
+        masks = masks or {}
+        cfg = self.config
+        ref = next(iter(inputs.values()))
+        pooled = []
+        for m, d in cfg.modalities.items():
+            h = inputs.get(m)
+            if h is None:
+                pooled.append(ref.new_zeros(ref.shape[0], d))
+            else:
+                pooled.append(masked_mean(h if h.dim() == 3 else h.unsqueeze(1), masks.get(m)))
+        hidden = torch.nn.functional.gelu(self.down(torch.cat(pooled, dim=-1)))
+        outputs = {}
+        for m in cfg.modalities:
+            if m not in inputs:
+                continue
+            h = inputs[m]
+            change = self.up[m](hidden)
+            if h.dim() == 3:
+                change = change.unsqueeze(1)
+            out = h + self.beta[m] * change
+            if h.dim() == 3 and masks.get(m) is not None:
+                out = torch.where(masks[m].unsqueeze(-1), out, h)
+            outputs[m] = out
+        return PgMOutput(outputs, {}, {}, {}, {}, False, cfg)
+
+    def betas(self) -> dict[str, float]:
+        return {m: float(b.detach()) for m, b in self.beta.items()}
+
+
+class UniHeadsControl(_Control):
+    """A linear head per modality on the pooled site features; outputs unchanged."""
+
+    def __init__(self, config: PgMConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.heads = nn.ModuleDict(
+            {m: nn.Linear(d, config.out_dim) for m, d in config.modalities.items()}
+        )
+
+    def forward(
+        self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None
+    ) -> PgMOutput:
+        self.check_inputs(inputs, masks)
+        masks = masks or {}
+        logits = {
+            f"uni.{m}": self.heads[m](
+                masked_mean(h if h.dim() == 3 else h.unsqueeze(1), masks.get(m))
+            )
+            for m, h in inputs.items()
+        }
+        return PgMOutput(dict(inputs), {}, {}, {}, logits, False, self.config)
+
+
+#: ablation name -> the config change that removes exactly what it names
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "pgm-no-uni": {"uni_learner": False},
+    "pgm-no-paired": {"paired_learner": False},
+    "pgm-no-decoder": {"decoder": False},
+    "pgm-one-lr": {"separate_lrs": False},
+    "pgm-gradscale": {"grad_scale": {"*.uni": 0.5}},
+    "pgm-no-heads": {"lambda_uni": 0.0, "lambda_paired": 0.0},
+    "pgm-split": {"partitioner": "split"},
+    "pgm-project": {"partitioner": "project"},
+    "pgm-gate": {"partitioner": "gate"},
+    "pgm-attention": {"paired": "attention"},
+    "pgm-shared": {"paired": "shared"},
+    "pgm-replace": {"mix": "replace"},
+}
+
+
+@dataclass
+class Arm:
+    """One arm: a name, and how to build its block from the PgM config (None: the host alone)."""
+
+    name: str
+    description: str
+    changes: dict[str, Any] = field(default_factory=dict)
+    kind: str = "pgm"  #: 'host', 'pgm', 'capacity', 'uni_heads'
+
+    def factory(self) -> Callable[[PgMConfig], nn.Module] | None:
+        if self.kind == "host":
+            return None
+        changes = self.changes
+
+        def build(config: PgMConfig) -> nn.Module:
+            cfg = config.replace(**changes) if changes else config
+            if self.kind == "capacity":
+                return CapacityControl.matching(cfg, count_parameters(PgMBlock(config)))
+            if self.kind == "uni_heads":
+                return UniHeadsControl(cfg)
+            return PgMBlock(cfg)
+
+        return build
+
+
+ARMS: dict[str, Arm] = {
+    "host": Arm("host", "the host alone", kind="host"),
+    "pgm": Arm("pgm", "host + PgM block (defaults)"),
+    "capacity": Arm(
+        "capacity", "host + residual MLP over all modalities, same size (+-5 %)", kind="capacity"
+    ),
+    "interaction": Arm(
+        "interaction",
+        "host + PgM's interaction layer without the partition (partitioner='none')",
+        {"partitioner": "none"},
+    ),
+    "uni_heads": Arm("uni_heads", "host + uni-modal heads alone", kind="uni_heads"),
+    **{name: Arm(name, f"PgM ablation {change}", change) for name, change in ABLATIONS.items()},
+}
+
+
+def get_arm(name: str) -> Arm:
+    from pgm_plugins.errors import UnknownNameError, choices_text, did_you_mean
+
+    if name not in ARMS:
+        raise UnknownNameError(
+            f"unknown arm {name!r}; valid: {choices_text(ARMS)}." + did_you_mean(name, ARMS)
+        )
+    return ARMS[name]

@@ -1,0 +1,52 @@
+"""The late-fusion host of the method study: per-modality encoder MLPs -> concat -> head.
+
+The block (or a control arm) is injected at the encoders' outputs (``encoders.<m>``) through
+``pgm_plugins.inject(..., block_factory=...)``, the same engine every other host uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["LateFusionHost", "host_sites"]
+
+
+class LateFusionHost(nn.Module):
+    """``encoders.<m>``: ``Linear -> GELU -> Dropout -> Linear -> GELU`` (``[B, hidden]``);
+    ``head``: ``Linear(M * hidden, hidden) -> GELU -> Dropout -> Linear(hidden, out_dim)``."""
+
+    def __init__(
+        self, widths: Mapping[str, int], hidden: int = 32, out_dim: int = 2, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.widths = dict(widths)
+        self.encoders = nn.ModuleDict(
+            {
+                m: nn.Sequential(
+                    nn.Linear(d, hidden),
+                    nn.GELU(),
+                    nn.Dropout(dropout),
+                    nn.Linear(hidden, hidden),
+                    nn.GELU(),
+                )
+                for m, d in self.widths.items()
+            }
+        )
+        self.head = nn.Sequential(
+            nn.Linear(hidden * len(self.widths), hidden),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, out_dim),
+        )
+
+    def forward(self, **inputs: Tensor) -> Tensor:
+        h = [enc(inputs[m]) for m, enc in self.encoders.items()]
+        return self.head(torch.cat(h, dim=-1))
+
+
+def host_sites(host: LateFusionHost) -> dict[str, str]:
+    """Injection sites: each encoder's output."""
+    return {m: f"encoders.{m}" for m in host.encoders}

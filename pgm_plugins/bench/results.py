@@ -1,0 +1,103 @@
+"""One JSON result file per run (cell), written atomically; a rerun skips finished cells.
+
+A record holds the full config, seed, fold, metrics (validation and test), curves, wall time,
+parameter counts, package versions, git commit and dirty flag, data digest and machine. A killed
+run loses only its unfinished cell: files appear whole (temporary file renamed into place) and a
+file that does not parse is reported, never counted as done.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pgm_plugins._io import atomic_write_text
+
+__all__ = ["ResultStore", "environment"]
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.=+-]+")
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def environment(repo: Path | None = None) -> dict[str, Any]:
+    """Versions, git commit + dirty flag, machine: what every record carries."""
+    import numpy
+    import torch
+
+    from pgm_plugins._version import __version__
+
+    repo = repo or Path(__file__).resolve().parents[2]
+    commit = _git(["rev-parse", "HEAD"], repo)
+    status = _git(["status", "--porcelain", "--untracked-files=no"], repo)
+    return {
+        "versions": {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+            "pgm_plugins": __version__,
+        },
+        "git": {"commit": commit, "dirty": bool(status) if status is not None else None},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+        },
+    }
+
+
+class ResultStore:
+    """Result files under ``root``, one per cell key (``{"arm": ..., "seed": ..., ...}``)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, key: Mapping[str, Any]) -> Path:
+        name = "__".join(f"{k}={_SAFE.sub('-', str(v))}" for k, v in key.items())
+        return self.root / f"{name}.json"
+
+    def load(self, key: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The finished record of ``key``, or None (missing, or corrupt: reported on stderr)."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"warning: corrupt result file {path} ({exc}); it will be rerun", file=sys.stderr)
+            return None
+        if not isinstance(record, dict) or record.get("key") != dict(key):
+            print(f"warning: result file {path} does not hold cell {dict(key)}", file=sys.stderr)
+            return None
+        return record
+
+    def write(self, key: Mapping[str, Any], record: Mapping[str, Any]) -> Path:
+        path = self.path(key)
+        data = {"key": dict(key), **record}
+        atomic_write_text(path, json.dumps(data, indent=1, sort_keys=False, default=float) + "\n")
+        return path
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every readable record under ``root`` (corrupt files reported and skipped)."""
+        for path in sorted(self.root.glob("*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                print(f"warning: skipping corrupt result file {path} ({exc})", file=sys.stderr)
+                continue
+            if isinstance(record, dict) and "key" in record:
+                yield record
