@@ -12,6 +12,7 @@ module under their names, so pickle finds them (``pgm_mmf.variants.ConcatBoWPgM`
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import threading
 import weakref
@@ -116,9 +117,12 @@ def variant_class(model: str) -> type:
     """The PgM variant of mmf model ``model`` (a registry name such as ``"concat_bow"``)."""
     family = next((f for f in FAMILIES if f.model == model), None)
     if family is None:
+        supported = [f.model for f in FAMILIES]
+        near = difflib.get_close_matches(str(model), supported, n=1)
         raise KeyError(
-            f"no PgM variant for mmf model {model!r}; supported: "
-            f"{', '.join(f.model for f in FAMILIES)}."
+            f"no PgM variant for mmf model {model!r}"
+            + (f"; did you mean {near[0]!r}?" if near else ".")
+            + f" Supported: {', '.join(supported)}."
         )
     name = class_name(family)
     with _lock:
