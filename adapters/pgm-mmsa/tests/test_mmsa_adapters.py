@@ -89,3 +89,18 @@ def test_widths_that_do_not_match_the_data_name_both():
     with pytest.raises(ValueError, match=r"text: host 768, data 100.*audio: host 5, data 73"):
         check_widths(host_info(model).widths, DATA_WIDTHS)
     check_widths(DATA_WIDTHS, DATA_WIDTHS)
+
+
+def test_registered_host_factories_build_and_run_their_examples():
+    from pgm_mmsa.plugin import EXAMPLES
+
+    from pgm_plugins.registry import get_registry
+
+    for name, example in EXAMPLES.items():
+        spec = get_registry().hosts.entry(name).value
+        assert spec.adapter == name
+        torch.manual_seed(0)
+        model, x = spec.factory(), example()
+        with torch.no_grad():
+            assert model(*x)["M"].shape == (x[0].shape[0], 1)
+        assert pp.match_adapter(model) == name

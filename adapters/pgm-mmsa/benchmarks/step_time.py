@@ -1,0 +1,164 @@
+"""Training-step time of each MMSA host: plain, with identity hooks at the adapter's sites, and
+with the adapter's default PgM block (host+PgM / host is the number that matters).
+
+Each arm is its own copy of the host (same seed) with its own ``HostTrainer`` (the host's own
+losses and optimizer groups; the block's aux loss and groups in the PgM arm). Arms are
+interleaved in a shuffled order every round, so a load change on this shared machine hits all
+three alike; the result is the median over rounds. Inputs are random at the real data's widths
+(step time does not depend on the values).
+
+    python adapters/pgm-mmsa/benchmarks/step_time.py            # all six, 1 thread
+    python adapters/pgm-mmsa/benchmarks/step_time.py --threads 2 --hosts lmf tfn
+
+Writes ``benchmarks/results/step_time.json`` (beside this script) with the machine, load,
+commit, versions, configs and per-host numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+from pgm_mmsa.hosts import DATA_WIDTHS, build_host, example_inputs, host_info
+from pgm_mmsa.recipes import HostTrainer
+
+import pgm_plugins as pp
+
+KINDS = ["mult", "misa", "self_mm", "tfn", "lmf", "mmim"]
+HERE = Path(__file__).resolve().parent
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=HERE, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _labels(batch: int) -> torch.Tensor:
+    return torch.arange(batch).remainder(2).float() * 2 - 1
+
+
+def _arm(kind: str, arm: str, window: int, x: Any) -> tuple[HostTrainer, dict[str, Any]]:
+    torch.manual_seed(0)
+    model = build_host(kind, widths=DATA_WIDTHS, seq_len=window)
+    info: dict[str, Any] = {"host_parameters": sum(p.numel() for p in model.parameters())}
+    handle = None
+    if arm == "identity":
+        sites = pp.get_adapter(f"mmsa.{kind}").sites_for(model)
+        mods = dict(model.named_modules())
+        for site in sites.values():
+            mods[site.layer].register_forward_hook(lambda m, a, out: out)
+    elif arm == "pgm":
+        handle = pp.inject(model, example_inputs=x)
+        info["block_parameters"] = sum(p.numel() for p in handle.block.parameters())
+        info["block_config"] = handle.block.config.to_dict()
+    trainer = HostTrainer(model, handle, train_samples=x[0].shape[0])
+    return trainer, info
+
+
+def run_host(kind: str, window: int, batch: int, rounds: int, warmup: int) -> dict[str, Any]:
+    x = example_inputs(kind, DATA_WIDTHS, seq_len=window, batch=batch)
+    y = _labels(batch)
+    index = torch.arange(batch)
+    arms = {}
+    infos = {}
+    for arm in ("host", "identity", "pgm"):
+        arms[arm], infos[arm] = _arm(kind, arm, window, x)
+    times: dict[str, list[float]] = {a: [] for a in arms}
+    order = list(arms)
+    rng = random.Random(0)
+    for r in range(warmup + rounds):
+        rng.shuffle(order)
+        for arm in order:
+            t0 = time.perf_counter()
+            arms[arm].step(x, y, index)
+            dt = time.perf_counter() - t0
+            if r >= warmup:
+                times[arm].append(dt)
+    med = {a: statistics.median(t) for a, t in times.items()}
+    q = {a: statistics.quantiles(t, n=4) for a, t in times.items()}
+    return {
+        "kind": kind,
+        "description": host_info(arms["host"].model).description,
+        "host_parameters": infos["host"]["host_parameters"],
+        "block_parameters": infos["pgm"]["block_parameters"],
+        "block_config": infos["pgm"]["block_config"],
+        "step_s_median": med,
+        "step_s_quartiles": {a: [v[0], v[2]] for a, v in q.items()},
+        "ratio_pgm": med["pgm"] / med["host"],
+        "ratio_identity": med["identity"] / med["host"],
+        "rounds": rounds,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hosts", nargs="+", default=KINDS, choices=KINDS)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--window", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "step_time.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+    started = time.time()
+    results = []
+    for kind in args.hosts:
+        res = run_host(kind, args.window, args.batch, args.rounds, args.warmup)
+        m = res["step_s_median"]
+        print(
+            f"{kind:8s} host {m['host'] * 1e3:7.1f} ms  identity x{res['ratio_identity']:.3f}  "
+            f"pgm x{res['ratio_pgm']:.3f}  params host {res['host_parameters']:,} "
+            f"block {res['block_parameters']:,}",
+            flush=True,
+        )
+        results.append(res)
+    record = {
+        "benchmark": "pgm-mmsa step time",
+        "settings": {k: v if not isinstance(v, Path) else str(v) for k, v in vars(args).items()},
+        "widths": DATA_WIDTHS,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+        },
+        "versions": {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "pgm_plugins": pp.__version__,
+        },
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(_git("status", "--porcelain")),
+        "wall_s": time.time() - started,
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=args.out.parent, delete=False, suffix=".tmp") as f:
+        json.dump(record, f, indent=2)
+    os.replace(f.name, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
