@@ -91,6 +91,17 @@ class Site:
         if isinstance(value, str):
             return cls(layer=value)
         if isinstance(value, Mapping):
+            known = [f.name for f in dataclasses.fields(cls)]
+            unknown = [k for k in value if k not in known]
+            if unknown:
+                from pgm_plugins.errors import did_you_mean
+
+                raise InjectionError(
+                    f"unknown Site field {unknown[0]!r}; valid fields: {', '.join(known)}."
+                    + did_you_mean(str(unknown[0]), known)
+                )
+            if "layer" not in value:
+                raise InjectionError(f"a site mapping needs 'layer'; got {dict(value)!r}.")
             return cls(**value)
         raise InjectionError(f"a site must be a Site, a layer path or a mapping; got {value!r}.")
 
