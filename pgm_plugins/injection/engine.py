@@ -17,7 +17,9 @@ read. A read does not drop them (reading twice gives the same terms); the first 
 read starts a new window. Forwards under ``no_grad`` / ``inference_mode`` are not kept. At most
 ``max_pending`` forwards (default 8) are kept unread; older ones are dropped (bounded memory for a
 loop that never reads, such as embedding a data set in train mode) and the next read warns how many
-were dropped. A recomputation under activation checkpointing is never counted as a forward.
+were dropped. A forward whose block parameters changed in place since it ran (an optimizer step)
+cannot be backpropagated, so a read skips it. A recomputation under activation checkpointing is
+never counted as a forward.
 ``remove()`` drops every thread's state.
 
 Modes:
@@ -110,6 +112,7 @@ class _Local(threading.local):
 
     def __init__(self) -> None:
         self.pending: list[list[PgMOutput]] = []  #: one entry per forward (or independent call)
+        self.versions: list[int | None] = []  #: the block parameters' version at each forward
         self.read = False  #: the pending forwards were read; the next forward starts a new window
         self.dropped = 0
         self.last: list[PgMOutput] = []  #: outputs of the last forward, for parts and stats
@@ -388,22 +391,38 @@ class PgMInjection(nn.Module):
         if not torch.is_grad_enabled():
             return
         if local.read:
-            local.pending, local.read, local.dropped = [], False, 0
+            local.pending, local.versions, local.read, local.dropped = [], [], False, 0
         local.pending.append(outputs)
+        local.versions.append(None if torch.compiler.is_compiling() else self._version())
         if len(local.pending) > self.max_pending:
-            del local.pending[0]
+            del local.pending[0], local.versions[0]
             local.dropped += 1
+
+    def _version(self) -> int:
+        """Sum of the block parameters' version counters: changes with every in-place update."""
+        return sum(p._version for p in self.block.parameters())
+
+    def _live_pending(self) -> list[list[PgMOutput]]:
+        """Pending forwards that can still be backpropagated: a forward whose block parameters
+        were changed in place since (an optimizer step) cannot, and is skipped."""
+        local = self._local
+        now = self._version()
+        keep = [v is None or v == now for v in local.versions]
+        if not all(keep):
+            local.pending = [r for r, k in zip(local.pending, keep, strict=True) if k]
+            local.versions = [v for v, k in zip(local.versions, keep, strict=True) if k]
+        return local.pending
 
     def pending(self) -> list[list[PgMOutput]]:
         """The forwards the next read covers (this thread), oldest first."""
-        return list(self._local.pending)
+        return list(self._live_pending())
 
     def loss_terms(
         self, targets: Tensor | Sequence[Tensor] | None = None
     ) -> tuple[dict[str, Tensor], int]:
         """Weighted auxiliary loss terms over the pending forwards; returns ``(terms, count)``."""
         local = self._local
-        records = local.pending
+        records = self._live_pending()
         if local.dropped:
             warnings.warn(
                 f"{local.dropped} training forwards of the PgM block were dropped unread (more "

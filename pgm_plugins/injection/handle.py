@@ -127,7 +127,7 @@ class PgMHandle:
             "betas": inj.block.betas(),
             "complete": local.complete,
             "forwards": local.forwards,
-            "pending": len(local.pending) if not local.read else 0,
+            "pending": len(inj.pending()),
             "read_check": "pending (first eager forward)" if inj.read_check_pending else "done",
         }
 
