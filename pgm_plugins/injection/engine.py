@@ -143,12 +143,17 @@ class _SiteInputHook(_SiteOutputHook):
         return None if new is None else (new, kwargs)
 
 
+# The root hooks only keep books (open and close a forward's record, the one-time read check);
+# they run eagerly under torch.compile, where dynamo would otherwise trace them as frames of
+# their own and replay their bookkeeping on thread-local records.
 class _RootPreHook(_EngineHook):
+    @torch.compiler.disable
     def __call__(self, module: nn.Module, args: Any, kwargs: Any) -> None:
         _owner_in(module, self.owner)._begin(module, args, kwargs)
 
 
 class _RootHook(_EngineHook):
+    @torch.compiler.disable
     def __call__(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> Any:
         return _owner_in(module, self.owner)._end(output)
 
@@ -257,7 +262,7 @@ class PgMInjection(nn.Module):
     def _begin(self, root: nn.Module, args: Any, kwargs: Any) -> None:
         if _probing():
             return
-        if self.read_check_pending and self.enabled and not torch.compiler.is_compiling():
+        if self.read_check_pending and self.enabled:
             self._check_reads(root, args, kwargs)
         stack = _stack()
         # a forward interrupted by KeyboardInterrupt never ran its end hook: drop it

@@ -224,6 +224,10 @@ def set_element(value: Any, index: int | str | None, new: Tensor) -> Any:
         items = list(value)
         items[index] = new  # type: ignore[index]
         return items
+    if type(value) is dict:  # a plain dict: rebuilt (traceable by torch.compile)
+        return {**value, index: new}
+    if dataclasses.is_dataclass(value) and not isinstance(value, Mapping):
+        return dataclasses.replace(value, **{str(index): new})  # type: ignore[type-var]
     out = copy.copy(value)
     if isinstance(out, dict):
         out[index] = new
