@@ -67,7 +67,8 @@ def test_the_engine_adds_no_graph_breaks(case):
         if any("pgm_plugins" in frame.filename for frame in r.user_stack)
     ]
     assert in_engine == []
-    if plain.graph_count == 1:  # a host dynamo traces whole (the GRU host it does not)
+    rnn = any(isinstance(m, torch.nn.RNNBase) for m in model.modules())
+    if plain.graph_count == 1 and not rnn:  # dynamo does not trace RNNs: the host breaks
         assert (injected_.graph_count, injected_.graph_break_count) == (1, 0)
 
 
