@@ -20,7 +20,10 @@ class Towers(nn.Module):
         torch.manual_seed(0)
         self.stems = nn.ModuleDict({m: nn.Linear(d, d) for m, d in WIDTHS.items()})
         self.towers = nn.ModuleDict(
-            {m: nn.Sequential(nn.Linear(d, 8), nn.Tanh(), nn.Linear(8, 8)) for m, d in WIDTHS.items()}
+            {
+                m: nn.Sequential(nn.Linear(d, 8), nn.Tanh(), nn.Linear(8, 8))
+                for m, d in WIDTHS.items()
+            }
         )
         self.head = nn.Linear(24, 1)
         self.ckpt, self.reentrant = ckpt, reentrant

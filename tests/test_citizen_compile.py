@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from citizen import SITES, host, inputs, injected, targets
+from citizen import host, injected, inputs, targets
 from tiny_models import CASES
 
 import pgm_plugins as pp
 
 # dynamo compiles a root module's hooks as frames of their own and wraps the tensors they read;
 # torch hides this warning itself unless warnings are errors, as in this suite
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:The .grad attribute of a Tensor that is not a leaf"
-)
+pytestmark = pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
 
 
 def _train(model, handle, steps=3):

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from citizen import grads, inputs, injected, step_loss, targets
+from citizen import grads, injected, inputs, step_loss, targets
 from torch.optim.swa_utils import AveragedModel
 
 import pgm_plugins as pp

@@ -7,7 +7,7 @@ import weakref
 
 import pytest
 import torch
-from citizen import inputs, injected, targets
+from citizen import injected, inputs, targets
 
 from pgm_plugins.errors import InjectionError, InputError
 

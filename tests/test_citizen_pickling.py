@@ -6,7 +6,7 @@ import io
 import pickle
 
 import torch
-from citizen import inputs, injected, step_loss, targets
+from citizen import injected, inputs, step_loss, targets
 
 import pgm_plugins as pp
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from citizen import SITES, host, inputs, injected
+from citizen import SITES, host, injected, inputs
 
 import pgm_plugins as pp
 from pgm_plugins import Site
@@ -98,8 +98,11 @@ def test_a_time_first_tensor_is_recognised_and_an_ambiguous_one_asks():
 
     torch.manual_seed(0)
     model = SeqFirst()
-    plan = pp.plan(model, sites={"a": "a", "b": "b"}, example_inputs=(torch.randn(2, 5, 3),) * 1
-                   + (torch.randn(2, 5, 2),))
+    plan = pp.plan(
+        model,
+        sites={"a": "a", "b": "b"},
+        example_inputs=(torch.randn(2, 5, 3),) * 1 + (torch.randn(2, 5, 2),),
+    )
     assert {rs.layout for rs in plan.sites.values()} == {"BTD"}  # hooks see batch-first output
     square = (torch.randn(4, 4, 3), torch.randn(4, 4, 2))
     with pytest.raises(SiteError, match="could be axis 0 or 1"):
@@ -149,7 +152,9 @@ def test_checkpoints_load_into_a_bf16_or_compiled_host(tmp_path):
     [
         (lambda m: m["config"].update(rho=0.9), CheckpointError, "differ from what was saved"),
         (
-            lambda m: m.update(sites=dict(zip(m["sites"], reversed(m["sites"].values()), strict=True))),
+            lambda m: m.update(
+                sites=dict(zip(m["sites"], reversed(m["sites"].values()), strict=True))
+            ),
             CheckpointError,
             "differ from what was saved",
         ),

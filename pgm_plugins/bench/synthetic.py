@@ -60,9 +60,7 @@ def _counts(swap: bool) -> tuple[dict[str, int], dict[str, int]]:
 def truth(swap: bool = False) -> dict[str, Any]:
     """True uni share per modality (uni factors / all factors; None for the noise modality)."""
     uni, paired = _counts(swap)
-    shares = {
-        m: (uni[m] / (uni[m] + paired[m]) if uni[m] + paired[m] else None) for m in uni
-    }
+    shares = {m: (uni[m] / (uni[m] + paired[m]) if uni[m] + paired[m] else None) for m in uni}
     order = sorted((m for m in shares if shares[m] is not None), key=lambda m: -shares[m])
     return {
         "spec": SPEC,

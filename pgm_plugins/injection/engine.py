@@ -52,7 +52,14 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 from pgm_plugins.block import ModalParts, PgMConfig, PgMOutput
 from pgm_plugins.block.losses import sum_terms
 from pgm_plugins.errors import InjectionError, InputError
-from pgm_plugins.injection.site import Junction, Site, from_block, get_element, set_element, to_block
+from pgm_plugins.injection.site import (
+    Junction,
+    Site,
+    from_block,
+    get_element,
+    set_element,
+    to_block,
+)
 
 __all__ = ["DEFAULT_MAX_PENDING", "PgMInjection", "SiteSlot", "find_injections"]
 

@@ -208,9 +208,7 @@ class PgMHandle:
 
     def __repr__(self) -> str:
         state = "removed" if self.removed else ("enabled" if self.enabled else "disabled")
-        return (
-            f"PgMHandle({self.mode}, modalities={list(self.block.config.modalities)}, {state})"
-        )
+        return f"PgMHandle({self.mode}, modalities={list(self.block.config.modalities)}, {state})"
 
 
 def handle_of(model: nn.Module, prefix: str | None = None) -> PgMHandle:

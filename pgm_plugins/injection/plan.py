@@ -193,10 +193,13 @@ def _infer_layout(
     if len(shape) == 2:
         return "BD", ""
     if len(shape) != 3:
-        return None, f"{site.describe()} gives a {len(shape)}-D tensor {shape}; sites take 2-D or 3-D"
+        return (
+            None,
+            f"{site.describe()} gives a {len(shape)}-D tensor {shape}; sites take 2-D or 3-D",
+        )
     if isinstance(module, nn.Conv1d) and site.at == "output":
         return "BDT", ""
-    if batch is None or shape[0] == batch and shape[1] != batch:
+    if batch is None or (shape[0] == batch and shape[1] != batch):
         return "BTD", ""
     if shape[1] == batch and shape[0] != batch:
         return "TBD", ""

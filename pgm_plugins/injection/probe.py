@@ -7,8 +7,8 @@ restores every buffer (BatchNorm statistics) and the RNG state, and removes its 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
 import warnings
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
