@@ -1,4 +1,4 @@
-"""Shared helpers for the "good PyTorch citizen" tests: a tiny host, a fitted block, a train step."""
+"""Helpers for the "good PyTorch citizen" tests: a tiny host, an injected block, a train step."""
 
 from __future__ import annotations
 

@@ -71,7 +71,7 @@ def test_the_engine_adds_no_graph_breaks(case):
 
 
 def test_export_in_eval_mode_gives_the_same_outputs():
-    model, handle = injected()
+    model, _handle = injected()
     model.eval()
     x = inputs()
     expected = model(*x)

@@ -19,13 +19,13 @@ def test_host_state_dict_loads_and_block_keys_may_be_absent():
 
 
 def test_a_missing_or_misspelt_host_key_is_still_caught():
-    model, handle = injected()
+    _model, handle = injected()
     state = host().state_dict()
     missing = dict(state)
     missing.pop("fusion.0.weight")
-    with pytest.raises(InjectionError, match="missing host key 'fusion.0.weight'"):
+    with pytest.raises(InjectionError, match=r"missing host key 'fusion\.0\.weight'"):
         handle.load_host_state_dict(missing)
     misspelt = dict(state)
     misspelt["fusion.0.wieght"] = misspelt.pop("fusion.0.weight")
-    with pytest.raises(InjectionError, match="unexpected key 'fusion.0.wieght'.*near"):
+    with pytest.raises(InjectionError, match=r"unexpected key 'fusion\.0\.wieght'.*near"):
         handle.load_host_state_dict(misspelt)

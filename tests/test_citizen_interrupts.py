@@ -1,6 +1,8 @@
-"""A KeyboardInterrupt during the first forward (the joint-mode read check) leaves no mode pushed."""
+"""A KeyboardInterrupt in the first forward (the joint-mode read check) leaves no mode pushed."""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 from citizen import SITES, host, inputs, targets
@@ -28,10 +30,8 @@ def test_interrupt_during_the_first_forward_leaves_no_torch_function_mode():
     model.fusion = nn.Sequential(Interrupting(), model.fusion)
     handle = pp.inject(model, sites=SITES)  # no example inputs: checked at the first forward
     assert handle.stats()["read_check"].startswith("pending")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         model(*inputs())
-    except KeyboardInterrupt:
-        pass
     assert torch._C._len_torch_function_stack() == 0
     # the next forward works, runs the check and trains
     model(*inputs())
@@ -44,9 +44,7 @@ def test_interrupt_in_a_later_forward_drops_that_forward():
     model = host()
     handle = pp.inject(model, sites=SITES, example_inputs=inputs())
     model.fusion = nn.Sequential(Interrupting(), model.fusion)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         model(*inputs())
-    except KeyboardInterrupt:
-        pass
     model(*inputs())
     assert handle.stats()["pending"] == 1

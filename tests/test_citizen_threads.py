@@ -11,7 +11,7 @@ from citizen import injected, inputs
 
 @pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])
 def test_threaded_inference_matches_single_thread(grad):
-    model, handle = injected()
+    model, _handle = injected()
     model.eval()
     batches = [inputs(batch=3, seed=s) for s in range(40)]
     with torch.no_grad():

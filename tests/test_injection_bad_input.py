@@ -48,7 +48,7 @@ def test_malformed_sites_raise_site_errors(model, sites, match):
 
 
 def test_a_dotted_prefix_is_refused(model):
-    with pytest.raises(InjectionError, match="prefix='pgm.block' must be a Python identifier"):
+    with pytest.raises(InjectionError, match=r"prefix='pgm\.block' must be a Python identifier"):
         pp.inject(model, sites=SITES, prefix="pgm.block")
     untouched(model, *model.before)
 
@@ -163,7 +163,7 @@ def test_checkpoints_load_into_a_bf16_or_compiled_host(tmp_path):
     ],
 )
 def test_an_edited_or_malformed_config_is_refused(tmp_path, edit, error, match):
-    model, handle = injected()
+    _model, handle = injected()
     pp.save(handle, tmp_path)
     path = tmp_path / "pgm_config.json"
     meta = json.loads(path.read_text())
@@ -176,7 +176,7 @@ def test_an_edited_or_malformed_config_is_refused(tmp_path, edit, error, match):
 
 
 def test_a_file_as_the_checkpoint_path_is_a_checkpoint_error(tmp_path):
-    model, handle = injected()
+    _model, handle = injected()
     target = tmp_path / "file"
     target.write_text("x")
     with pytest.raises(CheckpointError, match="is a file"):

@@ -4,7 +4,8 @@ Design (why it looks like this): the unit of an injection is one ``nn.Module`` a
 (``model.pgm_block``). It holds the block as a child, the description of its sites (plain,
 picklable data) and whether it is enabled. The hooks on the host's layers are small picklable
 callables that point at that module, not closures over an outside object; so ``copy.deepcopy``,
-``torch.save(model)``, EMA copies and DDP / DataParallel replicas each carry their own working block.
+``torch.save(model)``, EMA copies and DDP / DataParallel replicas each carry their own working
+block.
 
 The state of one forward (captured modalities, clones, the block's outputs) belongs to that forward:
 it lives in a per-thread stack of :class:`_Forward` records, pushed by a pre-hook on the host's root
@@ -145,7 +146,7 @@ class _SiteOutputHook(_EngineHook):
 
 
 class _SiteInputHook(_SiteOutputHook):
-    def __call__(self, module: nn.Module, args: Any, kwargs: Any) -> Any:  # type: ignore[override]
+    def __call__(self, module: nn.Module, args: Any, kwargs: Any) -> Any:
         new = self.owner._on_site(self.key, args)
         return None if new is None else (new, kwargs)
 
@@ -178,6 +179,8 @@ class PgMInjection(nn.Module):
     Users hold a :class:`~pgm_plugins.injection.handle.PgMHandle` (``pgm_plugins.handle_of(model)``
     gives one for any model, copies included); this module is what the model carries.
     """
+
+    block: Any  #: the PgM block (or a control arm's module with the same contract)
 
     def __init__(
         self,
@@ -223,11 +226,13 @@ class PgMInjection(nn.Module):
 
     @property
     def config(self) -> PgMConfig:
-        return self.block.config  # type: ignore[no-any-return]
+        config: PgMConfig = self.block.config
+        return config
 
     def extra_repr(self) -> str:
         state = "removed" if self.removed else ("enabled" if self.enabled else "disabled")
-        return f"mode={self.mode}, sites={ {k: s.site.describe() for k, s in self.slots.items()} }, {state}"
+        sites = {k: s.site.describe() for k, s in self.slots.items()}
+        return f"mode={self.mode}, sites={sites}, {state}"
 
     # ------------------------------------------------------------------ attach / detach
     def attach(self, model: nn.Module, modules: Mapping[str, nn.Module]) -> None:
@@ -405,12 +410,12 @@ class PgMInjection(nn.Module):
         if local.read:
             local.pending, local.versions, local.read, local.dropped = [], [], False, 0
         local.pending.append(outputs)
-        local.versions.append(None if torch.compiler.is_compiling() else self._version())
+        local.versions.append(None if torch.compiler.is_compiling() else self._params_version())
         if len(local.pending) > self.max_pending:
             del local.pending[0], local.versions[0]
             local.dropped += 1
 
-    def _version(self) -> int:
+    def _params_version(self) -> int:
         """Sum of the block parameters' version counters: changes with every in-place update."""
         return sum(p._version for p in self.block.parameters())
 
@@ -418,7 +423,7 @@ class PgMInjection(nn.Module):
         """Pending forwards that can still be backpropagated: a forward whose block parameters
         were changed in place since (an optimizer step) cannot, and is skipped."""
         local = self._local
-        now = self._version()
+        now = self._params_version()
         keep = [v is None or v == now for v in local.versions]
         if not all(keep):
             local.pending = [r for r, k in zip(local.pending, keep, strict=True) if k]
@@ -582,13 +587,13 @@ def _targets_per_record(
                     "the order the forwards ran."
                 )
         return [targets] * len(records)
-    targets = list(targets)
-    if len(targets) != len(records):
+    per: list[Tensor | None] = list(targets)
+    if len(per) != len(records):
         raise InputError(
-            f"{len(targets)} targets given for {len(records)} pending forwards; pass one targets "
+            f"{len(per)} targets given for {len(records)} pending forwards; pass one targets "
             "tensor per forward since the last read (or one tensor for all)."
         )
-    return targets
+    return per
 
 
 def _keep_alive(output: Any, owner: PgMInjection) -> Any:

@@ -42,7 +42,7 @@ class PgMHandle:
 
     # ------------------------------------------------------------------ views
     @property
-    def block(self) -> nn.Module:
+    def block(self) -> Any:
         return self.injection.block
 
     @property

@@ -50,7 +50,7 @@ class Plan:
     junction: Junction | None
     mode: str
     config: PgMConfig
-    block: PgMBlock = field(repr=False)
+    block: nn.Module = field(repr=False)
     adapter: str | None
     prefix: str
     order: list[str]  #: arrival order seen in the dry run (else the sites' order)
