@@ -14,7 +14,15 @@ from pgm_plugins._version import __version__
 if TYPE_CHECKING:
     from pgm_plugins.api import get_adapter, inject, list_adapters, load, match_adapter, plan
     from pgm_plugins.block import PgMBlock, PgMConfig, PgMOutput, scale_grad
-    from pgm_plugins.injection import Adapter, Junction, PgMHandle, Site, list_layers, save
+    from pgm_plugins.injection import (
+        Adapter,
+        Junction,
+        PgMHandle,
+        Site,
+        handle_of,
+        list_layers,
+        save,
+    )
     from pgm_plugins.registry import hookimpl
 
 _LAZY = {
@@ -27,6 +35,7 @@ _LAZY = {
     "PgMHandle": "pgm_plugins.injection",
     "Site": "pgm_plugins.injection",
     "list_layers": "pgm_plugins.injection",
+    "handle_of": "pgm_plugins.injection",
     "save": "pgm_plugins.injection",
     "inject": "pgm_plugins.api",
     "plan": "pgm_plugins.api",
@@ -47,6 +56,7 @@ __all__ = [
     "Site",
     "__version__",
     "get_adapter",
+    "handle_of",
     "hookimpl",
     "inject",
     "list_adapters",

@@ -120,6 +120,7 @@ def plan(
             module must take ``{modality: tensor}`` and return a ``PgMOutput``.
     """
     recognise = sites is None and junction is None
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper: inject into the module
     return build_plan(
         model,
         sites=sites,
@@ -153,23 +154,32 @@ def load(model: nn.Module, directory: str | Path, **kwargs: Any) -> PgMHandle:
 
     ``kwargs`` go to :func:`plan` (``example_inputs=`` for sites whose width needs a dry run).
     """
+    model = getattr(model, "_orig_mod", model)  # a compiled host: inject into the module itself
     meta, tensors = read_checkpoint(directory, model)
-    spelled, resolved = meta["sites"], meta.get("resolved", {})
-    junction, sites = None, None
-    if spelled.get("junction") is True:
-        junction = Junction(**{k: v for k, v in spelled.items() if k != "junction"})
-    else:  # the widths and layouts found when saving: no dry run needed
-        sites = {
-            k: dataclasses.replace(
-                Site.coerce(v),
-                dim=resolved[k]["width"],
-                layout=resolved[k]["layout"] or Site.coerce(v).layout,
-            )
-            if k in resolved
-            else v
-            for k, v in spelled.items()
-        }
-    config = PgMConfig.from_dict(meta["config"])
+    try:
+        spelled, resolved = meta["sites"], meta["resolved"]
+        junction, sites = None, None
+        if spelled.get("junction") is True:
+            junction = Junction(**{k: v for k, v in spelled.items() if k != "junction"})
+        else:  # the widths and layouts found when saving: no dry run needed
+            sites = {
+                k: dataclasses.replace(
+                    Site.coerce(v),
+                    dim=resolved[k]["width"],
+                    layout=resolved[k]["layout"] or Site.coerce(v).layout,
+                )
+                if k in resolved
+                else v
+                for k, v in spelled.items()
+            }
+        config = PgMConfig.from_dict(meta["config"])
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        if isinstance(exc, CheckpointError):
+            raise
+        raise CheckpointError(
+            f"{directory}: the saved sites or config cannot be read ({type(exc).__name__}: "
+            f"{exc}); the checkpoint is corrupt or from an incompatible version."
+        ) from exc
     p = plan(
         model,
         adapter=None,
@@ -177,7 +187,7 @@ def load(model: nn.Module, directory: str | Path, **kwargs: Any) -> PgMHandle:
         config=config,
         junction=junction,
         mode=meta["mode"],
-        prefix=meta.get("prefix", "pgm_block"),
+        prefix=meta["prefix"],
         **kwargs,
     )
     p.adapter = meta.get("adapter")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._pytree import tree_leaves
 
 import pgm_plugins as pp
 from pgm_plugins.registry import get_registry
@@ -25,7 +26,9 @@ def build(name: str):
 
 
 def call(model, inputs):
-    return model(**inputs) if isinstance(inputs, dict) else model(*inputs)
+    """The model's output tensors, whatever container it returns (MMSA returns a dict)."""
+    out = model(**inputs) if isinstance(inputs, dict) else model(*inputs)
+    return [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
 
 
 def test_the_example_plugin_host_is_collected():
@@ -44,10 +47,10 @@ def test_registered_host_identity_removal_and_checkpoint(name, tmp_path):
             if decoder.beta is not None:
                 decoder.beta.fill_(0.5)
     changed = call(model, inputs)
-    assert not torch.equal(changed, ref)
+    assert any(not torch.equal(c, r) for c, r in zip(changed, ref, strict=True))
     pp.save(handle, tmp_path)
     handle.remove()
-    assert torch.equal(call(model, inputs), ref)
+    torch.testing.assert_close(call(model, inputs), ref, rtol=0, atol=0)
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     fresh, _, _ = build(name)
     pp.load(fresh, tmp_path)

@@ -2,7 +2,8 @@
 
 from pgm_plugins.injection.adapter import Adapter
 from pgm_plugins.injection.checkpoint import read_checkpoint, save
-from pgm_plugins.injection.handle import PgMHandle
+from pgm_plugins.injection.engine import PgMInjection
+from pgm_plugins.injection.handle import PgMHandle, handle_of
 from pgm_plugins.injection.layers import LayerInfo, format_layers, list_layers
 from pgm_plugins.injection.plan import Plan, build_plan, host_fingerprint
 from pgm_plugins.injection.site import Junction, Site
@@ -12,10 +13,12 @@ __all__ = [
     "Junction",
     "LayerInfo",
     "PgMHandle",
+    "PgMInjection",
     "Plan",
     "Site",
     "build_plan",
     "format_layers",
+    "handle_of",
     "host_fingerprint",
     "list_layers",
     "read_checkpoint",

@@ -1,41 +1,27 @@
-"""The injection engine and ``PgMHandle``, what ``inject`` returns.
+"""``PgMHandle``: the user's view onto a PgM block inside a host (what ``inject`` returns).
 
-Hooks on the site layers hand the block each modality's tensor. In **joint** mode the engine
-defers: early modalities are cloned and the clones handed to the host; when the last expected
-modality arrives the block runs on all of them, writes its results into the earlier clones in place
-and returns the last one's result. Writing into a clone (never into a tensor the host made) keeps
-autograd sound; a one-time check (``ReadWatch``) makes sure the host reads no clone before the
-commit. In **independent** mode each site runs the block on its own modality at once.
+The handle owns nothing a model needs: the block, its sites, whether it is enabled and every hook
+live in the model as a :class:`~pgm_plugins.injection.engine.PgMInjection` module. So a deep copy,
+a pickle, an EMA copy or a DDP replica of the model works on its own, and
+``pgm_plugins.handle_of(copy)`` gives a handle for the copy. The rule for which forwards an
+auxiliary loss covers is in :mod:`pgm_plugins.injection.engine`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import Tensor, nn
 
-from pgm_plugins.block import ModalParts, PgMBlock, PgMOutput
-from pgm_plugins.block.losses import sum_terms
+from pgm_plugins.block import ModalParts, PgMOutput
 from pgm_plugins.errors import InjectionError
-from pgm_plugins.injection.probe import ReadWatch
-from pgm_plugins.injection.site import (
-    attach_hook,
-    from_block,
-    get_element,
-    set_element,
-    to_block,
-)
+from pgm_plugins.injection.engine import PgMInjection, find_injections
 
 if TYPE_CHECKING:
-    from pgm_plugins.injection.plan import Plan, ResolvedSite
+    from pgm_plugins.injection.plan import Plan
 
-__all__ = ["PgMHandle"]
-
-
-def _layout(rs: ResolvedSite, t: Tensor) -> str:
-    return rs.layout or ("BD" if t.dim() == 2 else "BTD")
+__all__ = ["PgMHandle", "handle_of"]
 
 
 class PgMHandle:
@@ -43,236 +29,106 @@ class PgMHandle:
 
     Train with ``loss = task_loss + handle.aux_loss(targets)`` and an optimizer over
     ``handle.param_groups(base_lr)``. ``remove()`` gives the host back exactly.
+
+    ``aux_loss`` covers every forward run with gradients since the previous read (per thread);
+    reading twice before the next forward gives the same loss; at most ``max_pending`` unread
+    forwards are kept.
     """
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, model: nn.Module, injection: PgMInjection, plan: Plan | None = None) -> None:
+        self.model = model
+        self.injection = injection
         self.plan = plan
-        self.model = plan.model
-        self.block: PgMBlock = plan.block
-        self.enabled = True
-        self.removed = False
-        self._hooks: list[Any] = []
-        self._outputs: list[PgMOutput] = []
-        self._captured: dict[str, Tensor] = {}
-        self._clones: dict[str, tuple[Tensor, str]] = {}
-        self._calls: dict[str, int] = {}
-        self._committed = False
-        self._complete = True
-        self._forwards = 0
-        self._watch: ReadWatch | None = (
-            ReadWatch() if plan.read_check == "on the first forward" else None
-        )
 
-    # ------------------------------------------------------------------ attach / remove
-    @classmethod
-    def _attach(cls, plan: Plan) -> PgMHandle:
-        model = plan.model
-        if hasattr(model, plan.prefix):
-            raise InjectionError(
-                f"the model already has an attribute {plan.prefix!r}; this plan "
-                "was applied already (or another block is injected)."
-            )
-        self = cls(plan)
-        model.add_module(plan.prefix, plan.block)
-        try:
-            for rs in plan.sites.values():
-                self._hooks.append(attach_hook(rs.module, rs.site, self._make_hook(rs)))
-            if plan.mode == "joint" and plan.junction is None:
-                self._hooks.append(model.register_forward_pre_hook(self._begin))
-                self._hooks.append(model.register_forward_hook(self._end, always_call=True))
-        except BaseException:
-            self._detach()
-            raise
-        return self
+    # ------------------------------------------------------------------ views
+    @property
+    def block(self) -> Any:
+        return self.injection.block
 
-    def _detach(self) -> None:
-        for h in self._hooks:
-            h.remove()
-        self._hooks.clear()
-        if getattr(self.model, self.plan.prefix, None) is self.block:
-            delattr(self.model, self.plan.prefix)
+    @property
+    def mode(self) -> str:
+        return self.injection.mode
 
+    @property
+    def adapter(self) -> str | None:
+        return self.injection.adapter
+
+    @property
+    def enabled(self) -> bool:
+        return self.injection.enabled
+
+    @property
+    def removed(self) -> bool:
+        return self.injection.removed
+
+    @property
+    def max_pending(self) -> int:
+        """How many unread training forwards are kept (older ones are dropped with a warning)."""
+        return self.injection.max_pending
+
+    @max_pending.setter
+    def max_pending(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InjectionError(f"max_pending={value!r} must be a positive int.")
+        self.injection.max_pending = value
+
+    # ------------------------------------------------------------------ state
     def remove(self) -> nn.Module:
         """Take the block out and the hooks off; the host is then the model it was."""
         self._check_live()
-        self._detach()
-        self._reset()
-        self.removed = True
+        self.injection.detach(self.model)
+        self.injection.removed = True
         return self.model
 
     def enable(self) -> None:
         self._check_live()
-        self.enabled = True
+        self.injection.enabled = True
 
     def disable(self) -> None:
-        """Keep the block attached but let the host run as if it were not there."""
+        """Keep the block attached but let the host run as if it were not there (copies keep
+        this setting: it lives in the model)."""
         self._check_live()
-        self.enabled = False
+        self.injection.enabled = False
 
     def _check_live(self) -> None:
-        if self.removed:
+        if self.injection.removed:
             raise InjectionError("this PgM handle was removed; inject again for a new one.")
-
-    # ------------------------------------------------------------------ the hooks
-    def _make_hook(self, rs: ResolvedSite) -> Callable[..., Any]:
-        index = rs.site.element
-
-        def handle(value: Any) -> Any:
-            if not self.enabled:
-                return None
-            watch = self._watch
-            if watch is not None and watch.paused == 0:
-                with watch.pause():
-                    return self._on_site(rs, value, index)
-            return self._on_site(rs, value, index)
-
-        return handle
-
-    def _on_site(self, rs: ResolvedSite, value: Any, index: int | str | None) -> Any:
-        calls = self._calls.get(rs.key, 0)
-        self._calls[rs.key] = calls + 1
-        if rs.site.call is not None and calls != rs.site.call:
-            return None
-        t = get_element(value, index)
-        if not isinstance(t, Tensor):
-            raise InjectionError(
-                f"site {rs.site.describe()} gave a {type(t).__name__}, not a "
-                "tensor; check the site's index."
-            )
-        layout = _layout(rs, t)
-        x = to_block(t, layout)
-        if self.plan.junction is not None:
-            return set_element(value, index, from_block(self._run_junction(x), layout))
-        if self.plan.mode == "independent":
-            if any(rs.key in o.outputs for o in self._outputs):
-                self._outputs.clear()  # the same modality again: a new step has begun
-            out = self.block({rs.key: x})
-            self._outputs.append(out)
-            return set_element(value, index, from_block(out.outputs[rs.key], layout))
-        # joint mode, deferred commit
-        if rs.key in self._captured:
-            raise InjectionError(
-                f"layer {rs.site.layer!r} ran again before the block ran (it runs several times "
-                "per forward); choose the call with Site(..., call=N)."
-            )
-        self._captured[rs.key] = x
-        if len(self._captured) < len(self.plan.sites):
-            clone = t.clone()
-            self._clones[rs.key] = (clone, self.plan.sites[rs.key].layout or layout)
-            if self._watch is not None:
-                self._watch.track(clone, f"{rs.key!r} (layer {rs.site.layer!r})")
-            return set_element(value, index, clone)
-        out = self._commit()
-        return set_element(value, index, from_block(out.outputs[rs.key], layout))
-
-    def _commit(self) -> PgMOutput:
-        out = self.block(self._captured)
-        for key, (clone, layout) in self._clones.items():
-            clone.copy_(from_block(out.outputs[key], layout))
-        self._outputs = [out]
-        self._committed = True
-        if self._watch is not None:
-            self._watch.clear()
-        return out
-
-    def _run_junction(self, x: Tensor) -> Tensor:
-        assert self.plan.junction is not None
-        widths = self.plan.junction.widths
-        parts = dict(zip(widths, x.split(list(widths.values()), dim=-1), strict=True))
-        out = self.block(parts)
-        self._outputs = [out]
-        return torch.cat([out.outputs[m] for m in widths], dim=-1)
-
-    def _reset(self) -> None:
-        self._captured, self._clones, self._calls = {}, {}, {}
-        self._committed, self._complete = False, True
-
-    def _begin(self, module: nn.Module, args: Any) -> None:
-        self._reset()
-        self._outputs = []
-        if self._watch is not None:
-            self._watch.__enter__()
-
-    def _end(self, module: nn.Module, args: Any, output: Any) -> None:
-        watch, violations = self._watch, []
-        if watch is not None:
-            watch.__exit__(None, None, None)
-            if self._committed:  # the check is decided by the first forward that commits
-                violations, self._watch = watch.violations, None
-            else:  # reads of clones that are never written are harmless
-                watch.violations.clear()
-                watch.clear()
-        self._forwards += 1
-        if not self._committed and self._captured and self.enabled:
-            # some modalities never arrived: the host already consumed the others unchanged,
-            # so the block runs on those present only for its losses and parts
-            self._complete = False
-            self._clones = {}
-            self._outputs = [self.block(self._captured)]
-        self._captured, self._clones = {}, {}
-        if violations:
-            self.remove()
-            raise InjectionError(
-                "the PgM block was removed: in joint mode the host read an earlier modality "
-                f"before the last one was produced ({'; '.join(violations)}). Choose sites where "
-                "every modality is produced before any is consumed, or mode='independent'."
-            )
 
     # ------------------------------------------------------------------ training API
     @property
     def outputs(self) -> list[PgMOutput]:
-        """The block's outputs since the last forward began (one in joint mode)."""
-        return list(self._outputs)
+        """The block's outputs of the forwards the next read covers (this thread), oldest first."""
+        return [o for outs in self.injection.pending() for o in outs]
 
-    def loss_terms(self, targets: Tensor | None = None) -> dict[str, Tensor]:
-        """The block's auxiliary loss terms from the last forward, by name, weighted."""
+    def loss_terms(self, targets: Tensor | Sequence[Tensor] | None = None) -> dict[str, Tensor]:
+        """The block's auxiliary loss terms by name, weighted, summed over the forwards since the
+        previous read. ``targets``: one tensor for every forward, or a list, one per forward."""
         self._check_live()
-        terms: dict[str, Tensor] = {}
-        for out in self._outputs:
-            for name, value in out.loss_terms(targets).items():
-                terms[name] = terms[name] + value if name in terms else value
-        if self.plan.mode == "independent" and len(self._outputs) > 1:
-            cfg = self.block.config
-            codes = {
-                m: p.paired_learned
-                for o in self._outputs
-                for m, p in o.parts.items()
-                if p.paired_learned is not None
-            }
-            sizes = {c.shape[0] for c in codes.values()}
-            if (
-                cfg.paired == "shared"
-                and cfg.lambda_align > 0
-                and len(codes) > 1
-                and len(sizes) == 1
-            ):
-                terms["align"] = cfg.lambda_align * self.block.align_loss(codes)
-        return terms
+        return self.injection.loss_terms(targets)[0]
 
-    def aux_loss(self, targets: Tensor | None = None) -> Tensor:
+    def aux_loss(self, targets: Tensor | Sequence[Tensor] | None = None) -> Tensor:
         """Sum of :meth:`loss_terms`; add it to the host's task loss."""
         self._check_live()
-        if not self._outputs:
-            raise InjectionError(
-                "aux_loss() needs a forward pass of the model first (and the handle enabled)."
-            )
-        return sum_terms(self.loss_terms(targets), next(iter(self._outputs[0].outputs.values())))
+        return self.injection.aux_loss(targets)
 
     @property
     def parts(self) -> dict[str, ModalParts]:
         """Last forward's partitions per modality, detached (for plots)."""
-        return {m: p.detach() for o in self._outputs for m, p in o.parts.items()}
+        return self.injection.last_parts()
 
     def stats(self) -> dict[str, Any]:
         """Uni-modal shares, decoder betas and state of the last forward, as plain numbers."""
-        shares = {m: v for o in self._outputs for m, v in o.share_values().items()}
+        inj = self.injection
+        local = inj._local
         return {
-            "enabled": self.enabled,
-            "mode": self.plan.mode,
-            "shares": shares,
-            "betas": self.block.betas(),
-            "complete": self._complete,
-            "forwards": self._forwards,
+            "enabled": inj.enabled,
+            "mode": inj.mode,
+            "shares": inj.last_shares(),
+            "betas": inj.block.betas(),
+            "complete": local.complete,
+            "forwards": local.forwards,
+            "pending": len(inj.pending()),
+            "read_check": "pending (first eager forward)" if inj.read_check_pending else "done",
         }
 
     def param_groups(
@@ -316,6 +172,32 @@ class PgMHandle:
             )
         return groups + self.block.param_groups(base_lr, **defaults)
 
+    def load_host_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True
+    ) -> nn.modules.module._IncompatibleKeys:
+        """Load the host's own ``state_dict`` (no block keys) into the injected model.
+
+        The block's keys are expected to be absent; with ``strict`` (the default) any host key
+        that is missing or unexpected still raises, naming the keys.
+        """
+        self._check_live()
+        prefix = self.injection.prefix + "."
+        result = self.model.load_state_dict(state_dict, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith(prefix)]
+        unexpected = list(result.unexpected_keys)
+        if strict and (missing or unexpected):
+            from pgm_plugins.injection.plan import _near
+
+            host_keys = [k for k in self.model.state_dict() if not k.startswith(prefix)]
+            lines = [f"missing host key {k!r}" for k in missing] + [
+                f"unexpected key {k!r}{_near(k, host_keys)}" for k in unexpected
+            ]
+            raise InjectionError(
+                "the state_dict does not fit the host: " + "; ".join(lines) + ". (The PgM "
+                f"block's keys under {prefix!r} may be absent; load them with pgm_plugins.load.)"
+            )
+        return nn.modules.module._IncompatibleKeys(missing, unexpected)
+
     def __enter__(self) -> PgMHandle:
         return self
 
@@ -326,6 +208,30 @@ class PgMHandle:
 
     def __repr__(self) -> str:
         state = "removed" if self.removed else ("enabled" if self.enabled else "disabled")
-        return (
-            f"PgMHandle({self.plan.mode}, modalities={list(self.block.config.modalities)}, {state})"
+        return f"PgMHandle({self.mode}, modalities={list(self.block.config.modalities)}, {state})"
+
+
+def handle_of(model: nn.Module, prefix: str | None = None) -> PgMHandle:
+    """A handle for the PgM block inside ``model``: after ``copy.deepcopy``, ``torch.load`` of a
+    whole model, an EMA copy, or when the original handle is out of reach.
+
+    ``model`` may be wrapped by ``torch.compile`` or (Distributed)DataParallel. With several
+    blocks injected under different prefixes, name one with ``prefix``.
+    """
+    found = find_injections(model)
+    if prefix is not None:
+        found = [m for m in found if m.prefix == prefix]
+    if not found:
+        raise InjectionError(
+            f"{type(model).__name__} holds no PgM block"
+            + (f" under prefix {prefix!r}" if prefix else "")
+            + "; inject one with pgm_plugins.inject(model, ...)."
         )
+    if len(found) > 1:
+        raise InjectionError(
+            f"{type(model).__name__} holds {len(found)} PgM blocks (prefixes "
+            f"{[m.prefix for m in found]}); pass prefix= to choose one."
+        )
+    inner = getattr(model, "_orig_mod", model)
+    inner = getattr(inner, "module", inner) if not hasattr(inner, found[0].prefix) else inner
+    return PgMHandle(inner, found[0])

@@ -50,7 +50,7 @@ class Plan:
     junction: Junction | None
     mode: str
     config: PgMConfig
-    block: PgMBlock = field(repr=False)
+    block: nn.Module = field(repr=False)
     adapter: str | None
     prefix: str
     order: list[str]  #: arrival order seen in the dry run (else the sites' order)
@@ -113,13 +113,32 @@ class Plan:
 
     def apply(self) -> PgMHandle:
         """Carry the plan out: attach the block, register the hooks, return the handle."""
+        from pgm_plugins.injection.engine import PgMInjection, SiteSlot
         from pgm_plugins.injection.handle import PgMHandle
 
-        return PgMHandle._attach(self)
+        if hasattr(self.model, self.prefix):
+            raise InjectionError(
+                f"the model already has an attribute {self.prefix!r}; this plan "
+                "was applied already (or another block is injected)."
+            )
+        injection = PgMInjection(
+            self.block,
+            {k: SiteSlot(k, rs.site, rs.layout, rs.width) for k, rs in self.sites.items()},
+            mode=self.mode,
+            junction=self.junction,
+            prefix=self.prefix,
+            order=self.order,
+            read_check_pending=self.read_check == "on the first forward",
+            adapter=self.adapter,
+            spelled=self.spelled,
+        )
+        injection.attach(self.model, {k: rs.module for k, rs in self.sites.items()})
+        return PgMHandle(self.model, injection, self)
 
 
 def host_fingerprint(model: nn.Module, skip_prefix: str = DEFAULT_PREFIX) -> str:
     """A short hash of the host's architecture: module types, parameter and buffer shapes."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper is not architecture
     h = hashlib.sha256()
     for name, module in model.named_modules():
         if name == skip_prefix or name.startswith(skip_prefix + "."):
@@ -127,7 +146,7 @@ def host_fingerprint(model: nn.Module, skip_prefix: str = DEFAULT_PREFIX) -> str
         h.update(f"{name}:{type(module).__qualname__};".encode())
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         if not name.startswith(skip_prefix + "."):
-            h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+            h.update(f"{name}:{tuple(t.shape)};".encode())  # dtype is not architecture
     return h.hexdigest()[:16]
 
 
@@ -161,6 +180,38 @@ def _static_width(module: nn.Module, site: Site) -> int | None:
             if width is not None or any(True for _ in child.parameters()):
                 return width
     return None
+
+
+def _batch_axis(layout: str) -> int:
+    return 1 if layout == "TBD" else 0
+
+
+def _infer_layout(
+    shape: tuple[int, ...], module: nn.Module, site: Site, batch: int | None, static: int | None
+) -> tuple[str | None, str]:
+    """The layout of a tensor seen in the dry run, or ``(None, why)`` when it is ambiguous."""
+    if len(shape) == 2:
+        return "BD", ""
+    if len(shape) != 3:
+        return (
+            None,
+            f"{site.describe()} gives a {len(shape)}-D tensor {shape}; sites take 2-D or 3-D",
+        )
+    if isinstance(module, nn.Conv1d) and site.at == "output":
+        return "BDT", ""
+    if batch is None or (shape[0] == batch and shape[1] != batch):
+        return "BTD", ""
+    if shape[1] == batch and shape[0] != batch:
+        return "TBD", ""
+    if static is not None and shape[2] == static:
+        return None, (
+            f"{site.describe()} gives shape {shape} for a batch of {batch}: the batch could be "
+            "axis 0 or 1; give Site(..., layout='BTD') or layout='TBD'"
+        )
+    return None, (
+        f"{site.describe()} gives shape {shape} for a batch of {batch}; give "
+        "Site(..., layout=...) ('BTD', 'TBD' or 'BDT')"
+    )
 
 
 def _config_from(
@@ -205,6 +256,11 @@ def build_plan(
     """Resolve and validate an injection without changing ``model`` (see ``pgm_plugins.plan``)."""
     if not isinstance(model, nn.Module):
         raise InjectionError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if not isinstance(prefix, str) or not prefix.isidentifier():
+        raise InjectionError(
+            f"prefix={prefix!r} must be a Python identifier (an attribute name such as "
+            f"'pgm_block', no dots): the block is attached as model.<prefix>."
+        )
     if hasattr(model, prefix):
         raise InjectionError(
             f"the model already has an attribute {prefix!r} (a PgM block "
@@ -246,6 +302,16 @@ def build_plan(
     for key, site in site_objs.items():
         if site.layer not in modules:
             problems.append(f"{key}: layer {site.layer!r} not found{_near(site.layer, names)}")
+    seen: dict[tuple[str, str, Any, int | None], str] = {}
+    for key, site in site_objs.items():
+        place = (site.layer, site.at, site.element, site.call)
+        if place in seen:
+            problems.append(
+                f"{key}: {site.describe()} is also the site of {seen[place]!r}; two modalities "
+                "cannot share one tensor (for one tensor carrying several modalities use a "
+                "Junction)"
+            )
+        seen.setdefault(place, key)
     if problems:
         raise SiteError(
             f"{len(problems)} of {len(site_objs)} sites do not match the model "
@@ -286,16 +352,22 @@ def build_plan(
                 )
                 continue
             shape = rec.shapes[0]
+            batch = probe.batch if probe is not None else None
             if layout is None:
-                layout = (
-                    "BD"
-                    if len(shape) == 2
-                    else ("BDT" if isinstance(module, nn.Conv1d) and site.at == "output" else "BTD")
-                )
+                layout, why = _infer_layout(shape, module, site, batch, static)
+                if layout is None:
+                    problems.append(f"{key}: {why}")
+                    continue
             if len(shape) != len(layout):
                 problems.append(
                     f"{key}: layout {layout!r} expects a {len(layout)}-D tensor, but "
                     f"{site.describe()} gives shape {shape}"
+                )
+                continue
+            if batch is not None and shape[_batch_axis(layout)] != batch:
+                problems.append(
+                    f"{key}: layout {layout!r} puts the batch on axis {_batch_axis(layout)}, but "
+                    f"{site.describe()} gives shape {shape} for a batch of {batch}"
                 )
                 continue
             width, source = shape[feature_axis(layout)], "dry run"

@@ -7,6 +7,7 @@ restores every buffer (BatchNorm statistics) and the RNG state, and removes its 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -120,7 +121,10 @@ def call_model(model: nn.Module, example_inputs: Any) -> Any:
 def dry_run(model: nn.Module) -> Iterator[None]:
     """Leave no trace: no grad, buffers and RNG restored afterwards."""
     buffers = {k: v.detach().clone() for k, v in model.named_buffers()}
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.random.fork_rng(devices=[]), torch.no_grad(), warnings.catch_warnings():
+        # a reentrant torch.utils.checkpoint warns that no input requires grad: true only
+        # because the dry run itself runs under no_grad
+        warnings.filterwarnings("ignore", message="None of the inputs have requires_grad")
         try:
             yield
         finally:
@@ -142,13 +146,29 @@ class ProbeResult:
     sites: dict[str, SiteProbe]
     order: list[str]  #: keys in the order of their first arrival
     violations: list[str]
+    batch: int | None = None  #: the inputs' common first axis (None when they disagree)
+
+
+def _batch_of(inputs: Any) -> int | None:
+    """The batch size, when every tensor among the inputs agrees on its first axis."""
+    sizes = {int(t.shape[0]) for t in tree_leaves(inputs) if isinstance(t, Tensor) and t.dim() > 0}
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def probe_sites(
-    model: nn.Module, sites: Mapping[str, Site], example_inputs: Any, check_reads: bool
+    model: nn.Module,
+    sites: Mapping[str, Site],
+    example_inputs: Any,
+    check_reads: bool,
+    call_as: str = "inputs",
 ) -> ProbeResult:
     """One dry run recording, per site: calls, tensor shapes and arrival order; optionally also
-    which early modality the host reads before the last one arrives."""
+    which early modality the host reads before the last one arrives.
+
+    ``call_as="args"``: ``example_inputs`` is ``(args, kwargs)`` of a real forward call.
+    """
+    from pgm_plugins.injection.engine import probing
+
     modules = dict(model.named_modules())
     result = {key: SiteProbe() for key in sites}
     order: list[str] = []
@@ -185,12 +205,12 @@ def probe_sites(
     try:
         for key, site in sites.items():
             handles.append(attach_hook(modules[site.layer], site, make_hook(key, site)))
-        with dry_run(model):
+        with dry_run(model), probing():
             if check_reads:
                 with watch:
-                    call_model(model, example_inputs)
+                    _call(model, example_inputs, call_as)
             else:
-                call_model(model, example_inputs)
+                _call(model, example_inputs, call_as)
     except InjectionError:
         raise
     except Exception as exc:
@@ -200,4 +220,11 @@ def probe_sites(
     finally:
         for h in handles:
             h.remove()
-    return ProbeResult(result, order, watch.violations)
+    return ProbeResult(result, order, watch.violations, _batch_of(example_inputs))
+
+
+def _call(model: nn.Module, inputs: Any, call_as: str) -> Any:
+    if call_as == "args":
+        args, kwargs = inputs
+        return model(*args, **(kwargs or {}))
+    return call_model(model, inputs)

@@ -91,6 +91,17 @@ class Site:
         if isinstance(value, str):
             return cls(layer=value)
         if isinstance(value, Mapping):
+            known = [f.name for f in dataclasses.fields(cls)]
+            unknown = [k for k in value if k not in known]
+            if unknown:
+                from pgm_plugins.errors import did_you_mean
+
+                raise InjectionError(
+                    f"unknown Site field {unknown[0]!r}; valid fields: {', '.join(known)}."
+                    + did_you_mean(str(unknown[0]), known)
+                )
+            if "layer" not in value:
+                raise InjectionError(f"a site mapping needs 'layer'; got {dict(value)!r}.")
             return cls(**value)
         raise InjectionError(f"a site must be a Site, a layer path or a mapping; got {value!r}.")
 
@@ -213,6 +224,10 @@ def set_element(value: Any, index: int | str | None, new: Tensor) -> Any:
         items = list(value)
         items[index] = new  # type: ignore[index]
         return items
+    if type(value) is dict:  # a plain dict: rebuilt (traceable by torch.compile)
+        return {**value, index: new}
+    if dataclasses.is_dataclass(value) and not isinstance(value, Mapping):
+        return dataclasses.replace(value, **{str(index): new})  # type: ignore[type-var]
     out = copy.copy(value)
     if isinstance(out, dict):
         out[index] = new

@@ -1,0 +1,625 @@
+"""The injection engine: ``PgMInjection``, the module that lives inside the host and owns the block.
+
+Design (why it looks like this): the unit of an injection is one ``nn.Module`` attached to the host
+(``model.pgm_block``). It holds the block as a child, the description of its sites (plain,
+picklable data) and whether it is enabled. The hooks on the host's layers are small picklable
+callables that point at that module, not closures over an outside object; so ``copy.deepcopy``,
+``torch.save(model)``, EMA copies and DDP / DataParallel replicas each carry their own working
+block.
+
+The state of one forward (captured modalities, clones, the block's outputs) belongs to that forward:
+it lives in a per-thread stack of :class:`_Forward` records, pushed by a pre-hook on the host's root
+module and popped by its forward hook. Threads never see each other's forwards, and nothing of a
+forward is stored on the module itself: copies and pickles carry none of it.
+
+**Which forwards an auxiliary loss covers** (the rule, per thread and per block):
+``aux_loss()`` / ``loss_terms()`` cover every forward run with gradients enabled since the previous
+read. A read does not drop them (reading twice gives the same terms); the first forward after a
+read starts a new window. Forwards under ``no_grad`` / ``inference_mode`` are not kept. At most
+``max_pending`` forwards (default 8) are kept unread; older ones are dropped (bounded memory for a
+loop that never reads, such as embedding a data set in train mode) and the next read warns how many
+were dropped. A forward whose block parameters changed in place since it ran (an optimizer step)
+cannot be backpropagated, so a read skips it. A recomputation under activation checkpointing is
+never counted as a forward.
+``remove()`` drops every thread's state.
+
+Modes:
+
+- **joint**: inside the host's forward, sites capture their modality as the host produces it and
+  hand the host a clone; when the last modality arrives the block runs on all of them and writes its
+  results into the earlier clones in place (sound only when the host reads no early modality first:
+  checked once, by a dry run at plan time with ``example_inputs`` or at the first forward with that
+  forward's inputs). Outside the host's forward (a tower or an ``encode_*`` method called on its
+  own) a joint-mode site returns the host's own output: the block needs all modalities of a sample.
+- **independent**: every call of a site runs the block on that modality at once, inside or outside
+  the host's forward (dual encoders embedding a data set one modality at a time). The alignment
+  loss pairs the k-th call of each modality since the last read.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from pgm_plugins.block import ModalParts, PgMConfig, PgMOutput
+from pgm_plugins.block.losses import sum_terms
+from pgm_plugins.errors import InjectionError, InputError
+from pgm_plugins.injection.site import (
+    Junction,
+    Site,
+    from_block,
+    get_element,
+    set_element,
+    to_block,
+)
+
+__all__ = ["DEFAULT_MAX_PENDING", "PgMInjection", "SiteSlot", "find_injections"]
+
+DEFAULT_MAX_PENDING = 8
+
+#: per-thread engine state: ``stack`` of active forwards, ``probing`` depth of dry runs
+_TLS = threading.local()
+
+
+def _stack() -> list[_Forward]:
+    stack = getattr(_TLS, "stack", None)
+    if stack is None:
+        stack = _TLS.stack = []
+    return stack
+
+
+def _probing() -> bool:
+    return bool(getattr(_TLS, "probing", 0))
+
+
+class probing:
+    """Context manager: engine hooks pass values through unchanged (dry runs of a host)."""
+
+    def __enter__(self) -> None:
+        _TLS.probing = getattr(_TLS, "probing", 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        _TLS.probing -= 1
+
+
+@dataclass(frozen=True)
+class SiteSlot:
+    """One modality's site as the engine keeps it: picklable, no module references."""
+
+    key: str
+    site: Site
+    layout: str | None  #: None: decided per call (2-D -> BD, 3-D -> BTD)
+    width: int
+
+
+class _Forward:
+    """The state of one forward of the host through one injection (never stored on a module)."""
+
+    __slots__ = ("calls", "captured", "clones", "committed", "outputs", "owner")
+
+    def __init__(self, owner: PgMInjection) -> None:
+        self.owner = owner
+        self.captured: dict[str, Tensor] = {}
+        self.clones: dict[str, tuple[Tensor, str]] = {}
+        self.calls: dict[str, int] = {}
+        self.committed = False
+        self.outputs: list[PgMOutput] = []
+
+
+class _Local(threading.local):
+    """Per-thread, per-injection record of forwards not yet covered by a read."""
+
+    def __init__(self) -> None:
+        self.pending: list[list[PgMOutput]] = []  #: one entry per forward (or independent call)
+        self.versions: list[int | None] = []  #: the block parameters' version at each forward
+        self.read = False  #: the pending forwards were read; the next forward starts a new window
+        self.dropped = 0
+        self.last: list[PgMOutput] = []  #: outputs of the last forward, for parts and stats
+        self.forwards = 0
+        self.complete = True
+
+
+# ---------------------------------------------------------------------- hooks
+class _EngineHook:
+    """Base of the engine's hooks: picklable, deep-copyable, bound to the injection module."""
+
+    def __init__(self, owner: PgMInjection) -> None:
+        self.owner = owner
+
+
+class _SiteOutputHook(_EngineHook):
+    def __init__(self, owner: PgMInjection, key: str) -> None:
+        super().__init__(owner)
+        self.key = key
+
+    def __call__(self, module: nn.Module, args: Any, output: Any) -> Any:
+        return self.owner._on_site(self.key, output)
+
+
+class _SiteInputHook(_SiteOutputHook):
+    def __call__(self, module: nn.Module, args: Any, kwargs: Any) -> Any:
+        new = self.owner._on_site(self.key, args)
+        return None if new is None else (new, kwargs)
+
+
+# The root hooks only keep books (open and close a forward's record, the one-time read check);
+# they run eagerly under torch.compile, where dynamo would otherwise trace them as frames of
+# their own and replay their bookkeeping on thread-local records.
+class _RootPreHook(_EngineHook):
+    @torch.compiler.disable
+    def __call__(self, module: nn.Module, args: Any, kwargs: Any) -> None:
+        _owner_in(module, self.owner)._begin(module, args, kwargs)
+
+
+class _RootHook(_EngineHook):
+    @torch.compiler.disable
+    def __call__(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> Any:
+        return _owner_in(module, self.owner)._end(output)
+
+
+def _owner_in(root: nn.Module, owner: PgMInjection) -> PgMInjection:
+    """The injection module inside ``root``: the hook's own, or a DataParallel replica's."""
+    found = root._modules.get(owner.prefix)
+    return found if isinstance(found, PgMInjection) else owner
+
+
+# ---------------------------------------------------------------------- the module
+class PgMInjection(nn.Module):
+    """A PgM block inside a host, with everything its hooks need. Attached as ``model.<prefix>``.
+
+    Users hold a :class:`~pgm_plugins.injection.handle.PgMHandle` (``pgm_plugins.handle_of(model)``
+    gives one for any model, copies included); this module is what the model carries.
+    """
+
+    block: Any  #: the PgM block (or a control arm's module with the same contract)
+
+    def __init__(
+        self,
+        block: nn.Module,
+        slots: Mapping[str, SiteSlot],
+        *,
+        mode: str,
+        junction: Junction | None,
+        prefix: str,
+        order: Sequence[str],
+        read_check_pending: bool,
+        adapter: str | None,
+        spelled: Mapping[str, Any],
+    ) -> None:
+        super().__init__()
+        self.block = block
+        self.slots = dict(slots)
+        self.mode = mode
+        self.junction = junction
+        self.prefix = prefix
+        self.order = list(order)
+        self.read_check_pending = read_check_pending
+        self.adapter = adapter
+        self.spelled = dict(spelled)
+        self.enabled = True
+        self.removed = False
+        self.max_pending = DEFAULT_MAX_PENDING
+        self.uid = uuid.uuid4().hex
+        self._local = _Local()
+        self._check_lock = threading.Lock()
+
+    # transient state never travels with copies or pickles
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_local", None)
+        state.pop("_check_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._local = _Local()
+        self._check_lock = threading.Lock()
+
+    @property
+    def config(self) -> PgMConfig:
+        config: PgMConfig = self.block.config
+        return config
+
+    def extra_repr(self) -> str:
+        state = "removed" if self.removed else ("enabled" if self.enabled else "disabled")
+        sites = {k: s.site.describe() for k, s in self.slots.items()}
+        return f"mode={self.mode}, sites={sites}, {state}"
+
+    # ------------------------------------------------------------------ attach / detach
+    def attach(self, model: nn.Module, modules: Mapping[str, nn.Module]) -> None:
+        """Add this module to ``model`` and hook the site layers (``modules``: key -> layer)."""
+        model.add_module(self.prefix, self)
+        try:
+            for key, slot in self.slots.items():
+                layer = modules[key]
+                if slot.site.at == "input":
+                    layer.register_forward_pre_hook(_SiteInputHook(self, key), with_kwargs=True)
+                else:
+                    layer.register_forward_hook(_SiteOutputHook(self, key))
+            model.register_forward_pre_hook(_RootPreHook(self), with_kwargs=True)
+            model.register_forward_hook(_RootHook(self), with_kwargs=True, always_call=True)
+        except BaseException:
+            self.detach(model)
+            raise
+
+    def detach(self, model: nn.Module) -> None:
+        """Take this module's hooks off every layer of ``model`` and the module out of it."""
+        for module in model.modules():
+            for hooks, extras in (
+                (
+                    module._forward_hooks,
+                    (module._forward_hooks_with_kwargs, module._forward_hooks_always_called),
+                ),
+                (module._forward_pre_hooks, (module._forward_pre_hooks_with_kwargs,)),
+            ):
+                for hid, hook in list(hooks.items()):
+                    if isinstance(hook, _EngineHook) and hook.owner is self:
+                        del hooks[hid]
+                        for extra in extras:
+                            extra.pop(hid, None)
+        if model._modules.get(self.prefix) is self:
+            delattr(model, self.prefix)
+        self._local = _Local()  # drops every thread's tensors
+
+    # ------------------------------------------------------------------ the forward
+    def _begin(self, root: nn.Module, args: Any, kwargs: Any) -> None:
+        if _probing():
+            return
+        if self.read_check_pending and self.enabled:
+            self._check_reads(root, args, kwargs)
+        stack = _stack()
+        # a forward interrupted by KeyboardInterrupt never ran its end hook: drop it
+        stack[:] = [f for f in stack if f.owner is not self]
+        stack.append(_Forward(self))
+
+    def _end(self, output: Any) -> Any:
+        if _probing():
+            return None
+        stack = _stack()
+        fwd = next((f for f in reversed(stack) if f.owner is self), None)
+        if fwd is None:
+            return None
+        stack.remove(fwd)
+        if fwd.captured and not fwd.committed and self.enabled:
+            # some modalities never arrived: the host already consumed the others unchanged, so
+            # the block runs on those present only for its losses and parts
+            fwd.outputs.append(self.block(fwd.captured))
+        self._record(fwd.outputs, complete=fwd.committed or not fwd.captured)
+        if (
+            self.training
+            and torch.is_grad_enabled()
+            and torch.distributed.is_available()
+            and torch.distributed.is_initialized()
+        ):
+            return _keep_alive(output, self)
+        return None
+
+    def _current(self) -> _Forward | None:
+        stack = getattr(_TLS, "stack", None)
+        if not stack:
+            return None
+        for fwd in reversed(stack):
+            if fwd.owner is self:
+                return fwd
+        return None
+
+    def _on_site(self, key: str, value: Any) -> Any:
+        if _probing() or not self.enabled:
+            return None
+        fwd = self._current()
+        slot = self.slots[key]
+        if fwd is not None:
+            calls = fwd.calls.get(key, 0)
+            fwd.calls[key] = calls + 1
+            if slot.site.call is not None and calls != slot.site.call:
+                return None
+        elif slot.site.call is not None and self.mode == "joint":
+            return None
+        recompute = _recomputing()
+        if recompute and _in_reentrant_checkpoint():
+            raise InjectionError(
+                f"site {slot.site.describe()} runs inside torch.utils.checkpoint with "
+                "use_reentrant=True: its first forward ran without gradients, so the PgM block "
+                "and its auxiliary loss would get wrong gradients. Use "
+                "torch.utils.checkpoint.checkpoint(..., use_reentrant=False)."
+            )
+        t = get_element(value, slot.site.element)
+        if not isinstance(t, Tensor):
+            raise InjectionError(
+                f"site {slot.site.describe()} gave a {type(t).__name__}, not a tensor; check the "
+                "site's index."
+            )
+        layout = _check_layout(slot, t)
+        x = to_block(t, layout)
+        if self.junction is not None:
+            return set_element(value, slot.site.element, from_block(self._junction(x, fwd), layout))
+        if self.mode == "independent":
+            out = self.block({key: x})
+            if fwd is not None:
+                fwd.outputs.append(out)
+            elif not recompute:
+                self._record([out], complete=True)
+            return set_element(value, slot.site.element, from_block(out.outputs[key], layout))
+        # joint mode
+        if fwd is None:
+            if recompute:
+                return self._recompute_joint(slot, value, t)
+            return None  # outside the host's forward: the host's own output
+        if key in fwd.captured:
+            raise InjectionError(
+                f"layer {slot.site.layer!r} ran again in one forward before the block ran (it "
+                "runs several times per forward); choose the call with Site(..., call=N)."
+            )
+        fwd.captured[key] = x
+        if len(fwd.captured) < len(self.slots):
+            clone = t.clone()
+            fwd.clones[key] = (clone, layout)
+            return set_element(value, slot.site.element, clone)
+        out = self.block(fwd.captured)
+        for k, (clone, lay) in fwd.clones.items():
+            clone.copy_(from_block(out.outputs[k], lay))
+        fwd.outputs.append(out)
+        fwd.committed = True
+        return set_element(value, slot.site.element, from_block(out.outputs[key], layout))
+
+    def _recompute_joint(self, slot: SiteSlot, value: Any, t: Tensor) -> Any:
+        """A site re-run by activation checkpointing (non-reentrant) in joint mode."""
+        if self.order and slot.key == self.order[-1]:
+            raise InjectionError(
+                f"site {slot.site.describe()} is recomputed by activation checkpointing, and in "
+                "joint mode the PgM block runs when this modality arrives: the recomputation "
+                "cannot see the other modalities again. Checkpoint a tower of an earlier modality "
+                "only, keep this layer outside the checkpointed region, or use "
+                "mode='independent'."
+            )
+        # an early modality: the forward handed the host a clone, written later in place; the
+        # recomputation repeats the clone (what the tensors saved inside the region saw)
+        return set_element(value, slot.site.element, t.clone())
+
+    def _junction(self, x: Tensor, fwd: _Forward | None) -> Tensor:
+        assert self.junction is not None
+        widths = self.junction.widths
+        parts = dict(zip(widths, x.split(list(widths.values()), dim=-1), strict=True))
+        out = self.block(parts)
+        if fwd is not None:
+            fwd.outputs.append(out)
+            fwd.committed = True
+        elif not _recomputing():
+            self._record([out], complete=True)
+        return torch.cat([out.outputs[m] for m in widths], dim=-1)
+
+    # ------------------------------------------------------------------ records and reads
+    def _record(self, outputs: list[PgMOutput], complete: bool) -> None:
+        if not outputs:
+            return
+        local = self._local
+        local.forwards += 1
+        local.complete = complete
+        local.last = outputs
+        if not torch.is_grad_enabled():
+            return
+        if local.read:
+            local.pending, local.versions, local.read, local.dropped = [], [], False, 0
+        local.pending.append(outputs)
+        local.versions.append(None if torch.compiler.is_compiling() else self._params_version())
+        if len(local.pending) > self.max_pending:
+            del local.pending[0], local.versions[0]
+            local.dropped += 1
+
+    def _params_version(self) -> int:
+        """Sum of the block parameters' version counters: changes with every in-place update."""
+        return sum(p._version for p in self.block.parameters())
+
+    def _live_pending(self) -> list[list[PgMOutput]]:
+        """Pending forwards that can still be backpropagated: a forward whose block parameters
+        were changed in place since (an optimizer step) cannot, and is skipped."""
+        local = self._local
+        now = self._params_version()
+        keep = [v is None or v == now for v in local.versions]
+        if not all(keep):
+            local.pending = [r for r, k in zip(local.pending, keep, strict=True) if k]
+            local.versions = [v for v, k in zip(local.versions, keep, strict=True) if k]
+        return local.pending
+
+    def pending(self) -> list[list[PgMOutput]]:
+        """The forwards the next read covers (this thread), oldest first."""
+        return list(self._live_pending())
+
+    def loss_terms(
+        self, targets: Tensor | Sequence[Tensor] | None = None
+    ) -> tuple[dict[str, Tensor], int]:
+        """Weighted auxiliary loss terms over the pending forwards; returns ``(terms, count)``."""
+        local = self._local
+        records = self._live_pending()
+        if local.dropped:
+            warnings.warn(
+                f"{local.dropped} training forwards of the PgM block were dropped unread (more "
+                f"than max_pending={self.max_pending} forwards since the last aux_loss read); "
+                "the auxiliary loss covers the last ones only. Read aux_loss() every step, or run "
+                "forwards you do not train on under torch.no_grad().",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            local.dropped = 0
+        local.read = True
+        per_record = _targets_per_record(targets, records)
+        terms: dict[str, Tensor] = {}
+        for outs, y in zip(records, per_record, strict=True):
+            for out in outs:
+                for name, value in out.loss_terms(y).items():
+                    terms[name] = terms[name] + value if name in terms else value
+        if self.mode == "independent":
+            align = self._align_across_calls([o for outs in records for o in outs])
+            if align is not None:
+                terms["align"] = terms["align"] + align if "align" in terms else align
+        return terms, len(records)
+
+    def _align_across_calls(self, outputs: list[PgMOutput]) -> Tensor | None:
+        cfg = self.config
+        if cfg.paired != "shared" or cfg.lambda_align <= 0:
+            return None
+        calls: dict[str, list[Tensor]] = {}
+        for out in outputs:
+            if len(out.parts) != 1:
+                continue  # a call that saw several modalities has its own alignment term
+            for m, p in out.parts.items():
+                if p.paired_learned is not None:
+                    calls.setdefault(m, []).append(p.paired_learned)
+        total: Tensor | None = None
+        for k in range(max((len(v) for v in calls.values()), default=0)):
+            codes = {m: v[k] for m, v in calls.items() if len(v) > k}
+            if len(codes) < 2 or len({c.shape[0] for c in codes.values()}) != 1:
+                continue
+            term = cfg.lambda_align * self.block.align_loss(codes)
+            total = term if total is None else total + term
+        return total
+
+    def aux_loss(self, targets: Tensor | Sequence[Tensor] | None = None) -> Tensor:
+        terms, count = self.loss_terms(targets)
+        if count == 0:
+            raise InjectionError(
+                "aux_loss() covers the forwards run with gradients since the last read, and there "
+                "is none: run a training forward of the model first (with the block enabled and "
+                "torch.is_grad_enabled())."
+            )
+        like = next(iter(self._local.pending[0][0].outputs.values()))
+        return sum_terms(terms, like)
+
+    def last_parts(self) -> dict[str, ModalParts]:
+        return {m: p.detach() for o in self._local.last for m, p in o.parts.items()}
+
+    def last_shares(self) -> dict[str, float]:
+        return {m: v for o in self._local.last for m, v in o.share_values().items()}
+
+    # ------------------------------------------------------------------ the joint-mode check
+    def _check_reads(self, root: nn.Module, args: Any, kwargs: Any) -> None:
+        """Run the joint-mode read check once, as a dry run with this forward's inputs."""
+        from pgm_plugins.injection.probe import probe_sites
+
+        with self._check_lock:
+            if not self.read_check_pending:
+                return
+            sites = {k: s.site for k, s in self.slots.items()}
+            with probing():
+                result = probe_sites(root, sites, (args, kwargs), check_reads=True, call_as="args")
+            if len(result.order) < len(sites):
+                return  # a modality is missing: reads of clones never written are harmless
+            self.read_check_pending = False
+            if result.order:
+                self.order = list(result.order)
+            if result.violations:
+                self.detach(root)
+                self.removed = True
+                raise InjectionError(
+                    "the PgM block was removed: in joint mode the host reads an earlier modality "
+                    f"before the last one is produced ({'; '.join(result.violations)}). Choose "
+                    "sites where every modality is produced before any is consumed, or "
+                    "mode='independent'."
+                )
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_layout(slot: SiteSlot, t: Tensor) -> str:
+    layout = slot.layout or ("BD" if t.dim() == 2 else "BTD")
+    if t.dim() != len(layout):
+        raise InputError(
+            f"site {slot.site.describe()} ({slot.key!r}) has layout {layout!r} "
+            f"({len(layout)}-D) but the layer gave a tensor of shape {tuple(t.shape)}; give "
+            f"Site(..., layout=...) matching the tensor ({', '.join(('BD', 'BTD', 'TBD', 'BDT'))})."
+        )
+    axis = {"BD": 1, "BTD": 2, "TBD": 2, "BDT": 1}[layout]
+    if t.shape[axis] != slot.width:
+        raise InputError(
+            f"site {slot.site.describe()} ({slot.key!r}) should carry width {slot.width} on axis "
+            f"{axis} (layout {layout!r}) but the tensor has shape {tuple(t.shape)}; wrong layout?"
+        )
+    time_axis = {"BTD": 1, "TBD": 0, "BDT": 2}.get(layout)
+    if time_axis is not None and t.shape[time_axis] == 0:
+        raise InputError(
+            f"site {slot.site.describe()} ({slot.key!r}) gave a zero-length sequence "
+            f"(shape {tuple(t.shape)}); the PgM block needs at least one token."
+        )
+    return layout
+
+
+def _recomputing() -> bool:
+    """True while autograd's engine runs (a forward recomputed by activation checkpointing)."""
+    if torch.compiler.is_compiling():
+        return False
+    return bool(torch._C._current_graph_task_id() != -1)
+
+
+def _in_reentrant_checkpoint() -> bool:
+    frame = sys._getframe(1)
+    for _ in range(64):
+        if frame is None:
+            return False
+        code = frame.f_code
+        if code.co_name == "backward" and code.co_filename.endswith(
+            ("utils/checkpoint.py", "utils\\checkpoint.py")
+        ):
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
+def _targets_per_record(
+    targets: Tensor | Sequence[Tensor] | None, records: list[list[PgMOutput]]
+) -> list[Tensor | None]:
+    if targets is None or isinstance(targets, Tensor):
+        if isinstance(targets, Tensor) and len(records) > 1:
+            batches = sorted(
+                {next(iter(o.outputs.values())).shape[0] for outs in records for o in outs}
+            )
+            if len(batches) > 1:
+                raise InputError(
+                    f"{len(records)} forwards are pending (batch sizes {batches}) and one targets "
+                    "tensor cannot label them all; pass a list of targets, one per forward, in "
+                    "the order the forwards ran."
+                )
+        return [targets] * len(records)
+    per: list[Tensor | None] = list(targets)
+    if len(per) != len(records):
+        raise InputError(
+            f"{len(per)} targets given for {len(records)} pending forwards; pass one targets "
+            "tensor per forward since the last read (or one tensor for all)."
+        )
+    return per
+
+
+def _keep_alive(output: Any, owner: PgMInjection) -> Any:
+    """The output with a zero-valued dependency on every block parameter (DDP needs each
+    parameter to take part in every step's graph, whatever the aux loss reads)."""
+    leaves, spec = tree_flatten(output)
+    for i, leaf in enumerate(leaves):
+        if isinstance(leaf, Tensor) and leaf.is_floating_point() and leaf.requires_grad:
+            params = [p for p in owner.block.parameters() if p.requires_grad]
+            if not params:
+                return None
+            zero = torch.stack([p.reshape(-1)[:1].sum() for p in params]).sum() * 0.0
+            leaves[i] = leaf + zero.to(leaf.dtype)
+            return tree_unflatten(leaves, spec)
+    return None
+
+
+def find_injections(model: nn.Module) -> list[PgMInjection]:
+    """Every live ``PgMInjection`` attached directly to ``model`` (or to a compiled model's
+    original module), in attachment order."""
+    model = getattr(model, "_orig_mod", model)
+    model = getattr(model, "module", model) if _is_wrapper(model) else model
+    return [m for m in model.children() if isinstance(m, PgMInjection) and not m.removed]
+
+
+def _is_wrapper(model: nn.Module) -> bool:
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+    return isinstance(model, DataParallel | DistributedDataParallel)

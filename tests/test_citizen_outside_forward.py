@@ -1,0 +1,43 @@
+"""Calling a tower (an ``encode_*`` method) outside the model's forward has a defined result."""
+
+from __future__ import annotations
+
+import torch
+from citizen import SITES, WIDTHS, host, inputs, targets
+
+import pgm_plugins as pp
+
+
+def test_joint_mode_outside_the_forward_gives_the_host_output():
+    model = host()
+    x = inputs()
+    plain = [model.encoders[m](xi) for m, xi in zip(WIDTHS, x, strict=True)]
+    pp.inject(model, sites=SITES, config={"mix": "replace"}, example_inputs=x)
+    for _ in range(3):  # never "ran again", whatever the number of calls
+        again = [model.encoders[m](xi) for m, xi in zip(WIDTHS, x, strict=True)]
+        torch.testing.assert_close(again, plain, rtol=0, atol=0)
+
+
+def test_independent_mode_embeds_one_modality_per_call_many_times():
+    model = host()
+    x, y = inputs(), targets()
+    handle = pp.inject(
+        model,
+        sites=SITES,
+        mode="independent",
+        config={"paired": "shared", "mix": "replace", "task": "regression"},
+        example_inputs=x,
+    )
+    text = model.encoders["text"]
+    first = text(x[0])
+    for _ in range(5):
+        torch.testing.assert_close(text(x[0]), first, rtol=0, atol=0)
+    # each call is a forward of its own: another modality's call in between changes nothing
+    model.encoders["audio"](x[1])
+    torch.testing.assert_close(text(x[0]), first, rtol=0, atol=0)
+    # a read covers the calls since the previous read, and pairs the k-th call of each modality
+    handle.aux_loss(y)
+    model.encoders["text"](x[0])
+    model.encoders["audio"](x[1])
+    terms = handle.loss_terms(y)
+    assert "align" in terms and terms["align"].requires_grad
