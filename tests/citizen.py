@@ -31,7 +31,7 @@ def targets(batch: int = 4, seed: int = 2) -> Tensor:
 def injected(seed: int = 0, **config: Any) -> tuple[LateFusion, pp.PgMHandle]:
     """A host with a block whose mixing scalars are non-zero (so the block changes outputs)."""
     model = host(seed)
-    cfg = {"task": "regression", "dropout": 0.0, "check_finite": False, **config}
+    cfg = {"task": "regression", "dropout": 0.0, **config}
     handle = pp.inject(model, sites=SITES, config=cfg, example_inputs=inputs())
     with torch.no_grad():
         for p in handle.block.parameters():

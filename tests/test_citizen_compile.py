@@ -38,6 +38,8 @@ def test_training_under_compile_matches_eager(fullgraph):
 
 
 @pytest.mark.slow
+# inductor's own lowering of the block's QR still calls a deprecated torch helper
+@pytest.mark.filterwarnings("ignore:`torch._prims_common.check` is deprecated:FutureWarning")
 def test_training_under_inductor_on_one_tiny_host():
     model, handle = injected()
     eager = _train(model, handle, steps=2)
@@ -55,7 +57,7 @@ def test_the_engine_adds_no_graph_breaks(case):
         model,
         sites=case.sites,
         junction=case.junction,
-        config={"task": "none", "check_finite": False, **case.config},
+        config={"task": "none", **case.config},
         example_inputs=case.inputs,
     )
     injected_ = torch._dynamo.explain(model)(*case.inputs)

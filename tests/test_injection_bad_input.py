@@ -132,7 +132,7 @@ def test_a_zero_length_sequence_is_an_error_before_anything_runs():
 # unless warnings are errors, as in this suite
 @pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf")
 def test_checkpoints_load_into_a_bf16_or_compiled_host(tmp_path):
-    model, handle = injected(check_finite=False)
+    model, handle = injected()
     pp.save(handle, tmp_path / "c")
     x = inputs()
     expected = model(*x)
