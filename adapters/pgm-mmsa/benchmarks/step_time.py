@@ -1,5 +1,6 @@
-"""Training-step time of each MMSA host: plain, with identity hooks at the adapter's sites, and
-with the adapter's default PgM block (host+PgM / host is the number that matters).
+"""Training-step time of each MMSA host: plain, with identity hooks at the adapter's sites, with
+the adapter's default PgM block and with ``SMALL_BLOCK`` (host+PgM / host is the number that
+matters).
 
 Each arm is its own copy of the host (same seed) with its own ``HostTrainer`` (the host's own
 losses and optimizer groups; the block's aux loss and groups in the PgM arm). Arms are
@@ -32,11 +33,13 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from pgm_mmsa.adapters import SMALL_BLOCK
 from pgm_mmsa.hosts import DATA_WIDTHS, build_host, example_inputs, host_info
 from pgm_mmsa.recipes import HostTrainer
 
 import pgm_plugins as pp
 
+ARMS = ("host", "identity", "pgm", "pgm_small")
 KINDS = ["mult", "misa", "self_mm", "tfn", "lmf", "mmim"]
 HERE = Path(__file__).resolve().parent
 
@@ -64,12 +67,57 @@ def _arm(kind: str, arm: str, window: int, x: Any) -> tuple[HostTrainer, dict[st
         mods = dict(model.named_modules())
         for site in sites.values():
             mods[site.layer].register_forward_hook(lambda m, a, out: out)
-    elif arm == "pgm":
-        handle = pp.inject(model, example_inputs=x)
+    elif arm in ("pgm", "pgm_small"):
+        config = SMALL_BLOCK if arm == "pgm_small" else None
+        handle = pp.inject(model, config=config, example_inputs=x)
         info["block_parameters"] = sum(p.numel() for p in handle.block.parameters())
         info["block_config"] = handle.block.config.to_dict()
     trainer = HostTrainer(model, handle, train_samples=x[0].shape[0])
     return trainer, info
+
+
+def _block_alone(trainer: HostTrainer, x: Any, y: torch.Tensor, rounds: int) -> dict[str, float]:
+    """The block by itself on the tensors its sites saw: forward + aux loss + backward, and
+    an Adam step over its parameters (the per-operation floor of any host+PgM step)."""
+    handle = trainer.handle
+    inputs = _site_tensors(trainer, x)
+    block = handle.block
+    opt = torch.optim.Adam(block.parameters(), lr=1e-4)
+    fb, step = [], []
+    for _ in range(rounds + 3):
+        t0 = time.perf_counter()
+        out = block(inputs)
+        loss = out.aux_loss(y) + sum(v.sum() for v in out.outputs.values())
+        loss.backward()
+        t1 = time.perf_counter()
+        opt.step()
+        opt.zero_grad()
+        t2 = time.perf_counter()
+        fb.append(t1 - t0)
+        step.append(t2 - t1)
+    return {"forward_backward": statistics.median(fb[3:]), "adam_step": statistics.median(step[3:])}
+
+
+def _site_tensors(trainer: HostTrainer, x: Any) -> dict[str, torch.Tensor]:
+    """What the block receives at its sites in one forward of ``x`` (hooks on the site layers)."""
+    from pgm_plugins.injection.site import get_element, to_block
+
+    got: dict[str, torch.Tensor] = {}
+    hooks = []
+    for key, rs in trainer.handle.plan.sites.items():
+
+        def grab(mod: Any, args: Any, out: Any, key: str = key, rs: Any = rs) -> None:
+            t = get_element(out, rs.site.element)
+            got.setdefault(key, to_block(t, rs.layout or ("BD" if t.dim() == 2 else "BTD")))
+
+        hooks.append(rs.module.register_forward_hook(grab))
+    trainer.handle.disable()
+    with torch.no_grad():
+        trainer.model(*x)
+    trainer.handle.enable()
+    for h in hooks:
+        h.remove()
+    return {k: v.detach().clone() for k, v in got.items()}
 
 
 def run_host(kind: str, window: int, batch: int, rounds: int, warmup: int) -> dict[str, Any]:
@@ -78,7 +126,7 @@ def run_host(kind: str, window: int, batch: int, rounds: int, warmup: int) -> di
     index = torch.arange(batch)
     arms = {}
     infos = {}
-    for arm in ("host", "identity", "pgm"):
+    for arm in ARMS:
         arms[arm], infos[arm] = _arm(kind, arm, window, x)
     times: dict[str, list[float]] = {a: [] for a in arms}
     order = list(arms)
@@ -92,6 +140,7 @@ def run_host(kind: str, window: int, batch: int, rounds: int, warmup: int) -> di
             if r >= warmup:
                 times[arm].append(dt)
     med = {a: statistics.median(t) for a, t in times.items()}
+    floor = _block_alone(arms["pgm"], x, y, rounds)
     q = {a: statistics.quantiles(t, n=4) for a, t in times.items()}
     return {
         "kind": kind,
@@ -99,10 +148,14 @@ def run_host(kind: str, window: int, batch: int, rounds: int, warmup: int) -> di
         "host_parameters": infos["host"]["host_parameters"],
         "block_parameters": infos["pgm"]["block_parameters"],
         "block_config": infos["pgm"]["block_config"],
+        "small_block_parameters": infos["pgm_small"]["block_parameters"],
+        "small_block_config": infos["pgm_small"]["block_config"],
         "step_s_median": med,
         "step_s_quartiles": {a: [v[0], v[2]] for a, v in q.items()},
         "ratio_pgm": med["pgm"] / med["host"],
+        "ratio_pgm_small": med["pgm_small"] / med["host"],
         "ratio_identity": med["identity"] / med["host"],
+        "block_alone_s_median": floor,
         "rounds": rounds,
     }
 
@@ -126,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         m = res["step_s_median"]
         print(
             f"{kind:8s} host {m['host'] * 1e3:7.1f} ms  identity x{res['ratio_identity']:.3f}  "
-            f"pgm x{res['ratio_pgm']:.3f}  params host {res['host_parameters']:,} "
-            f"block {res['block_parameters']:,}",
+            f"pgm x{res['ratio_pgm']:.3f}  small x{res['ratio_pgm_small']:.3f}  params host "
+            f"{res['host_parameters']:,} block {res['block_parameters']:,} / "
+            f"{res['small_block_parameters']:,}",
             flush=True,
         )
         results.append(res)

@@ -18,7 +18,9 @@ from pgm_plugins.errors import InjectionError
 
 __all__ = [
     "ADAPTERS",
+    "BLOCK_DEFAULTS",
     "KINDS",
+    "SMALL_BLOCK",
     "UnsupportedModelError",
     "adapters",
     "host_kind",
@@ -36,9 +38,12 @@ KINDS = {
     "MMIM": "mmim",
 }
 MODALITIES = ("text", "audio", "vision")
-#: the block defaults every MMSA adapter starts from: the hosts run as regression on +-1
-#: (see README), and a small block keeps the step-time overhead low (benchmarks/step_time.py)
-BLOCK_DEFAULTS: dict[str, Any] = {
+#: the block defaults every MMSA adapter starts from: the hosts run as regression on +-1 (see
+#: README); the block's widths are left to PgMConfig, which sizes them to each site
+BLOCK_DEFAULTS: dict[str, Any] = {"task": "regression"}
+#: a smaller block (fixed narrow learners) for hosts whose step is too short to hide the
+#: default block's per-operation cost (benchmarks/step_time.py measures both)
+SMALL_BLOCK: dict[str, Any] = {
     "task": "regression",
     "uni_width": 16,
     "paired_width": 16,
