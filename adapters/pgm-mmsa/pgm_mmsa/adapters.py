@@ -9,11 +9,12 @@ serves a model wrapped in MMSA's ``AMIO`` (layers under ``Model.``) and a bare o
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from torch import nn
 
-from pgm_plugins import Adapter, Site
+from pgm_plugins import Adapter, InputMask, Site
 from pgm_plugins.errors import InjectionError
 
 __all__ = [
@@ -161,10 +162,22 @@ def _text_width(net: nn.Module, layer: str) -> int:
     return int(width)
 
 
-def _self_mm(model: nn.Module) -> dict[str, Site]:
+#: MMSA's BERT input ``[B, 3, L]`` (and DenseText's ``[B, 3 + D, L]``) is the forward's first
+#: argument, with the attention mask in row 1
+TEXT_MASK = InputMask(arg=0, row=1)
+
+
+def _text_site(net: nn.Module, layer: str, p: str, cls: bool) -> Site:
+    width = _text_width(net, layer)
+    if cls:  # the one position the host reads
+        return Site(f"{p}{layer}", layout="BTD", dim=width, token=0)
+    return Site(f"{p}{layer}", layout="BTD", dim=width, mask=TEXT_MASK)
+
+
+def _self_mm(model: nn.Module, cls: bool = False) -> dict[str, Site]:
     net, p = _net(model, "self_mm")
     return {
-        "text": Site(f"{p}text_model", layout="BTD", dim=_text_width(net, "text_model")),
+        "text": _text_site(net, "text_model", p, cls),
         "audio": Site(f"{p}audio_model", layout="BD", dim=net.audio_model.linear_1.out_features),
         "vision": Site(f"{p}video_model", layout="BD", dim=net.video_model.linear_1.out_features),
     }
@@ -182,10 +195,10 @@ def _subnets(kind: str) -> Callable[[nn.Module], dict[str, Site]]:
     return sites
 
 
-def _mmim(model: nn.Module) -> dict[str, Site]:
+def _mmim(model: nn.Module, cls: bool = False) -> dict[str, Site]:
     net, p = _net(model, "mmim")
     return {
-        "text": Site(f"{p}bertmodel", layout="BTD", dim=_text_width(net, "bertmodel")),
+        "text": _text_site(net, "bertmodel", p, cls),
         "audio": Site(f"{p}acoustic_enc", layout="BD", dim=net.acoustic_enc.linear_1.out_features),
         "vision": Site(f"{p}visual_enc", layout="BD", dim=net.visual_enc.linear_1.out_features),
     }
@@ -212,13 +225,24 @@ _SPECS: dict[str, tuple[Callable[[nn.Module], Mapping[str, Any]], str]] = {
     ),
     "mmsa.self_mm": (
         _self_mm,
-        "MMSA Self-MM: text_model ([B, L, d], host takes position 0), audio_model, video_model",
+        "MMSA Self-MM: text_model ([B, L, d], padding masked by the BERT input's row 1; the "
+        "host reads position 0), audio_model, video_model",
+    ),
+    "mmsa.self_mm.cls": (
+        partial(_self_mm, cls=True),
+        "MMSA Self-MM: position 0 of text_model (the vector the host reads), audio_model, "
+        "video_model",
     ),
     "mmsa.tfn": (_subnets("tfn"), "MMSA TFN: text/audio/video subnets ([B, h]) before fusion"),
     "mmsa.lmf": (_subnets("lmf"), "MMSA LMF: text/audio/video subnets ([B, h]) before fusion"),
     "mmsa.mmim": (
         _mmim,
-        "MMSA MMIM: bertmodel ([B, L, d], host takes position 0), acoustic_enc, visual_enc",
+        "MMSA MMIM: bertmodel ([B, L, d], padding masked by the BERT input's row 1; the host "
+        "reads position 0), acoustic_enc, visual_enc",
+    ),
+    "mmsa.mmim.cls": (
+        partial(_mmim, cls=True),
+        "MMSA MMIM: position 0 of bertmodel (the vector the host reads), acoustic_enc, visual_enc",
     ),
 }
 ADAPTERS = tuple(_SPECS)

@@ -321,7 +321,14 @@ class HostTrainer:
         # stage 1: maximise the lld lower bound with the MMILB optimizer
         self.model.zero_grad()
         out = self.model(text, audio, vision)
-        (-out["lld"]).backward()
+        stage1 = -out["lld"]
+        if self.handle is not None:
+            # reading the block's losses of this forward keeps them out of stage 2's aux_loss
+            # (aux_loss covers every training forward since the last read); the gradients they
+            # leave on the block are cleared before stage 2, as MMSA's MMILB optimizer holds
+            # only the MMILB parameters
+            stage1 = stage1 + self.handle.aux_loss(labels.reshape(-1).float())
+        stage1.backward()
         nn.utils.clip_grad_norm_(list(self.model.parameters()), cfg["grad_clip"])
         self.mmilb_optimizer.step()
         # stage 2: the main loss

@@ -3,6 +3,7 @@ initialisation, a training step with the host's own losses, removal, checkpoints
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -223,3 +224,44 @@ def test_self_mm_generates_unimodal_labels_from_binary_ones():
     assert torch.equal(labels["label_fusion"], y)
     moved = [m for m in ("text", "audio", "vision") if not torch.equal(labels[f"label_{m}"], y)]
     assert moved, "epoch 2 generated no uni-modal label"
+
+
+def _padded(kind: str, extra: int = 0, garbage: bool = False) -> tuple[Any, ...]:
+    """Windows with 1..SEQ real steps; padding zero (or garbage), ``extra`` more of it."""
+    from pgm_mmsa.hosts import host_inputs
+
+    g = torch.Generator().manual_seed(3)
+    x = {m: torch.randn(BATCH, SEQ, DATA_WIDTHS[m], generator=g) for m in DATA_WIDTHS}
+    lengths = torch.tensor([SEQ, SEQ - 1, 2, 1, SEQ, 3])[:BATCH]
+    real = torch.arange(SEQ + extra)[None, :] < lengths[:, None]
+    noise = torch.Generator().manual_seed(4)
+    for m in x:
+        x[m] = torch.cat([x[m], torch.zeros(BATCH, extra, x[m].shape[2])], dim=1)
+        fill = torch.randn(x[m].shape, generator=noise) * 5 if garbage else torch.zeros(())
+        x[m] = torch.where(real[:, :, None], x[m], fill)
+    return host_inputs(kind, x["text"], x["audio"], x["vision"], lengths)
+
+
+@pytest.mark.parametrize(
+    "adapter", ["mmsa.self_mm", "mmsa.self_mm.cls", "mmsa.mmim", "mmsa.mmim.cls"]
+)
+def test_padding_does_not_change_the_prediction(adapter):
+    kind = adapter.split(".")[1]
+    model = build(kind, "data")
+    x = _padded(kind)
+    handle = pp.inject(model, adapter, example_inputs=x)
+    perturb(handle.block)  # an active block, not the identity
+    ref = prediction(model, x)
+    torch.testing.assert_close(prediction(model, _padded(kind, garbage=True)), ref)
+    torch.testing.assert_close(prediction(model, _padded(kind, extra=3)), ref)
+    handle.remove()
+    # the same block without the mask sees the padding: the check above is not vacuous
+    if not adapter.endswith(".cls"):
+        sites = pp.get_adapter(adapter).sites_for(model)
+        sites["text"] = dataclasses.replace(sites["text"], mask=None)
+        handle = pp.inject(model, adapter, sites=sites, example_inputs=x)
+        perturb(handle.block)
+        assert not torch.allclose(
+            prediction(model, _padded(kind, garbage=True)), prediction(model, x)
+        )
+        handle.remove()
