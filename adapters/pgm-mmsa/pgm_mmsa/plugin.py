@@ -37,9 +37,8 @@ def _example(kind: str) -> Any:
     return example_inputs(kind)
 
 
-#: example inputs per host (``EXAMPLES[name]()``). Not passed as ``example=`` yet: MMSA's
-#: models return dicts, which the core suite's registered-host checks cannot compare
-#: (``torch.equal`` on the output); pgm-mmsa's own tests run those checks and more.
+#: example inputs per host (``EXAMPLES[name]()``), registered as ``example=`` so the core
+#: suite's registered-host checks run on every MMSA host
 EXAMPLES = {f"mmsa.{kind}": partial(_example, kind) for kind in _adapters.KINDS.values()}
 
 
@@ -52,6 +51,7 @@ def pgm_register_hosts(register: Any) -> None:
             f"MMSA {kind.upper()} from MMSA's own config, random weights, offline "
             "(options: widths, seq_len, text_hidden, wrap; changes in model.mmsa_host)",
             adapter=f"mmsa.{kind}",
+            example=EXAMPLES[f"mmsa.{kind}"],
         )
 
 
