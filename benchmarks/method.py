@@ -32,10 +32,10 @@ from pgm_plugins.bench.synthetic import digest as synthetic_digest
 from pgm_plugins.bench.synthetic import make_synthetic, truth
 from pgm_plugins.bench.train import TrainSpec, mlp_r2, ridge_r2, run_cell
 
-RESULTS = Path(__file__).resolve().parent / "results" / "method"
+RESULTS = Path(__file__).resolve().parent / "results" / "method"  # --results overrides
 QUICK_ARMS = ["host", "pgm", "capacity", "interaction", "uni_heads"]
 SYNTHETIC_ARMS = [*QUICK_ARMS, *[a for a in ARMS if a.startswith("pgm-")]]
-MOSI_ARMS = ["host", "pgm", "capacity", "interaction", "uni_heads", "pgm-no-heads"]
+MOSI_ARMS = ["host", "pgm", "capacity", "interaction", "uni_heads", "pgm-no-heads", "pgm-gate"]
 #: the tuning grid every arm gets on MOSI (the same budget: 4 settings, chosen on validation)
 MOSI_GRID = [{"lr": lr, "dropout": dropout} for lr in (1e-3, 3e-3) for dropout in (0.0, 0.3)]
 #: PgM design candidates compared on the synthetic validation splits (design suite)
@@ -124,6 +124,7 @@ def run_synthetic(
                 record["data_digest"] = {k: synthetic_digest(v) for k, v in splits.items()}
                 record["truth"] = truth(swap)["true_uni_share"]
                 store.write(key, record)
+                record["key"] = key
                 print(
                     f"  {key} test acc {record['metrics']['test']['acc']:.3f} "
                     f"({record['wall_s']:.1f} s)",
@@ -225,15 +226,15 @@ def cmd_synthetic(args: argparse.Namespace, quick: bool) -> str:
             BLOCK_DEFAULTS,
             probes=("pgm", "interaction"),
         )
-        swap = run_synthetic(
-            "synthetic", ["pgm"], seeds, spec, BLOCK_DEFAULTS, probes=("pgm",), swap=True
+        swap = run_synthetic(  # the learned-share partitioner, on the moved mix
+            "synthetic", ["pgm-gate"], seeds, spec, BLOCK_DEFAULTS, probes=("pgm-gate",), swap=True
         )
         out = [
             "## synthetic (test accuracy)",
             table(recs),
             "",
             "## shares",
-            share_report([r for r in recs if r["arm"] == "pgm"] + swap),
+            share_report([r for r in recs if r["arm"] == "pgm-gate"] + swap),
             "",
             "## probes",
             probe_report([r for r in recs if r["arm"] in ("pgm", "interaction")]),
@@ -352,6 +353,7 @@ def cmd_mosi(args: argparse.Namespace) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    global RESULTS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "suite", nargs="?", default="quick", choices=["quick", "synthetic", "design", "mosi"]
@@ -363,9 +365,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int)
     parser.add_argument("--data-dir", help="folder holding mosi-utterance/ (else $PGM_DATA_DIR)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--results", help=f"folder for the cells' result files (default {RESULTS})")
     parser.add_argument("--out", help="also write the printed report to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.results:
+        RESULTS = Path(args.results)
     for name in args.arms or []:
         get_arm(name)  # fail before running anything
     suite = "quick" if args.quick else args.suite

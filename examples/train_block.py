@@ -7,6 +7,10 @@ is trained twice from the same seed, without and with a PgM block injected at it
 outputs; the script prints the losses going down and the uni-modal shares the block learned.
 
     python examples/train_block.py [--epochs 30] [--seed 0]
+
+One seed is a demo, not evidence: ``python benchmarks/method.py --quick`` compares the host, PgM
+and its same-size controls over seeds (mean +- std, paired tests); ``docs/method.md`` has the
+study.
 """
 
 from __future__ import annotations

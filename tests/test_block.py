@@ -103,7 +103,14 @@ def test_project_partitioner_widths_follow_rho_on_the_code():
 
 
 def test_gate_share_is_learned_and_stays_inside_its_bounds():
-    block = build(rho=0.5, rho_bounds=(0.25, 0.75), bottleneck=8, task="none", num_classes=None)
+    block = build(
+        partitioner="gate",
+        rho=0.5,
+        rho_bounds=(0.25, 0.75),
+        bottleneck=8,
+        task="none",
+        num_classes=None,
+    )
     x = {"text": make_inputs(batch=16)["text"]}
     assert block(x).share_values()["text"] == 0.5  # 4 of 8 channels start uni
     part = block.partitioners["text"]

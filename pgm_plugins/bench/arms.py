@@ -85,14 +85,10 @@ class CapacityControl(_Control):
 
     @classmethod
     def matching(cls, config: PgMConfig, target: int) -> CapacityControl:
-        """The control whose parameter count is nearest ``target``."""
-        hidden = max(
-            1,
-            round(
-                (target - 2 * sum(config.modalities.values()))
-                / (2 * sum(config.modalities.values()) + 1)
-            ),
-        )
+        """The control whose parameter count is nearest ``target`` (one hidden unit costs
+        ``2 * sum(d_m) + 1`` parameters)."""
+        total, n = sum(config.modalities.values()), len(config.modalities)
+        hidden = max(1, round((target - total - n) / (2 * total + 1)))
         return cls(config, hidden)
 
     def forward(

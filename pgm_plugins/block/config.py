@@ -74,11 +74,12 @@ class PgMConfig:
     modalities: dict[str, int] = _help("modality name -> width d_m of its representation")
     partitioner: str = _help(
         "modal partitioner, on the code z = h Q (Q: d_m x r with orthonormal columns): "
-        "'gate' (each code channel learns to be uni or paired: a hard 0/1 gate trained "
-        "straight-through, uni share learned inside rho_bounds), 'project' (learned Q, the first "
-        "round(rho*r) channels are uni), 'split' (Q = identity: the first round(rho*d) dims of h "
-        "are uni) or 'none' (no partition: both learners see all of z; the control arm)",
-        "gate",
+        "'project' (default: learned Q, the first round(rho*r) code channels are uni; the "
+        "share is set per task, e.g. selected on validation), 'gate' (each code channel learns "
+        "to be uni or paired: a hard 0/1 gate trained straight-through, uni share learned "
+        "inside rho_bounds), 'split' (Q = identity: the first round(rho*d) dims of h are uni) "
+        "or 'none' (no partition: both learners see all of z; the control arm)",
+        "project",
     )
     rho: float | dict[str, float] = _help(
         "uni-modal share in [0, 1]: one float for all modalities, or a mapping per modality "

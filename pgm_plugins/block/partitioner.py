@@ -6,14 +6,14 @@ invert the partition exactly (issue 8). Each modality's representation is mapped
 of ``z`` belongs to exactly one part, so ``u + p = z`` and ``(u + p) Q^T + (h - h Q Q^T) = h``
 exactly. Readings, chosen by ``PgMConfig.partitioner``:
 
-- ``gate`` (default): ``Q`` learned; each code channel has a learned logit, the gate is hard 0/1
+- ``gate``: ``Q`` learned; each code channel has a learned logit, the gate is hard 0/1
   in the forward pass and trained straight-through (sigmoid gradient), so the uni share (the
   fraction of uni channels) is **learned**; it is kept inside ``rho_bounds`` exactly (when more or
   fewer logits are positive than the bounds allow, the channels with the largest logits are
   uni). The logits are parameters, not functions of ``h``: the gate sends no gradient into the
   host.
-- ``project``: ``Q`` learned, the first ``round(rho * r)`` channels are uni (share fixed, chosen
-  per task on validation).
+- ``project`` (default, chosen on validation: ``docs/method.md``): ``Q`` learned, the first
+  ``round(rho * r)`` channels are uni (share fixed, chosen per task on validation).
 - ``split``: ``Q = I`` (no parameters), the first ``round(rho * d)`` dims of ``h`` are uni.
 - ``none``: ``Q`` learned, no partition: both learners see the whole code (a control arm).
 
