@@ -12,10 +12,22 @@ from typing import TYPE_CHECKING, Any
 from pgm_plugins._version import __version__
 
 if TYPE_CHECKING:
-    from pgm_plugins.api import get_adapter, inject, list_adapters, load, match_adapter, plan
+    from pgm_plugins.api import (
+        apply_zoo_patch,
+        get_adapter,
+        inject,
+        list_adapters,
+        list_datasets,
+        list_hosts,
+        list_zoo_patches,
+        load,
+        match_adapter,
+        plan,
+    )
     from pgm_plugins.block import PgMBlock, PgMConfig, PgMOutput, scale_grad
     from pgm_plugins.injection import (
         Adapter,
+        InputMask,
         Junction,
         PgMHandle,
         Site,
@@ -32,6 +44,7 @@ _LAZY = {
     "scale_grad": "pgm_plugins.block",
     "Adapter": "pgm_plugins.injection",
     "Junction": "pgm_plugins.injection",
+    "InputMask": "pgm_plugins.injection",
     "PgMHandle": "pgm_plugins.injection",
     "Site": "pgm_plugins.injection",
     "list_layers": "pgm_plugins.injection",
@@ -43,11 +56,16 @@ _LAZY = {
     "list_adapters": "pgm_plugins.api",
     "get_adapter": "pgm_plugins.api",
     "match_adapter": "pgm_plugins.api",
+    "apply_zoo_patch": "pgm_plugins.api",
+    "list_zoo_patches": "pgm_plugins.api",
+    "list_hosts": "pgm_plugins.api",
+    "list_datasets": "pgm_plugins.api",
     "hookimpl": "pgm_plugins.registry",
 }
 
 __all__ = [
     "Adapter",
+    "InputMask",
     "Junction",
     "PgMBlock",
     "PgMConfig",
@@ -55,12 +73,16 @@ __all__ = [
     "PgMOutput",
     "Site",
     "__version__",
+    "apply_zoo_patch",
     "get_adapter",
     "handle_of",
     "hookimpl",
     "inject",
     "list_adapters",
+    "list_datasets",
+    "list_hosts",
     "list_layers",
+    "list_zoo_patches",
     "load",
     "match_adapter",
     "plan",

@@ -13,8 +13,9 @@ from ddp_worker import train, worker
 #: the default config has per-sample loss terms only: DDP's mean of per-rank means equals the
 #: global mean, so parameters match one process to float rounding
 EXACT: dict[str, object] = {}
-#: a batch-level term (InfoNCE over the batch, 'shared' paired learner): within this tolerance
-TOLERANCE = 1e-2
+#: a batch-level term (InfoNCE over the batch, 'shared' paired learner) sees each rank's half of
+#: the batch, not the global batch: after 3 SGD steps at lr 0.1 parameters differ by up to ~0.04
+TOLERANCE = 5e-2
 BATCH_LEVEL = {"paired": "shared"}
 
 JOBS = [

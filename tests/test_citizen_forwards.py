@@ -38,13 +38,22 @@ def test_targets_per_forward_when_batches_differ():
     assert loss.requires_grad
 
 
-def test_no_grad_forwards_are_not_covered():
+def test_no_grad_forwards_are_not_covered_but_give_a_loss_to_log():
     model, handle = injected()
-    with torch.no_grad():
-        model(*inputs())
-    with pytest.raises(InjectionError, match="training forward"):
+    with pytest.raises(InjectionError, match="needs a forward"):
         handle.aux_loss(targets())
-    assert handle.stats()["forwards"] == 1  # but stats and parts describe it
+    out = model(*inputs(seed=3))  # a training forward, then an evaluation pass
+    with torch.no_grad():
+        model(*inputs(seed=4))
+    assert handle.stats()["pending"] == 1  # the evaluation pass is not trained on
+    train = handle.aux_loss(targets())
+    assert train.requires_grad
+    (torch.nn.functional.mse_loss(out, targets()) + train).backward()
+    with torch.no_grad():
+        model(*inputs(seed=4))
+    logged = handle.aux_loss(targets())  # nothing left to train on: the last forward, to log
+    assert not logged.requires_grad and torch.isfinite(logged)
+    assert handle.stats()["forwards"] == 3
     assert set(handle.parts) == {"text", "audio", "video"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from citizen import SITES, WIDTHS, host, inputs, targets
 
@@ -36,8 +37,28 @@ def test_independent_mode_embeds_one_modality_per_call_many_times():
     model.encoders["audio"](x[1])
     torch.testing.assert_close(text(x[0]), first, rtol=0, atol=0)
     # a read covers the calls since the previous read, and pairs the k-th call of each modality
-    handle.aux_loss(y)
+    with pytest.warns(RuntimeWarning, match="unevenly"):
+        handle.aux_loss(y)
     model.encoders["text"](x[0])
     model.encoders["audio"](x[1])
     terms = handle.loss_terms(y)
     assert "align" in terms and terms["align"].requires_grad
+
+
+def test_calls_inside_one_host_forward_are_paired_among_themselves():
+    model = host()
+    x, y = inputs(), targets()
+    handle = pp.inject(
+        model,
+        sites=SITES,
+        mode="independent",
+        config={"paired": "shared", "task": "regression"},
+        example_inputs=x,
+    )
+    model(*x)
+    alone = handle.loss_terms(y)["align"].detach()
+    # a logging call of one tower before the training forward does not shift the pairing
+    model.encoders["text"](x[0])
+    model(*x)
+    both = handle.loss_terms(y)["align"].detach()  # the lone text call has no partner
+    torch.testing.assert_close(both, alone)

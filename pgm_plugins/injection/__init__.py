@@ -6,10 +6,11 @@ from pgm_plugins.injection.engine import PgMInjection
 from pgm_plugins.injection.handle import PgMHandle, handle_of
 from pgm_plugins.injection.layers import LayerInfo, format_layers, list_layers
 from pgm_plugins.injection.plan import Plan, build_plan, host_fingerprint
-from pgm_plugins.injection.site import Junction, Site
+from pgm_plugins.injection.site import InputMask, Junction, Site
 
 __all__ = [
     "Adapter",
+    "InputMask",
     "Junction",
     "LayerInfo",
     "PgMHandle",

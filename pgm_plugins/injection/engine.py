@@ -18,9 +18,12 @@ read. A read does not drop them (reading twice gives the same terms); the first 
 read starts a new window. Forwards under ``no_grad`` / ``inference_mode`` are not kept. At most
 ``max_pending`` forwards (default 8) are kept unread; older ones are dropped (bounded memory for a
 loop that never reads, such as embedding a data set in train mode) and the next read warns how many
-were dropped. A forward whose block parameters changed in place since it ran (an optimizer step)
-cannot be backpropagated, so a read skips it. A recomputation under activation checkpointing is
-never counted as a forward.
+were dropped. A forward that a backward pass already went through, or whose block parameters
+changed in place since it ran (an optimizer step), cannot be backpropagated again, so a read skips
+it. A read inside the host's forward (a zoo model computing its losses in ``forward``) covers that
+forward too, and the next read does not count it again. A recomputation under activation
+checkpointing is never counted as a forward. When nothing is left to cover, a read gives the
+last forward's terms (an evaluation pass under ``no_grad``; or logging after ``backward``).
 ``remove()`` drops every thread's state.
 
 Modes:
@@ -104,15 +107,42 @@ class SiteSlot:
 class _Forward:
     """The state of one forward of the host through one injection (never stored on a module)."""
 
-    __slots__ = ("calls", "captured", "clones", "committed", "outputs", "owner")
+    __slots__ = (
+        "args",
+        "calls",
+        "captured",
+        "clones",
+        "committed",
+        "kwargs",
+        "masks",
+        "outputs",
+        "owner",
+        "read",
+    )
 
-    def __init__(self, owner: PgMInjection) -> None:
+    def __init__(self, owner: PgMInjection, args: Any = (), kwargs: Any = None) -> None:
         self.owner = owner
+        self.args: tuple[Any, ...] = tuple(args)
+        self.kwargs: dict[str, Any] = dict(kwargs or {})
+        self.masks: dict[str, Tensor] = {}
         self.captured: dict[str, Tensor] = {}
-        self.clones: dict[str, tuple[Tensor, str]] = {}
+        self.clones: dict[str, tuple[Tensor, Tensor, str]] = {}
         self.calls: dict[str, int] = {}
         self.committed = False
+        self.read = False  #: a read inside this forward (a zoo's forward computing its losses)
         self.outputs: list[PgMOutput] = []
+
+
+class _Spent:
+    """A flag a gradient hook sets when a backward pass goes through a recorded forward."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def __call__(self, grad: Tensor) -> None:
+        self.done = True
 
 
 class _Local(threading.local):
@@ -121,6 +151,7 @@ class _Local(threading.local):
     def __init__(self) -> None:
         self.pending: list[list[PgMOutput]] = []  #: one entry per forward (or independent call)
         self.versions: list[int | None] = []  #: the block parameters' version at each forward
+        self.spent: list[_Spent] = []  #: set once a backward pass went through the forward
         self.read = False  #: the pending forwards were read; the next forward starts a new window
         self.dropped = 0
         self.last: list[PgMOutput] = []  #: outputs of the last forward, for parts and stats
@@ -207,6 +238,7 @@ class PgMInjection(nn.Module):
         self.spelled = dict(spelled)
         self.enabled = True
         self.removed = False
+        self.warned_missing = False
         self.max_pending = DEFAULT_MAX_PENDING
         self.uid = uuid.uuid4().hex
         self._local = _Local()
@@ -279,7 +311,7 @@ class PgMInjection(nn.Module):
         stack = _stack()
         # a forward interrupted by KeyboardInterrupt never ran its end hook: drop it
         stack[:] = [f for f in stack if f.owner is not self]
-        stack.append(_Forward(self))
+        stack.append(_Forward(self, args, kwargs))
 
     def _end(self, output: Any) -> Any:
         if _probing():
@@ -289,11 +321,27 @@ class PgMInjection(nn.Module):
         if fwd is None:
             return None
         stack.remove(fwd)
+        if sys.exc_info()[1] is not None:
+            return None  # the host's forward raised: torch runs this hook from its except clause
+        if self.mode == "joint" and self.enabled and not self.warned_missing:
+            silent = [k for k in self.slots if k not in fwd.calls]
+            if silent and self.junction is None:
+                self.warned_missing = True
+                warnings.warn(
+                    f"PgM sites {[self.slots[k].site.describe() for k in silent]} did not run in "
+                    f"this forward of the host (their layers were never called), so the block "
+                    "left the host's output unchanged and ran on the other modalities for its "
+                    "losses only. If those modalities are missing on purpose, ignore this (it is "
+                    "shown once); otherwise choose layers that run (pgm_plugins.list_layers("
+                    "model, example_inputs=...) shows call counts).",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
         if fwd.captured and not fwd.committed and self.enabled:
             # some modalities never arrived: the host already consumed the others unchanged, so
             # the block runs on those present only for its losses and parts
-            fwd.outputs.append(self.block(fwd.captured))
-        self._record(fwd.outputs, complete=fwd.committed or not fwd.captured)
+            fwd.outputs.append(self._run(fwd.captured, fwd.masks))
+        self._record(fwd.outputs, complete=fwd.committed or not fwd.captured, read=fwd.read)
         if (
             self.training
             and torch.is_grad_enabled()
@@ -339,16 +387,24 @@ class PgMInjection(nn.Module):
                 "site's index."
             )
         layout = _check_layout(slot, t)
-        x = to_block(t, layout)
+        full = to_block(t, layout)
+        x = full if slot.site.token is None else full[:, slot.site.token]
+        mask = None
+        if slot.site.mask is not None and fwd is not None:
+            mask = slot.site.mask.select(fwd.args, fwd.kwargs)
+            if mask is not None:
+                _check_mask(slot, mask, x)
+                fwd.masks[key] = mask
         if self.junction is not None:
             return set_element(value, slot.site.element, from_block(self._junction(x, fwd), layout))
         if self.mode == "independent":
-            out = self.block({key: x})
+            out = self._run({key: x}, {key: mask} if mask is not None else {})
             if fwd is not None:
                 fwd.outputs.append(out)
             elif not recompute:
                 self._record([out], complete=True)
-            return set_element(value, slot.site.element, from_block(out.outputs[key], layout))
+            new = _write_back(slot, full, out.outputs[key], layout)
+            return set_element(value, slot.site.element, new)
         # joint mode
         if fwd is None:
             if recompute:
@@ -362,14 +418,23 @@ class PgMInjection(nn.Module):
         fwd.captured[key] = x
         if len(fwd.captured) < len(self.slots):
             clone = t.clone()
-            fwd.clones[key] = (clone, layout)
+            fwd.clones[key] = (clone, full, layout)
             return set_element(value, slot.site.element, clone)
-        out = self.block(fwd.captured)
-        for k, (clone, lay) in fwd.clones.items():
-            clone.copy_(from_block(out.outputs[k], lay))
+        out = self._run(fwd.captured, fwd.masks)
+        for k, (clone, full_k, lay) in fwd.clones.items():
+            clone.copy_(_write_back(self.slots[k], full_k, out.outputs[k], lay))
         fwd.outputs.append(out)
         fwd.committed = True
-        return set_element(value, slot.site.element, from_block(out.outputs[key], layout))
+        new = _write_back(slot, full, out.outputs[key], layout)
+        return set_element(value, slot.site.element, new)
+
+    def _run(self, inputs: dict[str, Tensor], masks: Mapping[str, Tensor]) -> PgMOutput:
+        """The block on some modalities (masks passed only when a site has one)."""
+        if masks:
+            out: PgMOutput = self.block(inputs, masks=dict(masks))
+        else:
+            out = self.block(inputs)
+        return out
 
     def _recompute_joint(self, slot: SiteSlot, value: Any, t: Tensor) -> Any:
         """A site re-run by activation checkpointing (non-reentrant) in joint mode."""
@@ -398,7 +463,7 @@ class PgMInjection(nn.Module):
         return torch.cat([out.outputs[m] for m in widths], dim=-1)
 
     # ------------------------------------------------------------------ records and reads
-    def _record(self, outputs: list[PgMOutput], complete: bool) -> None:
+    def _record(self, outputs: list[PgMOutput], complete: bool, read: bool = False) -> None:
         if not outputs:
             return
         local = self._local
@@ -408,11 +473,22 @@ class PgMInjection(nn.Module):
         if not torch.is_grad_enabled():
             return
         if local.read:
-            local.pending, local.versions, local.read, local.dropped = [], [], False, 0
+            local.pending, local.versions, local.spent = [], [], []
+            local.read, local.dropped = False, 0
+        spent = _Spent()
+        compiling = torch.compiler.is_compiling()
+        if not compiling:
+            for out in outputs:
+                t = next(iter(out.outputs.values()))
+                if t.requires_grad:
+                    t.register_hook(spent)
+                    break
         local.pending.append(outputs)
-        local.versions.append(None if torch.compiler.is_compiling() else self._params_version())
+        local.versions.append(None if compiling else self._params_version())
+        local.spent.append(spent)
+        local.read = read  # read inside its own forward: the next forward starts a new window
         if len(local.pending) > self.max_pending:
-            del local.pending[0], local.versions[0]
+            del local.pending[0], local.versions[0], local.spent[0]
             local.dropped += 1
 
     def _params_version(self) -> int:
@@ -420,14 +496,19 @@ class PgMInjection(nn.Module):
         return sum(p._version for p in self.block.parameters())
 
     def _live_pending(self) -> list[list[PgMOutput]]:
-        """Pending forwards that can still be backpropagated: a forward whose block parameters
-        were changed in place since (an optimizer step) cannot, and is skipped."""
+        """Pending forwards that can still be backpropagated: one a backward pass already went
+        through, or whose block parameters changed in place since (an optimizer step), cannot,
+        and is skipped."""
         local = self._local
         now = self._params_version()
-        keep = [v is None or v == now for v in local.versions]
+        keep = [
+            (v is None or v == now) and not s.done
+            for v, s in zip(local.versions, local.spent, strict=True)
+        ]
         if not all(keep):
             local.pending = [r for r, k in zip(local.pending, keep, strict=True) if k]
             local.versions = [v for v, k in zip(local.versions, keep, strict=True) if k]
+            local.spent = [s for s, k in zip(local.spent, keep, strict=True) if k]
         return local.pending
 
     def pending(self) -> list[list[PgMOutput]]:
@@ -438,8 +519,18 @@ class PgMInjection(nn.Module):
         self, targets: Tensor | Sequence[Tensor] | None = None
     ) -> tuple[dict[str, Tensor], int]:
         """Weighted auxiliary loss terms over the pending forwards; returns ``(terms, count)``."""
+        if _probing():
+            return {}, 1  # a dry run of the engine (a zoo reading its losses in __call__)
         local = self._local
-        records = self._live_pending()
+        records = list(self._live_pending())
+        fwd = self._current()
+        if fwd is not None and fwd.outputs:  # read inside the host's forward: it counts too
+            records.append(list(fwd.outputs))
+            fwd.read = True
+        if not records and local.last:
+            # nothing to train on: the last forward (an eval pass under no_grad, or one already
+            # backpropagated) still gives its loss, for logging
+            records = [local.last]
         if local.dropped:
             warnings.warn(
                 f"{local.dropped} training forwards of the PgM block were dropped unread (more "
@@ -458,28 +549,60 @@ class PgMInjection(nn.Module):
                 for name, value in out.loss_terms(y).items():
                     terms[name] = terms[name] + value if name in terms else value
         if self.mode == "independent":
-            align = self._align_across_calls([o for outs in records for o in outs])
+            align = self._align_across_calls(records)
             if align is not None:
                 terms["align"] = terms["align"] + align if "align" in terms else align
         return terms, len(records)
 
-    def _align_across_calls(self, outputs: list[PgMOutput]) -> Tensor | None:
+    def _align_across_calls(self, records: list[list[PgMOutput]]) -> Tensor | None:
+        """The alignment loss over one-modality calls: the calls inside one host forward are
+        paired among themselves; calls on their own pair the k-th call of each modality."""
         cfg = self.config
         if cfg.paired != "shared" or cfg.lambda_align <= 0:
             return None
-        calls: dict[str, list[Tensor]] = {}
-        for out in outputs:
-            if len(out.parts) != 1:
-                continue  # a call that saw several modalities has its own alignment term
-            for m, p in out.parts.items():
-                if p.paired_learned is not None:
-                    calls.setdefault(m, []).append(p.paired_learned)
+        groups: list[dict[str, Tensor]] = []
+        alone: dict[str, list[Tensor]] = {}
+        for outs in records:
+            codes = [
+                (m, p.paired_learned)
+                for o in outs
+                if len(o.parts) == 1  # a call that saw several modalities aligns by itself
+                for m, p in o.parts.items()
+                if p.paired_learned is not None
+            ]
+            if len(outs) > 1:
+                group: dict[str, Tensor] = {}
+                for m, code in codes:
+                    group.setdefault(m, code)
+                groups.append(group)
+            else:
+                for m, code in codes:
+                    alone.setdefault(m, []).append(code)
+        counts = {m: len(v) for m, v in alone.items()}
+        if len(counts) > 1 and len(set(counts.values())) > 1:
+            warnings.warn(
+                f"the calls since the last read embed the modalities unevenly ({counts}); the "
+                "alignment loss pairs the k-th call of each modality, so the extra calls get no "
+                "alignment term. Embed what you do not train on under torch.no_grad().",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        for k in range(max(counts.values(), default=0)):
+            groups.append({m: v[k] for m, v in alone.items() if len(v) > k})
         total: Tensor | None = None
-        for k in range(max((len(v) for v in calls.values()), default=0)):
-            codes = {m: v[k] for m, v in calls.items() if len(v) > k}
-            if len(codes) < 2 or len({c.shape[0] for c in codes.values()}) != 1:
+        for codes_k in groups:
+            if len(codes_k) < 2:
                 continue
-            term = cfg.lambda_align * self.block.align_loss(codes)
+            batches = {m: c.shape[0] for m, c in codes_k.items()}
+            if len(set(batches.values())) != 1:
+                warnings.warn(
+                    f"calls paired for the alignment loss have different batch sizes "
+                    f"({batches}); that pair gets no alignment term.",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                continue
+            term = cfg.lambda_align * self.block.align_loss(codes_k)
             total = term if total is None else total + term
         return total
 
@@ -487,11 +610,16 @@ class PgMInjection(nn.Module):
         terms, count = self.loss_terms(targets)
         if count == 0:
             raise InjectionError(
-                "aux_loss() covers the forwards run with gradients since the last read, and there "
-                "is none: run a training forward of the model first (with the block enabled and "
-                "torch.is_grad_enabled())."
+                "aux_loss() needs a forward of the model with the block enabled first; it covers "
+                "the forwards run with gradients since the last read."
             )
-        like = next(iter(self._local.pending[0][0].outputs.values()))
+        if _probing():
+            return torch.zeros(())
+        like = next(iter(self._local.last[0].outputs.values())) if self._local.last else None
+        if like is None:
+            fwd = self._current()
+            assert fwd is not None and fwd.outputs
+            like = next(iter(fwd.outputs[0].outputs.values()))
         return sum_terms(terms, like)
 
     def last_parts(self) -> dict[str, ModalParts]:
@@ -543,12 +671,38 @@ def _check_layout(slot: SiteSlot, t: Tensor) -> str:
             f"{axis} (layout {layout!r}) but the tensor has shape {tuple(t.shape)}; wrong layout?"
         )
     time_axis = {"BTD": 1, "TBD": 0, "BDT": 2}.get(layout)
+    if slot.site.token is not None and (
+        time_axis is None or not -t.shape[time_axis] <= slot.site.token < t.shape[time_axis]
+    ):
+        raise InputError(
+            f"site {slot.site.describe()} ({slot.key!r}) picks token {slot.site.token} but the "
+            f"tensor has shape {tuple(t.shape)} (layout {layout!r}); token= needs a sequence "
+            "with that position."
+        )
     if time_axis is not None and t.shape[time_axis] == 0:
         raise InputError(
             f"site {slot.site.describe()} ({slot.key!r}) gave a zero-length sequence "
             f"(shape {tuple(t.shape)}); the PgM block needs at least one token."
         )
     return layout
+
+
+def _check_mask(slot: SiteSlot, mask: Tensor, x: Tensor) -> None:
+    if x.dim() != 3 or tuple(mask.shape) != tuple(x.shape[:2]):
+        raise InputError(
+            f"site {slot.site.describe()} ({slot.key!r}): the mask from {slot.site.mask} has shape "
+            f"{tuple(mask.shape)} but the site's tokens are {tuple(x.shape[:2])} ([B, T]); check "
+            "InputMask(arg=..., row=...)."
+        )
+
+
+def _write_back(slot: SiteSlot, full: Tensor, out: Tensor, layout: str) -> Tensor:
+    """The block's result in the host's layout; a ``token`` site changes that position only."""
+    if slot.site.token is None:
+        return from_block(out, layout)
+    new = full.clone()
+    new[:, slot.site.token] = out
+    return from_block(new, layout)
 
 
 def _recomputing() -> bool:

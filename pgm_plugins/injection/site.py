@@ -22,6 +22,7 @@ from pgm_plugins.errors import InjectionError
 
 __all__ = [
     "LAYOUTS",
+    "InputMask",
     "Junction",
     "Site",
     "attach_hook",
@@ -45,15 +46,54 @@ def _check(layout: str | None, at: str, index: Any, call: int | None, dim: int |
         raise InjectionError(
             f"at={at!r} is not valid; choose 'output' (forward hook) or 'input' (forward pre-hook)."
         )
-    if index is not None and not isinstance(index, int | str):
+    path = index if isinstance(index, tuple) else (index,)
+    if index is not None and (
+        not path or not all(isinstance(i, int | str) and not isinstance(i, bool) for i in path)
+    ):
         raise InjectionError(
-            f"index={index!r} must be an int (tuple/list position) or a str "
-            "(dict key or attribute of a model-output object)."
+            f"index={index!r} must be an int (tuple/list position), a str (dict key or "
+            "attribute of a model-output object), or a tuple of them for nested outputs "
+            "(an LSTM's (out, (h, c)): index=(1, 0) is h)."
         )
     if call is not None and (not isinstance(call, int) or call < 0):
         raise InjectionError(f"call={call!r} must be an int >= 0 (which call of the layer).")
     if dim is not None and (not isinstance(dim, int) or dim < 1):
         raise InjectionError(f"dim={dim!r} must be a positive int.")
+
+
+@dataclass(frozen=True)
+class InputMask:
+    """Where a site's padding mask comes from: an argument of the host's forward.
+
+    ``arg`` is the position (int) or name (str) of the argument; ``row`` optionally picks
+    ``x[:, row]`` (MMSA's BERT input ``[B, 3, L]`` keeps the attention mask in row 1). Non-zero
+    entries are real tokens. The mask is read from the inputs of the host's forward, so a site's
+    layer called on its own (outside that forward) runs unmasked.
+    """
+
+    arg: int | str
+    row: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.arg, bool) or not isinstance(self.arg, int | str):
+            raise InjectionError(
+                f"InputMask(arg={self.arg!r}): give the position (int) or name (str) of the "
+                "forward argument that holds the mask."
+            )
+        if self.row is not None and (isinstance(self.row, bool) or not isinstance(self.row, int)):
+            raise InjectionError(f"InputMask(row={self.row!r}) must be an int or None.")
+
+    def select(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor | None:
+        """The boolean ``[B, T]`` mask from a forward's arguments, or None when absent."""
+        if isinstance(self.arg, str):
+            value = kwargs.get(self.arg)
+        else:
+            value = args[self.arg] if self.arg < len(args) else None
+        if not isinstance(value, Tensor):
+            return None
+        if self.row is not None:
+            value = value[:, self.row]
+        return value != 0
 
 
 @dataclass(frozen=True)
@@ -68,20 +108,41 @@ class Site:
         layout: ``"BD"``, ``"BTD"``, ``"TBD"`` or ``"BDT"``; None infers it from the dry run
             (2-D: BD; 3-D: BDT after a Conv1d, else BTD) and fails without one.
         call: which call of the layer within one forward (0-based); None acts on every call.
+        token: a sequence site's position whose vector the block sees (``0``: a [CLS] token,
+            ``-1``: the last); the other positions pass through unchanged.
+        mask: an :class:`InputMask` naming the forward argument that marks real tokens; the
+            block then pools, attends and computes losses over real tokens only.
         dim: the modality's width, when neither the layer nor a dry run can tell it.
     """
 
     layer: str
     at: str = "output"
-    index: int | str | None = None
+    index: int | str | tuple[int | str, ...] | None = None
     layout: str | None = None
     call: int | None = None
     dim: int | None = None
+    token: int | None = None
+    mask: InputMask | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.layer, str) or not self.layer:
             raise InjectionError(f"layer={self.layer!r} must be a non-empty dotted module path.")
+        if isinstance(self.index, list):
+            object.__setattr__(self, "index", tuple(self.index))  # from JSON
+        if isinstance(self.mask, Mapping):
+            object.__setattr__(self, "mask", InputMask(**self.mask))  # from JSON
         _check(self.layout, self.at, self.index, self.call, self.dim)
+        if self.token is not None and (
+            isinstance(self.token, bool) or not isinstance(self.token, int)
+        ):
+            raise InjectionError(f"token={self.token!r} must be an int position (0, -1, ...).")
+        if self.mask is not None and not isinstance(self.mask, InputMask):
+            raise InjectionError(
+                f"mask={self.mask!r} must be an InputMask(arg=..., row=...) naming the forward "
+                "argument that marks real tokens."
+            )
+        if self.mask is not None and self.token is not None:
+            raise InjectionError("give a site either token= (one position) or mask=, not both.")
 
     @classmethod
     def coerce(cls, value: Site | str | Mapping[str, Any]) -> Site:
@@ -106,21 +167,26 @@ class Site:
         raise InjectionError(f"a site must be a Site, a layer path or a mapping; got {value!r}.")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            k: v
-            for k, v in dataclasses.asdict(self).items()
-            if v is not None and not (k == "at" and v == "output")
-        }
+        """JSON-ready fields (tuples as lists, the mask as a mapping), defaults left out."""
+        out: dict[str, Any] = {}
+        for k, v in dataclasses.asdict(self).items():
+            if v is None or (k == "at" and v == "output"):
+                continue
+            out[k] = list(v) if isinstance(v, tuple) else v
+        return out
 
     @property
-    def element(self) -> int | str | None:
+    def element(self) -> int | str | tuple[int | str, ...] | None:
         """The index into the hooked value: for inputs, the first positional argument by default."""
         return 0 if self.at == "input" and self.index is None else self.index
 
     def describe(self) -> str:
         where = self.layer + ("" if self.at == "output" else " (input)")
         if self.index is not None:
-            where += f"[{self.index!r}]"
+            path = self.index if isinstance(self.index, tuple) else (self.index,)
+            where += "".join(f"[{i!r}]" for i in path)
+        if self.token is not None:
+            where += f" token {self.token}"
         if self.call is not None:
             where += f" call {self.call}"
         return where
@@ -196,9 +262,13 @@ def feature_axis(layout: str) -> int:
 
 
 # ---------------------------------------------------------------------- containers
-def get_element(value: Any, index: int | str | None) -> Any:
+def get_element(value: Any, index: Any) -> Any:
     """The element a site names inside a layer's output (or positional inputs)."""
     if index is None:
+        return value
+    if isinstance(index, tuple):
+        for i in index:
+            value = get_element(value, i)
         return value
     if isinstance(value, Tensor):  # tensor[i] would silently pick a row
         raise TypeError(
@@ -212,10 +282,15 @@ def get_element(value: Any, index: int | str | None) -> Any:
     return getattr(value, index)
 
 
-def set_element(value: Any, index: int | str | None, new: Tensor) -> Any:
+def set_element(value: Any, index: Any, new: Any) -> Any:
     """A copy of ``value`` with the element at ``index`` replaced; the original is not mutated."""
     if index is None:
         return new
+    if isinstance(index, tuple):
+        if len(index) == 1:
+            return set_element(value, index[0], new)
+        inner = set_element(get_element(value, index[0]), index[1:], new)
+        return set_element(value, index[0], inner)
     if isinstance(value, tuple):
         items = list(value)
         items[index] = new  # type: ignore[index]
