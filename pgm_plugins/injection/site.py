@@ -293,11 +293,11 @@ def set_element(value: Any, index: Any, new: Any) -> Any:
         return set_element(value, index[0], inner)
     if isinstance(value, tuple):
         items = list(value)
-        items[index] = new  # type: ignore[index]
+        items[index] = new
         return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
     if isinstance(value, list):
         items = list(value)
-        items[index] = new  # type: ignore[index]
+        items[index] = new
         return items
     if type(value) is dict:  # a plain dict: rebuilt (traceable by torch.compile)
         return {**value, index: new}
