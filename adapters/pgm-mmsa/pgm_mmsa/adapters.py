@@ -104,14 +104,15 @@ def _net(model: nn.Module, kind: str) -> tuple[nn.Module, str]:
     inner, prefix = _inner(model)
     cls = mmsa_class(inner)
     if cls is None or KINDS.get(cls.__name__) != kind:
+        hint = "Run `pgm adapters mmsa.*` for the MMSA adapters."
+        if cls is not None and cls.__name__ in KINDS:
+            hint = (
+                f"It is mmsa.{KINDS[cls.__name__]}: use that adapter, or inject without an "
+                "adapter name to let it be recognised."
+            )
         raise InjectionError(
             f"adapter 'mmsa.{kind}' expects an MMSA {kind.upper()} model (bare or in AMIO); got "
-            f"{type(inner).__name__}. "
-            + (
-                f"This looks like mmsa.{host_kind(model)}."
-                if mmsa_class(model) is not None and host_kind(model)
-                else "Run `pgm adapters mmsa.*` for the MMSA adapters."
-            )
+            f"{type(inner).__name__}. {hint}"
         )
     return inner, prefix
 

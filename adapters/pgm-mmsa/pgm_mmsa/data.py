@@ -267,8 +267,6 @@ class MosiTokens:
     labels: np.ndarray  #: [N], +-1
     folds: dict[str, np.ndarray]  #: train / valid / test row indices
 
-    widths_note = "vision: constant zero (width 1); the standard folds exclude video features"
-
     @property
     def widths(self) -> dict[str, int]:
         return {"text": self.tokens.shape[2], "audio": self.audio.shape[1], "vision": 1}

@@ -28,10 +28,9 @@ Factories return the model in eval mode (dropout off) so that two forwards agree
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -387,16 +386,3 @@ def labels_like(batch: int, seed: int = 0) -> Tensor:
     """Random +-1 labels, ``[B]``."""
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, 2, (batch,), generator=g).float() * 2 - 1
-
-
-def move_inputs(inputs: Sequence[Any], fn: Any) -> tuple[Any, ...]:
-    """Apply ``fn`` to every tensor in (possibly nested tuple) inputs, except length tensors."""
-    out: list[Any] = []
-    for x in inputs:
-        if isinstance(x, tuple):
-            out.append((fn(x[0]), *x[1:]))
-        elif isinstance(x, Tensor):
-            out.append(fn(x))
-        else:
-            out.append(copy.copy(x))
-    return tuple(out)

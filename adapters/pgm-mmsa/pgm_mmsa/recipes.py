@@ -119,11 +119,7 @@ def host_param_groups(model: nn.Module) -> list[dict[str, Any]]:
     cfg = host_info(model).config
     parts = host_parts(model)
     every = [np for part in parts.values() for np in part]
-    if kind == "mult":
-        return [{"name": "host", "params": _params(every), "lr": cfg["learning_rate"]}]
-    if kind == "misa":
-        return [{"name": "host", "params": _params(every), "lr": cfg["learning_rate"]}]
-    if kind == "tfn":
+    if kind in ("mult", "misa", "tfn"):  # one Adam group at learning_rate
         return [{"name": "host", "params": _params(every), "lr": cfg["learning_rate"]}]
     if kind == "lmf":
         factor_names = ("audio_factor", "video_factor", "text_factor", "fusion_weights")
