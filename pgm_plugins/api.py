@@ -77,8 +77,10 @@ def _adapter(adapter: Adapter | str | None, model: nn.Module | None = None) -> A
     if adapter is None and model is not None:
         name = match_adapter(model)
         if name is None:
+            why = get_registry().explain_unmatched(model)
             raise InjectionError(
-                f"no adapter recognises {type(model).__name__} and no sites were given; pass "
+                "".join(f"{line}\n" for line in why)
+                + f"no adapter recognises {type(model).__name__} and no sites were given; pass "
                 "sites={modality: layer path} (see pgm_plugins.list_layers(model)) or an "
                 f"adapter name (registered: {', '.join(list_adapters()) or 'none'})."
             )

@@ -8,6 +8,7 @@ import sys
 import types
 
 import pytest
+import torch
 
 from pgm_plugins import Adapter, hookimpl
 from pgm_plugins.errors import PluginError, UnknownNameError
@@ -223,5 +224,25 @@ def test_zoo_patch_applies_and_undoes_through_the_registry():
             api.apply_zoo_patch("fakezoo.mult")
         assert api.list_hosts("toy.*") == ["toy.late_fusion"]
         assert api.list_datasets() == ["synthetic.uni_paired"]
+    finally:
+        reset_registry(None)
+
+
+def test_explain_unmatched_answers_join_the_no_adapter_error():
+    import pgm_plugins as pp
+    from pgm_plugins.errors import InjectionError
+    from pgm_plugins.registry import reset_registry
+
+    def pgm_explain_unmatched(model):
+        return f"{type(model).__name__} is a Fancy model the fancy plugin does not support yet"
+
+    reg = PluginRegistry(load_entry_points=False)
+    reg.register_plugin(plugin_module("f", pgm_explain_unmatched=pgm_explain_unmatched), "f")
+    reset_registry(reg)
+    try:
+        model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+        with pytest.raises(InjectionError, match=r"(?s)Sequential is a Fancy model.*no adapter"):
+            pp.inject(model)
+        assert not hasattr(model, "pgm_block")
     finally:
         reset_registry(None)

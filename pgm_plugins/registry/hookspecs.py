@@ -54,6 +54,17 @@ def pgm_match_adapter(model: Any) -> str | None:
 
 
 @hookspec
+def pgm_explain_unmatched(model: Any) -> str | None:
+    """Say why no adapter recognises ``model``, when it is of a family your plugin knows.
+
+    Called only after every plugin and adapter predicate declined the model, to build the error
+    ``pgm_plugins.inject(model)`` raises. Return one line (``"CLIPVisionModel is a CLIP-style model
+    pgm-clip does not support; supported: ..."``) or None. Every non-None answer is shown. Must
+    not modify the model; keep it cheap (compare class names, import nothing heavy).
+    """
+
+
+@hookspec
 def pgm_register_datasets(register: Callable[..., None]) -> None:
     """Add benchmark data sets: ``register(name, factory, description="")``.
 

@@ -195,6 +195,10 @@ class PluginRegistry:
             impl.function(register=add_host)
 
     # ------------------------------------------------------------------ matching
+    def explain_unmatched(self, model: Any) -> list[str]:
+        """Plugins' explanations of why no adapter recognises ``model``."""
+        return [str(r) for r in self.pm.hook.pgm_explain_unmatched(model=model) if r]
+
     def match_adapter(self, model: Any) -> str | None:
         name = self.pm.hook.pgm_match_adapter(model=model)
         if name is not None:
