@@ -96,6 +96,45 @@ def time_arms(arms: list[str], args: argparse.Namespace) -> dict[str, list[float
     return times
 
 
+def threaded_inference(args: argparse.Namespace, calls: int = 400) -> dict[str, Any]:
+    """Inference calls per second of one injected model (eval, no_grad), served by one thread
+    and by a pool of ``args.pool`` threads sharing the model (each torch op single-threaded, so
+    the comparison is of the Python side: the engine's per-thread forward state, the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    widths = {"text": 64, "audio": 32, "video": 48}
+    model, _ = build("+PgM (injected)", widths, args.hidden)
+    model.eval()
+    x, _ = make_uni_paired(args.batch, seed=0, widths=widths)
+    inputs = tuple(x.values())
+    expected = model(*inputs).detach()
+
+    def call(_: int) -> bool:
+        with torch.no_grad():
+            return bool(torch.equal(model(*inputs), expected))
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        start = time.perf_counter()
+        single_ok = all(call(i) for i in range(calls))
+        single = calls / (time.perf_counter() - start)
+        with ThreadPoolExecutor(max_workers=args.pool) as pool:
+            start = time.perf_counter()
+            pooled_ok = all(pool.map(call, range(calls)))
+            pooled = calls / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+    return {
+        "calls": calls,
+        "pool": args.pool,
+        "single_thread_calls_per_s": single,
+        "pool_calls_per_s": pooled,
+        "pool_over_single": pooled / single,
+        "all_outputs_equal_single_thread": single_ok and pooled_ok,
+    }
+
+
 def git_commit() -> tuple[str | None, bool | None]:
     try:
         commit = subprocess.run(
@@ -117,6 +156,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--pool", type=int, default=4, help="threads of the inference pool")
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "overhead.json"
     )
@@ -142,6 +182,13 @@ def main() -> None:
         results["block by hand"]
     )
     print(f"injection engine: x{engine:.3f} over the same block called by hand")
+    threads = threaded_inference(args)
+    print(
+        f"threaded inference: {threads['single_thread_calls_per_s']:.0f} calls/s on one thread, "
+        f"{threads['pool_calls_per_s']:.0f} calls/s from {args.pool} threads "
+        f"(x{threads['pool_over_single']:.2f}); outputs equal to single-threaded: "
+        f"{threads['all_outputs_equal_single_thread']}"
+    )
     model, handle = build("+PgM (injected)", {"text": 64, "audio": 32, "video": 48}, args.hidden)
     host_params = sum(p.numel() for p in model.parameters()) - handle.plan.block_parameters
     commit, dirty = git_commit()
@@ -152,6 +199,7 @@ def main() -> None:
         "block_parameters": handle.plan.block_parameters,
         "arms": rows,
         "engine_ratio": engine,
+        "threaded_inference": threads,
         "versions": {"pgm_plugins": pp.__version__, "torch": torch.__version__},
         "machine": {
             "platform": platform.platform(),
