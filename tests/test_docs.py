@@ -31,6 +31,11 @@ def test_injection_section_runs(tmp_path, monkeypatch):
     assert (tmp_path / "ckpt" / "pgm_block.safetensors").is_file()
 
 
+def test_training_section_runs():
+    (code,) = python_blocks("## Training an injected model")
+    exec(compile(code, "README:training", "exec"), {})
+
+
 def test_adapter_plugin_section_registers_a_working_adapter(monkeypatch):
     from pgm_plugins import inject
     from pgm_plugins.registry import PluginRegistry, reset_registry
