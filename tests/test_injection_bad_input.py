@@ -183,3 +183,25 @@ def test_a_file_as_the_checkpoint_path_is_a_checkpoint_error(tmp_path):
         pp.save(handle, target)
     with pytest.raises(CheckpointError, match="is a file"):
         pp.load(host(), target)
+
+
+def test_a_stacked_junction_is_refused_plainly():
+    from torch import nn
+
+    from pgm_plugins import Junction
+
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(3, 4), nn.Linear(2, 4)
+            self.mix = nn.Identity()
+            self.out = nn.Linear(4, 1)
+
+        def forward(self, x, y):  # MISA's transformer input: [n_modalities, B, d]
+            return self.out(self.mix(torch.stack([self.a(x), self.b(y)])).mean(0))
+
+    model = Stack()
+    x = (torch.randn(5, 3), torch.randn(5, 2))
+    with pytest.raises(SiteError, match="stacks are not supported"):
+        pp.inject(model, junction=Junction("mix", widths={"a": 4, "b": 4}), example_inputs=x)
+    assert not hasattr(model, "pgm_block")

@@ -396,9 +396,18 @@ def build_plan(
             )
             continue
         if junction is not None and width != sum(junction.widths.values()):
+            shape = rec.shapes[0] if rec is not None and rec.shapes else None
+            stacked = shape is not None and len(junction.widths) in shape[:2]
             problems.append(
                 f"junction {site.layer!r}: the tensor is {width} wide but the widths "
                 f"{dict(junction.widths)} sum to {sum(junction.widths.values())}"
+                + (
+                    f"; its shape {shape} looks like the modalities stacked on a new axis: a "
+                    "Junction splits a feature-axis concatenation only (stacks are not "
+                    "supported); put a Site on each modality's own layer before the stack"
+                    if stacked
+                    else ""
+                )
             )
             continue
         resolved[key] = ResolvedSite(key, site, module, width, layout, source)
