@@ -57,7 +57,14 @@ def _labels(batch: int) -> torch.Tensor:
     return torch.arange(batch).remainder(2).float() * 2 - 1
 
 
-def _arm(kind: str, arm: str, window: int, x: Any) -> tuple[HostTrainer, dict[str, Any]]:
+def _adapter(kind: str, suffix: str) -> str:
+    name = f"mmsa.{kind}{suffix}"
+    return name if name in pp.list_adapters() else f"mmsa.{kind}"
+
+
+def _arm(
+    kind: str, arm: str, window: int, x: Any, suffix: str = ""
+) -> tuple[HostTrainer, dict[str, Any]]:
     torch.manual_seed(0)
     model = build_host(kind, widths=DATA_WIDTHS, seq_len=window)
     info: dict[str, Any] = {"host_parameters": sum(p.numel() for p in model.parameters())}
@@ -69,7 +76,8 @@ def _arm(kind: str, arm: str, window: int, x: Any) -> tuple[HostTrainer, dict[st
             mods[site.layer].register_forward_hook(lambda m, a, out: out)
     elif arm in ("pgm", "pgm_small"):
         config = SMALL_BLOCK if arm == "pgm_small" else None
-        handle = pp.inject(model, config=config, example_inputs=x)
+        handle = pp.inject(model, _adapter(kind, suffix), config=config, example_inputs=x)
+        info["adapter"] = handle.plan.adapter
         info["block_parameters"] = sum(p.numel() for p in handle.block.parameters())
         info["block_config"] = handle.block.config.to_dict()
     trainer = HostTrainer(model, handle, train_samples=x[0].shape[0])
@@ -120,14 +128,16 @@ def _site_tensors(trainer: HostTrainer, x: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in got.items()}
 
 
-def run_host(kind: str, window: int, batch: int, rounds: int, warmup: int) -> dict[str, Any]:
+def run_host(
+    kind: str, window: int, batch: int, rounds: int, warmup: int, suffix: str = ""
+) -> dict[str, Any]:
     x = example_inputs(kind, DATA_WIDTHS, seq_len=window, batch=batch)
     y = _labels(batch)
     index = torch.arange(batch)
     arms = {}
     infos = {}
     for arm in ARMS:
-        arms[arm], infos[arm] = _arm(kind, arm, window, x)
+        arms[arm], infos[arm] = _arm(kind, arm, window, x, suffix)
     times: dict[str, list[float]] = {a: [] for a in arms}
     order = list(arms)
     rng = random.Random(0)
@@ -144,6 +154,7 @@ def run_host(kind: str, window: int, batch: int, rounds: int, warmup: int) -> di
     q = {a: statistics.quantiles(t, n=4) for a, t in times.items()}
     return {
         "kind": kind,
+        "adapter": infos["pgm"]["adapter"],
         "description": host_info(arms["host"].model).description,
         "host_parameters": infos["host"]["host_parameters"],
         "block_parameters": infos["pgm"]["block_parameters"],
@@ -168,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--window", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument(
+        "--variant",
+        default="",
+        help="adapter variant for the PgM arms where a host has it, e.g. '.cls'",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results" / "step_time.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -175,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     results = []
     for kind in args.hosts:
-        res = run_host(kind, args.window, args.batch, args.rounds, args.warmup)
+        res = run_host(kind, args.window, args.batch, args.rounds, args.warmup, args.variant)
         m = res["step_s_median"]
         print(
             f"{kind:8s} host {m['host'] * 1e3:7.1f} ms  identity x{res['ratio_identity']:.3f}  "
