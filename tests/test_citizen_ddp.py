@@ -13,9 +13,10 @@ from ddp_worker import train, worker
 #: the default config has per-sample loss terms only: DDP's mean of per-rank means equals the
 #: global mean, so parameters match one process to float rounding
 EXACT: dict[str, object] = {}
-#: a batch-level term (InfoNCE over the batch, 'shared' paired learner) sees each rank's half of
-#: the batch, not the global batch: after 3 SGD steps at lr 0.1 parameters differ by up to ~0.04
-TOLERANCE = 5e-2
+#: a batch-level term (InfoNCE over the batch, 'shared' paired learner) is not gathered across
+#: ranks: each rank contrasts its own 4 samples, not the global 8, so the parameters differ from
+#: one process (measured here: by 0.04 to 0.96 after 3 SGD steps at lr 0.1, from run to run); the
+#: ranks themselves stay in sync exactly, which is what this job checks
 BATCH_LEVEL = {"paired": "shared"}
 
 JOBS = [
@@ -35,8 +36,8 @@ JOBS = [
         "config": {},
         "ddp": {"find_unused_parameters": True},
     },
-    {"name": "disabled", "scenario": "disabled", "config": {}, "ddp": {}},
-    {"name": "no-targets", "scenario": "no_targets", "config": {}, "ddp": {}},
+    {"name": "disabled", "scenario": "disabled", "config": EXACT, "ddp": {}},
+    {"name": "no-targets", "scenario": "no_targets", "config": EXACT, "ddp": {}},
     {
         "name": "no-targets-unused-true",
         "scenario": "no_targets",
@@ -73,8 +74,7 @@ def test_ddp_ranks_stay_in_sync_and_match_one_process(ranks, job):
     for k in r0:
         torch.testing.assert_close(r0[k], r1[k], rtol=0, atol=0)
         assert torch.isfinite(r0[k]).all()
-    if job["scenario"] in ("plain", "disabled", "no_targets"):
+    if job["scenario"] in ("plain", "disabled", "no_targets") and job["config"] is EXACT:
         single = train(job["scenario"], job["config"])
-        tol = 1e-5 if job["config"] is EXACT else TOLERANCE
         for k in r0:
-            torch.testing.assert_close(r0[k], single[k], rtol=tol, atol=tol)
+            torch.testing.assert_close(r0[k], single[k], rtol=1e-5, atol=1e-5)

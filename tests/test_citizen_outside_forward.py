@@ -62,3 +62,22 @@ def test_calls_inside_one_host_forward_are_paired_among_themselves():
     model(*x)
     both = handle.loss_terms(y)["align"].detach()  # the lone text call has no partner
     torch.testing.assert_close(both, alone)
+
+
+def test_the_paired_head_trains_across_the_calls_of_a_step():
+    model = host()
+    x, y = inputs(), targets()
+    handle = pp.inject(
+        model,
+        sites=SITES,
+        mode="independent",
+        config={"paired": "shared", "task": "regression"},
+        example_inputs=x,
+    )
+    for m, xi in zip(WIDTHS, x, strict=True):
+        model.encoders[m](xi)
+    terms = handle.loss_terms(y)
+    assert "task.paired" in terms
+    terms["task.paired"].backward()
+    heads = handle.block.paired_heads
+    assert all(p.grad is not None for p in heads.parameters())

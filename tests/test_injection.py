@@ -387,7 +387,7 @@ INPUTS = (torch.randn(2, 16), torch.randn(2, 8))
         (
             {"adapter": "toy.late_fusion", "config": {"rho_target": 0.3}},
             ConfigError,
-            r"invalid PgMConfig field.*valid fields: modalities",
+            r"unknown PgMConfig field.*valid fields: modalities",
         ),
         (
             {"sites": {"text": "encoders.text.1", "audio": "encoders.audio"}},

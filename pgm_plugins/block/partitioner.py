@@ -47,10 +47,13 @@ class Partition:
 
 def orthonormal(weight: Tensor) -> Tensor:
     """``[d, r]`` with orthonormal columns spanning ``weight``'s columns (QR, signs fixed)."""
-    q, r = torch.linalg.qr(weight)
+    # QR in float32 at least: CPU kernels lack it for bf16/fp16 (a half-precision host)
+    q, r = torch.linalg.qr(
+        weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
+    )
     signs = torch.sign(torch.diagonal(r))
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)
-    return q * signs
+    return (q * signs).to(weight.dtype)
 
 
 class Partitioner(nn.Module):

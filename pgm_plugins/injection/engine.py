@@ -54,7 +54,7 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from pgm_plugins.block import ModalParts, PgMConfig, PgMOutput
-from pgm_plugins.block.losses import sum_terms
+from pgm_plugins.block.losses import check_targets, sum_terms, task_loss
 from pgm_plugins.errors import InjectionError, InputError
 from pgm_plugins.injection.site import (
     Junction,
@@ -549,24 +549,21 @@ class PgMInjection(nn.Module):
                 for name, value in out.loss_terms(y).items():
                     terms[name] = terms[name] + value if name in terms else value
         if self.mode == "independent":
-            align = self._align_across_calls(records)
-            if align is not None:
-                terms["align"] = terms["align"] + align if "align" in terms else align
+            for name, value in self._cross_call_terms(records, targets).items():
+                terms[name] = terms[name] + value if name in terms else value
         return terms, len(records)
 
-    def _align_across_calls(self, records: list[list[PgMOutput]]) -> Tensor | None:
-        """The alignment loss over one-modality calls: the calls inside one host forward are
-        paired among themselves; calls on their own pair the k-th call of each modality."""
-        cfg = self.config
-        if cfg.paired != "shared" or cfg.lambda_align <= 0:
-            return None
+    def _call_groups(self, records: list[list[PgMOutput]]) -> list[dict[str, Tensor]]:
+        """One-modality calls grouped into samples seen by several modalities: the calls inside
+        one host forward among themselves; calls on their own by the k-th call of each modality.
+        Each group maps modality -> its paired code ``paired_learned``."""
         groups: list[dict[str, Tensor]] = []
         alone: dict[str, list[Tensor]] = {}
         for outs in records:
             codes = [
                 (m, p.paired_learned)
                 for o in outs
-                if len(o.parts) == 1  # a call that saw several modalities aligns by itself
+                if len(o.parts) == 1  # a call that saw several modalities pairs by itself
                 for m, p in o.parts.items()
                 if p.paired_learned is not None
             ]
@@ -582,29 +579,59 @@ class PgMInjection(nn.Module):
         if len(counts) > 1 and len(set(counts.values())) > 1:
             warnings.warn(
                 f"the calls since the last read embed the modalities unevenly ({counts}); the "
-                "alignment loss pairs the k-th call of each modality, so the extra calls get no "
-                "alignment term. Embed what you do not train on under torch.no_grad().",
+                "cross-call terms pair the k-th call of each modality, so the extra calls get "
+                "none. Embed what you do not train on under torch.no_grad().",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
         for k in range(max(counts.values(), default=0)):
             groups.append({m: v[k] for m, v in alone.items() if len(v) > k})
-        total: Tensor | None = None
+        usable = []
         for codes_k in groups:
             if len(codes_k) < 2:
                 continue
             batches = {m: c.shape[0] for m, c in codes_k.items()}
             if len(set(batches.values())) != 1:
                 warnings.warn(
-                    f"calls paired for the alignment loss have different batch sizes "
-                    f"({batches}); that pair gets no alignment term.",
+                    f"calls paired across modalities have different batch sizes ({batches}); "
+                    "that pair gets no cross-call term.",
                     RuntimeWarning,
-                    stacklevel=4,
+                    stacklevel=5,
                 )
                 continue
-            term = cfg.lambda_align * self.block.align_loss(codes_k)
-            total = term if total is None else total + term
-        return total
+            usable.append(codes_k)
+        return usable
+
+    def _cross_call_terms(
+        self, records: list[list[PgMOutput]], targets: Tensor | Sequence[Tensor] | None
+    ) -> dict[str, Tensor]:
+        """Independent mode: the terms that need several modalities, over calls of one step: the
+        alignment loss (``shared`` learner) and the paired head's task loss."""
+        cfg = self.config
+        align = cfg.paired == "shared" and cfg.lambda_align > 0
+        head = (
+            isinstance(targets, Tensor)
+            and cfg.has_labels
+            and cfg.lambda_paired > 0
+            and getattr(self.block, "paired_bias", None) is not None
+        )
+        if not (align or head):
+            return {}
+        terms: dict[str, Tensor] = {}
+        for codes in self._call_groups(records):
+            found: dict[str, Tensor] = {}
+            if align:
+                found["align"] = cfg.lambda_align * self.block.align_loss(codes)
+            batch = next(iter(codes.values())).shape[0]
+            if head and isinstance(targets, Tensor) and targets.shape[0] == batch:
+                y = check_targets(targets, cfg.task, batch, cfg.num_classes)
+                logits = self.block.paired_logits(codes)
+                found["task.paired"] = cfg.lambda_paired * task_loss(
+                    logits, y, cfg.task, cfg.regression_loss
+                )
+            for name, value in found.items():
+                terms[name] = terms[name] + value if name in terms else value
+        return terms
 
     def aux_loss(self, targets: Tensor | Sequence[Tensor] | None = None) -> Tensor:
         terms, count = self.loss_terms(targets)

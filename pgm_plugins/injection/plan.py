@@ -18,7 +18,7 @@ from torch import nn
 
 from pgm_plugins._text import format_table
 from pgm_plugins.block import PgMBlock, PgMConfig
-from pgm_plugins.errors import ConfigError, InjectionError, SiteError
+from pgm_plugins.errors import InjectionError, SiteError
 from pgm_plugins.injection.adapter import Adapter
 from pgm_plugins.injection.probe import ProbeResult, probe_sites
 from pgm_plugins.injection.site import Junction, Site, feature_axis
@@ -227,18 +227,14 @@ def _config_from(
                 "sites decide."
             )
         return config
+    if config is not None and not isinstance(config, Mapping):
+        return PgMConfig.from_fields(config)  # raises a ConfigError naming the type
     fields = dict(defaults) | dict(config or {})
     if "modalities" in fields and dict(fields["modalities"]) != widths:
         raise InjectionError(
             f"config modalities {fields['modalities']} do not match the sites' widths {widths}."
         )
-    fields["modalities"] = widths
-    try:
-        return PgMConfig(**fields)
-    except TypeError as exc:
-        raise ConfigError(
-            f"invalid PgMConfig field: {exc}; valid fields: {', '.join(PgMConfig.help())}."
-        ) from exc
+    return PgMConfig.from_fields(fields, modalities=widths)
 
 
 def build_plan(
@@ -396,13 +392,13 @@ def build_plan(
             )
             continue
         if junction is not None and width != sum(junction.widths.values()):
-            shape = rec.shapes[0] if rec is not None and rec.shapes else None
-            stacked = shape is not None and len(junction.widths) in shape[:2]
+            probed = rec.shapes[0] if rec is not None and rec.shapes else None
+            stacked = probed is not None and len(junction.widths) in probed[:2]
             problems.append(
                 f"junction {site.layer!r}: the tensor is {width} wide but the widths "
                 f"{dict(junction.widths)} sum to {sum(junction.widths.values())}"
                 + (
-                    f"; its shape {shape} looks like the modalities stacked on a new axis: a "
+                    f"; its shape {probed} looks like the modalities stacked on a new axis: a "
                     "Junction splits a feature-axis concatenation only (stacks are not "
                     "supported); put a Site on each modality's own layer before the stack"
                     if stacked
