@@ -13,8 +13,8 @@ INSTALL_INPUTS := pyproject.toml constraints.txt $(wildcard adapters/*/pyproject
 
 .PHONY: bench test lint setup clean
 
-bench: $(STAMP)  ## the main job: a short PgM demo on an embedded synthetic task
-	$(PY) examples/train_block.py
+bench: $(STAMP)  ## the main job: the quick benchmark (arms x seeds) on embedded synthetic data
+	$(PY) benchmarks/method.py --quick --results .bench/method-quick
 
 test: $(STAMP)  ## ruff, mypy and pytest
 	$(VENV)/bin/ruff check .
