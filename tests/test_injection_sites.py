@@ -137,3 +137,54 @@ def test_site_fields_are_validated_and_round_trip_through_json(tmp_path):
     fresh = TokenHost()
     pp.load(fresh, tmp_path)
     torch.testing.assert_close(fresh(*token_inputs(pad=2)), model(*token_inputs(pad=2)))
+
+
+class PackedHost(nn.Module):
+    """Audio through a packed LSTM (MISA / Self-MM style); the host pools the padded output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.text = nn.Linear(5, 6)
+        self.audio = nn.LSTM(3, 4, batch_first=True)
+        self.out = nn.Linear(10, 1)
+
+    def forward(self, t: Tensor, a: Tensor, lengths: Tensor) -> Tensor:
+        packed = nn.utils.rnn.pack_padded_sequence(
+            a, lengths, batch_first=True, enforce_sorted=False
+        )
+        seq, _ = self.audio(packed)
+        ht = self.text(t)
+        padded, _ = nn.utils.rnn.pad_packed_sequence(seq, batch_first=True)
+        pooled = padded.sum(1) / lengths[:, None]
+        return self.out(torch.cat([ht, pooled], -1)).squeeze(-1)
+
+
+@pytest.mark.parametrize("mode", ["joint", "independent"])
+def test_packed_sequence_sites_see_real_steps_only(mode):
+    model = PackedHost()
+    g = torch.Generator().manual_seed(5)
+    t, a = torch.randn(4, 5, generator=g), torch.randn(4, 6, 3, generator=g)
+    lengths = torch.tensor([6, 2, 4, 3])
+    ref = model(t, a, lengths)
+    handle = pp.inject(
+        model,
+        sites={"audio": Site("audio", index=0), "text": "text"},
+        mode=mode,
+        config={"task": "regression", "paired": "shared" if mode == "independent" else "bilinear"},
+        example_inputs=(t, a, lengths),
+    )
+    torch.testing.assert_close(model(t, a, lengths), ref, rtol=0, atol=0)
+    assert handle.plan is not None and handle.plan.sites["audio"].width == 4
+    with torch.no_grad():
+        for p in handle.block.parameters():
+            if p.dim() == 0:
+                p.fill_(1.0)
+    out = model(t, a, lengths)
+    assert not torch.allclose(out, ref)
+    # what lies beyond each sequence's length does not matter
+    noisy = a.clone()
+    noisy[1, 2:] = 100.0
+    torch.testing.assert_close(model(t, noisy, lengths), out, rtol=1e-5, atol=1e-6)
+    (out.sum() + handle.aux_loss(torch.zeros(4))).backward()
+    assert all(p.grad is not None for p in model.audio.parameters())

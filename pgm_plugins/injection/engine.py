@@ -51,6 +51,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from pgm_plugins.block import ModalParts, PgMConfig, PgMOutput
@@ -61,8 +62,11 @@ from pgm_plugins.injection.site import (
     Site,
     from_block,
     get_element,
+    repack,
     set_element,
     to_block,
+    unpack,
+    with_data,
 )
 
 __all__ = ["DEFAULT_MAX_PENDING", "PgMInjection", "SiteSlot", "find_injections"]
@@ -117,6 +121,7 @@ class _Forward:
         "masks",
         "outputs",
         "owner",
+        "packed",
         "read",
     )
 
@@ -127,6 +132,7 @@ class _Forward:
         self.masks: dict[str, Tensor] = {}
         self.captured: dict[str, Tensor] = {}
         self.clones: dict[str, tuple[Tensor, Tensor, str]] = {}
+        self.packed: dict[str, tuple[Tensor, PackedSequence]] = {}  #: data clone, the original
         self.calls: dict[str, int] = {}
         self.committed = False
         self.read = False  #: a read inside this forward (a zoo's forward computing its losses)
@@ -381,6 +387,8 @@ class PgMInjection(nn.Module):
                 "torch.utils.checkpoint.checkpoint(..., use_reentrant=False)."
             )
         t = get_element(value, slot.site.element)
+        if isinstance(t, PackedSequence):
+            return self._on_packed(key, slot, value, t, fwd, recompute)
         if not isinstance(t, Tensor):
             raise InjectionError(
                 f"site {slot.site.describe()} gave a {type(t).__name__}, not a tensor; check the "
@@ -420,13 +428,65 @@ class PgMInjection(nn.Module):
             clone = t.clone()
             fwd.clones[key] = (clone, full, layout)
             return set_element(value, slot.site.element, clone)
+        out = self._commit(fwd)
+        new = _write_back(slot, full, out.outputs[key], layout)
+        return set_element(value, slot.site.element, new)
+
+    def _on_packed(
+        self,
+        key: str,
+        slot: SiteSlot,
+        value: Any,
+        ps: PackedSequence,
+        fwd: _Forward | None,
+        recompute: bool,
+    ) -> Any:
+        """A site whose element is a ``PackedSequence`` (an RNN's output): the block sees it
+        padded, ``[B, T, d]`` with the lengths as its mask, and the host gets it packed back."""
+        if ps.data.shape[-1] != slot.width or slot.site.token is not None:
+            raise InputError(
+                f"site {slot.site.describe()} ({slot.key!r}) gave a PackedSequence of width "
+                f"{ps.data.shape[-1]}; expected {slot.width} (token= does not apply to packed "
+                "sequences)."
+            )
+        x, mask = unpack(ps)
+        if self.mode == "independent" or self.junction is not None:
+            out = self._run({key: x}, {key: mask})
+            if fwd is not None:
+                fwd.outputs.append(out)
+            elif not recompute:
+                self._record([out], complete=True)
+            return set_element(
+                value, slot.site.element, with_data(ps, repack(ps, out.outputs[key]))
+            )
+        if fwd is None:
+            if recompute:
+                return set_element(value, slot.site.element, with_data(ps, ps.data.clone()))
+            return None
+        if key in fwd.captured:
+            raise InjectionError(
+                f"layer {slot.site.layer!r} ran again in one forward before the block ran; choose "
+                "the call with Site(..., call=N)."
+            )
+        fwd.captured[key] = x
+        fwd.masks[key] = mask
+        if len(fwd.captured) < len(self.slots):
+            clone = ps.data.clone()
+            fwd.packed[key] = (clone, ps)
+            return set_element(value, slot.site.element, with_data(ps, clone))
+        out = self._commit(fwd)
+        return set_element(value, slot.site.element, with_data(ps, repack(ps, out.outputs[key])))
+
+    def _commit(self, fwd: _Forward) -> PgMOutput:
+        """Run the block on every captured modality and write the early ones into their clones."""
         out = self._run(fwd.captured, fwd.masks)
         for k, (clone, full_k, lay) in fwd.clones.items():
             clone.copy_(_write_back(self.slots[k], full_k, out.outputs[k], lay))
+        for k, (data, ps) in fwd.packed.items():
+            data.copy_(repack(ps, out.outputs[k]))
         fwd.outputs.append(out)
         fwd.committed = True
-        new = _write_back(slot, full, out.outputs[key], layout)
-        return set_element(value, slot.site.element, new)
+        return out
 
     def _run(self, inputs: dict[str, Tensor], masks: Mapping[str, Tensor]) -> PgMOutput:
         """The block on some modalities (masks passed only when a site has one)."""

@@ -15,11 +15,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
 from pgm_plugins.errors import InjectionError
-from pgm_plugins.injection.site import Site, attach_hook, get_element, set_element
+from pgm_plugins.injection.site import Site, attach_hook, get_element, set_element, with_data
 
 __all__ = ["ReadWatch", "call_model", "dry_run", "probe_sites"]
 
@@ -187,17 +188,24 @@ def probe_sites(
                 except (KeyError, IndexError, AttributeError, TypeError) as exc:
                     rec.not_tensor = f"no element {site.index!r} ({type(exc).__name__}: {exc})"
                     return None
-                if not isinstance(elem, Tensor):
+                packed = isinstance(elem, PackedSequence)
+                if not isinstance(elem, Tensor) and not packed:
                     rec.not_tensor = f"element is a {type(elem).__name__}, not a tensor"
                     return None
-                rec.shapes.append(tuple(elem.shape))
+                if packed:  # seen by the block padded: [B, T, d]
+                    sizes = elem.batch_sizes
+                    rec.shapes.append((int(sizes[0]), len(sizes), int(elem.data.shape[-1])))
+                else:
+                    rec.shapes.append(tuple(elem.shape))
                 if key not in order:
                     order.append(key)
                 if not check_reads or len(order) == len(sites):
                     watch.clear()  # the last modality arrived: later reads are fine
                     return None
-                clone = elem.clone()
+                clone = elem.data.clone() if packed else elem.clone()
                 watch.track(clone, f"{key!r} (layer {site.layer!r})")
+                if packed:
+                    return set_element(value, site.element, with_data(elem, clone))
                 return set_element(value, site.element, clone)
 
         return handle

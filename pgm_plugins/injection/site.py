@@ -15,7 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
 from torch.utils.hooks import RemovableHandle
 
 from pgm_plugins.errors import InjectionError
@@ -259,6 +261,38 @@ def from_block(x: Tensor, layout: str) -> Tensor:
 
 def feature_axis(layout: str) -> int:
     return {"BD": 1, "BTD": 2, "TBD": 2, "BDT": 1}[layout]
+
+
+# ---------------------------------------------------------------------- packed sequences
+def packed_index(ps: PackedSequence) -> tuple[Tensor, Tensor, int, int]:
+    """Where each row of ``ps.data`` sits in the padded ``[B, T, d]`` view: ``(b, t, B, T)``."""
+    sizes = ps.batch_sizes.cpu()
+    steps = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+    rows = torch.cat([torch.arange(int(n)) for n in sizes])
+    batch = ps.sorted_indices.cpu()[rows] if ps.sorted_indices is not None else rows
+    device = ps.data.device
+    return batch.to(device), steps.to(device), int(sizes[0]), len(sizes)
+
+
+def unpack(ps: PackedSequence) -> tuple[Tensor, Tensor]:
+    """A ``PackedSequence`` as padded ``[B, T, d]`` (zeros at padding) and its ``[B, T]`` mask."""
+    b, t, batch, steps = packed_index(ps)
+    data = ps.data
+    padded = data.new_zeros(batch, steps, data.shape[-1]).index_put((b, t), data)
+    mask = torch.zeros(batch, steps, dtype=torch.bool, device=data.device)
+    mask[b, t] = True
+    return padded, mask
+
+
+def repack(ps: PackedSequence, padded: Tensor) -> Tensor:
+    """The rows of ``ps.data`` taken back from a padded ``[B, T, d]`` tensor."""
+    b, t, _, _ = packed_index(ps)
+    return padded[b, t]
+
+
+def with_data(ps: PackedSequence, data: Tensor) -> PackedSequence:
+    """``ps`` with other data rows (same lengths and order)."""
+    return PackedSequence(data, ps.batch_sizes, ps.sorted_indices, ps.unsorted_indices)
 
 
 # ---------------------------------------------------------------------- containers
