@@ -188,3 +188,39 @@ def test_packed_sequence_sites_see_real_steps_only(mode):
     torch.testing.assert_close(model(t, noisy, lengths), out, rtol=1e-5, atol=1e-6)
     (out.sum() + handle.aux_loss(torch.zeros(4))).backward()
     assert all(p.grad is not None for p in model.audio.parameters())
+
+
+class ConvHost(nn.Module):
+    """An image tower returning a feature map list (timm ``features_only`` style) and a vector
+    modality; the host pools the last map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.image = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3))
+        self.audio = nn.Linear(3, 5)
+        self.out = nn.Linear(11, 1)
+
+    def forward(self, img: Tensor, aud: Tensor) -> Tensor:
+        fmap, a = self.image(img), self.audio(aud)
+        return self.out(torch.cat([fmap.mean((2, 3)), a], -1)).squeeze(-1)
+
+
+def test_feature_map_sites_run_the_block_over_positions():
+    model = ConvHost()
+    x = (torch.randn(2, 1, 7, 7), torch.randn(2, 3))
+    ref = model(*x)
+    handle = pp.inject(model, sites={"image": "image", "audio": "audio"}, example_inputs=x)
+    assert handle.plan is not None
+    assert (handle.plan.sites["image"].layout, handle.plan.sites["image"].width) == ("BDHW", 6)
+    torch.testing.assert_close(model(*x), ref, rtol=0, atol=0)
+    with torch.no_grad():
+        for p in handle.block.parameters():
+            if p.dim() == 0:
+                p.fill_(1.0)
+    out = model(*x)
+    assert out.shape == ref.shape and not torch.allclose(out, ref)
+    channels_last = Site("image", layout="BHWD")
+    handle.remove()
+    with pytest.raises(InjectionError, match="layout 'BHWD'"):
+        pp.inject(model, sites={"image": channels_last, "audio": "audio"}, example_inputs=x)

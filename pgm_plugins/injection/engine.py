@@ -58,10 +58,13 @@ from pgm_plugins.block import ModalParts, PgMConfig, PgMOutput
 from pgm_plugins.block.losses import check_targets, sum_terms, task_loss
 from pgm_plugins.errors import InjectionError, InputError
 from pgm_plugins.injection.site import (
+    LAYOUTS,
     Junction,
     Site,
+    feature_axis,
     from_block,
     get_element,
+    positions,
     repack,
     set_element,
     to_block,
@@ -404,14 +407,15 @@ class PgMInjection(nn.Module):
                 _check_mask(slot, mask, x)
                 fwd.masks[key] = mask
         if self.junction is not None:
-            return set_element(value, slot.site.element, from_block(self._junction(x, fwd), layout))
+            merged = from_block(self._junction(x, fwd), layout, t)
+            return set_element(value, slot.site.element, merged)
         if self.mode == "independent":
             out = self._run({key: x}, {key: mask} if mask is not None else {})
             if fwd is not None:
                 fwd.outputs.append(out)
             elif not recompute:
                 self._record([out], complete=True)
-            new = _write_back(slot, full, out.outputs[key], layout)
+            new = _write_back(slot, full, out.outputs[key], layout, t)
             return set_element(value, slot.site.element, new)
         # joint mode
         if fwd is None:
@@ -429,7 +433,7 @@ class PgMInjection(nn.Module):
             fwd.clones[key] = (clone, full, layout)
             return set_element(value, slot.site.element, clone)
         out = self._commit(fwd)
-        new = _write_back(slot, full, out.outputs[key], layout)
+        new = _write_back(slot, full, out.outputs[key], layout, t)
         return set_element(value, slot.site.element, new)
 
     def _on_packed(
@@ -481,7 +485,7 @@ class PgMInjection(nn.Module):
         """Run the block on every captured modality and write the early ones into their clones."""
         out = self._run(fwd.captured, fwd.masks)
         for k, (clone, full_k, lay) in fwd.clones.items():
-            clone.copy_(_write_back(self.slots[k], full_k, out.outputs[k], lay))
+            clone.copy_(_write_back(self.slots[k], full_k, out.outputs[k], lay, clone))
         for k, (data, ps) in fwd.packed.items():
             data.copy_(repack(ps, out.outputs[k]))
         fwd.outputs.append(out)
@@ -749,24 +753,22 @@ def _check_layout(slot: SiteSlot, t: Tensor) -> str:
         raise InputError(
             f"site {slot.site.describe()} ({slot.key!r}) has layout {layout!r} "
             f"({len(layout)}-D) but the layer gave a tensor of shape {tuple(t.shape)}; give "
-            f"Site(..., layout=...) matching the tensor ({', '.join(('BD', 'BTD', 'TBD', 'BDT'))})."
+            f"Site(..., layout=...) matching the tensor ({', '.join(LAYOUTS)})."
         )
-    axis = {"BD": 1, "BTD": 2, "TBD": 2, "BDT": 1}[layout]
+    axis = feature_axis(layout)
     if t.shape[axis] != slot.width:
         raise InputError(
             f"site {slot.site.describe()} ({slot.key!r}) should carry width {slot.width} on axis "
             f"{axis} (layout {layout!r}) but the tensor has shape {tuple(t.shape)}; wrong layout?"
         )
-    time_axis = {"BTD": 1, "TBD": 0, "BDT": 2}.get(layout)
-    if slot.site.token is not None and (
-        time_axis is None or not -t.shape[time_axis] <= slot.site.token < t.shape[time_axis]
-    ):
+    count = positions(t, layout)
+    if slot.site.token is not None and (count is None or not -count <= slot.site.token < count):
         raise InputError(
             f"site {slot.site.describe()} ({slot.key!r}) picks token {slot.site.token} but the "
             f"tensor has shape {tuple(t.shape)} (layout {layout!r}); token= needs a sequence "
             "with that position."
         )
-    if time_axis is not None and t.shape[time_axis] == 0:
+    if count == 0:
         raise InputError(
             f"site {slot.site.describe()} ({slot.key!r}) gave a zero-length sequence "
             f"(shape {tuple(t.shape)}); the PgM block needs at least one token."
@@ -783,13 +785,14 @@ def _check_mask(slot: SiteSlot, mask: Tensor, x: Tensor) -> None:
         )
 
 
-def _write_back(slot: SiteSlot, full: Tensor, out: Tensor, layout: str) -> Tensor:
-    """The block's result in the host's layout; a ``token`` site changes that position only."""
+def _write_back(slot: SiteSlot, full: Tensor, out: Tensor, layout: str, like: Tensor) -> Tensor:
+    """The block's result in the host's layout (``like``: the host's tensor, for its shape); a
+    ``token`` site changes that position only."""
     if slot.site.token is None:
-        return from_block(out, layout)
+        return from_block(out, layout, like)
     new = full.clone()
     new[:, slot.site.token] = out
-    return from_block(new, layout)
+    return from_block(new, layout, like)
 
 
 def _recomputing() -> bool:

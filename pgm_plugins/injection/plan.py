@@ -163,8 +163,10 @@ def _static_width(module: nn.Module, site: Site) -> int | None:
     out = site.at == "output"
     if isinstance(module, nn.Linear):
         return module.out_features if out else module.in_features
-    if isinstance(module, nn.Conv1d):
+    if isinstance(module, nn.Conv1d | nn.Conv2d):
         return module.out_channels if out else module.in_channels
+    if isinstance(module, nn.BatchNorm2d | nn.BatchNorm1d):
+        return module.num_features
     if isinstance(module, nn.LayerNorm) and module.normalized_shape:
         return int(module.normalized_shape[-1])
     if isinstance(module, nn.Embedding) and out:
@@ -192,10 +194,21 @@ def _infer_layout(
     """The layout of a tensor seen in the dry run, or ``(None, why)`` when it is ambiguous."""
     if len(shape) == 2:
         return "BD", ""
+    if len(shape) == 4:
+        if isinstance(module, nn.Conv2d | nn.BatchNorm2d) and site.at == "output":
+            return "BDHW", ""
+        if static is not None and shape[3] == static and shape[1] != static:
+            return "BHWD", ""
+        if static is not None and shape[1] == static and shape[3] != static:
+            return "BDHW", ""
+        return None, (
+            f"{site.describe()} gives a feature map {shape}; give Site(..., layout='BDHW') "
+            "(channels first) or layout='BHWD' (channels last)"
+        )
     if len(shape) != 3:
         return (
             None,
-            f"{site.describe()} gives a {len(shape)}-D tensor {shape}; sites take 2-D or 3-D",
+            f"{site.describe()} gives a {len(shape)}-D tensor {shape}; sites take 2-D to 4-D",
         )
     if isinstance(module, nn.Conv1d) and site.at == "output":
         return "BDT", ""

@@ -35,7 +35,9 @@ __all__ = [
 ]
 
 #: tensor layouts a site may declare; the block always sees ``[B, d]`` or ``[B, T, d]``
-LAYOUTS = ("BD", "BTD", "TBD", "BDT")
+LAYOUTS = ("BD", "BTD", "TBD", "BDT", "BDHW", "BHWD")
+#: spatial layouts: the block sees the H x W positions as a sequence ``[B, H*W, d]``
+SPATIAL = ("BDHW", "BHWD")
 PLACES = ("output", "input")
 
 
@@ -107,8 +109,10 @@ class Site:
         at: ``"output"`` (forward hook) or ``"input"`` (forward pre-hook).
         index: element of a tuple/list (int) or dict / model-output object (str); None for a
             plain tensor (for ``at="input"``, None means the first positional argument).
-        layout: ``"BD"``, ``"BTD"``, ``"TBD"`` or ``"BDT"``; None infers it from the dry run
-            (2-D: BD; 3-D: BDT after a Conv1d, else BTD) and fails without one.
+        layout: ``"BD"``, ``"BTD"``, ``"TBD"``, ``"BDT"``, or a feature map ``"BDHW"`` /
+            ``"BHWD"`` (its positions become tokens); None infers it from the dry run (2-D: BD;
+            3-D: BDT after a Conv1d, TBD when the batch is on axis 1, else BTD; 4-D: BDHW after a
+            Conv2d / BatchNorm2d) and fails without one.
         call: which call of the layer within one forward (0-based); None acts on every call.
         token: a sequence site's position whose vector the block sees (``0``: a [CLS] token,
             ``-1``: the last); the other positions pass through unchanged.
@@ -246,21 +250,41 @@ def attach_hook(module: nn.Module, site: Site, fn: Callable[[Any], Any]) -> Remo
 
 # ---------------------------------------------------------------------- layouts
 def to_block(t: Tensor, layout: str) -> Tensor:
-    """Host layout -> ``[B, d]`` / ``[B, T, d]``."""
+    """Host layout -> ``[B, d]`` / ``[B, T, d]`` (a feature map's positions become tokens)."""
     if layout == "TBD":
         return t.transpose(0, 1)
     if layout == "BDT":
         return t.transpose(1, 2)
+    if layout == "BDHW":
+        return t.flatten(2).transpose(1, 2)
+    if layout == "BHWD":
+        return t.flatten(1, 2)
     return t
 
 
-def from_block(x: Tensor, layout: str) -> Tensor:
-    """``[B, d]`` / ``[B, T, d]`` -> host layout."""
+def from_block(x: Tensor, layout: str, like: Tensor | None = None) -> Tensor:
+    """``[B, d]`` / ``[B, T, d]`` -> host layout; spatial layouts take the shape of ``like``."""
+    if layout in SPATIAL:
+        if like is None:
+            raise ValueError(f"from_block({layout!r}) needs the host tensor's shape (like=)")
+        if layout == "BDHW":
+            return x.transpose(1, 2).reshape(like.shape)
+        return x.reshape(like.shape)
     return to_block(x, layout)  # both transposes are their own inverse
 
 
 def feature_axis(layout: str) -> int:
-    return {"BD": 1, "BTD": 2, "TBD": 2, "BDT": 1}[layout]
+    return {"BD": 1, "BTD": 2, "TBD": 2, "BDT": 1, "BDHW": 1, "BHWD": 3}[layout]
+
+
+def positions(t: Tensor, layout: str) -> int | None:
+    """How many tokens the block sees from ``t`` (None for ``BD``: one vector per sample)."""
+    if layout == "BD":
+        return None
+    if layout in SPATIAL:
+        h, w = (t.shape[2], t.shape[3]) if layout == "BDHW" else (t.shape[1], t.shape[2])
+        return int(h * w)
+    return int(t.shape[{"BTD": 1, "TBD": 0, "BDT": 2}[layout]])
 
 
 # ---------------------------------------------------------------------- packed sequences

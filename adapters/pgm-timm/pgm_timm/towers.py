@@ -13,9 +13,10 @@ so the block sees exactly ``forward_head(..., pre_logits=True)``: ``[B, num_feat
 MobileNetV3, ``[B, head_hidden_size]``). Recognition compares class paths as strings: nothing here
 imports timm.
 
-``features_only`` towers (``FeatureListNet`` and friends) return feature maps ``[B, C, H, W]`` and
-no pooled features; sites take ``[B, d]`` or ``[B, T, d]``, so they are recognised and refused
-with an error that names the map and the ways around it.
+``features_only`` towers that return a list of feature maps (``FeatureListNet``, the EfficientNet /
+MobileNetV3 feature nets) get a site at their last map, ``[B, C, H, W]`` (layout ``BDHW``: the block
+sees the H x W positions as tokens and hands the map back); ``FeatureDictNet`` and the hook / getter
+wrappers are recognised and refused with the ways around it.
 """
 
 from __future__ import annotations
@@ -60,7 +61,13 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "timm.models.nfnet.NormFreeNet": ("NFNet", "head.drop"),
 }
 
-#: ``features_only`` wrappers: recognised as towers, but they give feature maps, not features
+#: ``features_only`` wrappers whose output is a list of maps: the site is the last map (BDHW)
+LIST_FEATURE_NETS = {
+    "timm.models._features.FeatureListNet",
+    "timm.models.efficientnet.EfficientNetFeatures",
+    "timm.models.mobilenetv3.MobileNetV3Features",
+}
+#: every ``features_only`` wrapper
 FEATURE_NETS = {
     "timm.models._features.FeatureListNet",
     "timm.models._features.FeatureDictNet",
@@ -145,6 +152,21 @@ def _join(*parts: str) -> str:
     return ".".join(p for p in parts if p)
 
 
+def _feature_site(tower: nn.Module, path: str) -> Site | None:
+    """The last feature map of a list-returning ``features_only`` tower, channels first."""
+    if class_path(tower) not in LIST_FEATURE_NETS:
+        return None
+    info = getattr(tower, "feature_info", None)
+    try:
+        channels = int(info.channels()[-1]) if info is not None else None
+        fmt = getattr(tower, "output_fmt", "NCHW")
+    except (AttributeError, IndexError, TypeError):
+        return None
+    if channels is None or str(fmt) not in ("NCHW", "Format.NCHW"):
+        return None
+    return Site(path, index=-1, layout="BDHW", dim=channels)
+
+
 def _feature_problem(tower: nn.Module, path: str) -> str:
     info = getattr(tower, "feature_info", None)
     last = None
@@ -155,14 +177,18 @@ def _feature_problem(tower: nn.Module, path: str) -> str:
     where = f"its last map (from {_join(path, str(last))!r})" if last else "its maps"
     return (
         f"features_only tower {type(tower).__name__}: {where} is [B, C, H, W] and PgM sites take "
-        "[B, d] or [B, T, d]; build the tower without features_only and call forward or "
-        "forward_features + forward_head, or give sites= a layer of yours after the pooling"
+        "[B, d], [B, T, d] or a list of [B, C, H, W] maps; build the tower without "
+        "features_only (or with the default list output) and call forward or forward_features "
+        "+ forward_head, or give sites= a layer of yours after the pooling"
     )
 
 
 def _site_for(tower: nn.Module, path: str) -> tuple[str | None, Site | None, str | None]:
     cpath = class_path(tower)
     if cpath in FEATURE_NETS:
+        site = _feature_site(tower, path)
+        if site is not None:
+            return "features_only", site, None
         return "features_only", None, _feature_problem(tower, path)
     if cpath not in FAMILIES:
         return None, None, f"unsupported timm family {cpath}"

@@ -265,14 +265,36 @@ def test_an_unsupported_timm_family_gets_an_error_naming_the_supported_ones():
     assert not hasattr(model, "pgm_block")
 
 
-def test_a_features_only_tower_is_recognised_and_refused_with_the_way_around():
-    model = _with_tower(create_tower("timm:test_resnet", features_only=True))
-    (tower, _) = find_towers(model)
-    assert tower.family == "features_only" and tower.site is None
-    with pytest.raises(InjectionError, match="features_only tower FeatureListNet") as info:
-        pp.inject(model)
-    assert "'image_encoder.layer4'" in str(info.value)
-    assert "forward_features + forward_head" in str(info.value)
+class _MapFusion(nn.Module):
+    """A composite that pools the last map of a features_only image tower itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image_encoder = create_tower("timm:test_resnet", features_only=True)
+        self.audio_encoder = nn.Linear(5, 8)
+        width = self.image_encoder.feature_info.channels()[-1]
+        self.head = nn.Linear(width + 8, 3)
+
+    def forward(self, image, audio):
+        maps, a = self.image_encoder(image), self.audio_encoder(audio)
+        return self.head(torch.cat([maps[-1].mean((2, 3)), a], -1))
+
+
+def test_a_features_only_tower_gets_a_site_at_its_last_map():
+    torch.manual_seed(0)
+    model = _MapFusion()
+    x = (torch.randn(2, 3, 32, 32), torch.randn(2, 5))
+    (tower,) = [t for t in find_towers(model) if t.family == "features_only"]
+    assert tower.site is not None and tower.site.layout == "BDHW" and tower.site.index == -1
+    with torch.no_grad():
+        ref = model(*x)
+    handle = pp.inject(
+        model, sites={"image": tower.site, "audio": "audio_encoder"}, example_inputs=x
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(model(*x), ref, rtol=0, atol=0)
+    (model(*x).sum() + handle.aux_loss()).backward()
+    assert any(p.grad is not None for p in handle.block.parameters())
 
 
 def test_towers_by_name_with_size_overrides():
