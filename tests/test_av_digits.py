@@ -1,0 +1,177 @@
+"""av-digits: the loader on the real data (skips when absent), retrieval metrics, pair re-drawing,
+and a tiny end-to-end run of the retrieval benchmark (every arm, a few items, one epoch)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pgm_plugins.bench import av_digits
+from pgm_plugins.bench.av_digits import data_root, load, redraw_pairs, retrieval_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _have_data() -> bool:
+    return (data_root() / av_digits.DATASET / "pairs.csv").is_file()
+
+
+@pytest.fixture(scope="module")
+def data():
+    if not _have_data():
+        pytest.skip(f"av-digits not found under {data_root()} (set PGM_DATA_DIR)")
+    torch.set_num_threads(1)
+    return load()
+
+
+def _benchmark():
+    path = REPO / "benchmarks" / "av_digits_retrieval.py"
+    spec = importlib.util.spec_from_file_location("av_digits_retrieval_bench", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_missing_file_is_named_with_where_it_looked(tmp_path):
+    folder = tmp_path / "av-digits"
+    folder.mkdir()
+    (folder / "pairs.csv").write_text("split,digit,audio,speaker,image_row\n")
+    with pytest.raises(FileNotFoundError, match=r"mnist_5k\.csv\.gz.*looked in .*av-digits"):
+        load(tmp_path)
+
+
+def test_missing_recording_is_named(tmp_path):
+    real = data_root() / av_digits.DATASET
+    if not real.is_dir():
+        pytest.skip(f"av-digits not found under {data_root()} (set PGM_DATA_DIR)")
+    folder = tmp_path / "av-digits"
+    (folder / "fsdd").mkdir(parents=True)
+    for name in av_digits.FILES:
+        (folder / name).symlink_to(real / name)
+    with pytest.raises(
+        FileNotFoundError, match=r"3000 file\(s\) not found: .*recordings/0_george_0"
+    ):
+        load(tmp_path)
+
+
+def test_retrieval_metrics_on_known_rankings():
+    labels = np.array([0, 0, 1, 1])
+    perfect = retrieval_metrics(np.eye(2)[labels], labels, np.eye(2)[labels], labels)
+    assert perfect == {"p@1": 1.0, "p@10": 0.5, "map": 1.0}  # 4 gallery items, 2 relevant
+    # one query, gallery ranked: wrong, right, wrong, right -> AP = (1/2 + 2/4) / 2
+    query = np.array([[1.0, 0.0]])
+    gallery = np.array([[1.0, 0.0], [1.0, 0.1], [1.0, 0.2], [1.0, 0.3]])
+    out = retrieval_metrics(query, np.array([1]), gallery, np.array([0, 1, 0, 1]))
+    assert out["p@1"] == 0.0 and out["map"] == pytest.approx(0.5)
+
+
+@pytest.mark.data
+def test_loader_follows_the_protocol(data):
+    assert data.images.shape == (5000, 28, 28) and 0.0 <= data.images.min() < data.images.max() <= 1
+    assert data.audio_frames.shape == (3000, 32, 20) and data.audio_stats.shape == (3000, 40)
+    for split, (clips, images, speakers) in {
+        "train": (2000, 3000, {"george", "jackson", "nicolas", "yweweler"}),
+        "valid": (500, 1000, {"lucas"}),
+        "test": (500, 1000, {"theo"}),
+    }.items():
+        c, r = data.clips(split), data.image_rows(split)
+        assert (len(c), len(r)) == (clips, images)
+        assert set(data.audio_speaker[c]) == speakers
+        assert np.bincount(data.audio_label[c], minlength=10).tolist() == [clips // 10] * 10
+        assert set(data.image_split[data.pair_image[c]]) == {split}  # fixed pairs within split
+    assert (data.image_label[data.pair_image] == data.audio_label).all()
+    assert len(set(data.pair_image.tolist())) == 3000  # no image used twice
+    train = data.clips("train")
+    assert np.allclose(data.audio_stats[train].mean(0), 0, atol=1e-4)
+    assert np.allclose(data.audio_stats[train].std(0), 1, atol=1e-3)
+    # README: clips last 0.143-2.283 s; 25 ms windows every 10 ms give 13-228 frames
+    assert data.audio_frame_count.min() >= 13 and data.audio_frame_count.max() <= 228
+    with pytest.raises(KeyError, match=r"unknown split 'tset'.*test"):
+        data.clips("tset")
+
+
+@pytest.mark.data
+def test_digest_covers_what_was_read(data):
+    h = hashlib.sha256()
+    for name in av_digits.FILES:
+        h.update(name.encode())
+        h.update((data.path / name).read_bytes())
+    for rel in data.audio_path:
+        h.update(str(rel).encode())
+        h.update((data.path / rel).read_bytes())
+    assert data.digest == h.hexdigest()
+
+
+@pytest.mark.data
+def test_redrawn_pairs_stay_within_split_and_digit(data):
+    rng = np.random.default_rng(0)
+    first, second = redraw_pairs(data, "train", rng), redraw_pairs(data, "train", rng)
+    clips = data.clips("train")
+    for pair in (first, second):
+        assert (data.image_label[pair] == data.audio_label[clips]).all()
+        assert set(data.image_split[pair]) == {"train"}
+        assert len(set(pair.tolist())) == len(pair)  # 200 clips, 300 images per digit
+    assert (first != second).mean() > 0.9
+
+
+@pytest.mark.data
+def test_tiny_end_to_end_run_of_every_arm(data, tmp_path, monkeypatch):
+    bench = _benchmark()
+    monkeypatch.setattr(bench.av_digits, "load", lambda *a, **k: data)
+    code = bench.main(
+        [
+            "--results",
+            str(tmp_path),
+            "--seeds",
+            "0",
+            "1",
+            "--limit",
+            "40",
+            "--max-epochs",
+            "1",
+            "--batch",
+            "20",
+            "--image-tower",
+            "timm:test_resnet",
+        ]
+    )
+    assert code == 0
+    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "main").glob("*.json"))]
+    assert sorted((r["arm"], r["seed"]) for r in records) == [
+        (a, s) for a in ("baseline", "capacity", "pgm") for s in (0, 1)
+    ]
+    block = {r["arm"]: r["parameters"]["block"] for r in records}
+    assert block["baseline"] == 0 and abs(block["capacity"] - block["pgm"]) <= 0.05 * block["pgm"]
+    for r in records:
+        for direction in ("audio2image", "image2audio"):
+            m = r["metrics"]["test"][direction]
+            assert 0.0 <= m["p@1"] <= 1.0 and 0.0 < m["map"] <= 1.0
+        assert r["data_digest"] == data.digest
+        assert all(np.isfinite(r["curves"]["train_loss"]))
+    pgm = [r for r in records if r["arm"] == "pgm"]
+    assert all(r["curves"]["aux_loss"][0] > 0 for r in pgm)  # its auxiliary loss was trained
+    assert pgm[0]["block_config"]["paired"] == "shared" and pgm[0]["block_config"]["task"] == "none"
+    summary = (tmp_path / "main" / "summary.md").read_text()
+    assert "pgm vs capacity" in summary and "| baseline | 2 |" in summary
+    # the table rebuilds from the committed JSONs alone
+    assert bench.main(["--results", str(tmp_path), "--summary-only"]) == 0
+
+
+def test_supcon_loss_treats_same_label_items_as_positives():
+    bench = _benchmark()
+    y = torch.tensor([0, 0, 1, 1])
+    aligned = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    # same-digit items identical: the loss is log(number of positives) at low temperature
+    low = bench.supcon_loss(aligned, aligned, y, y, 0.01)
+    assert low.item() == pytest.approx(np.log(2), abs=1e-4)
+    swapped = bench.supcon_loss(aligned, aligned.flip(0), y, y, 0.01)
+    assert swapped.item() > 10
