@@ -25,6 +25,9 @@ with paired-t 95 % intervals over seeds).
     python benchmarks/av_digits_retrieval.py                    # 3 arms x 3 seeds
     python benchmarks/av_digits_retrieval.py --seeds 0 1 2 3 4 --data-dir DIR
     python benchmarks/av_digits_retrieval.py --summary-only     # rebuild the table
+    python benchmarks/av_digits_retrieval.py --suite lr3e-4 --lr 3e-4   # another setting
+    python benchmarks/av_digits_retrieval.py --select main lr3e-4   # per arm, the setting with
+                                                                    # the best mean valid mAP
 """
 
 from __future__ import annotations
@@ -239,7 +242,27 @@ def _fmt(values: Sequence[float]) -> str:
     return f"{a.mean():.3f} +- {sd:.3f}"
 
 
-def summarise(records: list[dict[str, Any]], digest: str | None) -> str:
+def select(suites: Mapping[str, list[dict[str, Any]]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Per arm, the records of the suite (setting) with the best mean validation mAP over seeds
+    (ties: the first suite given); and one line per arm saying what was chosen."""
+    chosen: list[dict[str, Any]] = []
+    notes = []
+    for arm in ARM_NAMES:
+        scores = {}
+        for name, records in suites.items():
+            cells = [r for r in records if r["arm"] == arm]
+            if cells:
+                scores[name] = float(np.mean([c["metrics"]["valid"]["map_mean"] for c in cells]))
+        if not scores:
+            continue
+        best = max(scores, key=lambda k: scores[k])  # first of equal maxima
+        chosen += [r for r in suites[best] if r["arm"] == arm]
+        tried = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+        notes.append(f"- {arm}: `{best}` (mean valid mAP per setting: {tried})")
+    return chosen, notes
+
+
+def summarise(records: list[dict[str, Any]], digest: str | None, notes: Sequence[str] = ()) -> str:
     """The markdown table: per arm mean +- std; differences with paired-t 95 % intervals."""
     by_arm: dict[str, dict[int, dict[str, Any]]] = {}
     for r in records:
@@ -259,6 +282,8 @@ def summarise(records: list[dict[str, Any]], digest: str | None) -> str:
         "| valid mAP | best epoch | block params |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    if notes:
+        lines[9:9] = ["Setting chosen per arm on validation mAP only:", "", *notes, ""]
     for a in arms:
         cells = list(by_arm[a].values())
         vals = [
@@ -308,6 +333,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="train on the first N train clips (tests)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--summary-only", action="store_true")
+    p.add_argument(
+        "--select",
+        nargs="+",
+        metavar="SUITE",
+        help="summarise these suites: per arm the one with the best mean valid mAP "
+        "(written to RESULTS/summary.md)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = Path(args.results) if args.results else RESULTS
@@ -344,13 +376,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"i->a {t['image2audio']['map']:.3f} ({record['wall_s']:.0f} s)",
                     flush=True,
                 )
-    records = list(store.records())
+    notes: list[str] = []
+    if args.select:
+        suites = {name: list(ResultStore(root / name).records()) for name in args.select}
+        empty = [name for name, recs in suites.items() if not recs]
+        if empty:
+            print(f"no results under {', '.join(str(root / e) for e in empty)}", file=sys.stderr)
+            return 1
+        records, notes = select(suites)
+        out = root / "summary.md"
+    else:
+        records = list(store.records())
+        out = store.root / "summary.md"
     if not records:
         print(f"no results under {store.root}", file=sys.stderr)
         return 1
     digest = digest or records[0].get("data_digest")
-    text = summarise(records, digest)
-    atomic_write_text(store.root / "summary.md", text)
+    text = summarise(records, digest, notes)
+    atomic_write_text(out, text)
     print(text)
     return 0
 

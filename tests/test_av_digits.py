@@ -175,3 +175,34 @@ def test_supcon_loss_treats_same_label_items_as_positives():
     assert low.item() == pytest.approx(np.log(2), abs=1e-4)
     swapped = bench.supcon_loss(aligned, aligned.flip(0), y, y, 0.01)
     assert swapped.item() > 10
+
+
+def test_select_takes_each_arms_best_validation_setting():
+    bench = _benchmark()
+
+    def cell(arm, seed, valid, test):
+        m = {"p@1": test, "p@10": test, "map": test}
+        return {
+            "arm": arm,
+            "seed": seed,
+            "best_epoch": 1,
+            "parameters": {"block": 0},
+            "metrics": {
+                "valid": {"map_mean": valid},
+                "test": {"audio2image": m, "image2audio": m},
+            },
+        }
+
+    suites = {
+        "a": [cell("baseline", s, 0.8, 0.1) for s in (0, 1)]
+        + [cell("pgm", s, 0.5, 0.9) for s in (0, 1)],
+        "b": [cell("baseline", s, 0.7, 0.9) for s in (0, 1)]
+        + [cell("pgm", s, 0.6, 0.2) for s in (0, 1)],
+    }
+    records, notes = bench.select(suites)
+    # chosen on validation, whatever the test numbers say
+    chosen = {(r["arm"], r["metrics"]["test"]["audio2image"]["map"]) for r in records}
+    assert chosen == {("baseline", 0.1), ("pgm", 0.2)}
+    assert notes[0].startswith("- baseline: `a`") and notes[1].startswith("- pgm: `b`")
+    text = bench.summarise(records, None, notes)
+    assert "Setting chosen per arm on validation mAP only" in text and "pgm vs baseline" in text
