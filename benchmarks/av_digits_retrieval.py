@@ -26,6 +26,7 @@ with paired-t 95 % intervals over seeds).
     python benchmarks/av_digits_retrieval.py --seeds 0 1 2 3 4 --data-dir DIR
     python benchmarks/av_digits_retrieval.py --summary-only     # rebuild the table
     python benchmarks/av_digits_retrieval.py --suite lr3e-4 --lr 3e-4   # another setting
+    python benchmarks/av_digits_retrieval.py --held-out george --seeds 0   # one LOSO fold
     python benchmarks/av_digits_retrieval.py --select main lr3e-4   # per arm, the setting with
                                                                     # the best mean valid mAP
 """
@@ -268,14 +269,16 @@ def summarise(records: list[dict[str, Any]], digest: str | None, notes: Sequence
     for r in records:
         by_arm.setdefault(r["arm"], {})[r["seed"]] = r
     arms = [a for a in ARM_NAMES if a in by_arm]
+    held = records[0].get("held_out", "theo") if records else "theo"
+    valid_speaker = "lucas" if held == "theo" else av_digits.LOSO_VALID[held]
     lines = [
-        "# av-digits cross-modal retrieval (test speaker theo; 500 clips, 1,000 images)",
+        f"# av-digits cross-modal retrieval (test speaker {held}; 500 clips, 1,000 images)",
         "",
         "Written by `benchmarks/av_digits_retrieval.py`; one JSON per cell next to this file.",
         f"Data digest (SHA-256 of every file read): `{digest}`." if digest else "",
         "",
         "Mean +- sd over seeds (n per arm in brackets); weights chosen by early stopping on",
-        "validation mAP (speaker lucas). Reference (README, logistic-regression class",
+        f"validation mAP (speaker {valid_speaker}). Reference (README, logistic-regression class",
         "probabilities): audio->image mAP 0.742, image->audio mAP 0.750; chance about 0.10.",
         "",
         "| arm | n | a->i P@1 | a->i P@10 | a->i mAP | i->a P@1 | i->a P@10 | i->a mAP "
@@ -322,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=None, help="folder holding av-digits/ (PGM_DATA_DIR)")
     p.add_argument("--results", default=None, help=f"result folder (default {RESULTS})")
-    p.add_argument("--suite", default="main", help="sub-folder of the results (default main)")
+    p.add_argument("--suite", default=None, help="sub-folder of the results (default main)")
     p.add_argument("--arms", nargs="+", default=list(ARM_NAMES), choices=ARM_NAMES)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--image-tower", default=Spec.image_tower)
@@ -332,6 +335,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=Spec.batch)
     p.add_argument("--limit", type=int, default=0, help="train on the first N train clips (tests)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--held-out",
+        default=None,
+        metavar="SPEAKER",
+        help="leave-one-speaker-out fold: SPEAKER's clips are the test clips (suite "
+        "loso-SPEAKER unless --suite is given)",
+    )
     p.add_argument("--summary-only", action="store_true")
     p.add_argument(
         "--select",
@@ -343,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = Path(args.results) if args.results else RESULTS
-    store = ResultStore(root / args.suite)
+    suite = args.suite or (f"loso-{args.held_out}" if args.held_out else "main")
+    store = ResultStore(root / suite)
     spec = Spec(
         image_tower=args.image_tower,
         max_epochs=args.max_epochs,
@@ -355,6 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.summary_only:
         data = av_digits.load(args.data_dir, frames=spec.frames)
         digest = data.digest
+        if args.held_out:
+            data = av_digits.held_out_speaker(data, args.held_out)
         if args.limit:
             keep = data.clips("train")[: args.limit]
             drop = np.setdiff1d(data.clips("train"), keep)
@@ -368,7 +381,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"{arm} seed {seed}: done, skipped")
                     continue
                 record = run_cell(arm, seed, data, spec, {})
-                record.update({"data_digest": digest, "limit": args.limit, **env})
+                record.update(
+                    {
+                        "data_digest": digest,
+                        "limit": args.limit,
+                        "held_out": args.held_out or "theo",
+                        **env,
+                    }
+                )
                 store.write(key, record)
                 t = record["metrics"]["test"]
                 print(

@@ -206,3 +206,22 @@ def test_select_takes_each_arms_best_validation_setting():
     assert notes[0].startswith("- baseline: `a`") and notes[1].startswith("- pgm: `b`")
     text = bench.summarise(records, None, notes)
     assert "Setting chosen per arm on validation mAP only" in text and "pgm vs baseline" in text
+
+
+@pytest.mark.data
+def test_held_out_speaker_fold_restandardises_on_its_train_speakers(data):
+    fold = av_digits.held_out_speaker(data, "george")
+    assert set(fold.audio_speaker[fold.clips("test")]) == {"george"}
+    assert set(fold.audio_speaker[fold.clips("valid")]) == {av_digits.LOSO_VALID["george"]}
+    assert "george" not in set(fold.audio_speaker[fold.clips("train")])
+    train = fold.clips("train")
+    assert np.allclose(fold.audio_stats[train].mean(0), 0, atol=1e-4)
+    # the same clips, only re-standardised: an affine map per coefficient
+    i, j = fold.clips("test")[:2]
+    ratio = (fold.audio_stats[i] - fold.audio_stats[j]) / (
+        data.audio_stats[i] - data.audio_stats[j]
+    )
+    assert np.allclose(ratio, data.audio_norm["stats_sd"] / fold.audio_norm["stats_sd"], rtol=1e-3)
+    assert (data.audio_split == "train").sum() == 2000  # the original is untouched
+    with pytest.raises(KeyError, match=r"unknown speaker 'goerge'.*george"):
+        av_digits.held_out_speaker(data, "goerge")

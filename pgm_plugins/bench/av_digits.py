@@ -25,7 +25,7 @@ import gzip
 import hashlib
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,7 @@ __all__ = [
     "AvDigits",
     "audio_features",
     "data_root",
+    "held_out_speaker",
     "load",
     "redraw_pairs",
     "retrieval_metrics",
@@ -236,6 +237,53 @@ def load(data_dir: str | os.PathLike[str] | None = None, frames: int = 32) -> Av
         digest=h.hexdigest(),
         path=root,
         frames=frames,
+        audio_norm={
+            "stats_mean": s_mean,
+            "stats_sd": s_sd,
+            "frames_mean": f_mean,
+            "frames_sd": f_sd,
+        },
+    )
+
+
+#: leave-one-speaker-out: held-out (test) speaker -> validation speaker (the next one, cyclic)
+LOSO_VALID = {
+    "george": "jackson",
+    "jackson": "lucas",
+    "lucas": "nicolas",
+    "nicolas": "theo",
+    "theo": "yweweler",
+    "yweweler": "george",
+}
+
+
+def held_out_speaker(data: AvDigits, speaker: str) -> AvDigits:
+    """A copy of ``data`` for one leave-one-speaker-out fold: ``speaker``'s clips are the test
+    clips, ``LOSO_VALID[speaker]``'s the validation clips, the other four speakers' the train
+    clips; audio re-standardised with the new train clips. Images keep their splits, so retrieval
+    still queries the 1,000 test images; ``pair_image`` keeps the original fixed pairs (train the
+    fold with :func:`redraw_pairs`)."""
+    if speaker not in LOSO_VALID:
+        from pgm_plugins.errors import UnknownNameError, did_you_mean
+
+        raise UnknownNameError(
+            f"unknown speaker {speaker!r}; valid: {', '.join(LOSO_VALID)}."
+            + did_you_mean(speaker, LOSO_VALID)
+        )
+    norm = data.audio_norm
+    stats = data.audio_stats * norm["stats_sd"] + norm["stats_mean"]
+    seq = data.audio_frames * norm["frames_sd"] + norm["frames_mean"]
+    split = np.full(len(data.audio_speaker), "train", dtype=data.audio_split.dtype)
+    split[data.audio_speaker == speaker] = "test"
+    split[data.audio_speaker == LOSO_VALID[speaker]] = "valid"
+    train = split == "train"
+    s_mean, s_sd = stats[train].mean(0), stats[train].std(0) + 1e-6
+    f_mean, f_sd = seq[train].mean((0, 1)), seq[train].std((0, 1)) + 1e-6
+    return replace(
+        data,
+        audio_stats=((stats - s_mean) / s_sd).astype(np.float32),
+        audio_frames=((seq - f_mean) / f_sd).astype(np.float32),
+        audio_split=split,
         audio_norm={
             "stats_mean": s_mean,
             "stats_sd": s_sd,
