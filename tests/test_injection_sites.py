@@ -224,3 +224,55 @@ def test_feature_map_sites_run_the_block_over_positions():
     handle.remove()
     with pytest.raises(InjectionError, match="layout 'BHWD'"):
         pp.inject(model, sites={"image": channels_last, "audio": "audio"}, example_inputs=x)
+
+
+class EotHost(nn.Module):
+    """A text tower pooled at the end-of-text token (the largest id), as open_clip's CLIP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.token_embedding = nn.Embedding(20, 6)
+        self.ln_final = nn.LayerNorm(6)
+        self.image = nn.Linear(3, 6)
+
+    def encode_text(self, ids: Tensor) -> Tensor:
+        x = self.ln_final(self.token_embedding(ids))
+        return x[torch.arange(ids.shape[0]), ids.argmax(-1)]
+
+    def forward(self, ids: Tensor, img: Tensor) -> Tensor:
+        return (self.encode_text(ids) * self.image(img)).sum(-1)
+
+
+def test_token_from_another_layers_input_picks_each_samples_position():
+    from pgm_plugins import TokenFrom
+
+    model = EotHost()
+    ids = torch.tensor([[1, 5, 19, 0, 0], [2, 3, 4, 19, 0]])
+    img = torch.randn(2, 3)
+    text_site = Site("ln_final", token=TokenFrom("token_embedding"))
+    handle = pp.inject(
+        model,
+        sites={"text": text_site, "image": "image"},
+        mode="independent",
+        config={"paired": "shared", "task": "none", "mix": "replace"},
+        example_inputs=(ids, img),
+    )
+    seen = {}
+    model.ln_final.register_forward_hook(lambda m, a, out: seen.setdefault("out", out))
+    emb = model.encode_text(ids)  # on its own, many times: each call picks its own positions
+    torch.testing.assert_close(model.encode_text(ids), emb, rtol=0, atol=0)
+    out = seen["out"]  # the engine changed the end-of-text rows only
+    ref = nn.functional.layer_norm(
+        model.token_embedding(ids), (6,), model.ln_final.weight, model.ln_final.bias
+    )
+    eot = ids.argmax(-1)
+    rows = torch.arange(2)
+    assert not torch.allclose(out[rows, eot], ref[rows, eot])
+    keep = torch.ones(2, 5, dtype=torch.bool)
+    keep[rows, eot] = False
+    torch.testing.assert_close(out[keep], ref[keep], rtol=0, atol=0)
+    with pytest.raises(InjectionError, match="token's layer 'token_embeding' not found"):
+        pp.plan(EotHost(), sites={"text": Site("ln_final", token=TokenFrom("token_embeding"))})
+    assert Site.coerce(text_site.to_dict()) == text_site
+    handle.remove()

@@ -6,7 +6,7 @@ from pgm_plugins.injection.engine import PgMInjection
 from pgm_plugins.injection.handle import PgMHandle, handle_of
 from pgm_plugins.injection.layers import LayerInfo, format_layers, list_layers
 from pgm_plugins.injection.plan import Plan, build_plan, host_fingerprint
-from pgm_plugins.injection.site import InputMask, Junction, Site
+from pgm_plugins.injection.site import InputMask, Junction, Site, TokenFrom
 
 __all__ = [
     "Adapter",
@@ -17,6 +17,7 @@ __all__ = [
     "PgMInjection",
     "Plan",
     "Site",
+    "TokenFrom",
     "build_plan",
     "format_layers",
     "handle_of",

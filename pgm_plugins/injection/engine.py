@@ -61,6 +61,7 @@ from pgm_plugins.injection.site import (
     LAYOUTS,
     Junction,
     Site,
+    TokenFrom,
     feature_axis,
     from_block,
     get_element,
@@ -134,7 +135,7 @@ class _Forward:
         self.kwargs: dict[str, Any] = dict(kwargs or {})
         self.masks: dict[str, Tensor] = {}
         self.captured: dict[str, Tensor] = {}
-        self.clones: dict[str, tuple[Tensor, Tensor, str]] = {}
+        self.clones: dict[str, tuple[Tensor, Tensor, str, Any]] = {}
         self.packed: dict[str, tuple[Tensor, PackedSequence]] = {}  #: data clone, the original
         self.calls: dict[str, int] = {}
         self.committed = False
@@ -194,6 +195,20 @@ class _SiteInputHook(_SiteOutputHook):
 # The root hooks only keep books (open and close a forward's record, the one-time read check);
 # they run eagerly under torch.compile, where dynamo would otherwise trace them as frames of
 # their own and replay their bookkeeping on thread-local records.
+class _TokenSourceHook(_SiteOutputHook):
+    """Records, per thread, the positions a ``TokenFrom`` reads from its layer's input."""
+
+    def __call__(self, module: nn.Module, args: Any, kwargs: Any) -> None:
+        if _probing():
+            return
+        token = self.owner.slots[self.key].site.token
+        assert isinstance(token, TokenFrom)
+        positions = getattr(_TLS, "positions", None)
+        if positions is None:
+            positions = _TLS.positions = {}
+        positions[(id(self.owner), self.key)] = token.positions(args)
+
+
 class _RootPreHook(_EngineHook):
     @torch.compiler.disable
     def __call__(self, module: nn.Module, args: Any, kwargs: Any) -> None:
@@ -286,6 +301,11 @@ class PgMInjection(nn.Module):
                     layer.register_forward_pre_hook(_SiteInputHook(self, key), with_kwargs=True)
                 else:
                     layer.register_forward_hook(_SiteOutputHook(self, key))
+            for key, layer in modules.items():
+                if key.startswith("token source:"):
+                    layer.register_forward_pre_hook(
+                        _TokenSourceHook(self, key.split(":", 1)[1]), with_kwargs=True
+                    )
             model.register_forward_pre_hook(_RootPreHook(self), with_kwargs=True)
             model.register_forward_hook(_RootHook(self), with_kwargs=True, always_call=True)
         except BaseException:
@@ -399,7 +419,8 @@ class PgMInjection(nn.Module):
             )
         layout = _check_layout(slot, t)
         full = to_block(t, layout)
-        x = full if slot.site.token is None else full[:, slot.site.token]
+        index = None if slot.site.token is None else _token_index(self, slot, full)
+        x = full if index is None else full[index]
         mask = None
         if slot.site.mask is not None and fwd is not None:
             mask = slot.site.mask.select(fwd.args, fwd.kwargs)
@@ -415,7 +436,7 @@ class PgMInjection(nn.Module):
                 fwd.outputs.append(out)
             elif not recompute:
                 self._record([out], complete=True)
-            new = _write_back(slot, full, out.outputs[key], layout, t)
+            new = _write_back(slot, full, out.outputs[key], layout, t, index)
             return set_element(value, slot.site.element, new)
         # joint mode
         if fwd is None:
@@ -430,10 +451,10 @@ class PgMInjection(nn.Module):
         fwd.captured[key] = x
         if len(fwd.captured) < len(self.slots):
             clone = t.clone()
-            fwd.clones[key] = (clone, full, layout)
+            fwd.clones[key] = (clone, full, layout, index)
             return set_element(value, slot.site.element, clone)
         out = self._commit(fwd)
-        new = _write_back(slot, full, out.outputs[key], layout, t)
+        new = _write_back(slot, full, out.outputs[key], layout, t, index)
         return set_element(value, slot.site.element, new)
 
     def _on_packed(
@@ -484,8 +505,8 @@ class PgMInjection(nn.Module):
     def _commit(self, fwd: _Forward) -> PgMOutput:
         """Run the block on every captured modality and write the early ones into their clones."""
         out = self._run(fwd.captured, fwd.masks)
-        for k, (clone, full_k, lay) in fwd.clones.items():
-            clone.copy_(_write_back(self.slots[k], full_k, out.outputs[k], lay, clone))
+        for k, (clone, full_k, lay, index_k) in fwd.clones.items():
+            clone.copy_(_write_back(self.slots[k], full_k, out.outputs[k], lay, clone, index_k))
         for k, (data, ps) in fwd.packed.items():
             data.copy_(repack(ps, out.outputs[k]))
         fwd.outputs.append(out)
@@ -762,7 +783,8 @@ def _check_layout(slot: SiteSlot, t: Tensor) -> str:
             f"{axis} (layout {layout!r}) but the tensor has shape {tuple(t.shape)}; wrong layout?"
         )
     count = positions(t, layout)
-    if slot.site.token is not None and (count is None or not -count <= slot.site.token < count):
+    token = slot.site.token
+    if isinstance(token, int) and (count is None or not -count <= token < count):
         raise InputError(
             f"site {slot.site.describe()} ({slot.key!r}) picks token {slot.site.token} but the "
             f"tensor has shape {tuple(t.shape)} (layout {layout!r}); token= needs a sequence "
@@ -785,14 +807,30 @@ def _check_mask(slot: SiteSlot, mask: Tensor, x: Tensor) -> None:
         )
 
 
-def _write_back(slot: SiteSlot, full: Tensor, out: Tensor, layout: str, like: Tensor) -> Tensor:
+def _write_back(
+    slot: SiteSlot, full: Tensor, out: Tensor, layout: str, like: Tensor, index: Any = None
+) -> Tensor:
     """The block's result in the host's layout (``like``: the host's tensor, for its shape); a
-    ``token`` site changes that position only."""
-    if slot.site.token is None:
+    ``token`` site (``index``) changes that position only."""
+    if index is None:
         return from_block(out, layout, like)
     new = full.clone()
-    new[:, slot.site.token] = out
+    new[index] = out
     return from_block(new, layout, like)
+
+
+def _token_index(owner: PgMInjection, slot: SiteSlot, full: Tensor) -> Any:
+    """The index of a ``token`` site into ``[B, T, d]``: a position, or one per sample."""
+    token = slot.site.token
+    if not isinstance(token, TokenFrom):
+        return (slice(None), token)
+    found = getattr(_TLS, "positions", {}).pop((id(owner), slot.key), None)
+    if found is None or found.shape != (full.shape[0],):
+        raise InputError(
+            f"site {slot.site.describe()} ({slot.key!r}) takes its token from layer "
+            f"{token.layer!r}, which did not run (with [B, L] ids) before it in this call."
+        )
+    return (torch.arange(full.shape[0], device=full.device), found.to(full.device))
 
 
 def _recomputing() -> bool:

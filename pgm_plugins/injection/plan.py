@@ -132,7 +132,13 @@ class Plan:
             adapter=self.adapter,
             spelled=self.spelled,
         )
-        injection.attach(self.model, {k: rs.module for k, rs in self.sites.items()})
+        modules = {k: rs.module for k, rs in self.sites.items()}
+        layers = dict(self.model.named_modules())
+        for k, rs in self.sites.items():
+            token = rs.site.token
+            if token is not None and not isinstance(token, int):
+                modules[f"token source:{k}"] = layers[token.layer]
+        injection.attach(self.model, modules)
         return PgMHandle(self.model, injection, self)
 
 
@@ -311,6 +317,9 @@ def build_plan(
     for key, site in site_objs.items():
         if site.layer not in modules:
             problems.append(f"{key}: layer {site.layer!r} not found{_near(site.layer, names)}")
+        source = getattr(site.token, "layer", None)
+        if source is not None and source not in modules:
+            problems.append(f"{key}: the token's layer {source!r} not found{_near(source, names)}")
     seen: dict[tuple[str, str, Any, int | None], str] = {}
     for key, site in site_objs.items():
         place = (site.layer, site.at, site.element, site.call)

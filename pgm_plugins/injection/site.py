@@ -27,6 +27,7 @@ __all__ = [
     "InputMask",
     "Junction",
     "Site",
+    "TokenFrom",
     "attach_hook",
     "from_block",
     "get_element",
@@ -101,6 +102,26 @@ class InputMask:
 
 
 @dataclass(frozen=True)
+class TokenFrom:
+    """A per-sample position read from another layer's input in the same call: ``rule="argmax"``
+    takes ``ids.argmax(-1)`` of that layer's first positional argument (open_clip's end-of-text
+    token: the largest id). The layer must run before the site's layer in every call."""
+
+    layer: str
+    rule: str = "argmax"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.layer, str) or not self.layer:
+            raise InjectionError(f"TokenFrom(layer={self.layer!r}) needs a dotted module path.")
+        if self.rule != "argmax":
+            raise InjectionError(f"TokenFrom(rule={self.rule!r}): the only rule is 'argmax'.")
+
+    def positions(self, args: tuple[Any, ...]) -> Tensor | None:
+        ids = args[0] if args else None
+        return ids.argmax(dim=-1) if isinstance(ids, Tensor) and ids.dim() == 2 else None
+
+
+@dataclass(frozen=True)
 class Site:
     """One modality's place in a host.
 
@@ -115,7 +136,8 @@ class Site:
             Conv2d / BatchNorm2d) and fails without one.
         call: which call of the layer within one forward (0-based); None acts on every call.
         token: a sequence site's position whose vector the block sees (``0``: a [CLS] token,
-            ``-1``: the last); the other positions pass through unchanged.
+            ``-1``: the last), or a :class:`TokenFrom` (a position per sample, such as the
+            end-of-text token); the other positions pass through unchanged.
         mask: an :class:`InputMask` naming the forward argument that marks real tokens; the
             block then pools, attends and computes losses over real tokens only.
         dim: the modality's width, when neither the layer nor a dry run can tell it.
@@ -127,7 +149,7 @@ class Site:
     layout: str | None = None
     call: int | None = None
     dim: int | None = None
-    token: int | None = None
+    token: int | TokenFrom | None = None
     mask: InputMask | None = None
 
     def __post_init__(self) -> None:
@@ -137,11 +159,14 @@ class Site:
             object.__setattr__(self, "index", tuple(self.index))  # from JSON
         if isinstance(self.mask, Mapping):
             object.__setattr__(self, "mask", InputMask(**self.mask))  # from JSON
+        if isinstance(self.token, Mapping):
+            object.__setattr__(self, "token", TokenFrom(**self.token))  # from JSON
         _check(self.layout, self.at, self.index, self.call, self.dim)
-        if self.token is not None and (
-            isinstance(self.token, bool) or not isinstance(self.token, int)
-        ):
-            raise InjectionError(f"token={self.token!r} must be an int position (0, -1, ...).")
+        bad_token = isinstance(self.token, bool) or not isinstance(self.token, int | TokenFrom)
+        if self.token is not None and bad_token:
+            raise InjectionError(
+                f"token={self.token!r} must be an int position (0, -1, ...) or a TokenFrom."
+            )
         if self.mask is not None and not isinstance(self.mask, InputMask):
             raise InjectionError(
                 f"mask={self.mask!r} must be an InputMask(arg=..., row=...) naming the forward "

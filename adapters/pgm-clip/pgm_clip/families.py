@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pgm_plugins import Adapter, Site
+from pgm_plugins import Adapter, Site, TokenFrom
 from pgm_plugins.errors import InjectionError
 
 __all__ = [
@@ -100,7 +100,8 @@ def _open_clip_sites(model: Any) -> dict[str, Site]:
     _require(model, "ln_final", "open_clip.clip")
     return {
         "image": _tower_site(visual, "visual", "open_clip.clip"),
-        "text": Site("ln_final", layout="BTD"),
+        # the end-of-text position of each sample, as encode_text pools it
+        "text": Site("ln_final", layout="BTD", token=TokenFrom("token_embedding")),
     }
 
 
@@ -145,7 +146,7 @@ FAMILIES: tuple[Family, ...] = (
         "open_clip.model.CLIP",
         "open_clip CLIP",
         _open_clip_sites,
-        "open_clip CLIP: visual output / ln_final (every token; EOT pooled after)",
+        "open_clip CLIP: visual output / ln_final at each sample's end-of-text token",
     ),
     Family(
         "open_clip.custom_text_clip",
