@@ -38,7 +38,7 @@ import copy
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -371,8 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.limit:
             keep = data.clips("train")[: args.limit]
             drop = np.setdiff1d(data.clips("train"), keep)
-            data.audio_split = data.audio_split.copy()
-            data.audio_split[drop] = "unused"
+            split = data.audio_split.copy()
+            split[drop] = "unused"
+            data = replace(data, audio_split=split)  # the caller's object stays as it was
         env = environment()
         for seed in args.seeds:
             for arm in args.arms:
