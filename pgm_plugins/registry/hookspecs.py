@@ -74,6 +74,19 @@ def pgm_register_datasets(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def pgm_register_bench_hosts(register: Callable[..., None]) -> None:
+    """Add benchmark hosts: ``register(name, factory, description="")``.
+
+    ``factory(data, seed, modalities) -> HostRun`` builds the host for a
+    ``pgm_plugins.bench.BenchData`` with random weights (``seed`` fixed before any weight is
+    drawn) on the given modalities, and returns a run object that feeds, trains (with the
+    host's own losses, optimizer groups and clipping) and evaluates it: see
+    ``pgm_plugins.bench.bench_host.HostRun`` for the methods the runner calls. Called only when
+    a suite names the host. Return value ignored.
+    """
+
+
+@hookspec
 def pgm_register_hosts(register: Callable[..., None]) -> None:
     """Add host models: ``register(name, factory, description="", adapter=None, example=None)``.
 

@@ -85,6 +85,7 @@ class PluginRegistry:
         self.adapters: Registry[Adapter] = Registry("adapter", _check_adapter)
         self.datasets: Registry[Callable[..., Any]] = Registry("dataset", _check_callable)
         self.hosts: Registry[HostSpec] = Registry("host", _check_host)
+        self.bench_hosts: Registry[Callable[..., Any]] = Registry("bench host", _check_callable)
         self.zoo_patches: Registry[Callable[..., Any]] = Registry("zoo patch", _check_callable)
         if builtins:
             from pgm_plugins.registry import builtin
@@ -144,7 +145,7 @@ class PluginRegistry:
 
     def refresh(self) -> None:
         """(Re)build the registries from every registered plugin's hooks."""
-        for reg in (self.adapters, self.datasets, self.hosts, self.zoo_patches):
+        for reg in (self.adapters, self.datasets, self.bench_hosts, self.hosts, self.zoo_patches):
             reg._entries.clear()
         for impl in self.pm.hook.pgm_register_adapters.get_hookimpls():
             plugin = impl.plugin_name
@@ -160,6 +161,7 @@ class PluginRegistry:
             impl.function(register=add_adapter)
         simple = [
             ("pgm_register_datasets", self.datasets),
+            ("pgm_register_bench_hosts", self.bench_hosts),
             ("pgm_register_zoo_patches", self.zoo_patches),
         ]
         for hook, reg in simple:

@@ -1,0 +1,65 @@
+"""What a benchmark host is: a factory that builds a model for a :class:`BenchData` and knows
+how to feed it, train it with its own recipe, and read its predictions (:class:`HostRun`).
+
+Registered through ``pgm_register_bench_hosts``: ``register(name, factory, description="")``
+with ``factory(data: BenchData, seed: int, modalities: tuple[str, ...]) -> HostRun``. The
+runner injects the arm's block (or none) into ``run.model`` at ``run.sites``, calls
+``run.attach(handle)`` and then only the methods below, so one runner trains every host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import numpy as np
+from torch import Tensor, nn
+
+from pgm_plugins.bench.dataset import BenchData
+
+__all__ = ["HostFactory", "HostRun"]
+
+
+class HostRun(Protocol):
+    """One host built for one data set and seed (random weights, its own recipe)."""
+
+    model: nn.Module
+    #: modality -> layer name where a block goes (None: the adapter's default sites)
+    sites: dict[str, str] | None
+    #: what differs from the host's source, disclosed in reports
+    changes: tuple[str, ...]
+
+    def parts(self) -> dict[str, list[nn.Parameter]]:
+        """Host parameters by part: one key per modality (its encoder, up to the site) and
+        ``"fusion"`` (the rest). Every host parameter in exactly one part."""
+        ...
+
+    def attach(self, handle: Any, lr_scale: dict[str, float] | None = None) -> None:
+        """Build the optimizer(s): the host's own groups, each modality's encoder part scaled
+        by ``lr_scale[modality]`` (default 1), plus ``handle.param_groups`` when a block is
+        injected (``handle`` None: the host alone). Called once, before the first step."""
+        ...
+
+    def batches(
+        self, data: BenchData, rows: np.ndarray, batch: int, rng: np.random.Generator | None
+    ) -> Iterator[tuple[Any, Tensor, np.ndarray]]:
+        """``(inputs, targets, rows)`` over ``rows``; shuffled when ``rng`` is given (training),
+        in order otherwise. ``inputs`` is what ``step`` and ``predict`` take."""
+        ...
+
+    def step(self, inputs: Any, targets: Tensor, rows: np.ndarray) -> dict[str, float]:
+        """One training step with the host's own losses (+ the block's ``aux_loss``), gradient
+        clipping and optimizer(s); returns the loss terms as floats (``"loss"`` the total)."""
+        ...
+
+    def predict(self, inputs: Any) -> Tensor:
+        """Eval-mode, no-grad outputs: class logits ``[B, C]`` or regression scores ``[B]``."""
+        ...
+
+    def next_epoch(self) -> None:
+        """Called after every training epoch (hosts with per-epoch state, e.g. Self-MM)."""
+        ...
+
+
+class HostFactory(Protocol):
+    def __call__(self, data: BenchData, seed: int, modalities: tuple[str, ...]) -> HostRun: ...
