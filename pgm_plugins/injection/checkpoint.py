@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ def _digest(data: bytes, meta: dict[str, Any]) -> str:
 def save(handle: PgMHandle, directory: str | Path) -> Path:
     """Write the block of ``handle`` (only the block) to ``directory``; returns the directory."""
     handle._check_live()
-    directory = Path(directory)
+    directory = _as_dir(directory, "pgm_plugins.save")
     if directory.exists() and not directory.is_dir():
         raise CheckpointError(
             f"{directory} is a file; pgm_plugins.save writes a directory holding {CONFIG_FILE} "
@@ -88,12 +89,21 @@ _FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def _as_dir(directory: Any, what: str) -> Path:
+    if not isinstance(directory, str | os.PathLike) or not str(directory):
+        raise CheckpointError(
+            f"{what} needs a checkpoint directory (a str or Path), got {directory!r}; e.g. "
+            "pgm_plugins.save(handle, 'runs/pgm') then pgm_plugins.load(model, 'runs/pgm')."
+        )
+    return Path(directory)
+
+
 def read_checkpoint(
     directory: str | Path,
     model: nn.Module | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read and verify a checkpoint; returns ``(meta, tensors)``. Raises ``CheckpointError``."""
-    directory = Path(directory)
+    directory = _as_dir(directory, "pgm_plugins.load")
     if directory.exists() and not directory.is_dir():
         raise CheckpointError(
             f"{directory} is a file, not a PgM checkpoint directory (one holding {CONFIG_FILE} "

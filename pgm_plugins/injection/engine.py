@@ -79,6 +79,8 @@ DEFAULT_MAX_PENDING = 8
 
 #: per-thread engine state: ``stack`` of active forwards, ``probing`` depth of dry runs
 _TLS = threading.local()
+#: uids of injections whose DataParallel replicas ran training forwards (see ``aux_loss``)
+_REPLICA_TRAINED: set[str] = set()
 
 
 def _stack() -> list[_Forward]:
@@ -121,6 +123,8 @@ class _Forward:
         "captured",
         "clones",
         "committed",
+        "exc",
+        "frame",
         "kwargs",
         "masks",
         "outputs",
@@ -141,6 +145,44 @@ class _Forward:
         self.committed = False
         self.read = False  #: a read inside this forward (a zoo's forward computing its losses)
         self.outputs: list[PgMOutput] = []
+        #: the exception being handled when the forward began (a forward run inside a caller's
+        #: ``except`` clause sees it in ``sys.exc_info()`` without having raised)
+        self.exc: BaseException | None = sys.exc_info()[1]
+        #: the frame that called the host (to tell a nested forward from a stale record)
+        self.frame: Any = None
+
+
+def _on_stack(frame: Any) -> bool:
+    """Whether ``frame`` is still running in this thread (a caller of the current frame)."""
+    f = sys._getframe(1)
+    while f is not None:
+        if f is frame:
+            return True
+        f = f.f_back
+    return False
+
+
+def _caller_frame() -> Any:
+    """The frame of ``nn.Module._call_impl`` running the root's pre-hook: it lives as long as
+    the host's forward (the hook's own frames end when it returns)."""
+    f = sys._getframe(1)
+    while f is not None and f.f_code.co_name != "_call_impl":
+        f = f.f_back
+    return f
+
+
+def _resolve(owner: PgMInjection) -> PgMInjection:
+    """The injection a hook acts for in this thread: the one whose forward is running, when that
+    is a replica of the hook's own (``nn.DataParallel`` shares hook objects between replicas,
+    which keep the module's ``uid``); else the hook's own."""
+    stack = getattr(_TLS, "stack", None)
+    if stack:
+        for fwd in reversed(stack):
+            if fwd.owner is owner:
+                return owner
+            if fwd.owner.uid == owner.uid:
+                return fwd.owner
+    return owner
 
 
 class _Spent:
@@ -183,12 +225,12 @@ class _SiteOutputHook(_EngineHook):
         self.key = key
 
     def __call__(self, module: nn.Module, args: Any, output: Any) -> Any:
-        return self.owner._on_site(self.key, output)
+        return _resolve(self.owner)._on_site(self.key, output)
 
 
 class _SiteInputHook(_SiteOutputHook):
     def __call__(self, module: nn.Module, args: Any, kwargs: Any) -> Any:
-        new = self.owner._on_site(self.key, args)
+        new = _resolve(self.owner)._on_site(self.key, args)
         return None if new is None else (new, kwargs)
 
 
@@ -201,12 +243,13 @@ class _TokenSourceHook(_SiteOutputHook):
     def __call__(self, module: nn.Module, args: Any, kwargs: Any) -> None:
         if _probing():
             return
-        token = self.owner.slots[self.key].site.token
+        owner = _resolve(self.owner)
+        token = owner.slots[self.key].site.token
         assert isinstance(token, TokenFrom)
         positions = getattr(_TLS, "positions", None)
         if positions is None:
             positions = _TLS.positions = {}
-        positions[(id(self.owner), self.key)] = token.positions(args)
+        positions[(id(owner), self.key)] = token.positions(args)
 
 
 class _RootPreHook(_EngineHook):
@@ -330,6 +373,9 @@ class PgMInjection(nn.Module):
         if model._modules.get(self.prefix) is self:
             delattr(model, self.prefix)
         self._local = _Local()  # drops every thread's tensors
+        stack = getattr(_TLS, "stack", None)
+        if stack:  # records of forwards interrupted in this thread (KeyboardInterrupt)
+            stack[:] = [f for f in stack if f.owner is not self]
 
     # ------------------------------------------------------------------ the forward
     def _begin(self, root: nn.Module, args: Any, kwargs: Any) -> None:
@@ -338,9 +384,13 @@ class PgMInjection(nn.Module):
         if self.read_check_pending and self.enabled:
             self._check_reads(root, args, kwargs)
         stack = _stack()
-        # a forward interrupted by KeyboardInterrupt never ran its end hook: drop it
-        stack[:] = [f for f in stack if f.owner is not self]
-        stack.append(_Forward(self, args, kwargs))
+        if any(f.owner is self for f in stack):
+            # a forward interrupted by KeyboardInterrupt never ran its end hook: drop it; one
+            # whose caller is still running is an outer forward (the model calls itself)
+            stack[:] = [f for f in stack if f.owner is not self or _on_stack(f.frame)]
+        fwd = _Forward(self, args, kwargs)
+        fwd.frame = _caller_frame()
+        stack.append(fwd)
 
     def _end(self, output: Any) -> Any:
         if _probing():
@@ -350,7 +400,8 @@ class PgMInjection(nn.Module):
         if fwd is None:
             return None
         stack.remove(fwd)
-        if sys.exc_info()[1] is not None:
+        exc = sys.exc_info()[1]
+        if exc is not None and exc is not fwd.exc:
             return None  # the host's forward raised: torch runs this hook from its except clause
         if self.mode == "joint" and self.enabled and not self.warned_missing:
             silent = [k for k in self.slots if k not in fwd.calls]
@@ -555,7 +606,14 @@ class PgMInjection(nn.Module):
         local.forwards += 1
         local.complete = complete
         local.last = outputs
-        if not torch.is_grad_enabled():
+        if not torch.is_grad_enabled() or not self.block.training:
+            # an evaluation forward (no_grad, or eval mode with gradients on, as metric code
+            # often runs): kept as the last forward for logging, never trained on
+            return
+        if getattr(self, "_is_replica", False):
+            # nn.DataParallel runs replicas in worker threads: their records cannot reach the
+            # thread that reads aux_loss()
+            _REPLICA_TRAINED.add(self.uid)
             return
         if local.read:
             local.pending, local.versions, local.spent = [], [], []
@@ -612,6 +670,13 @@ class PgMInjection(nn.Module):
         if fwd is not None and fwd.outputs:  # read inside the host's forward: it counts too
             records.append(list(fwd.outputs))
             fwd.read = True
+        if not records and self.uid in _REPLICA_TRAINED:
+            raise InjectionError(
+                "the model ran under torch.nn.DataParallel, whose replicas run the PgM block in "
+                "worker threads: their outputs are right, but the auxiliary loss of those "
+                "forwards cannot be read. Train with DistributedDataParallel (one process per "
+                "device, supported), or call the model without DataParallel."
+            )
         if not records and local.last:
             # nothing to train on: the last forward (an eval pass under no_grad, or one already
             # backpropagated) still gives its loss, for logging

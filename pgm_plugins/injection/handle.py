@@ -182,21 +182,32 @@ class PgMHandle:
         """
         self._check_live()
         prefix = self.injection.prefix + "."
-        result = self.model.load_state_dict(state_dict, strict=False)
-        missing = [k for k in result.missing_keys if not k.startswith(prefix)]
-        unexpected = list(result.unexpected_keys)
-        if strict and (missing or unexpected):
+        own = {k: v for k, v in self.model.state_dict().items() if not k.startswith(prefix)}
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own and not k.startswith(prefix)]
+        shapes = [
+            f"{k!r} has shape {tuple(v.shape)}, the host's {tuple(own[k].shape)}"
+            for k, v in state_dict.items()
+            if k in own and isinstance(v, Tensor) and v.shape != own[k].shape
+        ]
+        # validated before anything is copied: a state_dict that does not fit changes nothing
+        if shapes or (strict and (missing or unexpected)):
             from pgm_plugins.injection.plan import _near
 
-            host_keys = [k for k in self.model.state_dict() if not k.startswith(prefix)]
-            lines = [f"missing host key {k!r}" for k in missing] + [
-                f"unexpected key {k!r}{_near(k, host_keys)}" for k in unexpected
-            ]
-            raise InjectionError(
-                "the state_dict does not fit the host: " + "; ".join(lines) + ". (The PgM "
-                f"block's keys under {prefix!r} may be absent; load them with pgm_plugins.load.)"
+            lines = (
+                [f"missing host key {k!r}" for k in missing if strict]
+                + [f"unexpected key {k!r}{_near(k, list(own))}" for k in unexpected if strict]
+                + shapes
             )
-        return nn.modules.module._IncompatibleKeys(missing, unexpected)
+            raise InjectionError(
+                "the state_dict does not fit the host (nothing was loaded): "
+                + "; ".join(lines)
+                + f". (The PgM block's keys under {prefix!r} may be absent; load them with "
+                "pgm_plugins.load.)"
+            )
+        result = self.model.load_state_dict(state_dict, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith(prefix)]
+        return nn.modules.module._IncompatibleKeys(missing, list(result.unexpected_keys))
 
     def __enter__(self) -> PgMHandle:
         return self

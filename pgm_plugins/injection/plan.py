@@ -281,6 +281,16 @@ def build_plan(
             f"the model already has an attribute {prefix!r} (a PgM block "
             "injected before?); call handle.remove() first or pass prefix=."
         )
+    if sites is not None and not isinstance(sites, Mapping):
+        example = (
+            ", ".join(f"'m{i}': {s!r}" for i, s in enumerate(list(sites)[:2]))
+            if (isinstance(sites, list | tuple))
+            else "'text': 'encoder.text'"
+        )
+        raise InjectionError(
+            f"sites must map each modality's name to its layer, got a {type(sites).__name__} "
+            f"({sites!r}); write sites={{{example}}} (the names become the modalities)."
+        )
     spelled_sites = (
         dict(sites)
         if sites is not None
