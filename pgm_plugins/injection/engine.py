@@ -154,7 +154,7 @@ class _Forward:
 
 def _on_stack(frame: Any) -> bool:
     """Whether ``frame`` is still running in this thread (a caller of the current frame)."""
-    f = sys._getframe(1)
+    f: Any = sys._getframe(1)
     while f is not None:
         if f is frame:
             return True
@@ -165,7 +165,7 @@ def _on_stack(frame: Any) -> bool:
 def _caller_frame() -> Any:
     """The frame of ``nn.Module._call_impl`` running the root's pre-hook: it lives as long as
     the host's forward (the hook's own frames end when it returns)."""
-    f = sys._getframe(1)
+    f: Any = sys._getframe(1)
     while f is not None and f.f_code.co_name != "_call_impl":
         f = f.f_back
     return f
