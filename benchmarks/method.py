@@ -33,9 +33,9 @@ from pgm_plugins.bench.synthetic import make_synthetic, truth
 from pgm_plugins.bench.train import TrainSpec, mlp_r2, ridge_r2, run_cell
 
 RESULTS = Path(__file__).resolve().parent / "results" / "method"  # --results overrides
-QUICK_ARMS = ["host", "pgm", "capacity", "interaction", "uni_heads"]
+QUICK_ARMS = ["baseline", "pgm", "capacity", "interaction", "uni_heads"]
 SYNTHETIC_ARMS = [*QUICK_ARMS, *[a for a in ARMS if a.startswith("pgm-")]]
-MOSI_ARMS = ["host", "pgm", "capacity", "interaction", "uni_heads", "pgm-no-heads", "pgm-gate"]
+MOSI_ARMS = ["baseline", "pgm", "capacity", "interaction", "uni_heads", "pgm-no-heads", "pgm-gate"]
 #: the tuning grid every arm gets on MOSI (the same budget: 4 settings, chosen on validation)
 MOSI_GRID = [{"lr": lr, "dropout": dropout} for lr in (1e-3, 3e-3) for dropout in (0.0, 0.3)]
 #: PgM design candidates compared on the synthetic validation splits (design suite)
@@ -149,7 +149,7 @@ def table(
         cells[r["arm"]][tuple(r[k] for k in by)] = r["metrics"][split][metric]
         params[r["arm"]] = r["parameters"]["block"]
     lines = [
-        f"| arm | block params | {split} {metric} mean +- std | n | vs host | vs capacity |",
+        f"| arm | block params | {split} {metric} mean +- std | n | vs baseline | vs capacity |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for arm, vals in cells.items():
@@ -160,7 +160,7 @@ def table(
             f"{v.mean():.4f} +- {v.std(ddof=1) if len(v) > 1 else 0:.4f}",
             str(len(v)),
         ]
-        for ref in ("host", "capacity"):
+        for ref in ("baseline", "capacity"):
             if ref == arm or ref not in cells:
                 row.append("-")
                 continue

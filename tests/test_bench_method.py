@@ -46,7 +46,7 @@ def test_capacity_control_matches_the_pgm_block_within_5_percent(widths):
     assert abs(count_parameters(control) - target) <= 0.05 * target
 
 
-@pytest.mark.parametrize("arm", [a for a in ARMS if a not in ("host", "pgm-replace")])
+@pytest.mark.parametrize("arm", [a for a in ARMS if ARMS[a].has_block and a != "pgm-replace"])
 def test_every_arm_is_injected_by_the_engine_and_is_the_identity_at_init(arm):
     torch.manual_seed(0)
     widths = {"a": 6, "b": 5, "c": 4}

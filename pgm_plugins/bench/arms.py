@@ -1,8 +1,9 @@
 """Arms of the method study: PgM, its ablations, and the controls, as block factories.
 
-Every arm except ``host`` is a module built from the same ``PgMConfig`` and injected by the same
-engine at the same sites (``pgm_plugins.inject(..., block_factory=...)``), with the same zero-init
-gate (identity at initialisation), optimizer and schedule; that is what makes them fair controls.
+Every arm except ``baseline``, ``mslr`` and ``only.<m>`` is a module built from the same
+``PgMConfig`` and injected by the same engine at the same sites
+(``pgm_plugins.inject(..., block_factory=...)``), with the same zero-init gate (identity at
+initialisation), optimizer and schedule; that is what makes them fair controls.
 
 - ``pgm``: the default block.
 - ``capacity``: a residual MLP over all modalities (pooled codes concatenated -> hidden ->
@@ -13,6 +14,11 @@ gate (identity at initialisation), optimizer and schedule; that is what makes th
 - ``uni_heads``: uni-modal heads alone on each site (Du et al. 2023's uni-modal training): a
   linear head per modality trained on the label, the host's features left unchanged.
 - ``pgm-*``: ablations, each a configuration that removes exactly what it names.
+- ``baseline``: the host alone, with its own losses and recipe.
+- ``mslr``: per-modality learning rates alone (in the spirit of MSLR, Yao & Mihalcea 2022): the
+  host, no block; each modality's encoder part at ``base_lr * s_m``, the scales chosen per cell on
+  validation from a coordinate grid (:func:`lr_scale_grid`).
+- ``only.<m>``: the late-fusion host on modality ``m`` alone (no block), once per data set.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ __all__ = [
     "UniHeadsControl",
     "count_parameters",
     "get_arm",
+    "lr_scale_grid",
 ]
 
 
@@ -172,10 +179,17 @@ class Arm:
     name: str
     description: str
     changes: dict[str, Any] = field(default_factory=dict)
-    kind: str = "pgm"  #: 'host', 'pgm', 'capacity', 'uni_heads'
+    #: 'host' (no block), 'pgm', 'capacity', 'uni_heads', 'mslr' (no block, lr grid),
+    #: 'single' (no block, one modality: ``modality``)
+    kind: str = "pgm"
+    modality: str | None = None
+
+    @property
+    def has_block(self) -> bool:
+        return self.kind not in ("host", "mslr", "single")
 
     def factory(self) -> Callable[[PgMConfig], nn.Module] | None:
-        if self.kind == "host":
+        if not self.has_block:
             return None
         changes = self.changes
 
@@ -191,7 +205,12 @@ class Arm:
 
 
 ARMS: dict[str, Arm] = {
-    "host": Arm("host", "the host alone", kind="host"),
+    "baseline": Arm("baseline", "the host alone (its own losses and recipe)", kind="host"),
+    "mslr": Arm(
+        "mslr",
+        "the host alone with per-modality learning rates (MSLR-style), scales chosen on valid",
+        kind="mslr",
+    ),
     "pgm": Arm("pgm", "host + PgM block (defaults)"),
     "capacity": Arm(
         "capacity", "host + residual MLP over all modalities, same size (+-5 %)", kind="capacity"
@@ -206,9 +225,39 @@ ARMS: dict[str, Arm] = {
 }
 
 
+#: the learning-rate scales the ``mslr`` arm tries per modality (others at 1)
+MSLR_SCALES: tuple[float, ...] = (0.25, 1.0, 4.0)
+
+
+def lr_scale_grid(
+    modalities: tuple[str, ...] | list[str], scales: tuple[float, ...] = MSLR_SCALES
+) -> list[dict[str, Any]]:
+    """Settings of the ``mslr`` arm: every modality at 1, then one modality at a time at each
+    other scale (a coordinate grid: ``1 + M * (len(scales) - 1)`` settings)."""
+    ones = {m: 1.0 for m in modalities}
+    grid = [{"lr_scale": dict(ones)}]
+    for m in modalities:
+        for s in scales:
+            if s != 1.0:
+                grid.append({"lr_scale": {**ones, m: float(s)}})
+    return grid
+
+
+def single_arm(modality: str) -> Arm:
+    """``only.<modality>``: the late-fusion host on one modality, no block."""
+    return Arm(
+        f"only.{modality}",
+        f"late-fusion host on {modality} alone",
+        kind="single",
+        modality=modality,
+    )
+
+
 def get_arm(name: str) -> Arm:
     from pgm_plugins.errors import UnknownNameError, choices_text, did_you_mean
 
+    if name.startswith("only.") and len(name) > 5:
+        return single_arm(name[5:])
     if name not in ARMS:
         raise UnknownNameError(
             f"unknown arm {name!r}; valid: {choices_text(ARMS)}." + did_you_mean(name, ARMS)

@@ -1,23 +1,55 @@
-"""Benchmark suites as TOML files (``benchmarks/suites/*.toml``), validated before anything runs."""
+"""Benchmark suites as TOML files (``benchmarks/suites/*.toml``), validated before anything runs.
+
+Keys (``dataset``, ``hosts``, ``arms``, ``seeds`` required):
+
+- ``dataset``, ``protocol``: a data set registered through ``pgm_register_datasets`` and its
+  protocol (default: the data set's own); ``options``: keyword arguments of its factory.
+- ``hosts``: bench hosts registered through ``pgm_register_bench_hosts``; ``host_options``: a
+  table per host of keyword arguments for its factory (``[host_options.late_fusion]``).
+- ``arms``: names from :data:`pgm_plugins.bench.arms.ARMS`, and ``only.<modality>``.
+- ``seeds``; ``folds``: how many of the protocol's folds to run (default: all).
+- ``epochs`` (hard cap), ``patience`` (early stopping on the validation primary metric).
+- ``lr``, ``window``: given to every host factory that takes them; ``batch``: the batch size
+  (default: the host's own); ``threads``: torch threads (default 1); ``mslr_scales``: the
+  learning-rate scales of the ``mslr`` arm; ``block``: PgM config fields for every block arm.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
-from pgm_plugins.bench.arms import ARMS
-from pgm_plugins.errors import choices_text, did_you_mean
+from pgm_plugins.bench.arms import ARMS, MSLR_SCALES
+from pgm_plugins.errors import PgMError, choices_text, did_you_mean
+
+__all__ = ["SUITES_DIR", "Suite", "SuiteError", "list_suites", "load_suite", "parse_suite"]
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
-DATASETS = {"synthetic": ("default",), "mosi-utterance": ("clean",)}
-HOSTS = ("late_fusion",)
-_KEYS = {"dataset", "protocol", "hosts", "arms", "seeds", "folds", "epochs", "patience"}
+_REQUIRED = ("dataset", "hosts", "arms", "seeds")
+_KEYS = {
+    *_REQUIRED,
+    "description",
+    "protocol",
+    "options",
+    "folds",
+    "epochs",
+    "patience",
+    "lr",
+    "batch",
+    "threads",
+    "window",
+    "mslr_scales",
+    "host_options",
+    "block",
+}
 
 
-class SuiteError(ValueError):
+class SuiteError(PgMError, ValueError):
     """A suite file that cannot run: says what was given, what is valid, the nearest match."""
 
 
@@ -25,66 +57,181 @@ class SuiteError(ValueError):
 class Suite:
     name: str
     dataset: str
-    protocol: str
+    protocol: str | None
     hosts: tuple[str, ...]
     arms: tuple[str, ...]
     seeds: tuple[int, ...]
-    folds: int
-    epochs: int
-    patience: int
+    folds: int | None = None  #: None: every fold of the protocol
+    epochs: int = 20
+    patience: int = 5
+    description: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    lr: float | None = None
+    batch: int | None = None
+    threads: int = 1
+    window: int | None = None
+    mslr_scales: tuple[float, ...] = MSLR_SCALES
+    host_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    block: dict[str, Any] = field(default_factory=dict)
+    file: str = ""
+    digest: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        """What a result record stores about the suite."""
+        return {"name": self.name, "file": self.file, "digest": self.digest}
 
 
-def _check(kind: str, given: str, valid: Any, where: str) -> None:
+def _check(kind: str, given: Any, valid: Collection[str], where: str) -> None:
     if given not in valid:
         raise SuiteError(
-            f"{where}: unknown {kind} {given!r}; valid: {choices_text(valid)}."
-            + did_you_mean(given, valid)
+            f"{where}: unknown {kind} {given!r}; valid: {choices_text(sorted(valid))}."
+            + did_you_mean(str(given), sorted(valid))
         )
 
 
-def parse_suite(name: str, data: dict[str, Any], where: str = "suite") -> Suite:
+def _registered(kind: str) -> list[str]:
+    from pgm_plugins.registry import get_registry
+
+    reg = get_registry()
+    return reg.datasets.names() if kind == "datasets" else reg.bench_hosts.names()
+
+
+def check_arm(name: Any, where: str) -> None:
+    if isinstance(name, str) and name.startswith("only.") and len(name) > 5:
+        return
+    _check("arm", name, [*sorted(ARMS), "only.<modality>"], where)
+
+
+def _int(data: dict[str, Any], key: str, default: Any, where: str, low: int = 1) -> Any:
+    value = data.get(key, default)
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise SuiteError(f"{where}: {key} must be an integer >= {low}, got {value!r}.")
+    return value
+
+
+def parse_suite(
+    name: str,
+    data: dict[str, Any],
+    where: str = "suite",
+    *,
+    datasets: Collection[str] | None = None,
+    hosts: Collection[str] | None = None,
+    file: str = "",
+    digest: str = "",
+) -> Suite:
+    """Validate a suite's table. ``datasets`` / ``hosts``: the valid names (default: the
+    registry's data sets and bench hosts)."""
     for key in data:
         _check("key", key, sorted(_KEYS), where)
-    for key in ("dataset", "hosts", "arms", "seeds"):
+    for key in _REQUIRED:
         if key not in data:
-            raise SuiteError(f"{where}: missing key {key!r}; a suite needs {sorted(_KEYS)}.")
+            raise SuiteError(f"{where}: missing key {key!r}; a suite needs {list(_REQUIRED)}.")
+    datasets = _registered("datasets") if datasets is None else datasets
+    hosts = _registered("hosts") if hosts is None else hosts
     dataset = str(data["dataset"])
-    _check("data set", dataset, sorted(DATASETS), where)
-    protocol = str(data.get("protocol", DATASETS[dataset][0]))
-    _check(f"protocol of {dataset}", protocol, DATASETS[dataset], where)
+    _check("data set", dataset, datasets, where)
+    protocol = data.get("protocol")
+    if protocol is not None and not isinstance(protocol, str):
+        raise SuiteError(f"{where}: protocol must be a string, got {protocol!r}.")
+    for key in ("hosts", "arms"):
+        value = data[key]
+        if not isinstance(value, list) or not value or len(set(value)) != len(value):
+            raise SuiteError(
+                f"{where}: {key} must be a non-empty list of distinct names, got {value!r}."
+            )
     for host in data["hosts"]:
-        _check("host", host, HOSTS, where)
+        _check("host", host, hosts, where)
     for arm in data["arms"]:
-        _check("arm", arm, sorted(ARMS), where)
+        check_arm(arm, where)
     seeds = data["seeds"]
-    if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
         raise SuiteError(
-            f"{where}: seeds must be a non-empty list of integers >= 0, got {seeds!r}."
+            f"{where}: seeds must be a non-empty list of distinct integers >= 0, got {seeds!r}."
         )
-    ints = {k: data.get(k, d) for k, d in (("folds", 1), ("epochs", 20), ("patience", 5))}
-    for key, value in ints.items():
-        if not isinstance(value, int) or value < 1:
-            raise SuiteError(f"{where}: {key} must be an integer >= 1, got {value!r}.")
+    lr = data.get("lr")
+    if lr is not None and (not isinstance(lr, (int, float)) or isinstance(lr, bool) or lr <= 0):
+        raise SuiteError(f"{where}: lr must be a number > 0, got {lr!r}.")
+    scales = data.get("mslr_scales", list(MSLR_SCALES))
+    if (
+        not isinstance(scales, list)
+        or not scales
+        or not all(
+            isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0 for s in scales
+        )
+    ):
+        raise SuiteError(f"{where}: mslr_scales must be a list of numbers > 0, got {scales!r}.")
+    tables = {}
+    for key in ("options", "block", "host_options"):
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            raise SuiteError(f"{where}: {key} must be a table, got {value!r}.")
+        tables[key] = value
+    for host, opts in tables["host_options"].items():
+        _check("host in host_options", host, data["hosts"], where)
+        if not isinstance(opts, dict):
+            raise SuiteError(f"{where}: host_options.{host} must be a table, got {opts!r}.")
     return Suite(
-        name,
-        dataset,
-        protocol,
-        tuple(data["hosts"]),
-        tuple(data["arms"]),
-        tuple(seeds),
-        ints["folds"],
-        ints["epochs"],
-        ints["patience"],
+        name=name,
+        dataset=dataset,
+        protocol=protocol,
+        hosts=tuple(data["hosts"]),
+        arms=tuple(data["arms"]),
+        seeds=tuple(seeds),
+        folds=_int(data, "folds", None, where),
+        epochs=_int(data, "epochs", 20, where),
+        patience=_int(data, "patience", 5, where),
+        description=str(data.get("description", "")),
+        options=dict(tables["options"]),
+        lr=None if lr is None else float(lr),
+        batch=_int(data, "batch", None, where),
+        threads=_int(data, "threads", 1, where),
+        window=_int(data, "window", None, where),
+        mslr_scales=tuple(float(s) for s in scales),
+        host_options={h: dict(o) for h, o in tables["host_options"].items()},
+        block=dict(tables["block"]),
+        file=file,
+        digest=digest,
     )
 
 
-def load_suite(name: str, suites_dir: Path = SUITES_DIR) -> Suite:
-    path = Path(name) if name.endswith(".toml") else suites_dir / f"{name}.toml"
+def list_suites(suites_dir: Path = SUITES_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(suites_dir).glob("*.toml"))
+
+
+def load_suite(
+    name: str,
+    suites_dir: Path = SUITES_DIR,
+    *,
+    datasets: Collection[str] | None = None,
+    hosts: Collection[str] | None = None,
+) -> Suite:
+    """The suite ``name`` (a file in ``suites_dir``) or a path ending in ``.toml``."""
+    path = Path(name) if name.endswith(".toml") else Path(suites_dir) / f"{name}.toml"
     if not path.is_file():
-        known = sorted(p.stem for p in suites_dir.glob("*.toml"))
+        known = list_suites(suites_dir)
         raise SuiteError(
             f"unknown suite {name!r} (looked for {path}); valid: {choices_text(known)}."
             + did_you_mean(name, known)
+            + " Run `pgm bench list` to see them."
         )
-    with path.open("rb") as fh:
-        return parse_suite(path.stem, tomllib.load(fh), where=str(path))
+    raw = path.read_bytes()
+    try:
+        table = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SuiteError(f"{path}: not a valid TOML file ({exc}).") from exc
+    return parse_suite(
+        path.stem,
+        table,
+        where=str(path),
+        datasets=datasets,
+        hosts=hosts,
+        file=str(path),
+        digest=hashlib.sha256(raw).hexdigest(),
+    )

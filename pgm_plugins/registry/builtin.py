@@ -67,3 +67,19 @@ def pgm_register_datasets(register: Any) -> None:
         _synthetic,
         "synthetic regression with known uni-modal and paired-modal factors",
     )
+
+
+def _late_fusion_bench(data: Any, seed: int, modalities: tuple[str, ...], **options: Any) -> Any:
+    from pgm_plugins.bench.late_fusion import late_fusion
+
+    return late_fusion(data, seed, modalities, **options)
+
+
+@hookimpl
+def pgm_register_bench_hosts(register: Any) -> None:
+    register(
+        "late_fusion",
+        _late_fusion_bench,
+        "late fusion: per-modality MLP encoders (sequences: mean over real steps) -> concat -> "
+        "MLP head; blocks at the encoders' outputs",
+    )

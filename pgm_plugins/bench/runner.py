@@ -1,0 +1,724 @@
+"""Run a benchmark suite: cells (data set x protocol x host x arm x fold x seed), one result file
+each (see ``ResultStore``), resumable, one run per suite at a time.
+
+For each cell the runner seeds torch and numpy from the cell's seed, builds the host through its
+registered factory (``factory(data, seed, modalities) -> HostRun``), injects the arm's block
+(none for ``baseline``, ``mslr`` and ``only.<m>``) at ``run.sites``, calls ``run.attach``, and
+trains with early stopping on the validation primary metric (ties: the lower validation loss)
+under a hard epoch cap, restores the best epoch and scores validation and test.
+
+- **Standardisation** happens here, in the runner: every modality is standardised per feature
+  with the mean and standard deviation of the cell's training rows (sequence modalities over
+  their real steps; padding stays zero), so every host sees the same inputs.
+- ``data.redraw`` (when set) gives fresh training inputs each epoch, standardised the same way.
+- Same seeds and folds for every arm: ``data.folds(seed)``; ``only.<m>`` arms run once per data
+  set under host ``late_fusion``.
+- Deterministic per (seed, threads): ``torch.manual_seed(seed)``, ``np.random.default_rng(seed)``
+  and ``torch.set_num_threads(threads)``.
+- Finished cells are skipped (their file exists and parses); files appear whole (written to a
+  temporary file, then renamed); a lock (``fcntl.flock`` on ``<root>/<suite>/.lock``) stops a
+  second run of the same suite at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import fcntl
+import inspect
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pgm_plugins.bench.arms import Arm, count_parameters, get_arm, lr_scale_grid
+from pgm_plugins.bench.dataset import BenchData, Fold
+from pgm_plugins.bench.results import ResultStore, environment
+from pgm_plugins.bench.suite import Suite, SuiteError
+from pgm_plugins.errors import PgMError, choices_text, did_you_mean
+
+__all__ = [
+    "RESULTS_DIR",
+    "Cell",
+    "LockError",
+    "Runner",
+    "RunnerError",
+    "classification_metrics",
+    "regression_metrics",
+    "suite_lock",
+]
+
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+SINGLE_HOST = "late_fusion"
+LOWER_IS_BETTER = {"mae", "mse", "loss", "rmse"}
+PARTS_ROWS = 200
+
+
+class RunnerError(PgMError, ValueError):
+    """A run that cannot start (bad filter, a host that cannot take the data set, ...)."""
+
+
+class LockError(PgMError, RuntimeError):
+    """Another process is running the same suite."""
+
+
+# ---------------------------------------------------------------------- metrics
+def _f1s(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
+    """(weighted F1 over the classes of ``y``, macro F1 over the classes of ``y`` and ``pred``)."""
+    labels = np.union1d(y, pred)
+    f1, support = [], []
+    for c in labels:
+        tp = float(((pred == c) & (y == c)).sum())
+        fp = float(((pred == c) & (y != c)).sum())
+        fn = float(((pred != c) & (y == c)).sum())
+        f1.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+        support.append(float((y == c).sum()))
+    total = sum(support)
+    weighted = sum(f * s for f, s in zip(f1, support, strict=True)) / total if total else 0.0
+    return float(weighted), float(np.mean(f1)) if f1 else 0.0
+
+
+def _auroc(y: np.ndarray, score: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    pos, neg = int((y == 1).sum()), int((y == 0).sum())
+    if not pos or not neg:
+        return float("nan")
+    ranks = rankdata(score)
+    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def classification_metrics(
+    y: np.ndarray, out: np.ndarray, primary: str = "acc"
+) -> dict[str, float]:
+    """acc, wf1, macro_f1 (+ auroc for 2 classes, + acc2 = acc when the primary is ``acc2``)
+    and ``loss`` from class logits ``[N, C]`` (cross-entropy) or, for binary tasks, scores
+    ``[N]`` read by their sign as MMSA does (loss: L1 to the +-1 labels, the hosts' own)."""
+    y = np.asarray(y).astype(np.int64)
+    out = np.asarray(out, dtype=np.float64)
+    if out.ndim == 2:
+        pred = out.argmax(1)
+        z = out - out.max(1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
+        loss = float(-logp[np.arange(len(y)), y].mean())
+        score = np.exp(logp[:, 1]) if out.shape[1] == 2 else None
+    else:
+        pred = (out > 0).astype(np.int64)
+        loss = float(np.abs(out - (2 * y - 1)).mean())
+        score = out
+    wf1, macro = _f1s(y, pred)
+    metrics = {"acc": float((pred == y).mean()), "wf1": wf1, "macro_f1": macro}
+    if score is not None and set(np.unique(y)) <= {0, 1}:
+        metrics["auroc"] = _auroc(y, score)
+    if primary == "acc2":
+        metrics["acc2"] = metrics["acc"]
+    metrics["loss"] = loss
+    return metrics
+
+
+def regression_metrics(y: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    """MMSA's regression metrics: mae, corr, acc7 (clipped to [-3, 3], rounded), acc2 / F1 with
+    zero labels counted as positive (``has0``) or left out (``non0``), and ``loss`` (MSE)."""
+    y = np.asarray(y, dtype=np.float64)
+    out = np.asarray(out, dtype=np.float64).reshape(-1)
+    corr = float(np.corrcoef(out, y)[0, 1]) if out.std() > 0 and y.std() > 0 else float("nan")
+    metrics = {
+        "mae": float(np.abs(out - y).mean()),
+        "corr": corr,
+        "acc7": float((np.round(np.clip(out, -3, 3)) == np.round(np.clip(y, -3, 3))).mean()),
+    }
+    has_t, has_p = (y >= 0).astype(int), (out >= 0).astype(int)
+    metrics["acc2_has0"] = float((has_t == has_p).mean())
+    metrics["f1_has0"] = _f1s(has_t, has_p)[0]
+    nz = y != 0
+    if nz.any():
+        t, p = (y[nz] > 0).astype(int), (out[nz] > 0).astype(int)
+        metrics["acc2_non0"] = float((t == p).mean())
+        metrics["f1_non0"] = _f1s(t, p)[0]
+    else:
+        metrics["acc2_non0"] = metrics["f1_non0"] = float("nan")
+    metrics["loss"] = float(((out - y) ** 2).mean())
+    return metrics
+
+
+def metrics_of(data: BenchData, rows: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    if data.task == "classification":
+        return classification_metrics(data.y[rows], out, data.primary)
+    return regression_metrics(data.y[rows], out)
+
+
+# ---------------------------------------------------------------------- data
+def standardise(data: BenchData, train: np.ndarray) -> tuple[BenchData, dict[str, Any]]:
+    """``data`` with every modality standardised by the mean / std of the training rows
+    (sequences over their real steps; padding left at zero), and the statistics."""
+    stats: dict[str, Any] = {}
+    x = {}
+    for m, arr in data.x.items():
+        stats[m] = _stats(data, m, arr, train)
+        x[m] = _apply(data, m, arr, stats[m])
+    return replace(data, x=x), stats
+
+
+def _mask(data: BenchData, m: str, arr: np.ndarray) -> np.ndarray | None:
+    lengths = data.lengths.get(m)
+    if arr.ndim != 3 or lengths is None:
+        return None
+    return np.arange(arr.shape[1])[None, :] < np.asarray(lengths)[:, None]
+
+
+def _stats(
+    data: BenchData, m: str, arr: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    sub = arr[rows]
+    if sub.ndim == 3:
+        mask = _mask(data, m, arr)
+        flat = sub[mask[rows]] if mask is not None else sub.reshape(-1, sub.shape[-1])
+    else:
+        flat = sub.reshape(len(sub), -1)
+    mu = flat.mean(0, dtype=np.float64)
+    sd = flat.std(0, dtype=np.float64)
+    sd = np.where(sd > 1e-8, sd, 1.0)
+    return mu.astype(np.float32), sd.astype(np.float32)
+
+
+def _apply(
+    data: BenchData, m: str, arr: np.ndarray, stat: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    mu, sd = stat
+    out = ((arr - mu) / sd).astype(np.float32)
+    mask = _mask(data, m, arr)
+    if mask is not None:
+        out = out * mask[:, :, None]
+    return out
+
+
+def _redrawn(
+    data: BenchData, raw: BenchData, train: np.ndarray, stats: dict[str, Any], rng: Any
+) -> BenchData:
+    """``data`` (standardised) with fresh training inputs from ``raw.redraw``."""
+    assert raw.redraw is not None
+    fresh = raw.redraw(train, rng)
+    x = {}
+    for m, arr in data.x.items():
+        if m in fresh:
+            mu, sd = stats[m]
+            new = ((np.asarray(fresh[m]) - mu) / sd).astype(np.float32)
+            mask = _mask(raw, m, raw.x[m])
+            if mask is not None:
+                new = new * mask[train][:, :, None]
+            arr = arr.copy()
+            arr[train] = new
+        x[m] = arr
+    return replace(data, x=x)
+
+
+# ---------------------------------------------------------------------- cells
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    protocol: str
+    host: str
+    arm: str
+    fold: int
+    seed: int
+
+    def key(self, suite: str) -> dict[str, Any]:
+        return {
+            "suite": suite,
+            "dataset": self.dataset,
+            "protocol": self.protocol,
+            "host": self.host,
+            "arm": self.arm,
+            "fold": self.fold,
+            "seed": self.seed,
+        }
+
+    def text(self) -> str:
+        return f"{self.host} {self.arm} fold {self.fold} seed {self.seed}"
+
+
+def _subset(kind: str, given: Sequence[Any] | None, valid: Sequence[Any]) -> list[Any]:
+    if given is None:
+        return list(valid)
+    bad = [g for g in given if g not in valid]
+    if bad:
+        raise RunnerError(
+            f"--{kind} {bad[0]!r} is not in the suite; valid: "
+            f"{choices_text([str(v) for v in valid])}." + did_you_mean(str(bad[0]), map(str, valid))
+        )
+    return [v for v in valid if v in set(given)]
+
+
+@contextlib.contextmanager
+def suite_lock(folder: Path) -> Iterator[Path]:
+    """Hold ``<folder>/.lock`` (``fcntl.flock``) for the block; raise :class:`LockError` at
+    once, naming the holder's PID, when another process holds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise LockError(
+                f"another run of this suite holds {path} (PID {holder}); wait for it to finish "
+                f"or stop it (kill {holder}), then run again: finished cells are kept."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _accepts(factory: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _better(a: tuple[float, float], b: tuple[float, float] | None, higher: bool) -> bool:
+    """Is (primary, loss) ``a`` better than ``b``: primary first, ties by the lower loss."""
+    if b is None:
+        return True
+    pa, pb = (a[0], b[0]) if higher else (-a[0], -b[0])
+    if math.isnan(pa):
+        return False
+    if math.isnan(pb) or pa > pb:
+        return True
+    return pa == pb and a[1] < b[1]
+
+
+class Runner:
+    """Runs one suite. ``registry``: a ``PluginRegistry`` (default: the process-wide one)."""
+
+    def __init__(
+        self,
+        suite: Suite,
+        results: str | os.PathLike[str] | None = None,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        threads: int | None = None,
+        quiet: bool = False,
+        registry: Any = None,
+    ) -> None:
+        from pgm_plugins.registry import get_registry
+
+        self.suite = suite
+        self.root = Path(results) if results is not None else RESULTS_DIR
+        self.folder = self.root / suite.name
+        self.store = ResultStore(self.folder)
+        self.data_dir = data_dir
+        self.threads = threads or suite.threads
+        self.quiet = quiet
+        self.registry = registry or get_registry()
+        self.data: BenchData | None = None
+        self._folds: dict[int, list[Fold]] = {}
+        self._env: dict[str, Any] | None = None
+        self._std: tuple[tuple[int, int], BenchData, dict[str, Any]] | None = None
+
+    # ------------------------------------------------------------------ planning
+    def load_data(self) -> BenchData:
+        if self.data is None:
+            entry = self.registry.datasets.entry(self.suite.dataset)
+            data = entry.value(
+                protocol=self.suite.protocol, data_dir=self.data_dir, **self.suite.options
+            )
+            if not isinstance(data, BenchData):
+                raise RunnerError(
+                    f"data set {self.suite.dataset!r} returned {type(data).__name__}, not a "
+                    "BenchData; its factory must return pgm_plugins.bench.BenchData."
+                )
+            self.data = data
+        return self.data
+
+    def folds(self, seed: int) -> list[Fold]:
+        if seed not in self._folds:
+            self._folds[seed] = list(self.load_data().folds(seed))
+        return self._folds[seed]
+
+    def plan(
+        self,
+        hosts: Sequence[str] | None = None,
+        arms: Sequence[str] | None = None,
+        seeds: Sequence[int] | None = None,
+        folds: Sequence[int] | None = None,
+    ) -> list[Cell]:
+        """Every cell of the suite (filtered), in run order (seed, fold, host, arm); validates
+        the filters, the data set, the arms' modalities and that every host takes the data."""
+        s = self.suite
+        hosts_ = _subset("hosts", hosts, s.hosts)
+        arms_ = _subset("arms", arms, s.arms)
+        seeds_ = _subset("seeds", seeds, s.seeds)
+        for host in {
+            *hosts_,
+            *([SINGLE_HOST] if any(a.startswith("only.") for a in arms_) else []),
+        }:
+            self.registry.bench_hosts.entry(host)  # unknown -> error with the registered ones
+        data = self.load_data()
+        singles = [a for a in arms_ if a.startswith("only.")]
+        for a in singles:
+            m = a[5:]
+            if m not in data.modalities:
+                raise RunnerError(
+                    f"arm {a!r}: data set {data.name} has no modality {m!r}; valid: "
+                    f"{choices_text(data.modalities)}." + did_you_mean(m, data.modalities)
+                )
+        self._check_primary(data)
+        n_folds = len(self.folds(seeds_[0]))
+        if s.folds is not None and s.folds > n_folds:
+            raise RunnerError(
+                f"suite {s.name} asks for {s.folds} folds; {data.name} ({data.protocol}) has "
+                f"{n_folds}."
+            )
+        all_folds = list(range(s.folds or n_folds))
+        folds_ = _subset("folds", folds, all_folds)
+        fusions = [a for a in arms_ if not a.startswith("only.")]
+        cells = []
+        for seed in seeds_:
+            for fold in folds_:
+                for host in hosts_:
+                    for arm in fusions:
+                        cells.append(Cell(data.name, data.protocol, host, arm, fold, seed))
+                if singles and (hosts is None or SINGLE_HOST in hosts_):
+                    for arm in singles:
+                        cells.append(Cell(data.name, data.protocol, SINGLE_HOST, arm, fold, seed))
+        self._check_hosts(data, sorted({c.host for c in cells}), seeds_[0])
+        return cells
+
+    def _check_primary(self, data: BenchData) -> None:
+        dummy_rows = np.arange(min(len(data), 4))
+        out: np.ndarray = (
+            np.zeros((len(dummy_rows), data.num_classes or 2))
+            if data.task == "classification"
+            else np.zeros(len(dummy_rows))
+        )
+        names = metrics_of(data, dummy_rows, out)
+        if data.primary not in names:
+            raise RunnerError(
+                f"data set {data.name}: primary metric {data.primary!r} is not computed for a "
+                f"{data.task} task; computed: {choices_text(names)}."
+            )
+
+    def _check_hosts(self, data: BenchData, hosts: Sequence[str], seed: int) -> None:
+        """Build every host once on the data before any cell runs: a host that cannot take the
+        data set says why now, not after hours of other cells."""
+        for host in hosts:
+            try:
+                self._build(host, data, seed, data.modalities)
+            except Exception as exc:
+                raise RunnerError(
+                    f"bench host {host!r} cannot take data set {data.name} ({data.protocol}): {exc}"
+                ) from exc
+
+    def _build(self, host: str, data: BenchData, seed: int, modalities: tuple[str, ...]) -> Any:
+        factory = self.registry.bench_hosts.entry(host).value
+        kwargs = dict(self.suite.host_options.get(host, {}))
+        for key in ("lr", "window"):
+            value = getattr(self.suite, key)
+            if value is not None and key not in kwargs and _accepts(factory, key):
+                kwargs[key] = value
+        _seed_all(seed)
+        return factory(data, seed, modalities, **kwargs)
+
+    # ------------------------------------------------------------------ running
+    def done(self, cells: Sequence[Cell]) -> list[bool]:
+        return [self.store.path(c.key(self.suite.name)).is_file() for c in cells]
+
+    def run(self, cells: Sequence[Cell]) -> dict[str, Any]:
+        """Run every cell whose record is missing (or corrupt); returns counts and wall time."""
+        torch.set_num_threads(self.threads)
+        todo = []
+        with suite_lock(self.folder):
+            for c in cells:
+                if self.store.load(c.key(self.suite.name)) is None:
+                    todo.append(c)
+            skipped = len(cells) - len(todo)
+            start = time.perf_counter()
+            bar = self._bar(len(cells), skipped)
+            ran = 0
+            try:
+                for cell in todo:
+                    if bar is not None:
+                        bar.set_postfix_str(cell.text(), refresh=True)
+                    record = self.run_cell(cell)
+                    path = self.store.write(cell.key(self.suite.name), record)
+                    ran += 1
+                    if bar is not None:
+                        bar.update(1)
+                    elif not self.quiet:
+                        primary = record["primary"]
+                        print(
+                            f"[{skipped + ran}/{len(cells)}] {cell.text()}: test {primary} "
+                            f"{record['metrics']['test'][primary]:.4f} "
+                            f"({record['time']['wall_s']:.1f} s) -> {path.name}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+            except KeyboardInterrupt:
+                if bar is not None:
+                    bar.close()
+                print(
+                    f"\ninterrupted: {skipped + ran} of {len(cells)} cells done (files in "
+                    f"{self.folder}); the cell in progress was not written. Run the same command "
+                    "again to resume.",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                raise
+            if bar is not None:
+                bar.close()
+        return {
+            "cells": len(cells),
+            "skipped": skipped,
+            "ran": ran,
+            "wall_s": time.perf_counter() - start,
+            "folder": str(self.folder),
+        }
+
+    def _bar(self, total: int, initial: int) -> Any:
+        if self.quiet or not sys.stderr.isatty():
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=total, initial=initial, desc=self.suite.name, unit="cell", file=sys.stderr
+        )
+
+    def _standardised(self, fold: Fold, seed: int) -> tuple[BenchData, dict[str, Any]]:
+        key = (seed, fold.fold)
+        if self._std is None or self._std[0] != key:
+            data, stats = standardise(self.load_data(), fold.train)
+            self._std = (key, data, stats)
+        return self._std[1], self._std[2]
+
+    def run_cell(self, cell: Cell) -> dict[str, Any]:
+        """Train one cell (with the arm's validation grid, if any) and return its record."""
+        start = time.perf_counter()
+        s = self.suite
+        raw = self.load_data()
+        fold = self.folds(cell.seed)[cell.fold]
+        data, stats = self._standardised(fold, cell.seed)
+        arm = get_arm(cell.arm)
+        modalities = (str(arm.modality),) if arm.kind == "single" else raw.modalities
+        grid: list[dict[str, Any]] = (
+            lr_scale_grid(modalities, s.mslr_scales) if arm.kind == "mslr" else [{}]
+        )
+        higher = raw.primary not in LOWER_IS_BETTER
+        best: dict[str, Any] | None = None
+        selection = []
+        for setting in grid:
+            result = self._train(cell, arm, data, raw, fold, stats, modalities, setting)
+            valid = result["metrics"]["valid"]
+            if len(grid) > 1:
+                selection.append({"setting": setting, "valid": valid[raw.primary]})
+            score = (valid[raw.primary], valid["loss"])
+            if best is None or _better(score, best["score"], higher):
+                best = {**result, "score": score, "setting": setting}
+        assert best is not None
+        if self._env is None:
+            self._env = environment()
+        entry = self.registry.bench_hosts.entry(cell.host)
+        record = {
+            "status": "done",
+            "suite": s.summary(),
+            "data": dict(raw.summary()),
+            "host": {
+                "name": cell.host,
+                "description": entry.description,
+                "changes": list(best["changes"]),
+            },
+            "arm": {
+                "name": arm.name,
+                "kind": arm.kind,
+                "description": arm.description,
+                "changes": dict(arm.changes),
+            },
+            "setting": best["setting"],
+            "selection": selection,
+            "primary": raw.primary,
+            "higher_is_better": higher,
+            "metrics": best["metrics"],
+            "sizes": {"train": len(fold.train), "valid": len(fold.valid), "test": len(fold.test)},
+            "curves": best["curves"],
+            "best_epoch": best["best_epoch"],
+            "epochs_run": best["epochs_run"],
+            "epoch_cap": s.epochs,
+            "patience": s.patience,
+            "train": best["train"],
+            "parameters": best["parameters"],
+            "time": {**best["time"], "wall_s": time.perf_counter() - start},
+            "shares": best["shares"],
+            "parts": best["parts"],
+            "truth": raw.extras.get("truth"),
+            "env": self._env,
+        }
+        if best["block_config"] is not None:
+            record["block_config"] = best["block_config"]
+        return record
+
+    def _predict(
+        self, run: Any, data: BenchData, rows: np.ndarray, batch: int, handle: Any
+    ) -> tuple[np.ndarray, dict[str, float] | None]:
+        outs: list[np.ndarray] = []
+        shares: dict[str, float] = {}
+        weight = 0
+        for inputs, _, idx in run.batches(data, rows, batch, None):
+            outs.append(run.predict(inputs).detach().float().cpu().numpy())
+            if handle is not None:
+                got = handle.stats().get("shares") or {}
+                for m, v in got.items():
+                    shares[m] = shares.get(m, 0.0) + float(v) * len(idx)
+                weight += len(idx) if got else 0
+        out = np.concatenate(outs)
+        return out, ({m: v / weight for m, v in shares.items()} if weight else None)
+
+    def _train(
+        self,
+        cell: Cell,
+        arm: Arm,
+        data: BenchData,
+        raw: BenchData,
+        fold: Fold,
+        stats: dict[str, Any],
+        modalities: tuple[str, ...],
+        setting: dict[str, Any],
+    ) -> dict[str, Any]:
+        import pgm_plugins as pp
+
+        s = self.suite
+        run = self._build(cell.host, data, cell.seed, modalities)
+        rng = np.random.default_rng(cell.seed)
+        host_params = count_parameters(run.model)
+        handle = None
+        block_config = None
+        factory = arm.factory()
+        if factory is not None:
+            config: dict[str, Any] = {
+                "task": data.task,
+                "num_classes": data.num_classes if data.task == "classification" else None,
+                **s.block,
+                **dict(getattr(run, "block_config", None) or {}),
+            }
+            handle = pp.inject(run.model, sites=run.sites, config=config, block_factory=factory)
+            block_config = handle.block.config.to_dict()
+        block_params = count_parameters(run.model) - host_params
+        run.attach(handle, lr_scale=setting.get("lr_scale"))
+        recipe = dict(getattr(run, "recipe", {}) or {})
+        batch = s.batch or int(recipe.get("batch", 64))
+        higher = raw.primary not in LOWER_IS_BETTER
+        curves: dict[str, list[float]] = {"train_loss": [], "valid_loss": [], "valid_primary": []}
+        best_score: tuple[float, float] | None = None
+        best_epoch, best_state = -1, copy.deepcopy(run.model.state_dict())
+        train_s, steps, stopped = 0.0, 0, "patience"
+        epoch_data = data
+        for epoch in range(s.epochs):
+            if raw.redraw is not None:
+                epoch_data = _redrawn(data, raw, fold.train, stats, rng)
+            t0 = time.perf_counter()
+            total, n = 0.0, 0
+            for inputs, targets, rows in run.batches(epoch_data, fold.train, batch, rng):
+                terms = run.step(inputs, targets, rows)
+                total += terms["loss"] * len(rows)
+                n += len(rows)
+                steps += 1
+            run.next_epoch()
+            train_s += time.perf_counter() - t0
+            out, _ = self._predict(run, data, fold.valid, batch, None)
+            valid = metrics_of(data, fold.valid, out)
+            curves["train_loss"].append(total / max(n, 1))
+            curves["valid_loss"].append(valid["loss"])
+            curves["valid_primary"].append(valid[raw.primary])
+            score = (valid[raw.primary], valid["loss"])
+            if _better(score, best_score, higher):
+                best_score, best_epoch = score, epoch
+                best_state = copy.deepcopy(run.model.state_dict())
+            if not math.isfinite(total):
+                stopped = "non-finite training loss"
+                break
+            if epoch - best_epoch >= s.patience:
+                break
+        else:
+            stopped = "epoch cap"
+        run.model.load_state_dict(best_state)
+        metrics = {}
+        shares = None
+        for split, rows in (("valid", fold.valid), ("test", fold.test)):
+            out, got = self._predict(run, data, rows, batch, handle)
+            metrics[split] = metrics_of(data, rows, out)
+            if split == "test":
+                shares = got
+        parts = self._parts(run, data, fold.test, handle) if handle is not None else None
+        if handle is not None:
+            handle.remove()
+        return {
+            "metrics": metrics,
+            "curves": curves,
+            "best_epoch": best_epoch,
+            "epochs_run": len(curves["valid_loss"]),
+            "changes": tuple(getattr(run, "changes", ())),
+            "train": {
+                **recipe,
+                "batch": batch,
+                "threads": self.threads,
+                "stopped": stopped,
+                "lr_scale": setting.get("lr_scale"),
+            },
+            "parameters": {"host": host_params, "block": block_params},
+            "time": {
+                "train_s": train_s,
+                "steps": steps,
+                "step_ms": 1000 * train_s / max(steps, 1),
+            },
+            "shares": shares if shares else None,
+            "parts": parts,
+            "block_config": block_config,
+        }
+
+    def _parts(
+        self, run: Any, data: BenchData, test: np.ndarray, handle: Any
+    ) -> dict[str, Any] | None:
+        """Pooled uni / paired parts of up to 200 test rows (one eval forward)."""
+        from pgm_plugins.block.mlp import masked_mean
+
+        rows = np.asarray(test)[:PARTS_ROWS]
+        inputs, _, idx = next(iter(run.batches(data, rows, len(rows), None)))
+        run.predict(inputs)
+        try:
+            parts = handle.parts
+        except Exception:  # controls have no partition
+            return None
+        if not parts:
+            return None
+        out: dict[str, Any] = {}
+        for m, p in parts.items():
+
+            def pool(t: torch.Tensor, mask: Any = p.mask) -> list[list[float]]:
+                t = t if t.dim() == 3 else t.unsqueeze(1)
+                v = masked_mean(t.float(), mask).numpy()
+                return np.round(v, 4).tolist()
+
+            out[m] = {"uni": pool(p.uni), "paired": pool(p.paired), "y": data.y[idx].tolist()}
+        return out
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def filters_error(exc: Exception) -> bool:
+    """Is ``exc`` a bad-input error the CLI reports with exit status 2?"""
+    return isinstance(exc, (RunnerError, SuiteError, PgMError))
