@@ -140,9 +140,7 @@ def test_dataparallel_training_reads_say_what_to_use_instead():
         handle.aux_loss(targets())
 
 
-def test_remove_after_an_interrupted_forward_leaves_nothing_on_the_thread():
-    model, handle = injected()
-
+def _interrupt_a_forward(model: nn.Module) -> None:
     def interrupt(module, args, output):
         raise KeyboardInterrupt
 
@@ -150,6 +148,12 @@ def test_remove_after_an_interrupted_forward_leaves_nothing_on_the_thread():
     with pytest.raises(KeyboardInterrupt):
         model(*inputs())
     hook.remove()
+
+
+def test_remove_after_an_interrupted_forward_leaves_nothing_on_the_thread():
+    model, handle = injected()
+
+    _interrupt_a_forward(model)
     assert len(engine._stack()) == 1  # the interrupted forward never ran its end hook
     handle.remove()
     assert engine._stack() == []
@@ -158,13 +162,7 @@ def test_remove_after_an_interrupted_forward_leaves_nothing_on_the_thread():
 def test_a_stale_record_is_dropped_by_the_next_forward():
     model, handle = injected()
 
-    def interrupt(module, args, output):
-        raise KeyboardInterrupt
-
-    hook = model.encoders.audio.register_forward_hook(interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        model(*inputs())
-    hook.remove()
+    _interrupt_a_forward(model)
     x = inputs()
     out = model(*x)
     assert engine._stack() == []
