@@ -1,4 +1,5 @@
-"""The ``pgm`` command: ``pgm plugins``, ``pgm adapters [FILTER]``, ``pgm layers M:FACTORY``."""
+"""The ``pgm`` command: ``pgm plugins``, ``pgm adapters [FILTER]``, ``pgm layers M:FACTORY``,
+``pgm bench run SUITE`` / ``pgm bench list`` / ``pgm bench report [SUITE]``."""
 
 from __future__ import annotations
 
@@ -79,6 +80,126 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _results_dir(args: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    from pgm_plugins.bench.runner import RESULTS_DIR
+
+    return Path(args.results) if args.results else RESULTS_DIR
+
+
+def _cmd_bench_run(args: argparse.Namespace) -> int:
+    import os
+
+    from pgm_plugins.bench.runner import Runner
+    from pgm_plugins.bench.suite import load_suite
+
+    suite = load_suite(args.suite)
+    data_dir = args.data_dir or os.environ.get("PGM_DATA_DIR") or None
+    runner = Runner(
+        suite, _results_dir(args), data_dir=data_dir, threads=args.threads, quiet=args.quiet
+    )
+    cells = runner.plan(hosts=args.hosts, arms=args.arms, seeds=args.seeds, folds=args.folds)
+    if not args.quiet:
+        data = runner.load_data()
+        print(
+            f"suite {suite.name}: {data.name} ({data.protocol}), {len(cells)} cells "
+            f"({sum(runner.done(cells))} done), {runner.threads} thread(s), results in "
+            f"{runner.folder}",
+            file=sys.stderr,
+        )
+    try:
+        summary = runner.run(cells)
+    except KeyboardInterrupt:
+        return 130
+    if not args.quiet:
+        print(
+            f"suite {suite.name}: ran {summary['ran']} cells, skipped {summary['skipped']} "
+            f"finished ones, {summary['wall_s']:.0f} s",
+            file=sys.stderr,
+        )
+    if args.no_report:
+        return 0
+    from pgm_plugins.bench import report
+
+    return int(
+        report.main(suite.name, _results_dir(args), fmt="none" if args.quiet else "markdown")
+    )
+
+
+def _cmd_bench_list(args: argparse.Namespace) -> int:
+    from pgm_plugins.bench.suite import SuiteError, list_suites, load_suite
+    from pgm_plugins.registry import get_registry
+
+    root = _results_dir(args)
+    print("suites (benchmarks/suites):")
+    for name in list_suites():
+        try:
+            s = load_suite(name)
+        except SuiteError as exc:
+            print(f"  {name:<16} cannot run: {exc}")
+            continue
+        fusions = [a for a in s.arms if not a.startswith("only.")]
+        per_fold = len(s.seeds) * (len(s.hosts) * len(fusions) + len(s.arms) - len(fusions))
+        cells = str(per_fold * s.folds) if s.folds else f"{per_fold} x folds"
+        done = len(list((root / name).glob("*.json"))) if (root / name).is_dir() else 0
+        print(
+            f"  {name:<16} {s.dataset} ({s.protocol or 'default'}); hosts {', '.join(s.hosts)}; "
+            f"arms {', '.join(s.arms)}; seeds {len(s.seeds)}; cells {cells}; done {done}"
+        )
+    reg = get_registry()
+    for title, registry in (("data sets", reg.datasets), ("bench hosts", reg.bench_hosts)):
+        print(f"{title}:")
+        for entry in registry.entries():
+            print(f"  {entry.name:<16} {entry.plugin:<24} {entry.description}")
+    return 0
+
+
+def _cmd_bench_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pgm_plugins.bench import report
+
+    out = Path(args.out) if args.out else None
+    return int(report.main(args.suite, _results_dir(args), out_dir=out, fmt=args.format))
+
+
+def _int_list(kind: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{kind} {text!r} is not an integer") from None
+
+    return parse
+
+
+def _add_bench(sub: Any) -> None:
+    bench = sub.add_parser("bench", help="benchmark suites: run, list, report")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+    p = bsub.add_parser("run", help="run a suite (finished cells are skipped)")
+    p.add_argument("suite", help="a suite name (pgm bench list) or a path to a .toml file")
+    p.add_argument("--hosts", nargs="+", help="only these hosts of the suite")
+    p.add_argument("--arms", nargs="+", help="only these arms of the suite")
+    p.add_argument("--seeds", nargs="+", type=_int_list("seed"), help="only these seeds")
+    p.add_argument("--folds", nargs="+", type=_int_list("fold"), help="only these folds (0-based)")
+    p.add_argument("--data-dir", help="folder holding the data sets (else $PGM_DATA_DIR)")
+    p.add_argument("--results", help="results root (default benchmarks/results)")
+    p.add_argument("--threads", type=int, help="torch threads (default: the suite's, else 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
+    p.add_argument("--no-report", action="store_true", help="do not print the report after")
+    p.set_defaults(func=_cmd_bench_run)
+    p = bsub.add_parser("list", help="suites (cells, done), data sets and bench hosts")
+    p.add_argument("--results", help="results root (default benchmarks/results)")
+    p.set_defaults(func=_cmd_bench_list)
+    p = bsub.add_parser("report", help="tables, statistics and plots of a suite's results")
+    p.add_argument("suite", nargs="?", help="suite name (default: every suite with results)")
+    p.add_argument("--results", help="results root (default benchmarks/results)")
+    p.add_argument("--out", help="folder for report.md / report.csv / plots")
+    p.add_argument("--format", default="markdown", help="markdown, csv or none")
+    p.set_defaults(func=_cmd_bench_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgm", description="PgM blocks in other people's models")
     parser.add_argument("--version", action="version", version=f"pgm-plugins {__version__}")
@@ -101,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run that adds call counts and output shapes",
     )
     p.set_defaults(func=_cmd_layers)
+    _add_bench(sub)
     return parser
 
 
@@ -112,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from pgm_plugins.errors import PgMError
 
         if isinstance(exc, PgMError):
-            print(f"pgm {args.command}: {exc}", file=sys.stderr)
+            cmd = args.command + (f" {args.bench_command}" if args.command == "bench" else "")
+            print(f"pgm {cmd}: {exc}", file=sys.stderr)
             return 2
         raise
 

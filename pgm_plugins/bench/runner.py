@@ -332,9 +332,17 @@ class Runner:
     def load_data(self) -> BenchData:
         if self.data is None:
             entry = self.registry.datasets.entry(self.suite.dataset)
-            data = entry.value(
-                protocol=self.suite.protocol, data_dir=self.data_dir, **self.suite.options
-            )
+            try:
+                data = entry.value(
+                    protocol=self.suite.protocol, data_dir=self.data_dir, **self.suite.options
+                )
+            except PgMError:
+                raise
+            except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
+                raise RunnerError(
+                    f"data set {self.suite.dataset!r} (protocol {self.suite.protocol!r}, "
+                    f"options {self.suite.options}) could not be loaded: {exc}"
+                ) from exc
             if not isinstance(data, BenchData):
                 raise RunnerError(
                     f"data set {self.suite.dataset!r} returned {type(data).__name__}, not a "
