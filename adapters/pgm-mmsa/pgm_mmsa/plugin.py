@@ -69,3 +69,12 @@ def pgm_register_zoo_patches(register: Any) -> None:
         "MMSA builds PgM variants by name: get_config_regression('mult_pgm', 'mosi'), "
         "AMIO(args) with model_name='mult_pgm' (all six)",
     )
+
+
+@hookimpl
+def pgm_register_bench_hosts(register: Any) -> None:
+    """``mmsa.<kind>`` bench hosts for ``pgm bench run`` (MMSA imported only when one runs)."""
+    from pgm_mmsa.bench import bench_hosts
+
+    for name, factory, description in bench_hosts():
+        register(name, factory, description)
