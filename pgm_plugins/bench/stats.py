@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Comparison", "binary_metrics", "compare", "rank_correlation"]
+__all__ = ["Comparison", "binary_metrics", "compare", "holm", "rank_correlation"]
 
 
 @dataclass
@@ -20,7 +20,7 @@ class Comparison:
     high: float
     p: float  #: two-sided p value
     n: int  #: number of paired cells
-    wins: int  #: cells where the arm is better (higher)
+    wins: int  #: cells where the arm is better (higher, or lower for a lower-is-better metric)
     detectable: float  #: smallest difference detectable with 80 % power at alpha 0.05
 
     def text(self, digits: int = 3) -> str:
@@ -30,14 +30,23 @@ class Comparison:
         )
 
 
-def compare(a: Sequence[float], b: Sequence[float], test_train_ratio: float = 0.0) -> Comparison:
+def compare(
+    a: Sequence[float],
+    b: Sequence[float],
+    test_train_ratio: float = 0.0,
+    higher_is_better: bool = True,
+) -> Comparison:
     """Paired comparison of ``a - b`` over matched cells.
 
     ``test_train_ratio = n_test / n_train`` > 0 applies the corrected resampled t-test for
     cells that share training data (repeated k-fold): the variance of the mean is
     ``(1 / J + n_test / n_train) * s^2`` instead of ``s^2 / J``. 0 gives the plain paired t-test
-    (independent seeds).
+    (independent seeds). ``higher_is_better`` only decides what counts as a win.
     """
+    if test_train_ratio < 0:
+        raise ValueError(
+            f"test_train_ratio must be >= 0 (n_test / n_train), got {test_train_ratio}."
+        )
     from scipy import stats
 
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
@@ -51,7 +60,26 @@ def compare(a: Sequence[float], b: Sequence[float], test_train_ratio: float = 0.
     crit = float(stats.t.ppf(0.975, df))
     p = (1.0 if mean == 0 else 0.0) if se == 0 else float(2 * stats.t.sf(abs(mean) / se, df))
     detect = (crit + float(stats.t.ppf(0.8, df))) * se
-    return Comparison(mean, mean - crit * se, mean + crit * se, p, n, int((d > 0).sum()), detect)
+    wins = int((d > 0).sum() if higher_is_better else (d < 0).sum())
+    return Comparison(mean, mean - crit * se, mean + crit * se, p, n, wins, detect)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p values (family-wise error), in the order given.
+
+    The i-th smallest of m p values is multiplied by ``m - i`` (i from 0), made monotone by a
+    running maximum and capped at 1. NaN entries are left NaN and do not count towards m.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    m = len(ok)
+    if m == 0:
+        return out.tolist()
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
+    out[order] = np.minimum(adjusted, 1.0)
+    return out.tolist()
 
 
 def binary_metrics(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:

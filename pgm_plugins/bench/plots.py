@@ -1,0 +1,207 @@
+"""PNG plots of a benchmark report (matplotlib's Agg canvas; pyplot and its global state are not
+touched): the learned uni share per modality and data set, and a 2-D projection (PCA) of the uni
+and paired parts per modality, coloured by part with one marker per label (the paper's figure).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pgm_plugins._io import atomic_write_bytes
+
+__all__ = ["parts_figure", "parts_plots", "pca_2d", "share_plots", "shares_figure"]
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.=+-]+")
+_MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*", "<", ">")
+_PART_COLOURS = {"uni": "tab:blue", "paired": "tab:orange"}
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``x`` projected on their first two principal axes (centred SVD), and the share
+    of variance each axis explains. Fewer than two axes: zero columns fill the rest."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    centred = x - x.mean(axis=0, keepdims=True)
+    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    k = min(2, vt.shape[0])
+    proj = np.zeros((len(x), 2))
+    proj[:, :k] = centred @ vt[:k].T
+    var = s**2
+    explained = np.zeros(2)
+    if var.sum() > 0:
+        explained[:k] = var[:k] / var.sum()
+    return proj, explained
+
+
+def _labels(y: Sequence[Any]) -> tuple[np.ndarray, str]:
+    arr = np.asarray(y)
+    if arr.dtype.kind == "f" and not np.all(np.equal(np.mod(arr, 1), 0)):
+        return (arr >= 0).astype(int), "label sign (<0 / >=0)"
+    return arr.astype(int), "label"
+
+
+def shares_figure(
+    shares: pd.DataFrame, title: str, truth: Mapping[str, float] | None = None
+) -> Any:
+    """Box + strip plot: ``shares`` has columns ``host``, ``modality``, ``share`` (one row per
+    cell and modality); ``truth`` adds the true uni share as a red bar per modality."""
+    hosts = sorted(shares["host"].unique())
+    mods = list(dict.fromkeys(shares["modality"]))
+    fig = _figure(max(4.0, 1.4 * len(mods) * max(1, len(hosts)) ** 0.5 + 2), 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(hosts)
+    rng = np.random.default_rng(0)
+    for h, host in enumerate(hosts):
+        pos, data = [], []
+        for i, m in enumerate(mods):
+            v = shares.loc[(shares["host"] == host) & (shares["modality"] == m), "share"]
+            if len(v):
+                pos.append(i - 0.4 + width * (h + 0.5))
+                data.append(v.to_numpy())
+        if not data:
+            continue
+        colour = f"C{h % 10}"
+        ax.boxplot(
+            data,
+            positions=pos,
+            widths=width * 0.8,
+            patch_artist=True,
+            boxprops={"facecolor": colour, "alpha": 0.3},
+            medianprops={"color": colour},
+            showfliers=False,
+        )
+        for p, d in zip(pos, data, strict=True):
+            jitter = rng.uniform(-width * 0.25, width * 0.25, len(d))
+            ax.scatter(p + jitter, d, s=12, color=colour, zorder=3)
+        ax.plot([], [], color=colour, marker="o", linestyle="", label=host)
+    if truth:
+        for i, m in enumerate(mods):
+            if truth.get(m) is not None:
+                ax.hlines(truth[m], i - 0.45, i + 0.45, colors="red", linestyles="--")
+        ax.plot([], [], color="red", linestyle="--", label="true share")
+    ax.set_xticks(range(len(mods)), mods)
+    ax.set_xlim(-0.6, len(mods) - 0.4)
+    ax.set_ylabel("learned uni share")
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def parts_figure(parts: Mapping[str, Mapping[str, Any]], title: str) -> Any:
+    """One panel per modality: the uni and paired parts of the same test rows projected
+    together on two principal axes (separately when their widths differ), coloured by part,
+    one marker per label."""
+    mods = [m for m, p in parts.items() if p and len(p.get("uni") or []) and len(p.get("y") or [])]
+    fig = _figure(3.4 * max(1, len(mods)), 3.4)
+    for i, m in enumerate(mods):
+        ax = fig.add_subplot(1, len(mods), i + 1)
+        p = parts[m]
+        uni = np.asarray(p["uni"], dtype=np.float64).reshape(len(p["uni"]), -1)
+        paired = np.asarray(p.get("paired") or [], dtype=np.float64).reshape(len(p["uni"]), -1)
+        y, what = _labels(p["y"])
+        note = ""
+        if paired.shape[1] == uni.shape[1]:
+            proj, ev = pca_2d(np.concatenate([uni, paired]))
+            pieces = {"uni": proj[: len(uni)], "paired": proj[len(uni) :]}
+            note = f"joint PCA ({ev[0]:.0%}, {ev[1]:.0%})"
+        else:
+            pieces = {"uni": pca_2d(uni)[0]}
+            if paired.shape[1]:
+                pieces["paired"] = pca_2d(paired)[0]
+            note = "separate PCA per part (widths differ)"
+        classes = sorted(set(y.tolist()))
+        for part, xy in pieces.items():
+            for c, label in enumerate(classes):
+                rows = y == label
+                ax.scatter(
+                    xy[rows, 0],
+                    xy[rows, 1],
+                    s=10,
+                    alpha=0.6,
+                    color=_PART_COLOURS[part],
+                    marker=_MARKERS[c % len(_MARKERS)],
+                    label=f"{part}, {what} {label}",
+                )
+        ax.set_title(f"{m}: {note}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i == 0:
+            ax.legend(fontsize=6, loc="best")
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def _name(*parts: str) -> str:
+    return "__".join(_SAFE.sub("-", p) for p in parts) + ".png"
+
+
+def share_plots(
+    cells: pd.DataFrame, out_dir: Path, pick_arm: Callable[[pd.DataFrame], str | None]
+) -> list[Path]:
+    """One PNG per (data set, protocol): the learned uni share per modality of the arm
+    ``pick_arm`` chooses (``pgm`` where present), over cells, one box per host."""
+    written = []
+    for (ds, proto), data in cells.groupby(["dataset", "protocol"], sort=True):
+        arm = pick_arm(data)
+        if arm is None:
+            continue
+        rows = data[(data["arm"] == arm) & data["shares"].map(bool)]
+        long = pd.DataFrame(
+            [
+                {"host": h, "modality": m, "share": float(v)}
+                for h, s in zip(rows["host"], rows["shares"], strict=True)
+                for m, v in s.items()
+            ]
+        )
+        truth = next((t for t in rows["truth"] if t), None)
+        true_share = None
+        if truth is not None:
+            raw = truth.get("true_uni_share", truth)
+            if isinstance(raw, Mapping):
+                true_share = {m: float(v) for m, v in raw.items() if isinstance(v, int | float)}
+        fig = shares_figure(
+            long, f"{ds} / {proto}: learned uni share, arm {arm} ({len(rows)} cells)", true_share
+        )
+        written.append(_save(fig, out_dir / _name("shares", ds, proto)))
+    return written
+
+
+def parts_plots(cells: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """One PNG per (data set, protocol, host): the parts of one cell (arm ``pgm`` where present,
+    the first by seed and fold); parts of different cells live in different learned spaces, so
+    they are not pooled."""
+    written = []
+    have = cells[cells["parts"].map(bool)]
+    for (ds, proto, host), data in have.groupby(["dataset", "protocol", "host"], sort=True):
+        arm = "pgm" if "pgm" in set(data["arm"]) else sorted(data["arm"])[0]
+        cell = data[data["arm"] == arm].sort_values(["seed", "fold"]).iloc[0]
+        fig = parts_figure(
+            cell["parts"],
+            f"{ds} / {proto} / {host} / {arm}: uni and paired parts, test rows "
+            f"(seed {cell['seed']}, fold {cell['fold']})",
+        )
+        written.append(_save(fig, out_dir / _name("parts", ds, proto, host)))
+    return written

@@ -1,0 +1,1011 @@
+"""``pgm bench report``: tables, paired statistics and plots from a suite's result records.
+
+Reads every record under ``<results_dir>/<suite>/*.json`` (one per cell, the shape of
+``/work/briefs/record.md``: see :data:`CONTRACT`), checks each one and reports a corrupt,
+partial or malformed file by path and reason instead of averaging it. Per (data set, protocol,
+host): every arm as mean +- std over its cells of the primary and secondary metrics; its
+difference to ``baseline`` and to ``capacity`` paired over (fold, seed) with a 95 % interval and p
+(the corrected resampled t-test of Nadeau & Bengio when the cells come from several folds that
+share training data, the plain paired t-test for one fixed split over seeds), Holm-corrected over
+the hosts of the data set per family (arm, reference, metric); the ``only.<m>`` arms of host
+``late_fusion`` in every host's table; parameter overhead; the step-time microbenchmark and the
+cells' own step time (measured under load). Writes ``report.md``, ``report.csv`` and PNG plots
+atomically into ``<results_dir>/<suite>/report/`` (or ``out_dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pgm_plugins._io import atomic_write_text
+from pgm_plugins.bench.results import ResultStore
+from pgm_plugins.bench.stats import compare, holm, rank_correlation
+from pgm_plugins.errors import PgMError, choices_text, did_you_mean
+
+__all__ = [
+    "CONTRACT",
+    "Problem",
+    "Report",
+    "ReportError",
+    "build_report",
+    "check_record",
+    "find_suites",
+    "main",
+    "read_records",
+    "truth_agreement",
+]
+
+REPO = Path(__file__).resolve().parents[2]
+#: arms every other arm is compared with, in this order
+REFERENCES = ("baseline", "capacity")
+#: single-modality arms (``only.<m>``) run once per data set under this host
+SINGLE_PREFIX = "only."
+SINGLE_HOST = "late_fusion"
+KEY_FIELDS = ("suite", "dataset", "protocol", "host", "arm", "fold", "seed")
+#: every top-level field of a record (record.md); a record without one of them is skipped
+CONTRACT = (
+    "key",
+    "status",
+    "suite",
+    "data",
+    "host",
+    "arm",
+    "setting",
+    "selection",
+    "primary",
+    "higher_is_better",
+    "metrics",
+    "sizes",
+    "curves",
+    "best_epoch",
+    "epochs_run",
+    "epoch_cap",
+    "patience",
+    "train",
+    "parameters",
+    "time",
+    "shares",
+    "parts",
+    "truth",
+    "env",
+)
+#: metrics shown beside the primary one (those present in the records)
+SECONDARY = {
+    "classification": ("acc2", "wf1"),
+    "regression": ("mae", "corr", "acc7", "acc2_non0", "acc2_has0"),
+}
+LOWER_IS_BETTER = frozenset({"mae", "loss", "mse"})
+#: the per-host step-time microbenchmark results (adapters' benchmarks)
+STEP_TIME_GLOB = "adapters/*/benchmarks/results/step_time*.json"
+_ARM_ORDER = ("baseline", "pgm", "capacity", "uni_heads", "mslr", "interaction")
+FORMATS = ("markdown", "csv", "none")
+
+
+class ReportError(PgMError, ValueError):
+    """Nothing to report: no results folder, no suite, or no readable record."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A result file left out of the report, and why."""
+
+    path: Path
+    reason: str
+
+    def text(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` made (and wrote into ``out_dir``)."""
+
+    suite: str
+    source: Path  #: the folder the records were read from
+    out_dir: Path
+    markdown: str
+    table: pd.DataFrame  #: one row per data set / protocol / host / arm (report.csv)
+    cells: pd.DataFrame  #: one row per accepted record
+    comparisons: pd.DataFrame  #: one row per (host, arm, reference, metric), Holm included
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    plots: list[Path] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def wall_s(self) -> float:
+        return float(self.cells["wall_s"].sum()) if len(self.cells) else 0.0
+
+
+# ----------------------------------------------------------------------------------- reading
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_record(record: Any, path: Path, suite: str) -> str | None:
+    """Why ``record`` (read from ``path`` under suite ``suite``) cannot be used, or None."""
+    if not isinstance(record, dict):
+        return f"not a JSON object but {type(record).__name__}"
+    missing = [k for k in CONTRACT if k not in record]
+    if missing:
+        return f"missing field(s) {', '.join(map(repr, missing))} (partial record)"
+    key = record["key"]
+    if not isinstance(key, dict):
+        return f"'key' is {type(key).__name__}, not an object"
+    lacking = [k for k in KEY_FIELDS if k not in key]
+    extra = [k for k in key if k not in KEY_FIELDS]
+    if lacking or extra:
+        return (
+            f"wrong key {key}: "
+            + (f"lacks {', '.join(map(repr, lacking))}" if lacking else "")
+            + ("; " if lacking and extra else "")
+            + (f"unknown {', '.join(map(repr, extra))}" if extra else "")
+            + f" (a key has {', '.join(KEY_FIELDS)})"
+        )
+    for k in KEY_FIELDS:
+        want_int = k in ("fold", "seed")
+        if (want_int and not _is_int(key[k])) or (not want_int and not isinstance(key[k], str)):
+            return f"wrong key: {k}={key[k]!r} is not {'an integer' if want_int else 'a string'}"
+    if key["suite"] != suite:
+        return f"wrong key: suite {key['suite']!r}, but the file lies under suite {suite!r}"
+    expected = ResultStore(path.parent).path(key).name
+    if path.name != expected:
+        return f"wrong key: the file name does not match its key {key} (expected {expected})"
+    if record["status"] != "done":
+        return f"status {record['status']!r}, not 'done' (unfinished cell)"
+    for name, sub in (("data", "dataset"), ("host", "host"), ("arm", "arm")):
+        part = record[name]
+        if not isinstance(part, dict) or "name" not in part:
+            return f"'{name}' is not an object with a 'name'"
+        if part["name"] != key[sub]:
+            return f"'{name}.name' is {part['name']!r}, the key says {key[sub]!r}"
+    if record["data"].get("protocol") != key["protocol"]:
+        return f"'data.protocol' is {record['data'].get('protocol')!r}, key {key['protocol']!r}"
+    if record["data"].get("task") not in ("classification", "regression"):
+        return f"'data.task' is {record['data'].get('task')!r}; valid: classification, regression"
+    primary = record["primary"]
+    if not isinstance(primary, str):
+        return f"'primary' is {primary!r}, not a metric name"
+    if not isinstance(record["higher_is_better"], bool):
+        return f"'higher_is_better' is {record['higher_is_better']!r}, not true / false"
+    metrics = record["metrics"]
+    if not isinstance(metrics, dict) or not all(
+        isinstance(metrics.get(s), dict) for s in ("valid", "test")
+    ):
+        return "'metrics' must hold 'valid' and 'test' objects"
+    for split in ("valid", "test"):
+        bad = [m for m, v in metrics[split].items() if not _is_number(v)]
+        if bad:
+            return f"metrics.{split}: {', '.join(bad)} not a number"
+    test = metrics["test"]
+    if primary not in test:
+        return (
+            f"metrics.test lacks the primary metric {primary!r}; it has "
+            f"{choices_text(test)}." + did_you_mean(primary, test)
+        )
+    if not math.isfinite(test[primary]):
+        return f"metrics.test.{primary} is {test[primary]} (not finite)"
+    sizes = record["sizes"]
+    if not isinstance(sizes, dict) or not all(_is_int(sizes.get(s)) for s in ("train", "test")):
+        return f"'sizes' must give integer 'train' and 'test' counts, got {sizes!r}"
+    if sizes["train"] <= 0 or sizes["test"] <= 0:
+        return f"'sizes' has an empty split: {sizes}"
+    params = record["parameters"]
+    if not isinstance(params, dict) or not all(_is_int(params.get(s)) for s in ("host", "block")):
+        return f"'parameters' must give integer 'host' and 'block' counts, got {params!r}"
+    tm = record["time"]
+    if not isinstance(tm, dict) or not _is_number(tm.get("wall_s")):
+        return f"'time' must give a number 'wall_s', got {tm!r}"
+    if "step_ms" in tm and tm["step_ms"] is not None and not _is_number(tm["step_ms"]):
+        return f"'time.step_ms' is {tm['step_ms']!r}, not a number"
+    shares = record["shares"]
+    if shares is not None and (
+        not isinstance(shares, dict) or not all(_is_number(v) for v in shares.values())
+    ):
+        return f"'shares' must be null or modality -> number, got {shares!r}"
+    for name in ("parts", "truth"):
+        if record[name] is not None and not isinstance(record[name], dict):
+            return f"'{name}' must be null or an object"
+    return None
+
+
+def read_records(
+    folder: Path, suite: str
+) -> tuple[list[tuple[Path, dict[str, Any]]], list[Problem]]:
+    """Every usable record of ``folder`` (sorted by file name) and the files left out."""
+    good: list[tuple[Path, dict[str, Any]]] = []
+    problems: list[Problem] = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            problems.append(Problem(path, f"corrupt JSON ({exc}); truncated or partly written?"))
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(Problem(path, f"unreadable ({exc})"))
+            continue
+        reason = check_record(record, path, suite)
+        if reason is not None:
+            problems.append(Problem(path, reason))
+        else:
+            good.append((path, record))
+    return good, problems
+
+
+def find_suites(results_dir: Path) -> list[str]:
+    """Suites (sub-folders holding ``*.json`` records) under ``results_dir``."""
+    if not results_dir.is_dir():
+        return []
+    return sorted(p.name for p in results_dir.iterdir() if p.is_dir() and any(p.glob("*.json")))
+
+
+def _cells(records: Sequence[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
+    rows = []
+    for path, r in records:
+        key = r["key"]
+        sizes = r["sizes"]
+        tm = r["time"]
+        row: dict[str, Any] = {
+            "dataset": key["dataset"],
+            "protocol": key["protocol"],
+            "host": key["host"],
+            "arm": key["arm"],
+            "fold": key["fold"],
+            "seed": key["seed"],
+            "task": r["data"]["task"],
+            "data_digest": r["data"].get("digest"),
+            "data_description": r["data"].get("description", ""),
+            "primary": r["primary"],
+            "higher_is_better": r["higher_is_better"],
+            "n_train": sizes["train"],
+            "n_test": sizes["test"],
+            "host_params": r["parameters"]["host"],
+            "block_params": r["parameters"]["block"],
+            "wall_s": float(tm["wall_s"]),
+            "step_ms": float(tm["step_ms"]) if _is_number(tm.get("step_ms")) else np.nan,
+            "shares": r["shares"],
+            "parts": r["parts"],
+            "truth": r["truth"],
+            "commit": ((r.get("env") or {}).get("git") or {}).get("commit"),
+            "dirty": ((r.get("env") or {}).get("git") or {}).get("dirty"),
+            "path": str(path),
+        }
+        for m, v in r["metrics"]["test"].items():
+            row[f"test.{m}"] = float(v)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------- statistics
+
+
+def _metrics_of(group: pd.DataFrame) -> list[str]:
+    primary = str(group["primary"].mode().iloc[0])
+    task = str(group["task"].mode().iloc[0])
+    out = [primary]
+    for m in SECONDARY[task]:
+        if m != primary and f"test.{m}" in group and group[f"test.{m}"].notna().any():
+            out.append(m)
+    return out
+
+
+def _higher(metric: str, primary: str, primary_higher: bool) -> bool:
+    return primary_higher if metric == primary else metric not in LOWER_IS_BETTER
+
+
+def _arm_sort(arms: Iterable[str]) -> list[str]:
+    def rank(a: str) -> tuple[int, str]:
+        if a in _ARM_ORDER:
+            return (_ARM_ORDER.index(a), a)
+        if a.startswith(SINGLE_PREFIX):
+            return (len(_ARM_ORDER) + 2, a)
+        return (len(_ARM_ORDER) + (0 if a.startswith("pgm") else 1), a)
+
+    return sorted(set(arms), key=rank)
+
+
+def _host_rows(cells: pd.DataFrame, host: str) -> pd.DataFrame:
+    """The cells shown in ``host``'s table: its own arms and the ``only.<m>`` arms."""
+    own = cells[(cells["host"] == host) & ~cells["arm"].str.startswith(SINGLE_PREFIX)]
+    single = cells[(cells["host"] == SINGLE_HOST) & cells["arm"].str.startswith(SINGLE_PREFIX)]
+    return pd.concat([own, single], ignore_index=True)
+
+
+def _pair(a: pd.DataFrame, b: pd.DataFrame, col: str) -> tuple[pd.DataFrame, int, int]:
+    """Cells of ``a`` and ``b`` matched on (fold, seed); counts of unmatched cells of each."""
+    left = a[["fold", "seed", col, "n_train", "n_test"]].dropna(subset=[col])
+    right = b[["fold", "seed", col]].dropna(subset=[col])
+    merged = left.merge(right, on=["fold", "seed"], suffixes=("_arm", "_ref"))
+    return merged, len(left) - len(merged), len(right) - len(merged)
+
+
+def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (ds, proto), data in cells.groupby(["dataset", "protocol"], sort=True):
+        primary = str(data["primary"].mode().iloc[0])
+        higher = bool(data["higher_is_better"].mode().iloc[0])
+        metrics = _metrics_of(data)
+        for host in _hosts(data):
+            shown = _host_rows(data, host)
+            for arm in _arm_sort(shown["arm"]):
+                a = shown[shown["arm"] == arm]
+                for ref in REFERENCES:
+                    b = data[(data["host"] == host) & (data["arm"] == ref)]
+                    if arm == ref or b.empty:
+                        continue
+                    for metric in metrics:
+                        col = f"test.{metric}"
+                        if col not in data:
+                            continue
+                        merged, only_arm, only_ref = _pair(a, b, col)
+                        row: dict[str, Any] = {
+                            "dataset": ds,
+                            "protocol": proto,
+                            "host": host,
+                            "arm": arm,
+                            "reference": ref,
+                            "metric": metric,
+                            "n": len(merged),
+                            "unpaired_arm": only_arm,
+                            "unpaired_ref": only_ref,
+                            "test": "",
+                            "ratio": np.nan,
+                            "diff": np.nan,
+                            "low": np.nan,
+                            "high": np.nan,
+                            "p": np.nan,
+                            "wins": np.nan,
+                        }
+                        if len(merged) >= 2:
+                            folds = merged["fold"].nunique()
+                            ratio = (
+                                float((merged["n_test"] / merged["n_train"]).mean())
+                                if folds > 1
+                                else 0.0
+                            )
+                            c = compare(
+                                merged[f"{col}_arm"].to_numpy(),
+                                merged[f"{col}_ref"].to_numpy(),
+                                ratio,
+                                _higher(metric, primary, higher),
+                            )
+                            row.update(
+                                test="corrected" if folds > 1 else "paired",
+                                ratio=ratio,
+                                diff=c.mean,
+                                low=c.low,
+                                high=c.high,
+                                p=c.p,
+                                wins=c.wins,
+                            )
+                        rows.append(row)
+    columns = ["dataset", "protocol", "host", "arm", "reference", "metric", "n"]
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            *columns,
+            "unpaired_arm",
+            "unpaired_ref",
+            "test",
+            "ratio",
+            "diff",
+            "low",
+            "high",
+            "p",
+            "wins",
+        ],
+    )
+    frame["p_holm"] = np.nan
+    if len(frame):
+        family = ["dataset", "protocol", "arm", "reference", "metric"]
+        for _, idx in frame.groupby(family, sort=False).groups.items():
+            frame.loc[idx, "p_holm"] = holm(frame.loc[idx, "p"].tolist())
+    return frame
+
+
+def _hosts(data: pd.DataFrame) -> list[str]:
+    hosts = sorted(set(data.loc[~data["arm"].str.startswith(SINGLE_PREFIX), "host"]))
+    return hosts or sorted(set(data["host"]))
+
+
+def truth_agreement(shares: Mapping[str, float], truth: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether learned uni ``shares`` order the modalities as the ground ``truth`` does.
+
+    ``truth`` is a synthetic record's ``truth``: ``{"true_uni_share": {m: share | None}}`` (None:
+    a noise modality, left out), a plain ``{m: share}``, or ``{"order_by_uni_share": [m, ...]}``
+    (largest first). Over the modalities with a known share: ``pairs`` compared (pairs the truth
+    ties are left out), ``pairs_ok`` in the true order, ``order_ok`` when all of them are, and
+    the Spearman correlation where more than two modalities are known (else NaN).
+    """
+    if isinstance(truth.get("true_uni_share"), Mapping):
+        true = {m: v for m, v in truth["true_uni_share"].items() if v is not None}
+    elif isinstance(truth.get("order_by_uni_share"), list):
+        order = truth["order_by_uni_share"]
+        true = {m: float(len(order) - i) for i, m in enumerate(order)}
+    else:
+        true = {m: v for m, v in truth.items() if _is_number(v)}
+    mods = [m for m in true if m in shares]
+    pairs = ok = 0
+    for i, m in enumerate(mods):
+        for n in mods[i + 1 :]:
+            if true[m] == true[n]:
+                continue
+            pairs += 1
+            ok += (shares[m] - shares[n]) * (true[m] - true[n]) > 0
+    rho = (
+        rank_correlation([shares[m] for m in mods], [true[m] for m in mods])
+        if len(mods) > 2
+        else float("nan")
+    )
+    return {
+        "modalities": mods,
+        "pairs": pairs,
+        "pairs_ok": int(ok),
+        "order_ok": bool(pairs and ok == pairs),
+        "spearman": rho,
+    }
+
+
+# ---------------------------------------------------------------------------- step time file
+
+
+def _file_date(path: Path) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "log", "-1", "--format=%cI", "--", path.name],
+            cwd=path.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        out = ""
+    if out:
+        return f"committed {out}"
+    stamp = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc)
+    return f"modified {stamp:%Y-%m-%d %H:%M} UTC (not committed)"
+
+
+def _host_kind(host: str) -> str:
+    name = host.lower()
+    for prefix in ("mmsa.", "mmsa_", "mmsa-"):
+        name = name.removeprefix(prefix)
+    return name
+
+
+def load_step_times(paths: Iterable[Path]) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Step-time microbenchmark results per host kind (``mult``, ``lmf`` ...) and notes."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    notes: list[str] = []
+    for path in sorted(paths):
+        try:
+            data = json.loads(path.read_text())
+            results = data["results"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+            notes.append(f"step-time file {path} left out: {exc!r}")
+            continue
+        try:
+            shown = path.relative_to(REPO)
+        except ValueError:
+            shown = path
+        for r in results:
+            try:
+                entry = {
+                    "file": str(shown),
+                    "date": _file_date(path),
+                    "commit": str(data.get("commit", "?"))[:10],
+                    "dirty": data.get("dirty"),
+                    "threads": (data.get("settings") or {}).get("threads"),
+                    "load": (data.get("machine") or {}).get("load_average_before", [None])[0],
+                    "adapter": r.get("adapter", ""),
+                    "host_ms": 1e3 * float(r["step_s_median"]["host"]),
+                    "ratio_pgm": float(r["ratio_pgm"]),
+                    "ratio_small": float(r.get("ratio_pgm_small", np.nan)),
+                    "ratio_identity": float(r.get("ratio_identity", np.nan)),
+                    "host_params": int(r["host_parameters"]),
+                    "block_params": int(r["block_parameters"]),
+                }
+            except (KeyError, TypeError, ValueError) as exc:
+                notes.append(f"step-time file {path}: entry {r.get('kind')!r} left out ({exc!r})")
+                continue
+            out.setdefault(str(r.get("kind", "?")), []).append(entry)
+    return out, notes
+
+
+# ---------------------------------------------------------------------------------- markdown
+
+
+def _fmt(v: float, digits: int = 4) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def _p(p: float) -> str:
+    if math.isnan(p):
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _cmp_text(row: Mapping[str, Any]) -> str:
+    if row["n"] < 2:
+        return f"- (n={row['n']})"
+    return (
+        f"{row['diff']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}] "
+        f"p={_p(row['p'])} p_Holm={_p(row['p_holm'])} ({int(row['wins'])}/{row['n']} better)"
+    )
+
+
+def _table_md(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _summary(cells: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    cols = [f"test.{m}" for m in metrics if f"test.{m}" in cells]
+    agg = cells.groupby("arm")[cols].agg(["mean", "std", "count"])
+    return agg
+
+
+def _build(
+    suite: str,
+    source: Path,
+    cells: pd.DataFrame,
+    problems: list[Problem],
+    notes: list[str],
+    step_paths: Iterable[Path],
+) -> tuple[str, pd.DataFrame, pd.DataFrame, list[str]]:
+    comps = _comparisons(cells)
+    step, step_notes = load_step_times(step_paths)
+    notes = [*notes, *step_notes]
+    md: list[str] = [f"# Benchmark report: suite `{suite}`", ""]
+    total = float(cells["wall_s"].sum())
+    commits = Counter(
+        f"{c[:10] if c else '?'}{' (dirty)' if d else ''}"
+        for c, d in zip(cells["commit"], cells["dirty"], strict=True)
+    )
+    md += [
+        f"- records: {len(cells)} cells read from `{source}`; {len(problems)} file(s) skipped"
+        + (" (listed at the end)" if problems else ""),
+        f"- wall time, all cells: {total:.0f} s ({total / 3600:.2f} h) on the machines that ran "
+        "them",
+        "- code: " + ", ".join(f"{c} x{n}" for c, n in commits.most_common()),
+        "- statistics: mean +- std (ddof 1) over cells; differences arm - reference paired over "
+        "(fold, seed) with a 95 % interval; the corrected resampled t-test of Nadeau & Bengio "
+        "(2003) where the paired cells come from several folds (they share training data), the "
+        "plain paired t-test where all come from one fixed split (seeds only). p_Holm: Holm's "
+        "correction over the hosts of a data set, one family per (arm, reference, metric).",
+        "",
+    ]
+    rows_csv: list[dict[str, Any]] = []
+    for (ds, proto), data in cells.groupby(["dataset", "protocol"], sort=True):
+        primary = str(data["primary"].mode().iloc[0])
+        higher = bool(data["higher_is_better"].mode().iloc[0])
+        task = str(data["task"].mode().iloc[0])
+        metrics = _metrics_of(data)
+        digests = sorted(set(data["data_digest"].dropna()))
+        md += [f"## {ds} / {proto}", ""]
+        md.append(f"{data['data_description'].iloc[0]}".strip() or "(no description)")
+        md.append("")
+        md.append(
+            f"- task: {task}; primary metric: **{primary}** "
+            f"({'higher' if higher else 'lower'} is better); also shown: "
+            + (", ".join(metrics[1:]) or "none")
+        )
+        per_seed = data.dropna(subset=["data_digest"]).groupby("seed")["data_digest"].nunique()
+        if (per_seed > 1).any():
+            bad = ", ".join(str(s) for s in per_seed[per_seed > 1].index)
+            md.append(
+                f"- WARNING: cells of one seed read different data (digests differ within "
+                f"seed(s) {bad}): the arms did not all see the same data"
+            )
+            notes.append(f"{ds}/{proto}: different data digests within seed(s) {bad}")
+        elif len(digests) > 1:
+            md.append(f"- data digest: one per seed ({len(digests)}; the data are drawn per seed)")
+        elif digests:
+            md.append(f"- data digest {digests[0][:16]}")
+        sub = comps[(comps["dataset"] == ds) & (comps["protocol"] == proto)]
+        used = sub[sub["n"] >= 2]
+        if len(used):
+            kinds = sorted(set(used["test"]))
+            ratios = used.loc[used["test"] == "corrected", "ratio"]
+            md.append(
+                "- test: "
+                + ", ".join(
+                    "corrected resampled t (n_test/n_train = "
+                    f"{ratios.mean():.3f}, over folds x seeds)"
+                    if k == "corrected"
+                    else "plain paired t over seeds (one fixed split)"
+                    for k in kinds
+                )
+            )
+        hosts = _hosts(data)
+        singles = data[(data["host"] == SINGLE_HOST) & data["arm"].str.startswith(SINGLE_PREFIX)]
+        best_single = None
+        if len(singles):
+            means = singles.groupby("arm")[f"test.{primary}"].mean()
+            best_single = str(means.idxmax() if higher else means.idxmin())
+            md.append(
+                f"- single modalities (host `{SINGLE_HOST}`, shown in every host's table): "
+                f"best is `{best_single}` on {primary} (marked *)"
+            )
+        md.append("")
+        for host in hosts:
+            shown = _host_rows(data, host)
+            summ = _summary(shown, metrics)
+            hc = sub[sub["host"] == host]
+            hp = shown.loc[shown["host"] == host, "host_params"]
+            host_params = int(hp.mode().iloc[0]) if len(hp) else 0
+            md += [f"### {ds} / {proto} / host `{host}`", ""]
+            header = [
+                "arm",
+                "n",
+                *[f"{m} mean +- std" for m in metrics],
+                "block params (+% of host)",
+                f"vs baseline ({primary})",
+                f"vs capacity ({primary})",
+                "step ms*",
+            ]
+            table_rows = []
+            for arm in _arm_sort(shown["arm"]):
+                a = shown[shown["arm"] == arm]
+                label = f"`{arm}`" + (" *" if arm == best_single else "")
+                block = int(a["block_params"].mode().iloc[0])
+                arm_host = int(a["host_params"].mode().iloc[0])
+                overhead = 100.0 * block / arm_host if arm_host else float("nan")
+                vals = []
+                csv: dict[str, Any] = {
+                    "suite": suite,
+                    "dataset": ds,
+                    "protocol": proto,
+                    "host": host,
+                    "arm": arm,
+                    "cells_from_host": SINGLE_HOST if arm.startswith(SINGLE_PREFIX) else host,
+                    "best_single": arm == best_single,
+                    "primary": primary,
+                    "n": len(a),
+                    "host_params": arm_host,
+                    "block_params": block,
+                    "overhead_pct": overhead,
+                    "step_ms_mean_under_load": float(a["step_ms"].mean()),
+                    "wall_s_total": float(a["wall_s"].sum()),
+                }
+                for m in metrics:
+                    col = f"test.{m}"
+                    mean, std, cnt = (summ.loc[arm, (col, s)] for s in ("mean", "std", "count"))
+                    vals.append(f"{_fmt(mean)} +- {_fmt(std)}")
+                    csv.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_n": int(cnt)})
+                cmp_cells = []
+                for ref in REFERENCES:
+                    hit = hc[(hc["arm"] == arm) & (hc["reference"] == ref)]
+                    for _, r in hit.iterrows():
+                        for k in ("diff", "low", "high", "p", "p_holm", "n", "test"):
+                            csv[f"vs_{ref}_{r['metric']}_{k}"] = r[k]
+                        csv[f"vs_{ref}_{r['metric']}_unpaired"] = (
+                            r["unpaired_arm"] + r["unpaired_ref"]
+                        )
+                    prim = hit[hit["metric"] == primary]
+                    cmp_cells.append(_cmp_text(prim.iloc[0]) if len(prim) else "-")
+                table_rows.append(
+                    [
+                        label,
+                        str(len(a)),
+                        *vals,
+                        f"{block:,} ({overhead:+.1f} %)" if block else "0",
+                        *cmp_cells,
+                        _fmt(float(a["step_ms"].mean()), 1),
+                    ]
+                )
+                rows_csv.append(csv)
+            md += _table_md(header, table_rows)
+            md.append("")
+            md.append(
+                "\\* step ms: the cells' own mean training-step time, measured under load "
+                "(other jobs shared the machine); see the microbenchmark for the cost."
+            )
+            unpaired = hc[(hc["metric"] == primary) & (hc["unpaired_arm"] + hc["unpaired_ref"] > 0)]
+            for _, r in unpaired.iterrows():
+                md.append(
+                    f"- unpaired: `{r['arm']}` vs `{r['reference']}`: {r['unpaired_arm']} cell(s) "
+                    f"of `{r['arm']}` and {r['unpaired_ref']} of `{r['reference']}` have no "
+                    f"partner (fold, seed) and are left out of that comparison (n={r['n']})"
+                )
+            # cost lines
+            cost = []
+            own = shown[shown["host"] == host]
+            base_ms = own.loc[own["arm"] == "baseline", "step_ms"].mean()
+            pgm_ms = own.loc[own["arm"] == "pgm", "step_ms"].mean()
+            if not (math.isnan(base_ms) or math.isnan(pgm_ms)) and base_ms > 0:
+                cost.append(
+                    f"- cells' mean step time (under load): pgm {pgm_ms:.1f} ms / baseline "
+                    f"{base_ms:.1f} ms = x{pgm_ms / base_ms:.2f}"
+                )
+            for e in step.get(_host_kind(host), []):
+                cost.append(
+                    f"- step-time microbenchmark (`{e['file']}`, {e['date']}, commit {e['commit']}"
+                    f"{' dirty' if e['dirty'] else ''}, {e['threads']} thread(s), load "
+                    f"{e['load']:.1f}): host {e['host_ms']:.1f} ms/step; with PgM "
+                    f"x{e['ratio_pgm']:.3f}, small block x{e['ratio_small']:.3f}, identity "
+                    f"hooks x{e['ratio_identity']:.3f}; block {e['block_params']:,} params "
+                    f"= {100 * e['block_params'] / e['host_params']:.1f} % of the host's "
+                    f"{e['host_params']:,}" + (f" (adapter {e['adapter']})" if e["adapter"] else "")
+                )
+            if not step.get(_host_kind(host)):
+                cost.append(
+                    f"- step-time microbenchmark: no entry for host `{host}` in {STEP_TIME_GLOB}"
+                )
+            md += [*cost, f"- host parameters: {host_params:,}", ""]
+        md += _shares_md(data)
+    md += _microbench_md(step)
+    if problems:
+        md += ["## Skipped result files", ""]
+        md += [f"- `{p.path}`: {p.reason}" for p in problems]
+        md.append("")
+    if notes:
+        md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(md), _csv_frame(rows_csv, cells), comps, notes
+
+
+def _csv_frame(rows: list[dict[str, Any]], cells: pd.DataFrame) -> pd.DataFrame:
+    """report.csv rows with a fixed column order (identity, counts, metrics, comparisons)."""
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    metrics: list[str] = []
+    for _, data in cells.groupby(["dataset", "protocol"], sort=True):
+        metrics += [m for m in _metrics_of(data) if m not in metrics]
+    cols = list(rows[0])[: list(rows[0]).index("wall_s_total") + 1]
+    cols += [f"{m}_{k}" for m in metrics for k in ("mean", "std", "n")]
+    cols += [
+        f"vs_{ref}_{m}_{k}"
+        for ref in REFERENCES
+        for m in metrics
+        for k in ("diff", "low", "high", "p", "p_holm", "n", "unpaired", "test")
+    ]
+    cols = [c for c in cols if c in frame.columns]
+    cols += [c for c in frame.columns if c not in cols]
+    frame = frame[cols]
+    for c in cols:
+        if c.endswith(("_n", "_unpaired")) or c == "n":
+            frame[c] = frame[c].astype("Int64")
+    return frame
+
+
+def _share_arm(data: pd.DataFrame) -> str | None:
+    with_shares = data[data["shares"].map(lambda s: bool(s))]
+    if with_shares.empty:
+        return None
+    arms = set(with_shares["arm"])
+    return "pgm" if "pgm" in arms else _arm_sort(arms)[0]
+
+
+def _shares_md(data: pd.DataFrame) -> list[str]:
+    md: list[str] = []
+    with_shares = data[data["shares"].map(lambda s: bool(s))]
+    if with_shares.empty:
+        return md
+    md += ["### learned uni share per modality (test data; mean +- std over cells)", ""]
+    for (host, arm), g in with_shares.groupby(["host", "arm"], sort=True):
+        frame = pd.DataFrame(list(g["shares"]))
+        parts = [f"{m}={frame[m].mean():.3f} +- {frame[m].std():.3f}" for m in frame.columns]
+        md.append(f"- `{host}` / `{arm}` ({len(g)} cells): " + ", ".join(parts))
+        truths = [(s, t) for s, t in zip(g["shares"], g["truth"], strict=True) if t]
+        if truths:
+            agree = [truth_agreement(s, t) for s, t in truths]
+            judged = [a for a in agree if a["pairs"]]
+            if not judged:
+                md.append("  - ground truth: no modality pair with a known order")
+                continue
+            ok = sum(a["order_ok"] for a in judged)
+            rho = [a["spearman"] for a in judged if not math.isnan(a["spearman"])]
+            true = _true_order(truths[0][1])
+            md.append(
+                f"  - ground truth order ({true}): the learned uni shares order the modalities "
+                f"as the truth does in {ok}/{len(judged)} cells ({ok / len(judged):.2f}); "
+                f"pairs in the true order {sum(a['pairs_ok'] for a in judged)}/"
+                f"{sum(a['pairs'] for a in judged)}"
+                + (
+                    f"; Spearman (learned vs true share) mean {np.mean(rho):+.2f} over "
+                    f"{len(rho)} cells"
+                    if rho
+                    else ""
+                )
+            )
+    md.append("")
+    return md
+
+
+def _true_order(truth: Mapping[str, Any]) -> str:
+    if isinstance(truth.get("true_uni_share"), Mapping):
+        known = {m: v for m, v in truth["true_uni_share"].items() if v is not None}
+    elif isinstance(truth.get("order_by_uni_share"), list):
+        return " > ".join(truth["order_by_uni_share"])
+    else:
+        known = {m: v for m, v in truth.items() if _is_number(v)}
+    return " > ".join(f"{m} {v:.2f}" for m, v in sorted(known.items(), key=lambda kv: -kv[1]))
+
+
+def _microbench_md(step: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+    if not step:
+        return [
+            "## Step-time microbenchmark",
+            "",
+            f"(no results file matches {STEP_TIME_GLOB})",
+            "",
+        ]
+    rows = []
+    for kind, entries in sorted(step.items()):
+        for e in entries:
+            rows.append(
+                [
+                    kind,
+                    e["adapter"] or "-",
+                    f"{e['host_ms']:.1f}",
+                    f"x{e['ratio_pgm']:.3f}",
+                    f"x{e['ratio_small']:.3f}",
+                    f"x{e['ratio_identity']:.3f}",
+                    f"{100 * e['block_params'] / e['host_params']:.1f}",
+                    f"`{e['file']}` ({e['date']})",
+                ]
+            )
+    md = [
+        "## Step-time microbenchmark (per host, alone on the machine, median over rounds)",
+        "",
+        *_table_md(
+            [
+                "host",
+                "adapter",
+                "host ms/step",
+                "+PgM",
+                "+small block",
+                "identity hooks",
+                "block params %",
+                "file",
+            ],
+            rows,
+        ),
+        "",
+    ]
+    return md
+
+
+# ---------------------------------------------------------------------------------- entry
+
+
+def build_report(
+    results_dir: str | Path,
+    suite: str | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    step_time_files: Iterable[Path] | None = None,
+    plots: bool = True,
+) -> Report:
+    """Read ``results_dir/<suite>/*.json``, write ``report.md``, ``report.csv`` and the plots
+    into ``out_dir`` (default ``results_dir/<suite>/report/``) and return the :class:`Report`.
+
+    ``suite=None`` takes the only suite under ``results_dir`` (several: an error listing them).
+    ``step_time_files`` defaults to the adapters' microbenchmark results (:data:`STEP_TIME_GLOB`).
+    Raises :class:`ReportError` when there is nothing to report.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise ReportError(
+            f"no results folder {results_dir}: nothing to report. Run a suite first, e.g. "
+            "`pgm bench run quick`, or pass the folder that holds the suites' results."
+        )
+    suites = find_suites(results_dir)
+    if suite is None:
+        if len(suites) != 1:
+            raise ReportError(
+                f"{results_dir} holds {len(suites)} suites with results ({choices_text(suites)}); "
+                "name one, e.g. `pgm bench report "
+                f"{suites[0] if suites else 'quick'}`."
+                + ("" if suites else " Run `pgm bench run quick` first.")
+            )
+        suite = suites[0]
+    source = results_dir / suite
+    if not source.is_dir() or not any(source.glob("*.json")):
+        raise ReportError(
+            f"no result records for suite {suite!r} in {source}; suites with results there: "
+            f"{choices_text(suites)}.{did_you_mean(suite, suites)} Run `pgm bench run {suite}` "
+            "first."
+        )
+    records, problems = read_records(source, suite)
+    if not records:
+        raise ReportError(
+            f"suite {suite!r}: none of the {len(problems)} result file(s) in {source} is usable:\n"
+            + "\n".join(f"  {p.text()}" for p in problems)
+        )
+    cells = _cells(records)
+    notes: list[str] = []
+    for (ds, proto), g in cells.groupby(["dataset", "protocol"]):
+        for col in ("primary", "higher_is_better", "task"):
+            if g[col].nunique() > 1:
+                notes.append(
+                    f"{ds}/{proto}: the records disagree on {col} ({sorted(map(str, set(g[col])))}"
+                    f"); the most common one is used"
+                )
+    if step_time_files is None:
+        step_time_files = sorted(REPO.glob(STEP_TIME_GLOB))
+    markdown, table, comps, notes = _build(suite, source, cells, problems, notes, step_time_files)
+    out = Path(out_dir) if out_dir is not None else source / "report"
+    report = Report(suite, source, out, markdown, table, cells, comps, problems, notes)
+    if plots:
+        from pgm_plugins.bench.plots import parts_plots, share_plots
+
+        report.plots = share_plots(cells, out, _share_arm) + parts_plots(cells, out)
+        if report.plots:
+            report.markdown += (
+                "\n## Plots\n\n"
+                + "\n".join(f"- ![{p.stem}]({p.name})" for p in report.plots)
+                + "\n"
+            )
+    atomic_write_text(out / "report.md", report.markdown)
+    atomic_write_text(out / "report.csv", table.to_csv(index=False))
+    report.files = [out / "report.md", out / "report.csv", *report.plots]
+    return report
+
+
+def main(
+    suite: str | None,
+    results_dir: Path,
+    out_dir: Path | None = None,
+    fmt: str = "markdown",
+) -> int:
+    """``pgm bench report [SUITE]``: write the report(s) and print one as ``fmt`` (``markdown``,
+    ``csv`` or ``none``). ``suite=None`` reports every suite under ``results_dir``. Returns the
+    exit code: 0 (skipped result files are listed in the report and on stderr), 2 when there
+    was nothing to report (no folder, no suite, no usable record) or ``fmt`` is unknown."""
+    if fmt not in FORMATS:
+        print(
+            f"pgm bench report: unknown format {fmt!r}; valid: {choices_text(FORMATS)}."
+            + did_you_mean(fmt, FORMATS),
+            file=sys.stderr,
+        )
+        return 2
+    results_dir = Path(results_dir)
+    names = [suite] if suite is not None else find_suites(results_dir)
+    if not names:
+        print(
+            f"pgm bench report: no results under {results_dir} (no suite folder with *.json "
+            "records). Run `pgm bench run quick` first.",
+            file=sys.stderr,
+        )
+        return 2
+    for name in names:
+        target = out_dir if out_dir is None or len(names) == 1 else Path(out_dir) / name
+        try:
+            report = build_report(results_dir, name, target)
+        except ReportError as exc:
+            print(f"pgm bench report: {exc}", file=sys.stderr)
+            return 2
+        if fmt == "markdown":
+            print(report.markdown)
+        elif fmt == "csv":
+            print(report.table.to_csv(index=False), end="")
+        for p in report.problems:
+            print(f"warning: skipped {p.text()}", file=sys.stderr)
+        print(
+            f"report of suite {name!r}: {len(report.cells)} cells, {len(report.problems)} "
+            f"skipped; wrote " + ", ".join(str(f) for f in report.files),
+            file=sys.stderr,
+        )
+    return 0

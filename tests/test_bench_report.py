@@ -1,0 +1,461 @@
+"""``pgm bench report``: record checks, tables, paired statistics, Holm, plots, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from pgm_plugins.bench.report import (
+    CONTRACT,
+    build_report,
+    check_record,
+    main,
+    truth_agreement,
+)
+from pgm_plugins.bench.results import ResultStore
+from pgm_plugins.bench.stats import compare, holm
+
+SUITE = "toy"
+
+
+def record(
+    dataset: str = "mosi-utterance",
+    protocol: str = "clean",
+    host: str = "h1",
+    arm: str = "baseline",
+    fold: int = 0,
+    seed: int = 0,
+    primary_value: float = 0.7,
+    wf1: float = 0.6,
+    sizes: tuple[int, int, int] = (80, 10, 20),
+    block: int = 0,
+    shares: dict[str, float] | None = None,
+    parts: dict[str, Any] | None = None,
+    truth: dict[str, Any] | None = None,
+    step_ms: float = 2.0,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A record in the shape of record.md (key, body)."""
+    key = {
+        "suite": SUITE,
+        "dataset": dataset,
+        "protocol": protocol,
+        "host": host,
+        "arm": arm,
+        "fold": fold,
+        "seed": seed,
+    }
+    test = {"acc": primary_value, "acc2": primary_value, "wf1": wf1, "macro_f1": wf1}
+    body = {
+        "status": "done",
+        "suite": {"name": SUITE, "file": "toy.toml", "digest": "abc"},
+        "data": {
+            "name": dataset,
+            "protocol": protocol,
+            "description": "hand-made records",
+            "rows": 110,
+            "shapes": {"a": [4], "b": [4]},
+            "task": "classification",
+            "num_classes": 2,
+            "digest": "d0",
+            "primary": "acc2",
+            "changes": [],
+        },
+        "host": {"name": host, "description": "", "changes": []},
+        "arm": {"name": arm, "kind": "", "description": "", "changes": {}},
+        "setting": {},
+        "selection": [],
+        "primary": "acc2",
+        "higher_is_better": True,
+        "metrics": {"valid": dict(test), "test": test},
+        "sizes": {"train": sizes[0], "valid": sizes[1], "test": sizes[2]},
+        "curves": {"train_loss": [1.0], "valid_loss": [1.0], "valid_primary": [0.5]},
+        "best_epoch": 0,
+        "epochs_run": 1,
+        "epoch_cap": 5,
+        "patience": 2,
+        "train": {"lr": 0.001},
+        "parameters": {"host": 1000, "block": block},
+        "time": {"wall_s": 1.5, "train_s": 1.0, "steps": 10, "step_ms": step_ms},
+        "shares": shares,
+        "parts": parts,
+        "truth": truth,
+        "env": {"git": {"commit": "0123456789abcdef", "dirty": False}},
+    }
+    return key, body
+
+
+def write(root: Path, key: dict[str, Any], body: dict[str, Any]) -> Path:
+    return ResultStore(root / SUITE).write(key, body)
+
+
+def grid(
+    root: Path,
+    values: dict[tuple[str, str], dict[tuple[int, int], float]],
+    sizes: tuple[int, int, int] = (80, 10, 20),
+) -> None:
+    """Write records ``values[(host, arm)][(fold, seed)] = primary``; wf1 = primary - 0.1."""
+    for (host, arm), cells in values.items():
+        for (fold, seed), v in cells.items():
+            write(
+                root,
+                *record(
+                    host=host,
+                    arm=arm,
+                    fold=fold,
+                    seed=seed,
+                    primary_value=v,
+                    wf1=v - 0.1,
+                    sizes=sizes,
+                    block=0 if arm == "baseline" else 50,
+                ),
+            )
+
+
+def random_values(rng: np.random.Generator, folds: int, seeds: int, shift: float) -> dict:
+    return {
+        (f, s): float(0.6 + shift + 0.05 * rng.standard_normal())
+        for f in range(folds)
+        for s in range(seeds)
+    }
+
+
+# ------------------------------------------------------------------------------- statistics
+
+
+def test_corrected_resampled_t_matches_a_hand_calculation():
+    a = [0.71, 0.69, 0.74, 0.70, 0.73]
+    b = [0.70, 0.66, 0.71, 0.71, 0.69]
+    d = [x - y for x, y in zip(a, b, strict=True)]  # 0.01, 0.03, 0.03, -0.01, 0.04
+    mean = sum(d) / 5
+    var = sum((x - mean) ** 2 for x in d) / 4
+    ratio = 20 / 80
+    se = math.sqrt((1 / 5 + ratio) * var)
+    t = mean / se
+    crit = sps.t.ppf(0.975, 4)
+    c = compare(a, b, test_train_ratio=ratio)
+    assert c.mean == pytest.approx(0.02)
+    assert c.p == pytest.approx(2 * sps.t.sf(abs(t), 4))
+    assert (c.low, c.high) == pytest.approx((mean - crit * se, mean + crit * se))
+    assert c.wins == 4 and c.n == 5
+    # ratio 0 is the plain paired t-test
+    assert compare(a, b).p == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    # a lower-is-better metric counts the cells where the arm is lower as wins
+    assert compare(a, b, higher_is_better=False).wins == 1
+
+
+def test_holm_matches_a_hand_calculation():
+    p = [0.01, 0.04, 0.03, 0.005]
+    # sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> running max 0.06
+    assert holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    out = holm([0.01, float("nan"), 0.02])
+    assert out[0] == pytest.approx(0.02) and math.isnan(out[1]) and out[2] == pytest.approx(0.02)
+
+
+# ---------------------------------------------------------------------------------- tables
+
+
+def test_table_numbers_equal_pandas_and_tests_follow_the_folds(tmp_path):
+    rng = np.random.default_rng(0)
+    values = {
+        ("h1", "baseline"): random_values(rng, 3, 2, 0.0),
+        ("h1", "pgm"): random_values(rng, 3, 2, 0.02),
+        ("h1", "capacity"): random_values(rng, 3, 2, 0.01),
+    }
+    grid(tmp_path, values, sizes=(80, 10, 20))
+    rep = build_report(tmp_path, SUITE, plots=False)
+    assert rep.problems == []
+    for arm in ("baseline", "pgm", "capacity"):
+        v = pd.Series(list(values[("h1", arm)].values()))
+        row = rep.table[(rep.table["host"] == "h1") & (rep.table["arm"] == arm)].iloc[0]
+        assert row["acc2_mean"] == pytest.approx(v.mean())
+        assert row["acc2_std"] == pytest.approx(v.std())
+        assert row["wf1_mean"] == pytest.approx((v - 0.1).mean())
+        assert row["n"] == len(v)
+    # several folds share training data: the corrected test with n_test / n_train = 20 / 80
+    comp = rep.comparisons
+    row = comp[
+        (comp["arm"] == "pgm") & (comp["reference"] == "baseline") & (comp["metric"] == "acc2")
+    ]
+    keys = sorted(values[("h1", "pgm")])
+    want = compare(
+        [values[("h1", "pgm")][k] for k in keys],
+        [values[("h1", "baseline")][k] for k in keys],
+        0.25,
+    )
+    assert row["test"].item() == "corrected" and row["ratio"].item() == pytest.approx(0.25)
+    assert row["diff"].item() == pytest.approx(want.mean)
+    assert row["p"].item() == pytest.approx(want.p)
+    assert (row["low"].item(), row["high"].item()) == pytest.approx((want.low, want.high))
+    # the files are there
+    out = tmp_path / SUITE / "report"
+    assert (out / "report.md").read_text() == rep.markdown
+    csv = pd.read_csv(out / "report.csv")
+    assert list(csv["arm"]) == list(rep.table["arm"])
+    assert csv.loc[csv["arm"] == "pgm", "vs_baseline_acc2_p"].item() == pytest.approx(want.p)
+
+
+def test_one_fixed_split_uses_the_plain_paired_t(tmp_path):
+    rng = np.random.default_rng(1)
+    values = {
+        ("h1", "baseline"): random_values(rng, 1, 5, 0.0),
+        ("h1", "pgm"): random_values(rng, 1, 5, 0.03),
+    }
+    grid(tmp_path, values)
+    comp = build_report(tmp_path, SUITE, plots=False).comparisons
+    row = comp[(comp["arm"] == "pgm") & (comp["metric"] == "acc2")]
+    keys = sorted(values[("h1", "pgm")])
+    want = sps.ttest_rel(
+        [values[("h1", "pgm")][k] for k in keys], [values[("h1", "baseline")][k] for k in keys]
+    )
+    assert row["test"].item() == "paired"
+    assert row["p"].item() == pytest.approx(want.pvalue)
+
+
+def test_holm_runs_over_the_hosts_of_a_data_set(tmp_path):
+    rng = np.random.default_rng(2)
+    values = {}
+    for host in ("h1", "h2", "h3"):
+        values[(host, "baseline")] = random_values(rng, 1, 4, 0.0)
+        values[(host, "pgm")] = random_values(rng, 1, 4, 0.04)
+    grid(tmp_path, values)
+    comp = build_report(tmp_path, SUITE, plots=False).comparisons
+    fam = comp[
+        (comp["arm"] == "pgm") & (comp["reference"] == "baseline") & (comp["metric"] == "acc2")
+    ]
+    assert len(fam) == 3
+    assert fam["p_holm"].tolist() == pytest.approx(holm(fam["p"].tolist()))
+    assert (fam["p_holm"] >= fam["p"]).all()
+
+
+def test_unpaired_cells_are_counted_and_left_out(tmp_path):
+    rng = np.random.default_rng(3)
+    base = random_values(rng, 2, 3, 0.0)
+    pgm = random_values(rng, 2, 3, 0.02)
+    del pgm[(1, 2)]  # this cell of pgm is missing
+    pgm[(5, 9)] = 0.9  # and this one has no baseline partner
+    grid(tmp_path, {("h1", "baseline"): base, ("h1", "pgm"): pgm})
+    rep = build_report(tmp_path, SUITE, plots=False)
+    row = rep.comparisons[
+        (rep.comparisons["arm"] == "pgm") & (rep.comparisons["metric"] == "acc2")
+    ].iloc[0]
+    assert (row["n"], row["unpaired_arm"], row["unpaired_ref"]) == (5, 1, 1)
+    keys = sorted(set(base) & set(pgm))
+    assert row["diff"] == pytest.approx(np.mean([pgm[k] - base[k] for k in keys]))
+    assert "unpaired: `pgm` vs `baseline`: 1 cell(s) of `pgm` and 1 of `baseline`" in rep.markdown
+
+
+def test_single_modalities_appear_in_every_host_table_with_the_best_marked(tmp_path):
+    rng = np.random.default_rng(4)
+    values = {
+        ("h1", "baseline"): random_values(rng, 1, 3, 0.0),
+        ("h2", "baseline"): random_values(rng, 1, 3, 0.0),
+        ("late_fusion", "only.a"): random_values(rng, 1, 3, -0.2),
+        ("late_fusion", "only.b"): random_values(rng, 1, 3, 0.1),
+    }
+    grid(tmp_path, values)
+    table = build_report(tmp_path, SUITE, plots=False).table
+    for host in ("h1", "h2"):
+        rows = table[table["host"] == host].set_index("arm")
+        assert {"baseline", "only.a", "only.b"} <= set(rows.index)
+        assert rows.loc["only.b", "best_single"] and not rows.loc["only.a", "best_single"]
+        assert rows.loc["only.b", "cells_from_host"] == "late_fusion"
+    assert "late_fusion" not in set(table["host"])
+
+
+# ------------------------------------------------------------------------------- bad files
+
+
+def test_corrupt_partial_and_misfiled_records_are_reported_and_skipped(tmp_path):
+    rng = np.random.default_rng(5)
+    values = {("h1", "baseline"): random_values(rng, 1, 3, 0.0)}
+    grid(tmp_path, values)
+    folder = tmp_path / SUITE
+    # truncated JSON (a partly written file)
+    key, body = record(seed=7, primary_value=0.0)
+    path = write(tmp_path, key, body)
+    truncated = path.read_text()[:200]
+    path.write_text(truncated)
+    # a record without metrics
+    key, body = record(seed=8, primary_value=0.0)
+    del body["metrics"]
+    no_metrics = write(tmp_path, key, body)
+    # the file of one cell holding another cell's key
+    key, body = record(seed=9, primary_value=0.0)
+    wrong = folder / ResultStore(folder).path({**key, "seed": 10}).name
+    wrong.write_text(json.dumps({"key": key, **body}))
+    # a key with a field the contract does not have
+    key, body = record(seed=11, primary_value=0.0)
+    extra = ResultStore(folder).write({**key, "variant": "x"}, body)
+
+    rep = build_report(tmp_path, SUITE, plots=False)
+    reasons = {p.path.name: p.reason for p in rep.problems}
+    assert set(reasons) == {path.name, no_metrics.name, wrong.name, extra.name}
+    assert "corrupt JSON" in reasons[path.name]
+    assert "'metrics'" in reasons[no_metrics.name]
+    assert "wrong key" in reasons[wrong.name] and "wrong key" in reasons[extra.name]
+    # nothing of them is averaged in
+    row = rep.table[rep.table["arm"] == "baseline"].iloc[0]
+    assert row["n"] == 3
+    assert row["acc2_mean"] == pytest.approx(np.mean(list(values[("h1", "baseline")].values())))
+    for name in reasons:
+        assert name in rep.markdown
+
+
+def test_check_record_names_what_is_wrong(tmp_path):
+    key, body = record()
+    path = ResultStore(tmp_path).path(key)
+    assert check_record({"key": key, **body}, path, SUITE) is None
+    assert "not a JSON object" in check_record([1], path, SUITE)
+    for field in CONTRACT[1:]:
+        partial = {"key": key, **{k: v for k, v in body.items() if k != field}}
+        assert repr(field) in check_record(partial, path, SUITE)
+    bad = {"key": key, **body, "status": "running"}
+    assert "status" in check_record(bad, path, SUITE)
+    bad = {"key": key, **body, "metrics": {"valid": {}, "test": {"acc": 0.5}}}
+    assert "acc2" in check_record(bad, path, SUITE)
+    bad = {"key": key, **body, "metrics": {"valid": {}, "test": {"acc2": "high"}}}
+    assert "not a number" in check_record(bad, path, SUITE)
+    bad = {"key": {**key, "seed": "0"}, **body}
+    assert "seed" in check_record(bad, path, SUITE)
+    assert "suite" in check_record({"key": key, **body}, path, "other")
+
+
+def test_nothing_to_report_is_a_clear_error(tmp_path, capsys):
+    assert main(None, tmp_path / "absent", None, "markdown") == 2
+    assert "no results under" in capsys.readouterr().err
+    assert main("quick", tmp_path / "absent", None, "markdown") == 2
+    assert "pgm bench run" in capsys.readouterr().err
+    (tmp_path / "res" / "quick").mkdir(parents=True)
+    assert main("quick", tmp_path / "res", None, "markdown") == 2
+    assert "no result records for suite 'quick'" in capsys.readouterr().err
+    bad = tmp_path / "res" / "quick" / "x.json"
+    bad.write_text("{")
+    assert main("quick", tmp_path / "res", None, "markdown") == 2
+    assert "none of the 1 result file(s)" in capsys.readouterr().err
+    assert main("quick", tmp_path / "res", None, "html") == 2
+    assert "unknown format 'html'" in capsys.readouterr().err
+
+
+def test_main_prints_csv_and_reports_every_suite(tmp_path, capsys):
+    grid(tmp_path, {("h1", "baseline"): {(0, 0): 0.5, (0, 1): 0.6}})
+    assert main(None, tmp_path, None, "csv") == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("suite,dataset,protocol,host,arm")
+    assert (tmp_path / SUITE / "report" / "report.csv").read_text() == out
+
+
+# ------------------------------------------------------------------------- truth and plots
+
+
+def test_truth_agreement_is_computed_from_the_shares():
+    truth = {"true_uni_share": {"a": 0.75, "b": 0.25, "c": None}}
+    got = truth_agreement({"a": 0.6, "b": 0.4, "c": 0.9}, truth)
+    assert (got["pairs"], got["pairs_ok"], got["order_ok"]) == (1, 1, True)
+    assert math.isnan(got["spearman"])  # two known modalities
+    got = truth_agreement({"a": 0.3, "b": 0.4, "c": 0.0}, truth)
+    assert (got["pairs_ok"], got["order_ok"]) == (0, False)
+    three = {"a": 0.8, "b": 0.5, "c": 0.2}
+    got = truth_agreement({"a": 0.5, "b": 0.6, "c": 0.1}, three)
+    assert (got["pairs"], got["pairs_ok"], got["order_ok"]) == (3, 2, False)
+    assert got["spearman"] == pytest.approx(sps.spearmanr([0.5, 0.6, 0.1], [0.8, 0.5, 0.2])[0])
+    got = truth_agreement({"a": 0.5, "b": 0.6, "c": 0.1}, {"order_by_uni_share": ["b", "a", "c"]})
+    assert got["order_ok"] and got["spearman"] == pytest.approx(1.0)
+
+
+def test_truth_line_counts_the_cells(tmp_path):
+    truth = {"true_uni_share": {"a": 0.75, "b": 0.25}}
+    learned = [
+        {"a": 0.6, "b": 0.4},
+        {"a": 0.7, "b": 0.2},
+        {"a": 0.3, "b": 0.5},
+        {"a": 0.5, "b": 0.1},
+    ]
+    for seed, shares in enumerate(learned):
+        for arm in ("baseline", "pgm"):
+            key, body = record(
+                dataset="synthetic",
+                protocol="default",
+                arm=arm,
+                seed=seed,
+                shares=shares if arm == "pgm" else None,
+                truth=truth,
+            )
+            write(tmp_path, key, body)
+    md = build_report(tmp_path, SUITE, plots=False).markdown
+    assert "as the truth does in 3/4 cells (0.75)" in md
+
+
+def _parts(rng: np.random.Generator, uni: int, paired: int, rows: int = 30) -> dict[str, Any]:
+    return {
+        "uni": rng.standard_normal((rows, uni)).round(4).tolist(),
+        "paired": rng.standard_normal((rows, paired)).round(4).tolist(),
+        "y": rng.integers(0, 2, rows).tolist(),
+    }
+
+
+def test_plots_are_written(tmp_path):
+    rng = np.random.default_rng(6)
+    for host in ("h1", "h2"):
+        for seed in range(3):
+            shares = {"a": float(rng.uniform()), "b": float(rng.uniform())}
+            parts = {"a": _parts(rng, 4, 4), "b": _parts(rng, 3, 5)}
+            for arm in ("baseline", "pgm"):
+                key, body = record(
+                    host=host,
+                    arm=arm,
+                    seed=seed,
+                    shares=shares if arm == "pgm" else None,
+                    parts=parts if arm == "pgm" else None,
+                )
+                write(tmp_path, key, body)
+    out = tmp_path / "out"
+    rep = build_report(tmp_path, SUITE, out)
+    names = sorted(p.name for p in rep.plots)
+    assert names == [
+        "parts__mosi-utterance__clean__h1.png",
+        "parts__mosi-utterance__clean__h2.png",
+        "shares__mosi-utterance__clean.png",
+    ]
+    for p in rep.plots:
+        assert p.parent == out
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000
+        assert p.name in rep.markdown
+
+
+def test_step_time_file_and_cells_step_time(tmp_path):
+    grid(tmp_path, {("mmsa.h1", "baseline"): {(0, 0): 0.5}, ("mmsa.h1", "pgm"): {(0, 0): 0.6}})
+    step = tmp_path / "step_time.json"
+    step.write_text(
+        json.dumps(
+            {
+                "commit": "feedbeef",
+                "dirty": False,
+                "settings": {"threads": 1},
+                "machine": {"load_average_before": [0.5]},
+                "results": [
+                    {
+                        "kind": "h1",
+                        "host_parameters": 1000,
+                        "block_parameters": 100,
+                        "step_s_median": {"host": 0.01},
+                        "ratio_pgm": 1.25,
+                        "ratio_pgm_small": 1.1,
+                        "ratio_identity": 1.0,
+                    }
+                ],
+            }
+        )
+    )
+    rep = build_report(tmp_path, SUITE, plots=False, step_time_files=[step])
+    assert "x1.250" in rep.markdown and str(step) in rep.markdown
+    assert "host 10.0 ms/step" in rep.markdown
+    assert "measured under load" in rep.markdown
