@@ -449,6 +449,8 @@ class Runner:
         torch.set_num_threads(self.threads)
         todo = []
         with suite_lock(self.folder):
+            for stale in self.folder.glob(".*.tmp"):  # left by a killed run; we hold the lock
+                stale.unlink(missing_ok=True)
             for c in cells:
                 if self.store.load(c.key(self.suite.name)) is None:
                     todo.append(c)

@@ -1,0 +1,320 @@
+"""The benchmark runner: cells, pairing, resume, lock, determinism, arms, records."""
+
+from __future__ import annotations
+
+import json
+import os
+import types
+
+import numpy as np
+import pytest
+
+from pgm_plugins import hookimpl
+from pgm_plugins.bench.arms import ARMS, lr_scale_grid
+from pgm_plugins.bench.dataset import BenchData, Fold
+from pgm_plugins.bench.runner import (
+    LockError,
+    Runner,
+    RunnerError,
+    classification_metrics,
+    regression_metrics,
+    standardise,
+    suite_lock,
+)
+from pgm_plugins.bench.suite import parse_suite
+from pgm_plugins.registry import PluginRegistry
+
+#: what every record must hold (record.md)
+RECORD_KEYS = {
+    "key",
+    "status",
+    "suite",
+    "data",
+    "host",
+    "arm",
+    "setting",
+    "selection",
+    "primary",
+    "higher_is_better",
+    "metrics",
+    "sizes",
+    "curves",
+    "best_epoch",
+    "epochs_run",
+    "epoch_cap",
+    "patience",
+    "train",
+    "parameters",
+    "time",
+    "shares",
+    "parts",
+    "truth",
+    "env",
+}
+
+
+def tiny(protocol=None, data_dir=None, n=96, task="classification", redraw=None):
+    """Two modalities, one a padded sequence; 2 folds per seed; label from both."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(n, 6)).astype(np.float32)
+    b = (rng.normal(size=(n, 4, 5)) * 3 + 1).astype(np.float32)
+    lengths = rng.integers(1, 5, size=n)
+    score = a[:, 0] + b[:, 0, 0] / 3
+    y = (score > 0.3).astype(np.int64) if task == "classification" else score.astype(np.float32)
+
+    def folds(seed):
+        perm = np.random.default_rng(seed).permutation(n)
+        out = []
+        for k in range(2):
+            test = perm[k * 24 : (k + 1) * 24]
+            rest = np.setdiff1d(perm, test)
+            out.append(Fold(rest[:-16], rest[-16:], test, k, seed))
+        return out
+
+    return BenchData(
+        "tiny",
+        protocol or "default",
+        "tiny test data",
+        {"a": a, "b": b},
+        y,
+        task,
+        folds,
+        "0" * 64,
+        "acc" if task == "classification" else "mae",
+        num_classes=2 if task == "classification" else None,
+        lengths={"b": lengths},
+        extras={"truth": {"order_by_uni_share": ["a", "b"]}},
+        redraw=redraw,
+    )
+
+
+def _broken_host(data, seed, modalities):
+    raise ValueError("needs modalities text and audio")
+
+
+@pytest.fixture
+def registry():
+    plugin = types.ModuleType("tiny_bench_plugin")
+
+    @hookimpl
+    def pgm_register_datasets(register):
+        register("tiny", tiny, "tiny")
+        register("tiny-reg", lambda **kw: tiny(task="regression", **kw), "tiny regression")
+
+    @hookimpl
+    def pgm_register_bench_hosts(register):
+        register("broken", _broken_host, "a host that takes no data set")
+
+    plugin.pgm_register_datasets = pgm_register_datasets  # type: ignore[attr-defined]
+    plugin.pgm_register_bench_hosts = pgm_register_bench_hosts  # type: ignore[attr-defined]
+    reg = PluginRegistry(load_entry_points=False)
+    reg.register_plugin(plugin, "tiny")
+    reg.refresh()
+    return reg
+
+
+def _suite(registry, **changes):
+    table = {
+        "dataset": "tiny",
+        "hosts": ["late_fusion"],
+        "arms": ["baseline", "pgm"],
+        "seeds": [0, 1],
+        "epochs": 2,
+        "patience": 1,
+        "batch": 32,
+        **changes,
+    }
+    return parse_suite(
+        "t",
+        table,
+        datasets=registry.datasets.names(),
+        hosts=registry.bench_hosts.names(),
+    )
+
+
+def _runner(registry, tmp_path, **changes):
+    return Runner(_suite(registry, **changes), tmp_path, registry=registry, quiet=True)
+
+
+def _records(folder):
+    return {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def test_cells_pair_arms_on_the_same_seeds_and_folds(registry, tmp_path):
+    runner = _runner(registry, tmp_path, arms=["baseline", "pgm", "only.a", "only.b"])
+    cells = runner.plan()
+    # 2 seeds x 2 folds x (2 fusion arms + 2 single-modality arms)
+    assert len(cells) == 2 * 2 * 4 == len(set(cells))
+    assert {c.host for c in cells if c.arm.startswith("only.")} == {"late_fusion"}
+    by_arm = {a: {(c.seed, c.fold) for c in cells if c.arm == a} for a in {c.arm for c in cells}}
+    assert len({frozenset(v) for v in by_arm.values()}) == 1
+    runner.run(cells)
+    recs = list(_records(tmp_path / "t").values())
+    sizes = {(r["key"]["seed"], r["key"]["fold"]): set() for r in recs}
+    for r in recs:
+        sizes[(r["key"]["seed"], r["key"]["fold"])].add(json.dumps(r["sizes"]))
+        assert RECORD_KEYS <= set(r), RECORD_KEYS - set(r)
+        assert r["status"] == "done" and r["data"]["digest"] == "0" * 64
+        assert r["truth"] == {"order_by_uni_share": ["a", "b"]}
+    assert all(len(v) == 1 for v in sizes.values())  # every arm saw the same split
+    fold_rows = runner.folds(0)
+    assert not set(fold_rows[0].train) & set(fold_rows[0].test)
+
+
+def test_filters_are_subsets_and_name_the_valid_ones(registry, tmp_path):
+    runner = _runner(registry, tmp_path)
+    with pytest.raises(RunnerError, match="Did you mean 'baseline'"):
+        runner.plan(arms=["baselin"])
+    with pytest.raises(RunnerError, match="valid: '0', '1'"):
+        runner.plan(seeds=[7])
+    with pytest.raises(RunnerError, match="--folds 5"):
+        runner.plan(folds=[5])
+    cells = runner.plan(arms=["pgm"], seeds=[1], folds=[0])
+    assert [(c.arm, c.seed, c.fold) for c in cells] == [("pgm", 1, 0)]
+    assert not (tmp_path / "t").exists()
+
+
+def test_unknown_modality_arm_and_a_host_that_cannot_take_the_data(registry, tmp_path):
+    with pytest.raises(RunnerError, match="no modality 'c'"):
+        _runner(registry, tmp_path, arms=["only.c"]).plan()
+    with pytest.raises(RunnerError, match="'broken' cannot take data set tiny.*text and audio"):
+        _runner(registry, tmp_path, hosts=["late_fusion", "broken"]).plan()
+    assert not (tmp_path / "t").exists()
+
+
+def test_resume_skips_finished_cells_and_reruns_a_corrupt_one(registry, tmp_path, capsys):
+    runner = _runner(registry, tmp_path)
+    cells = runner.plan()
+    first = runner.run(cells)
+    assert first["ran"] == len(cells) == 8
+    folder = tmp_path / "t"
+    stamps = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*.json")}
+    again = _runner(registry, tmp_path).run(cells)
+    assert again["ran"] == 0 and again["skipped"] == 8
+    assert stamps == {
+        p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in folder.glob("*.json")
+    }
+    broken = sorted(folder.glob("*.json"))[3]
+    broken.write_text('{"key": {"suite": "t", "arm"')
+    third = _runner(registry, tmp_path).run(cells)
+    assert third["ran"] == 1 and third["skipped"] == 7
+    assert "corrupt result file" in capsys.readouterr().err
+    assert json.loads(broken.read_text())["status"] == "done"
+
+
+def test_lock_stops_a_second_run_naming_the_pid(registry, tmp_path):
+    runner = _runner(registry, tmp_path)
+    cells = runner.plan()
+    with suite_lock(tmp_path / "t"):
+        with pytest.raises(LockError, match=f"PID {os.getpid()}"):
+            _runner(registry, tmp_path).run(cells)
+    assert not list((tmp_path / "t").glob("*.json"))
+    assert runner.run(cells)["ran"] == len(cells)  # released
+
+
+def _without_times(record):
+    out = {k: v for k, v in record.items() if k not in ("time", "env")}
+    return json.loads(json.dumps(out))
+
+
+def test_a_cell_is_deterministic_per_seed_and_threads(registry, tmp_path):
+    runner = _runner(registry, tmp_path, arms=["pgm"])
+    cell = runner.plan(seeds=[1], folds=[1])[0]
+    one, two = runner.run_cell(cell), runner.run_cell(cell)
+    assert _without_times(one) == _without_times(two)
+    other = runner.run_cell(runner.plan(seeds=[0], folds=[1])[0])
+    assert _without_times(other)["curves"] != _without_times(one)["curves"]
+
+
+def test_every_arm_runs_on_tiny_data(registry, tmp_path):
+    arms = [*ARMS, "only.a", "only.b"]
+    runner = _runner(registry, tmp_path, arms=arms, seeds=[0], epochs=1)
+    cells = runner.plan(folds=[0])
+    runner.run(cells)
+    recs = {r["arm"]["name"]: r for r in _records(tmp_path / "t").values()}
+    assert set(recs) == set(arms)
+    host_params = recs["baseline"]["parameters"]["host"]
+    for name, r in recs.items():
+        assert 0 <= r["metrics"]["test"]["acc"] <= 1
+        assert r["epochs_run"] == 1 and len(r["curves"]["valid_primary"]) == 1
+        if ARMS.get(name) is not None and ARMS[name].has_block:
+            assert r["parameters"]["block"] > 0 and r["parameters"]["host"] == host_params
+            assert "block_config" in r
+        else:
+            assert r["parameters"]["block"] == 0 and "block_config" not in r
+    assert recs["pgm"]["shares"] is not None and set(recs["pgm"]["shares"]) == {"a", "b"}
+    parts = recs["pgm"]["parts"]
+    assert set(parts) == {"a", "b"} and len(parts["a"]["uni"]) == len(parts["a"]["y"]) == 24
+    assert recs["capacity"]["shares"] is None
+    # a single-modality arm is the late-fusion host on that modality alone
+    assert recs["only.a"]["parameters"]["host"] < host_params
+    assert recs["only.a"]["key"]["host"] == "late_fusion"
+
+
+def test_regression_task(registry, tmp_path):
+    runner = _runner(registry, tmp_path, dataset="tiny-reg", arms=["baseline", "pgm"], seeds=[0])
+    runner.run(runner.plan(folds=[0]))
+    recs = list(_records(tmp_path / "t").values())
+    assert len(recs) == 2
+    for r in recs:
+        assert r["primary"] == "mae" and r["higher_is_better"] is False
+        assert {"mae", "corr", "acc7", "acc2_has0", "acc2_non0", "f1_has0", "f1_non0"} <= set(
+            r["metrics"]["test"]
+        )
+    pgm = next(r for r in recs if r["arm"]["name"] == "pgm")
+    assert pgm["block_config"]["task"] == "regression"
+
+
+def test_mslr_chooses_its_learning_rates_on_validation(registry, tmp_path):
+    runner = _runner(registry, tmp_path, arms=["mslr"], seeds=[0], mslr_scales=[0.25, 1, 4])
+    record = runner.run_cell(runner.plan(folds=[0])[0])
+    grid = lr_scale_grid(("a", "b"), (0.25, 1.0, 4.0))
+    assert [s["setting"] for s in record["selection"]] == grid and len(grid) == 5
+    best = max(s["valid"] for s in record["selection"])
+    assert record["setting"] in grid
+    chosen = next(s for s in record["selection"] if s["setting"] == record["setting"])
+    assert chosen["valid"] == best == record["metrics"]["valid"]["acc"]
+    assert record["train"]["lr_scale"] == record["setting"]["lr_scale"]
+
+
+def test_redraw_gives_fresh_training_inputs_each_epoch(registry, tmp_path):
+    calls = []
+
+    def redraw(rows, rng):
+        calls.append(len(rows))
+        return {"a": rng.normal(size=(len(rows), 6)).astype(np.float32)}
+
+    data = tiny(redraw=redraw)
+    runner = _runner(registry, tmp_path, arms=["baseline"], seeds=[0], epochs=3, patience=5)
+    runner.data = data
+    record = runner.run_cell(runner.plan(folds=[0])[0])
+    assert calls == [len(data.folds(0)[0].train)] * record["epochs_run"] == [56] * 3
+
+
+def test_standardise_uses_training_rows_and_keeps_padding_zero():
+    data = tiny()
+    train = data.folds(0)[0].train
+    std, stats = standardise(data, train)
+    assert np.allclose(std.x["a"][train].mean(0), 0, atol=1e-5)
+    assert np.allclose(std.x["a"][train].std(0), 1, atol=1e-4)
+    mask = np.arange(4)[None, :] < data.lengths["b"][:, None]
+    assert (std.x["b"][~mask] == 0).all()
+    real = std.x["b"][train][mask[train]]
+    assert np.allclose(real.mean(0), 0, atol=1e-5)
+
+
+def test_metrics():
+    y = np.array([0, 1, 1, 0, 1])
+    logits = np.array([[2.0, 0], [0, 1], [1, 0], [0, 3], [0, 1]])
+    m = classification_metrics(y, logits, primary="acc2")
+    assert m["acc"] == m["acc2"] == 0.6
+    # class 0: tp 1 fp 1 fn 1 -> 0.5; class 1: tp 2 fp 1 fn 1 -> 2/3; weights 2 and 3
+    assert m["wf1"] == pytest.approx((2 * 0.5 + 3 * 2 / 3) / 5)
+    assert m["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
+    scores = classification_metrics(y, np.array([-1.0, 0.5, -0.2, 0.3, 2.0]))
+    assert scores["acc"] == 0.6 and "acc2" not in scores
+    assert scores["loss"] == pytest.approx(np.mean([0, 0.5, 1.2, 1.3, 1.0]))
+    r = regression_metrics(np.array([-2.0, 0.0, 1.0, 2.5]), np.array([-1.6, 0.4, -0.2, 3.4]))
+    assert r["mae"] == pytest.approx(np.mean([0.4, 0.4, 1.2, 0.9]))
+    assert r["acc7"] == 0.5  # rounded, clipped to [-3, 3]: -2/-2, 0/0, 1/0, 2(.5)/3
+    assert r["acc2_has0"] == 0.75 and r["acc2_non0"] == pytest.approx(2 / 3)
