@@ -153,7 +153,7 @@ def test_cells_pair_arms_on_the_same_seeds_and_folds(registry, tmp_path):
     sizes = {(r["key"]["seed"], r["key"]["fold"]): set() for r in recs}
     for r in recs:
         sizes[(r["key"]["seed"], r["key"]["fold"])].add(json.dumps(r["sizes"]))
-        assert RECORD_KEYS <= set(r), RECORD_KEYS - set(r)
+        assert set(r) >= RECORD_KEYS, RECORD_KEYS - set(r)
         assert r["status"] == "done" and r["data"]["digest"] == "0" * 64
         assert r["truth"] == {"order_by_uni_share": ["a", "b"]}
     assert all(len(v) == 1 for v in sizes.values())  # every arm saw the same split
@@ -177,7 +177,7 @@ def test_filters_are_subsets_and_name_the_valid_ones(registry, tmp_path):
 def test_unknown_modality_arm_and_a_host_that_cannot_take_the_data(registry, tmp_path):
     with pytest.raises(RunnerError, match="no modality 'c'"):
         _runner(registry, tmp_path, arms=["only.c"]).plan()
-    with pytest.raises(RunnerError, match="'broken' cannot take data set tiny.*text and audio"):
+    with pytest.raises(RunnerError, match=r"'broken' cannot take data set tiny.*text and audio"):
         _runner(registry, tmp_path, hosts=["late_fusion", "broken"]).plan()
     assert not (tmp_path / "t").exists()
 
@@ -205,9 +205,8 @@ def test_resume_skips_finished_cells_and_reruns_a_corrupt_one(registry, tmp_path
 def test_lock_stops_a_second_run_naming_the_pid(registry, tmp_path):
     runner = _runner(registry, tmp_path)
     cells = runner.plan()
-    with suite_lock(tmp_path / "t"):
-        with pytest.raises(LockError, match=f"PID {os.getpid()}"):
-            _runner(registry, tmp_path).run(cells)
+    with suite_lock(tmp_path / "t"), pytest.raises(LockError, match=f"PID {os.getpid()}"):
+        _runner(registry, tmp_path).run(cells)
     assert not list((tmp_path / "t").glob("*.json"))
     assert runner.run(cells)["ran"] == len(cells)  # released
 
@@ -294,7 +293,7 @@ def test_redraw_gives_fresh_training_inputs_each_epoch(registry, tmp_path):
 def test_standardise_uses_training_rows_and_keeps_padding_zero():
     data = tiny()
     train = data.folds(0)[0].train
-    std, stats = standardise(data, train)
+    std, _stats = standardise(data, train)
     assert np.allclose(std.x["a"][train].mean(0), 0, atol=1e-5)
     assert np.allclose(std.x["a"][train].std(0), 1, atol=1e-4)
     mask = np.arange(4)[None, :] < data.lengths["b"][:, None]
