@@ -112,44 +112,52 @@ def shares_figure(
 
 def parts_figure(parts: Mapping[str, Mapping[str, Any]], title: str) -> Any:
     """One panel per modality: the uni and paired parts of the same test rows projected
-    together on two principal axes (separately when their widths differ), coloured by part,
-    one marker per label."""
-    mods = [m for m, p in parts.items() if p and len(p.get("uni") or []) and len(p.get("y") or [])]
-    fig = _figure(3.4 * max(1, len(mods)), 3.4)
-    for i, m in enumerate(mods):
-        ax = fig.add_subplot(1, len(mods), i + 1)
-        p = parts[m]
-        uni = np.asarray(p["uni"], dtype=np.float64).reshape(len(p["uni"]), -1)
-        paired = np.asarray(p.get("paired") or [], dtype=np.float64).reshape(len(p["uni"]), -1)
+    together on two principal axes, coloured by part, one marker per label. Where the two
+    parts differ in width they cannot share axes: one panel per part."""
+    panels: list[tuple[str, dict[str, np.ndarray], np.ndarray, str]] = []
+    for m, p in parts.items():
+        if not p or not len(p.get("uni") or []) or not len(p.get("y") or []):
+            continue
+        rows = len(p["uni"])
+        uni = np.asarray(p["uni"], dtype=np.float64).reshape(rows, -1)
+        paired = np.asarray(p.get("paired") or [], dtype=np.float64).reshape(rows, -1)
         y, what = _labels(p["y"])
-        note = ""
         if paired.shape[1] == uni.shape[1]:
             proj, ev = pca_2d(np.concatenate([uni, paired]))
-            pieces = {"uni": proj[: len(uni)], "paired": proj[len(uni) :]}
-            note = f"joint PCA ({ev[0]:.0%}, {ev[1]:.0%})"
+            pieces = {"uni": proj[:rows], "paired": proj[rows:]}
+            panels.append((f"{m}: joint PCA ({ev[0]:.0%}, {ev[1]:.0%})", pieces, y, what))
         else:
-            pieces = {"uni": pca_2d(uni)[0]}
-            if paired.shape[1]:
-                pieces["paired"] = pca_2d(paired)[0]
-            note = "separate PCA per part (widths differ)"
+            for part, x in (("uni", uni), ("paired", paired)):
+                if x.shape[1]:
+                    proj, ev = pca_2d(x)
+                    panels.append(
+                        (
+                            f"{m}: {part} alone, width {x.shape[1]} ({ev[0]:.0%}, {ev[1]:.0%})",
+                            {part: proj},
+                            y,
+                            what,
+                        )
+                    )
+    fig = _figure(3.4 * max(1, len(panels)), 3.4)
+    for i, (name, pieces, y, what) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
         classes = sorted(set(y.tolist()))
         for part, xy in pieces.items():
             for c, label in enumerate(classes):
-                rows = y == label
+                rows_c = y == label
                 ax.scatter(
-                    xy[rows, 0],
-                    xy[rows, 1],
+                    xy[rows_c, 0],
+                    xy[rows_c, 1],
                     s=10,
                     alpha=0.6,
                     color=_PART_COLOURS[part],
                     marker=_MARKERS[c % len(_MARKERS)],
                     label=f"{part}, {what} {label}",
                 )
-        ax.set_title(f"{m}: {note}", fontsize=8)
+        ax.set_title(name, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-        if i == 0:
-            ax.legend(fontsize=6, loc="best")
+        ax.legend(fontsize=6, loc="best")
     fig.suptitle(title, fontsize=9)
     return fig
 

@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
+
+try:
+    import pandas as pd
+except ModuleNotFoundError as exc:  # pragma: no cover - the bench extra is missing
+    raise ModuleNotFoundError(
+        f"pgm bench report needs pandas, scipy and matplotlib ({exc}); install them with "
+        "`pip install 'pgm-plugins[bench]'`."
+    ) from exc
 
 from pgm_plugins._io import atomic_write_text
 from pgm_plugins.bench.results import ResultStore
@@ -351,6 +358,8 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
                     b = data[(data["host"] == host) & (data["arm"] == ref)]
                     if arm == ref or b.empty:
                         continue
+                    if arm.startswith(SINGLE_PREFIX) and ref != REFERENCES[0]:
+                        continue  # a single modality is compared with the host, not a control
                     for metric in metrics:
                         col = f"test.{metric}"
                         if col not in data:
@@ -485,6 +494,12 @@ def _file_date(path: Path) -> str:
     return f"modified {stamp:%Y-%m-%d %H:%M} UTC (not committed)"
 
 
+def _load_text(load: Any) -> str:
+    if isinstance(load, list | tuple) and load and _is_number(load[0]):
+        return f"{load[0]:.1f}"
+    return "?"
+
+
 def _host_kind(host: str) -> str:
     name = host.lower()
     for prefix in ("mmsa.", "mmsa_", "mmsa-"):
@@ -515,7 +530,7 @@ def load_step_times(paths: Iterable[Path]) -> tuple[dict[str, list[dict[str, Any
                     "commit": str(data.get("commit", "?"))[:10],
                     "dirty": data.get("dirty"),
                     "threads": (data.get("settings") or {}).get("threads"),
-                    "load": (data.get("machine") or {}).get("load_average_before", [None])[0],
+                    "load": _load_text((data.get("machine") or {}).get("load_average_before")),
                     "adapter": r.get("adapter", ""),
                     "host_ms": 1e3 * float(r["step_s_median"]["host"]),
                     "ratio_pgm": float(r["ratio_pgm"]),
@@ -655,6 +670,8 @@ def _build(
             hp = shown.loc[shown["host"] == host, "host_params"]
             host_params = int(hp.mode().iloc[0]) if len(hp) else 0
             md += [f"### {ds} / {proto} / host `{host}`", ""]
+            entries = step.get(_host_kind(host)) or []
+            micro = entries[0] if entries else None
             header = [
                 "arm",
                 "n",
@@ -687,6 +704,8 @@ def _build(
                     "overhead_pct": overhead,
                     "step_ms_mean_under_load": float(a["step_ms"].mean()),
                     "wall_s_total": float(a["wall_s"].sum()),
+                    "microbench_ratio_pgm": micro["ratio_pgm"] if micro else np.nan,
+                    "microbench_file": micro["file"] if micro else "",
                 }
                 for m in metrics:
                     col = f"test.{m}"
@@ -741,8 +760,8 @@ def _build(
             for e in step.get(_host_kind(host), []):
                 cost.append(
                     f"- step-time microbenchmark (`{e['file']}`, {e['date']}, commit {e['commit']}"
-                    f"{' dirty' if e['dirty'] else ''}, {e['threads']} thread(s), load "
-                    f"{e['load']:.1f}): host {e['host_ms']:.1f} ms/step; with PgM "
+                    f"{' dirty' if e['dirty'] else ''}, {e['threads']} thread(s), load average "
+                    f"{e['load']}): host {e['host_ms']:.1f} ms/step; with PgM "
                     f"x{e['ratio_pgm']:.3f}, small block x{e['ratio_small']:.3f}, identity "
                     f"hooks x{e['ratio_identity']:.3f}; block {e['block_params']:,} params "
                     f"= {100 * e['block_params'] / e['host_params']:.1f} % of the host's "
@@ -863,11 +882,14 @@ def _microbench_md(step: Mapping[str, list[dict[str, Any]]]) -> list[str]:
                     f"x{e['ratio_small']:.3f}",
                     f"x{e['ratio_identity']:.3f}",
                     f"{100 * e['block_params'] / e['host_params']:.1f}",
+                    f"{e['threads']}",
+                    e["load"],
                     f"`{e['file']}` ({e['date']})",
                 ]
             )
     md = [
-        "## Step-time microbenchmark (per host, alone on the machine, median over rounds)",
+        "## Step-time microbenchmark (per host: arms interleaved in shuffled order each round, "
+        "median over rounds; the load average before the run is shown)",
         "",
         *_table_md(
             [
@@ -878,6 +900,8 @@ def _microbench_md(step: Mapping[str, list[dict[str, Any]]]) -> list[str]:
                 "+small block",
                 "identity hooks",
                 "block params %",
+                "threads",
+                "load avg before",
                 "file",
             ],
             rows,
