@@ -1,36 +1,85 @@
+"""Suite files: validation with nearest-match errors; every committed suite parses."""
+
+from __future__ import annotations
+
 import pytest
 
-from pgm_plugins.bench.suite import SuiteError, load_suite, parse_suite
+from pgm_plugins.bench.suite import SUITES_DIR, SuiteError, list_suites, load_suite, parse_suite
 
-GOOD = {"dataset": "synthetic", "hosts": ["late_fusion"], "arms": ["host", "pgm"], "seeds": [0, 1]}
+DATASETS = ["synthetic", "mosi-utterance", "av-digits", "npz", "mmsa-pkl", "mult-pkl"]
+HOSTS = ["late_fusion", *(f"mmsa.{k}" for k in ("mult", "misa", "self_mm", "tfn", "lmf", "mmim"))]
+GOOD = {
+    "dataset": "synthetic",
+    "hosts": ["late_fusion"],
+    "arms": ["baseline", "pgm", "only.a"],
+    "seeds": [0, 1],
+}
 
 
-def test_quick_suite_loads():
-    suite = load_suite("quick")
-    assert suite.dataset == "synthetic" and "pgm" in suite.arms and len(suite.seeds) == 5
+def _parse(table):
+    return parse_suite("t", table, datasets=DATASETS, hosts=HOSTS)
+
+
+@pytest.mark.parametrize("name", list_suites())
+def test_committed_suites_parse(name):
+    suite = load_suite(name, datasets=DATASETS, hosts=HOSTS)
+    assert suite.name == name and suite.seeds and suite.arms and suite.hosts
+    assert len(suite.digest) == 64 and suite.file.endswith(f"{name}.toml")
+
+
+def test_quick_suite():
+    suite = load_suite("quick", datasets=DATASETS, hosts=HOSTS)
+    assert suite.dataset == "synthetic" and len(suite.seeds) == 5
+    assert {"baseline", "pgm", "capacity", "uni_heads", "mslr"} <= set(suite.arms)
+    assert any(a.startswith("only.") for a in suite.arms)
 
 
 def test_good_suite_defaults():
-    suite = parse_suite("t", GOOD)
-    assert suite.protocol == "default" and suite.folds == 1 and suite.arms == ("host", "pgm")
+    suite = _parse(GOOD)
+    assert suite.protocol is None and suite.folds is None and suite.threads == 1
+    assert suite.arms == ("baseline", "pgm", "only.a") and suite.epochs == 20
 
 
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
         ({"arms": ["pgmm"]}, "Did you mean 'pgm'"),
+        ({"arms": ["host"]}, "unknown arm 'host'"),
         ({"dataset": "synthetik"}, "Did you mean 'synthetic'"),
         ({"hosts": ["late_fusio"]}, "Did you mean 'late_fusion'"),
+        ({"hosts": ["mmsa.mul"]}, "Did you mean 'mmsa.mult'"),
         ({"seeds": []}, "seeds must be"),
+        ({"seeds": [1, 1]}, "distinct"),
         ({"epochs": 0}, "epochs must be"),
+        ({"folds": "all"}, "folds must be"),
+        ({"lr": -1}, "lr must be"),
+        ({"mslr_scales": [0]}, "mslr_scales must be"),
+        ({"options": 3}, "options must be a table"),
+        ({"host_options": {"mmsa.tfn": {}}}, "unknown host in host_options"),
         ({"seed": [1]}, "unknown key 'seed'"),
     ],
 )
 def test_bad_suite_errors(change, needle):
     with pytest.raises(SuiteError, match=needle):
-        parse_suite("t", {**GOOD, **change})
+        _parse({**GOOD, **change})
+
+
+def test_missing_key():
+    with pytest.raises(SuiteError, match="missing key 'seeds'"):
+        _parse({k: v for k, v in GOOD.items() if k != "seeds"})
 
 
 def test_unknown_suite_name_lists_valid():
     with pytest.raises(SuiteError, match="Did you mean 'quick'"):
         load_suite("quik")
+
+
+def test_bad_toml_names_the_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("dataset = \n")
+    with pytest.raises(SuiteError, match="not a valid TOML file"):
+        load_suite(str(path), datasets=DATASETS, hosts=HOSTS)
+
+
+def test_suites_dir_is_the_repository_folder():
+    assert (SUITES_DIR / "quick.toml").is_file()
