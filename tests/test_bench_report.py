@@ -459,3 +459,87 @@ def test_step_time_file_and_cells_step_time(tmp_path):
     assert "x1.250" in rep.markdown and str(step) in rep.markdown
     assert "host 10.0 ms/step" in rep.markdown
     assert "measured under load" in rep.markdown
+
+
+# --------------------------------------------------------------- records from the runner
+
+
+def _runner_data(protocol=None, data_dir=None, n=80):
+    from pgm_plugins.bench.dataset import BenchData, Fold
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(n, 6)).astype(np.float32)
+    b = rng.normal(size=(n, 5)).astype(np.float32)
+    y = (a[:, 0] + b[:, 0] > 0).astype(np.int64)
+
+    def folds(seed):
+        perm = np.random.default_rng(seed).permutation(n)
+        out = []
+        for k in range(2):
+            test = perm[k * 20 : (k + 1) * 20]
+            rest = np.setdiff1d(perm, test)
+            out.append(Fold(rest[:-12], rest[-12:], test, k, seed))
+        return out
+
+    return BenchData(
+        "tinyrep",
+        protocol or "default",
+        "tiny report data",
+        {"a": a, "b": b},
+        y,
+        "classification",
+        folds,
+        "1" * 64,
+        "acc",
+        num_classes=2,
+        extras={"truth": {"order_by_uni_share": ["a", "b"]}},
+    )
+
+
+def test_the_runners_records_pass_the_checks_and_make_a_report(tmp_path):
+    import types
+
+    import torch
+
+    from pgm_plugins import hookimpl
+    from pgm_plugins.bench.runner import Runner
+    from pgm_plugins.bench.suite import parse_suite
+    from pgm_plugins.registry import PluginRegistry
+
+    plugin = types.ModuleType("tiny_report_plugin")
+
+    @hookimpl
+    def pgm_register_datasets(register):
+        register("tinyrep", _runner_data, "tiny report data")
+
+    plugin.pgm_register_datasets = pgm_register_datasets  # type: ignore[attr-defined]
+    reg = PluginRegistry(load_entry_points=False)
+    reg.register_plugin(plugin, "tinyrep")
+    reg.refresh()
+    table = {
+        "dataset": "tinyrep",
+        "hosts": ["late_fusion"],
+        "arms": ["baseline", "pgm", "capacity", "only.a", "only.b"],
+        "seeds": [0, 1],
+        "epochs": 1,
+        "patience": 1,
+        "batch": 32,
+    }
+    suite = parse_suite("rep", table, datasets=reg.datasets.names(), hosts=reg.bench_hosts.names())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runner = Runner(suite, tmp_path, registry=reg, quiet=True)
+        runner.run(runner.plan())
+    finally:
+        torch.set_num_threads(threads)
+    rep = build_report(tmp_path, "rep", plots=False)
+    assert rep.problems == []
+    assert len(rep.cells) == 2 * 2 * 5
+    rows = rep.table.set_index("arm")
+    assert set(rows.index) == {"baseline", "pgm", "capacity", "only.a", "only.b"}
+    assert (rows["n"] == 4).all()
+    comp = rep.comparisons
+    pgm = comp[(comp["arm"] == "pgm") & (comp["reference"] == "baseline")].iloc[0]
+    assert pgm["test"] == "corrected" and pgm["n"] == 4
+    assert pgm["ratio"] == pytest.approx(20 / 48)
