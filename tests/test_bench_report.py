@@ -543,3 +543,48 @@ def test_the_runners_records_pass_the_checks_and_make_a_report(tmp_path):
     pgm = comp[(comp["arm"] == "pgm") & (comp["reference"] == "baseline")].iloc[0]
     assert pgm["test"] == "corrected" and pgm["n"] == 4
     assert pgm["ratio"] == pytest.approx(20 / 48)
+
+
+def test_a_lower_is_better_primary_and_the_regression_metrics(tmp_path):
+    rng = np.random.default_rng(7)
+    maes: dict[str, dict[int, float]] = {}
+    for host, arm, shift in (
+        ("h1", "baseline", 0.0),
+        ("h1", "pgm", -0.05),
+        ("late_fusion", "only.a", 0.3),
+        ("late_fusion", "only.b", 0.1),
+    ):
+        maes[arm] = {}
+        for seed in range(4):
+            key, body = record(host=host, arm=arm, seed=seed)
+            mae = float(0.8 + shift + 0.02 * rng.standard_normal())
+            maes[arm][seed] = mae
+            test = {"mae": mae, "corr": 0.5, "acc7": 0.3, "acc2_has0": 0.7, "acc2_non0": 0.72}
+            body.update(primary="mae", higher_is_better=False)
+            body["metrics"] = {"valid": dict(test), "test": test}
+            body["data"] = {**body["data"], "task": "regression", "primary": "mae"}
+            write(tmp_path, key, body)
+    rep = build_report(tmp_path, SUITE, plots=False)
+    rows = rep.table.set_index("arm")
+    assert {"mae_mean", "corr_mean", "acc7_mean", "acc2_non0_mean", "acc2_has0_mean"} <= set(
+        rep.table.columns
+    )
+    assert rows.loc["only.b", "best_single"] and not rows.loc["only.a", "best_single"]
+    comp = rep.comparisons
+    row = comp[(comp["arm"] == "pgm") & (comp["metric"] == "mae")].iloc[0]
+    lower = sum(maes["pgm"][s] < maes["baseline"][s] for s in range(4))
+    assert row["wins"] == lower
+    assert "lower is better" in rep.markdown
+
+
+def test_several_suites_need_a_name(tmp_path):
+    from pgm_plugins.bench.report import ReportError
+
+    grid(tmp_path, {("h1", "baseline"): {(0, 0): 0.5, (0, 1): 0.6}})
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "x.json").write_text("{}")
+    with pytest.raises(ReportError, match="2 suites with results \\('other', 'toy'\\)"):
+        build_report(tmp_path)
+    with pytest.raises(ReportError, match="Did you mean 'toy'"):
+        build_report(tmp_path, "tyo")
