@@ -773,7 +773,7 @@ def _build(
                 )
             md += [*cost, f"- host parameters: {host_params:,}", ""]
         md += _shares_md(data)
-    md += _microbench_md(step)
+    md += _microbench_md(step, {_host_kind(h) for h in cells["host"]})
     if problems:
         md += ["## Skipped result files", ""]
         md += [f"- `{p.path}`: {p.reason}" for p in problems]
@@ -840,7 +840,7 @@ def _shares_md(data: pd.DataFrame) -> list[str]:
                 f"  - ground truth order ({true}): the learned uni shares order the modalities "
                 f"as the truth does in {ok}/{len(judged)} cells ({ok / len(judged):.2f}); "
                 f"pairs in the true order {sum(a['pairs_ok'] for a in judged)}/"
-                f"{sum(a['pairs'] for a in judged)}"
+                f"{sum(a['pairs'] for a in judged)} (a tie is not an order)"
                 + (
                     f"; Spearman (learned vs true share) mean {np.mean(rho):+.2f} over "
                     f"{len(rho)} cells"
@@ -862,7 +862,7 @@ def _true_order(truth: Mapping[str, Any]) -> str:
     return " > ".join(f"{m} {v:.2f}" for m, v in sorted(known.items(), key=lambda kv: -kv[1]))
 
 
-def _microbench_md(step: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+def _microbench_md(step: Mapping[str, list[dict[str, Any]]], hosts: set[str]) -> list[str]:
     if not step:
         return [
             "## Step-time microbenchmark",
@@ -870,8 +870,18 @@ def _microbench_md(step: Mapping[str, list[dict[str, Any]]]) -> list[str]:
             f"(no results file matches {STEP_TIME_GLOB})",
             "",
         ]
+    mine = {k: v for k, v in step.items() if k in hosts}
+    if not mine:
+        files = sorted({e["file"] for v in step.values() for e in v})
+        return [
+            "## Step-time microbenchmark",
+            "",
+            f"No microbenchmark entry for this suite's hosts ({', '.join(sorted(hosts))}); the "
+            f"files {', '.join(f'`{f}`' for f in files)} cover {', '.join(sorted(step))}.",
+            "",
+        ]
     rows = []
-    for kind, entries in sorted(step.items()):
+    for kind, entries in sorted(mine.items()):
         for e in entries:
             rows.append(
                 [
