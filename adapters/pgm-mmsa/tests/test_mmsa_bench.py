@@ -176,6 +176,6 @@ def test_per_modality_learning_rates_reach_the_optimizer(tmp_path):
 
 def test_a_data_set_without_text_and_audio_is_refused_before_any_cell(registry, tmp_path):
     runner = _runner(registry, tmp_path, dataset="av", hosts=["mmsa.lmf"], arms=["baseline"])
-    with pytest.raises(RunnerError, match="mmsa.lmf.*takes modalities text, audio"):
+    with pytest.raises(RunnerError, match=r"mmsa\.lmf.*takes modalities text, audio"):
         runner.plan()
     assert not (tmp_path / "m").exists()
