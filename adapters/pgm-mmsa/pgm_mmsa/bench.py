@@ -99,7 +99,7 @@ class MmsaRun:
                     f"context window of {window} utterances of the same video (target "
                     f"{'last' if self.order == 'last' else 'first'})"
                 )
-        widths = {m: int(data.x[m].shape[-1]) for m in self.modalities}
+        widths: dict[str, int] = {m: int(data.x[m].shape[-1]) for m in self.modalities}
         if "vision" not in widths:
             widths["vision"] = 1
             changes.append("no vision: a constant zero input of width 1")
