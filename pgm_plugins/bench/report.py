@@ -287,6 +287,9 @@ def _cells(records: Sequence[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
             "host_params": r["parameters"]["host"],
             "block_params": r["parameters"]["block"],
             "wall_s": float(tm["wall_s"]),
+            "epoch_cap": r["epoch_cap"] if _is_int(r["epoch_cap"]) else np.nan,
+            "patience": r["patience"] if _is_int(r["patience"]) else np.nan,
+            "epochs_run": r["epochs_run"] if _is_int(r["epochs_run"]) else np.nan,
             "step_ms": float(tm["step_ms"]) if _is_number(tm.get("step_ms")) else np.nan,
             "shares": r["shares"],
             "parts": r["parts"],
@@ -662,6 +665,16 @@ def _build(
                 f"- single modalities (host `{SINGLE_HOST}`, shown in every host's table): "
                 f"best is `{best_single}` on {primary} (marked *)"
             )
+        caps = sorted({int(v) for v in data["epoch_cap"].dropna()})
+        pats = sorted({int(v) for v in data["patience"].dropna()})
+        if caps:
+            hit = int((data["epochs_run"] >= data["epoch_cap"]).sum())
+            md.append(
+                f"- training: epoch cap {'/'.join(map(str, caps))}, early stopping on the "
+                f"validation {primary} with patience {'/'.join(map(str, pats))}; epochs run "
+                f"mean {data['epochs_run'].mean():.1f}, {hit}/{len(data)} cells reached the cap"
+            )
+        md.append(f"- wall time of these cells: {data['wall_s'].sum():.0f} s")
         md.append("")
         for host in hosts:
             shown = _host_rows(data, host)
