@@ -174,6 +174,16 @@ def _int_list(kind: str) -> Any:
     return parse
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"threads {text!r}: give an integer >= 1")
+    return value
+
+
 def _add_bench(sub: Any) -> None:
     bench = sub.add_parser("bench", help="benchmark suites: run, list, report")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
@@ -185,7 +195,7 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--folds", nargs="+", type=_int_list("fold"), help="only these folds (0-based)")
     p.add_argument("--data-dir", help="folder holding the data sets (else $PGM_DATA_DIR)")
     p.add_argument("--results", help="results root (default benchmarks/results)")
-    p.add_argument("--threads", type=int, help="torch threads (default: the suite's, else 1)")
+    p.add_argument("--threads", type=_positive, help="torch threads (default: the suite's, else 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     p.add_argument("--no-report", action="store_true", help="do not print the report after")
     p.set_defaults(func=_cmd_bench_run)
