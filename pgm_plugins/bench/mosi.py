@@ -14,19 +14,27 @@ repository), never copied into the repository.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from pgm_plugins.bench.download import DigestError, verify_bytes
+
 __all__ = [
     "CLEAN_FILES",
+    "EXPECTED_SHA256",
+    "STANDARD_FILES",
+    "DigestError",
     "MosiClean",
     "MosiFold",
+    "MosiStandard",
     "clean_folds",
     "data_root",
     "load_clean",
+    "load_standard",
     "standardise",
 ]
 
@@ -38,8 +46,32 @@ CLEAN_FILES = {
     "index": "text_test.csv",
     "transcripts": "transcripts.csv",
 }
+#: files the standard protocol reads (text comes from the transcripts through MiniLM)
+STANDARD_FILES = {
+    "transcripts": "transcripts.csv",
+    "index_train": "text_train.csv",
+    "index_test": "text_test.csv",
+    "audio_train": "audio/audio_train0.csv",
+    "audio_test": "audio/audio_test0.csv",
+    "folds": "standard_folds.json",
+}
 WIDTHS = {"text": 100, "audio": 73, "video": 100}
 DATASET = "mosi-utterance"
+#: SHA-256 of every file of the release this package reads (``SHA256SUMS`` of the data folder;
+#: the files of declare-lab/contextual-utterance-level-multimodal-sentiment-analysis ``data/``,
+#: and the CMU multimodal SDK's standard folds written as JSON)
+EXPECTED_SHA256 = {
+    "audio/audio_test0.csv": "ddd17eeefd3d951d51d4e2ef8a0d132652d8161e1886f71eb7262b7a14bffff6",
+    "audio/audio_train0.csv": "5435398a54664e7b00304587dc59ae84a438852be033c2a2fba779588624a2a1",
+    "standard_folds.json": "ca4fcdbb91353aa90289da64796713362b040507b8845155c091b45cf2641265",
+    "text/text_test0.csv": "a343e22272919d1384c2075dbcdd5fef5aa9f9366b0552a83f7c3147b64b047a",
+    "text/text_train0.csv": "cc327045db6cc361a08b4037b97bb24de4ddb5efb381468c4835cc4a60674668",
+    "text_test.csv": "f3b735070bf07ceff7a6ef6c8f4c32757e988de484e35bd6d38b2aecef851a59",
+    "text_train.csv": "73770b6302ad0f7a51f4eddcae6788efde4d0b6802e09f78249d5b538d1c1d67",
+    "transcripts.csv": "e7689e6d70720addd2a6b316419d245a68839c32b014ff426c406063ee777466",
+    "video/video_test0.csv": "cab836253d81100f59d533fa2ff65cd53c486be3ec9fd82203c5e25a7a77265f",
+    "video/video_train0.csv": "b6efc0413132d627efd06f67f1706830e775e90af9a75696f535c48dbc73f12f",
+}
 
 
 def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -62,6 +94,16 @@ class MosiClean:
     digest: str  #: SHA-256 over the bytes of every file read, in CLEAN_FILES order
     path: Path
 
+    @property
+    def position(self) -> np.ndarray:
+        """[752] int64 utterance number within its video (the ``_n`` of ``<video>_<n>``)."""
+        return positions(self.utterance)
+
+
+def positions(utterance: np.ndarray) -> np.ndarray:
+    """Utterance number within its video, from ids ``<video_id>_<n>``."""
+    return np.array([int(u.rsplit("_", 1)[1]) for u in utterance], dtype=np.int64)
+
 
 @dataclass
 class MosiFold:
@@ -72,9 +114,10 @@ class MosiFold:
     seed: int
 
 
-def load_clean(data_dir: str | os.PathLike[str] | None = None) -> MosiClean:
+def load_clean(data_dir: str | os.PathLike[str] | None = None, verify: bool = True) -> MosiClean:
     """Read the 752 test-file utterances; a missing file is a ``FileNotFoundError`` naming it and
-    where it looked."""
+    where it looked, a file whose SHA-256 differs from :data:`EXPECTED_SHA256` a
+    :class:`DigestError` (``verify=False`` skips that check, for modified copies)."""
     import pandas as pd
 
     root = data_root(data_dir) / DATASET
@@ -88,12 +131,16 @@ def load_clean(data_dir: str | os.PathLike[str] | None = None) -> MosiClean:
             f"that holds '{DATASET}/'."
         )
     h = hashlib.sha256()
-    for key in CLEAN_FILES:
+    raw = {}
+    for key, rel in CLEAN_FILES.items():
+        raw[key] = paths[key].read_bytes()
+        if verify:
+            verify_bytes(paths[key], raw[key], EXPECTED_SHA256.get(rel))
         h.update(key.encode())
-        h.update(paths[key].read_bytes())
-    frames = {k: pd.read_csv(paths[k], header=None) for k in ("text", "audio", "video")}
-    index = pd.read_csv(paths["index"], header=None)
-    transcripts = pd.read_csv(paths["transcripts"], header=None)
+        h.update(raw[key])
+    frames = {k: pd.read_csv(io.BytesIO(raw[k]), header=None) for k in ("text", "audio", "video")}
+    index = pd.read_csv(io.BytesIO(raw["index"]), header=None)
+    transcripts = pd.read_csv(io.BytesIO(raw["transcripts"]), header=None)
     n = len(index)
     x: dict[str, np.ndarray] = {}
     labels = []
@@ -115,6 +162,91 @@ def load_clean(data_dir: str | os.PathLike[str] | None = None) -> MosiClean:
     if not (label_t == labels[0]).all():
         raise ValueError(f"labels of {paths['transcripts']} and the feature files disagree.")
     return MosiClean(x, labels[0], video, utterance, h.hexdigest(), root)
+
+
+def _missing(paths: list[Path], root: Path, data_dir: object, protocol: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"MOSI {protocol} protocol: {len(paths)} file(s) not found: "
+        f"{', '.join(str(p) for p in paths)} (looked in {root}; data_dir={data_dir!r}, "
+        f"PGM_DATA_DIR={os.environ.get('PGM_DATA_DIR')!r}). Point --data-dir or PGM_DATA_DIR at "
+        f"the folder that holds '{DATASET}/', or run `pgm bench fetch {DATASET}`."
+    )
+
+
+@dataclass
+class MosiStandard:
+    audio: np.ndarray  #: [2199, 73] float32 (raw, unstandardised)
+    y: np.ndarray  #: [2199] int64, 1 = positive
+    transcript: list[str]  #: [2199] transcripts (upper case, as released)
+    video: np.ndarray  #: [2199] video id per utterance
+    utterance: np.ndarray  #: [2199] utterance id
+    folds: dict[str, np.ndarray]  #: the SDK's train / valid / test row indices
+    digest: str  #: SHA-256 over the bytes of every file read, in STANDARD_FILES order
+    path: Path
+
+    @property
+    def position(self) -> np.ndarray:
+        return positions(self.utterance)
+
+
+def load_standard(
+    data_dir: str | os.PathLike[str] | None = None, verify: bool = True
+) -> MosiStandard:
+    """All 2,199 utterances (transcripts, release audio, labels) and the SDK standard folds
+    (52 / 10 / 31 videos). Text features are not read here: see
+    :func:`pgm_plugins.bench.datasets.minilm_text` (the release's text and video features
+    come from extractors trained on its train file, which the SDK folds do not escape)."""
+    import json
+
+    import pandas as pd
+
+    root = data_root(data_dir) / DATASET
+    paths = {k: root / v for k, v in STANDARD_FILES.items()}
+    missing = [p for p in paths.values() if not p.is_file()]
+    if missing:
+        raise _missing(missing, root, data_dir, "standard")
+    h = hashlib.sha256()
+    raw = {}
+    for key, rel in STANDARD_FILES.items():
+        raw[key] = paths[key].read_bytes()
+        if verify:
+            verify_bytes(paths[key], raw[key], EXPECTED_SHA256.get(rel))
+        h.update(key.encode())
+        h.update(raw[key])
+    transcripts = pd.read_csv(io.BytesIO(raw["transcripts"]), header=None, keep_default_na=False)
+    n = len(transcripts)
+    audio = np.full((n, WIDTHS["audio"]), np.nan, dtype=np.float32)
+    for split in ("train", "test"):
+        index = pd.read_csv(io.BytesIO(raw[f"index_{split}"]), header=None)
+        rows = index.iloc[:, 0].to_numpy(dtype=np.int64)
+        arr = pd.read_csv(io.BytesIO(raw[f"audio_{split}"]), header=None).to_numpy(np.float64)
+        if arr.shape != (len(rows), WIDTHS["audio"] + 1):
+            raise ValueError(
+                f"{paths[f'audio_{split}']} has shape {arr.shape}; expected "
+                f"({len(rows)}, {WIDTHS['audio'] + 1})."
+            )
+        audio[rows] = arr[:, :-1]
+    if np.isnan(audio).any():
+        lost = int(np.isnan(audio).any(1).sum())
+        raise ValueError(
+            f"{root}: {lost} utterance(s) of transcripts.csv have no audio row in "
+            "text_train.csv / text_test.csv."
+        )
+    utterance = transcripts.iloc[:, 0].astype(str).to_numpy()
+    video = np.array([u.rsplit("_", 1)[0] for u in utterance])
+    y = transcripts.iloc[:, 3].to_numpy(dtype=np.int64)
+    spec = json.loads(raw["folds"])
+    folds = {}
+    for name in ("train", "valid", "test"):
+        ids = set(spec.get(name, ()))
+        folds[name] = np.flatnonzero([v in ids for v in video])
+    if sum(len(f) for f in folds.values()) != n:
+        raise ValueError(
+            f"{paths['folds']}: the folds cover "
+            f"{sum(len(f) for f in folds.values())} of {n} utterances."
+        )
+    text = transcripts.iloc[:, 1].astype(str).tolist()
+    return MosiStandard(audio, y, text, video, utterance, folds, h.hexdigest(), root)
 
 
 def clean_folds(

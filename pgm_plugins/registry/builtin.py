@@ -62,11 +62,9 @@ def pgm_register_hosts(register: Any) -> None:
 
 @hookimpl
 def pgm_register_datasets(register: Any) -> None:
-    register(
-        "synthetic.uni_paired",
-        _synthetic,
-        "synthetic regression with known uni-modal and paired-modal factors",
-    )
+    from pgm_plugins.bench.datasets import register_builtin_datasets
+
+    register_builtin_datasets(register)
 
 
 def _late_fusion_bench(data: Any, seed: int, modalities: tuple[str, ...], **options: Any) -> Any:
