@@ -250,6 +250,12 @@ def test_every_arm_runs_on_tiny_data(registry, tmp_path):
     assert recs["only.a"]["key"]["host"] == "late_fusion"
 
 
+def test_suite_lr_and_window_reach_only_the_hosts_that_take_them(registry, tmp_path):
+    runner = _runner(registry, tmp_path, arms=["baseline"], seeds=[0], lr=0.01, window=4)
+    record = runner.run_cell(runner.plan(folds=[0])[0])
+    assert record["train"]["lr"] == 0.01 and "window" not in record["train"]
+
+
 def test_regression_task(registry, tmp_path):
     runner = _runner(registry, tmp_path, dataset="tiny-reg", arms=["baseline", "pgm"], seeds=[0])
     runner.run(runner.plan(folds=[0]))

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from pgm_plugins.bench.dataset import BenchData
 from pgm_plugins.bench.hosts import LateFusionHost, host_sites
 
-__all__ = ["LateFusionRun", "late_fusion"]
+__all__ = ["DESCRIPTION", "LateFusionRun", "pooled"]
 
 DESCRIPTION = (
     "late fusion: per-modality MLP encoder (sequences: masked mean over real steps first) -> "
@@ -156,11 +156,3 @@ class LateFusionRun:
 
     def next_epoch(self) -> None:
         return None
-
-
-def late_fusion(
-    data: BenchData, seed: int, modalities: tuple[str, ...], **options: Any
-) -> LateFusionRun:
-    """Bench host factory ``late_fusion`` (options: hidden, dropout, lr, weight_decay, clip,
-    batch)."""
-    return LateFusionRun(data, seed, modalities, **options)

@@ -281,11 +281,14 @@ def suite_lock(folder: Path) -> Iterator[Path]:
 
 
 def _accepts(factory: Any, name: str) -> bool:
+    """Does ``factory`` name the keyword ``name`` in its signature (``**options`` does not
+    count: suite-wide keys go only to the hosts that declare them)."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    param = params.get(name)
+    return param is not None and param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD)
 
 
 def _better(a: tuple[float, float], b: tuple[float, float] | None, higher: bool) -> bool:

@@ -67,10 +67,31 @@ def pgm_register_datasets(register: Any) -> None:
     register_builtin_datasets(register)
 
 
-def _late_fusion_bench(data: Any, seed: int, modalities: tuple[str, ...], **options: Any) -> Any:
-    from pgm_plugins.bench.late_fusion import late_fusion
+def _late_fusion_bench(
+    data: Any,
+    seed: int,
+    modalities: tuple[str, ...],
+    *,
+    lr: float = 3e-3,
+    hidden: int = 32,
+    dropout: float = 0.0,
+    weight_decay: float = 1e-4,
+    clip: float = 1.0,
+    batch: int = 100,
+) -> Any:
+    from pgm_plugins.bench.late_fusion import LateFusionRun
 
-    return late_fusion(data, seed, modalities, **options)
+    return LateFusionRun(
+        data,
+        seed,
+        modalities,
+        lr=lr,
+        hidden=hidden,
+        dropout=dropout,
+        weight_decay=weight_decay,
+        clip=clip,
+        batch=batch,
+    )
 
 
 @hookimpl

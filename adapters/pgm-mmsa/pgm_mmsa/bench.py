@@ -241,8 +241,15 @@ def _context(video: Any, position: Any, window: int, n: int) -> np.ndarray:
 
 
 def _factory(kind: str) -> Any:
-    def factory(data: Any, seed: int, modalities: tuple[str, ...], **options: Any) -> MmsaRun:
-        return MmsaRun(kind, data, seed, modalities, **options)
+    def factory(
+        data: Any,
+        seed: int,
+        modalities: tuple[str, ...],
+        *,
+        window: int = DEFAULT_WINDOW,
+        text_hidden: int = 128,
+    ) -> MmsaRun:
+        return MmsaRun(kind, data, seed, modalities, window=window, text_hidden=text_hidden)
 
     factory.__name__ = f"mmsa_{kind}"
     return factory
