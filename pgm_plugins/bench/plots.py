@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +63,25 @@ def _labels(y: Sequence[Any]) -> tuple[np.ndarray, str]:
 
 
 def shares_figure(
-    shares: pd.DataFrame, title: str, truth: Mapping[str, float] | None = None
+    panels: Mapping[str, pd.DataFrame], title: str, truth: Mapping[str, float] | None = None
 ) -> Any:
-    """Box + strip plot: ``shares`` has columns ``host``, ``modality``, ``share`` (one row per
-    cell and modality); ``truth`` adds the true uni share as a red bar per modality."""
+    """Box + strip plots, one panel per arm: each frame has columns ``host``, ``modality``,
+    ``share`` (one row per cell and modality); ``truth`` adds the true uni share as a red bar
+    per modality."""
+    fig = _figure(4.2 * max(1, len(panels)), 3.6)
+    for k, (arm, shares) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, max(1, len(panels)), k + 1)
+        _share_axes(ax, shares, arm, truth)
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def _share_axes(
+    ax: Any, shares: pd.DataFrame, title: str, truth: Mapping[str, float] | None
+) -> None:
     hosts = sorted(shares["host"].unique())
     mods = list(dict.fromkeys(shares["modality"]))
-    fig = _figure(max(4.0, 1.4 * len(mods) * max(1, len(hosts)) ** 0.5 + 2), 3.6)
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.8 / len(hosts)
+    width = 0.8 / max(1, len(hosts))
     rng = np.random.default_rng(0)
     for h, host in enumerate(hosts):
         pos, data = [], []
@@ -107,7 +117,6 @@ def shares_figure(
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="best")
-    return fig
 
 
 def parts_figure(parts: Mapping[str, Mapping[str, Any]], title: str) -> Any:
@@ -167,32 +176,32 @@ def _name(*parts: str) -> str:
 
 
 def share_plots(
-    cells: pd.DataFrame, out_dir: Path, pick_arm: Callable[[pd.DataFrame], str | None]
+    cells: pd.DataFrame, out_dir: Path, order: Callable[[Iterable[str]], list[str]] = sorted
 ) -> list[Path]:
-    """One PNG per (data set, protocol): the learned uni share per modality of the arm
-    ``pick_arm`` chooses (``pgm`` where present), over cells, one box per host."""
+    """One PNG per (data set, protocol): the learned uni share per modality over cells, one
+    panel per arm that has shares (in ``order``), one box per host."""
     written = []
     for (ds, proto), data in cells.groupby(["dataset", "protocol"], sort=True):
-        arm = pick_arm(data)
-        if arm is None:
+        have = data[data["shares"].map(bool)]
+        if have.empty:
             continue
-        rows = data[(data["arm"] == arm) & data["shares"].map(bool)]
-        long = pd.DataFrame(
-            [
-                {"host": h, "modality": m, "share": float(v)}
-                for h, s in zip(rows["host"], rows["shares"], strict=True)
-                for m, v in s.items()
-            ]
-        )
-        truth = next((t for t in rows["truth"] if t), None)
+        panels = {}
+        for arm in order(set(have["arm"])):
+            rows = have[have["arm"] == arm]
+            panels[f"{arm} ({len(rows)} cells)"] = pd.DataFrame(
+                [
+                    {"host": h, "modality": m, "share": float(v)}
+                    for h, s in zip(rows["host"], rows["shares"], strict=True)
+                    for m, v in s.items()
+                ]
+            )
+        truth = next((t for t in have["truth"] if t), None)
         true_share = None
         if truth is not None:
             raw = truth.get("true_uni_share", truth)
             if isinstance(raw, Mapping):
                 true_share = {m: float(v) for m, v in raw.items() if isinstance(v, int | float)}
-        fig = shares_figure(
-            long, f"{ds} / {proto}: learned uni share, arm {arm} ({len(rows)} cells)", true_share
-        )
+        fig = shares_figure(panels, f"{ds} / {proto}: learned uni share (test data)", true_share)
         written.append(_save(fig, out_dir / _name("shares", ds, proto)))
     return written
 

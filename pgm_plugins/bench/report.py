@@ -559,7 +559,7 @@ def _fmt(v: float, digits: int = 4) -> str:
 def _p(p: float) -> str:
     if math.isnan(p):
         return "-"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
+    return "<0.001" if p < 0.001 else f"={p:.3f}"
 
 
 def _cmp_text(row: Mapping[str, Any]) -> str:
@@ -567,7 +567,7 @@ def _cmp_text(row: Mapping[str, Any]) -> str:
         return f"- (n={row['n']})"
     return (
         f"{row['diff']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}] "
-        f"p={_p(row['p'])} p_Holm={_p(row['p_holm'])} ({int(row['wins'])}/{row['n']} better)"
+        f"p{_p(row['p'])} p_Holm{_p(row['p_holm'])} ({int(row['wins'])}/{row['n']} better)"
     )
 
 
@@ -821,14 +821,6 @@ def _csv_frame(rows: list[dict[str, Any]], cells: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _share_arm(data: pd.DataFrame) -> str | None:
-    with_shares = data[data["shares"].map(lambda s: bool(s))]
-    if with_shares.empty:
-        return None
-    arms = set(with_shares["arm"])
-    return "pgm" if "pgm" in arms else _arm_sort(arms)[0]
-
-
 def _shares_md(data: pd.DataFrame) -> list[str]:
     md: list[str] = []
     with_shares = data[data["shares"].map(lambda s: bool(s))]
@@ -998,7 +990,7 @@ def build_report(
     if plots:
         from pgm_plugins.bench.plots import parts_plots, share_plots
 
-        report.plots = share_plots(cells, out, _share_arm) + parts_plots(cells, out)
+        report.plots = share_plots(cells, out, _arm_sort) + parts_plots(cells, out)
         if report.plots:
             report.markdown += (
                 "\n## Plots\n\n"
