@@ -72,7 +72,7 @@ def shares_figure(
     for k, (arm, shares) in enumerate(panels.items()):
         ax = fig.add_subplot(1, max(1, len(panels)), k + 1)
         _share_axes(ax, shares, arm, truth)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1.03)
     return fig
 
 
@@ -167,7 +167,7 @@ def parts_figure(parts: Mapping[str, Mapping[str, Any]], title: str) -> Any:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.legend(fontsize=6, loc="best")
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=1.03)
     return fig
 
 
