@@ -32,10 +32,13 @@ import numpy as np
 
 __all__ = [
     "DATASET",
+    "EXPECTED_SHA256",
     "FILES",
+    "RECORDINGS_SHA256",
     "SPEAKERS",
     "AvDigits",
     "audio_features",
+    "check_recordings",
     "data_root",
     "held_out_speaker",
     "load",
@@ -58,6 +61,18 @@ SPEAKERS = {
 }
 SAMPLE_RATE = 8000
 NUM_CEP = 20
+#: SHA-256 of every file the loader reads besides the recordings (the data folder's SHA256SUMS)
+EXPECTED_SHA256 = {
+    "mnist_5k.csv.gz": "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d",
+    "mnist_5k_split.csv": "32a3cb6668991e7597e0fbb613d0411d0b236756eb28cbdea85d7725d8da7f09",
+    "pairs.csv": "dda6a3404909e3167f215c256d2d36db5270083695768df666ad242f32eba543",
+    "fsdd/speakers.csv": "93a9b69afe0efc08d466800896d8340ec188f03b23758cb32eba6c149257c2c5",
+    "fsdd/README.md": "523de3cafa0f54707a0ab2760a2d32b640ccfe834a081d7d35c894f1fb6d79f5",
+    "SHA256SUMS": "c5e3891742ae52c7575391b073a03bb055580deb0bae3f65139aa83f2ea060d8",
+}
+#: SHA-256 of the recordings' manifest: the lines ``"<sha256>  fsdd/recordings/<name>.wav\n"``
+#: of the 3,000 FSDD v1.0.10 clips sorted by path (the recordings' lines of SHA256SUMS)
+RECORDINGS_SHA256 = "8f12bbbd51d141d7b73139fc9ba83cf9aaea4b7a385284e7710430761b28b673"
 
 
 def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -150,10 +165,54 @@ def audio_features(signal: np.ndarray, frames: int = 32) -> tuple[np.ndarray, np
     return seq.astype(np.float32), stats.astype(np.float32), n
 
 
-def load(data_dir: str | os.PathLike[str] | None = None, frames: int = 32) -> AvDigits:
+def recordings_manifest(digests: dict[str, str]) -> str:
+    """The manifest text of :data:`RECORDINGS_SHA256`: ``path -> sha256`` as sorted lines."""
+    return "".join(f"{digests[p]}  {p}\n" for p in sorted(digests))
+
+
+def check_recordings(root: Path, digests: dict[str, str], use_sums: bool = True) -> None:
+    """Raise :class:`DigestError` unless the recordings' manifest hashes to
+    :data:`RECORDINGS_SHA256`, naming the files that differ (from ``SHA256SUMS`` when the folder
+    has the pinned one) with their expected and actual digests."""
+    from pgm_plugins.bench.download import DigestError, sha256_bytes
+
+    actual = sha256_bytes(recordings_manifest(digests).encode())
+    if actual == RECORDINGS_SHA256:
+        return
+    sums = root / "SHA256SUMS"
+    detail = ""
+    if (
+        use_sums
+        and sums.is_file()
+        and sha256_bytes(sums.read_bytes()) == EXPECTED_SHA256["SHA256SUMS"]
+    ):
+        expected = {}
+        for line in sums.read_text().splitlines():
+            digest, _, rel = line.partition("  ")
+            expected[rel.removeprefix("./")] = digest
+        bad = [
+            f"{root / p}: SHA-256 {d}, expected {expected.get(p)}"
+            for p, d in sorted(digests.items())
+            if expected.get(p) != d
+        ]
+        detail = f" {len(bad)} file(s) differ: " + "; ".join(bad[:5])
+        detail += f" and {len(bad) - 5} more." if len(bad) > 5 else "."
+    raise DigestError(
+        f"av-digits: the {len(digests)} recordings under {root / 'fsdd/recordings'} differ from "
+        f"FSDD v1.0.10 (manifest SHA-256 {actual}, expected {RECORDINGS_SHA256}).{detail} "
+        "Restore the original clips or fetch them again with `pgm bench fetch av-digits`; "
+        "verify=False reads a modified copy on purpose."
+    )
+
+
+def load(
+    data_dir: str | os.PathLike[str] | None = None, frames: int = 32, verify: bool = True
+) -> AvDigits:
     """Read images, clips, splits and fixed pairs; compute the MFCC features (about 1-2 s).
 
-    A missing file is a ``FileNotFoundError`` naming it and where it looked.
+    A missing file is a ``FileNotFoundError`` naming it and where it looked; a file whose
+    SHA-256 differs from :data:`EXPECTED_SHA256` / :data:`RECORDINGS_SHA256` a
+    ``DigestError`` naming it with both digests (``verify=False`` skips the check).
     """
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}.")
@@ -165,6 +224,11 @@ def load(data_dir: str | os.PathLike[str] | None = None, frames: int = 32) -> Av
     if missing:
         raise _missing_error(missing, root, data_dir)
     raw = {name: paths[name].read_bytes() for name in FILES}
+    if verify:
+        from pgm_plugins.bench.download import verify_bytes
+
+        for name in FILES:
+            verify_bytes(paths[name], raw[name], EXPECTED_SHA256.get(name))
     pairs = list(csv.DictReader(io.StringIO(raw["pairs.csv"].decode())))
     wavs = [root / row["audio"] for row in pairs]
     missing = [p for p in wavs if not p.is_file()]
@@ -194,12 +258,17 @@ def load(data_dir: str | os.PathLike[str] | None = None, frames: int = 32) -> Av
     if any(s not in SPLITS for s in image_split):
         raise ValueError("mnist_5k_split.csv does not give every row a split in train/valid/test.")
 
+    clips = {}
+    for path in wavs:
+        rel = str(path.relative_to(root))
+        clips[rel] = path.read_bytes()
+        h.update(rel.encode())
+        h.update(clips[rel])
+    if verify:
+        check_recordings(root, {rel: hashlib.sha256(b).hexdigest() for rel, b in clips.items()})
     seqs, stats, counts = [], [], []
     for path in wavs:
-        data = path.read_bytes()
-        h.update(str(path.relative_to(root)).encode())
-        h.update(data)
-        rate, signal = wavfile.read(io.BytesIO(data))
+        rate, signal = wavfile.read(io.BytesIO(clips[str(path.relative_to(root))]))
         if rate != SAMPLE_RATE:
             raise ValueError(f"{path}: sample rate {rate}; expected {SAMPLE_RATE}.")
         seq, st, n = audio_features(signal, frames)
