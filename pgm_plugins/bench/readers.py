@@ -85,7 +85,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:
-        canonical = module
+        canonical = "builtins" if module == "__builtin__" else module  # protocol <= 2 names
         if module.startswith("numpy.core"):
             canonical = "numpy._core" + module[len("numpy.core") :]
         if (canonical, name) in _ALLOWED or (canonical == _DTYPE_MODULE and name.endswith("DType")):
@@ -293,25 +293,31 @@ def regression_metrics(
     ``f1`` (weighted, 2 classes).
     """
     _check_name("data set for metrics", dataset, (*MMSA_DATASETS, *MULT_DATASETS[:2]))
-    p = np.asarray(pred, dtype=np.float64).reshape(-1)
-    t = np.asarray(truth, dtype=np.float64).reshape(-1)
-    if p.shape != t.shape or not len(t):
-        raise ValueError(f"predictions {p.shape} and truths {t.shape} must be equal, non-empty.")
+    p_in, t_in = np.asarray(pred).reshape(-1), np.asarray(truth).reshape(-1)
+    if p_in.shape != t_in.shape or not len(t_in):
+        raise ValueError(
+            f"predictions {p_in.shape} and truths {t_in.shape} must be equal, non-empty."
+        )
+    p, t = p_in.astype(np.float64), t_in.astype(np.float64)
     if dataset == "sims":
-        p, t = np.clip(p, -1.0, 1.0), np.clip(t, -1.0, 1.0)
+        # binned in the inputs' own precision, as MMSA compares its float32 arrays with the
+        # edges (0.1 in float32 is the edge 0.1, in float64 it would fall above it)
+        dtype = np.result_type(p_in.dtype, t_in.dtype, np.float32)
+        pc, tc = np.clip(p_in.astype(dtype), -1.0, 1.0), np.clip(t_in.astype(dtype), -1.0, 1.0)
 
         def bins(x: np.ndarray, edges: list[float]) -> np.ndarray:
-            return np.searchsorted(np.asarray(edges[1:-1]), x, side="left")
+            return np.searchsorted(np.asarray(edges[1:-1], dtype=x.dtype), x, side="left")
 
         b2, b3 = [-1.01, 0.0, 1.01], [-1.01, -0.1, 0.1, 1.01]
         b5 = [-1.01, -0.7, -0.1, 0.1, 0.7, 1.01]
+        p, t = pc.astype(np.float64), tc.astype(np.float64)
         return {
             "mae": float(np.mean(np.abs(p - t))),
             "corr": _corr(p, t),
-            "acc2": float(np.mean(bins(p, b2) == bins(t, b2))),
-            "acc3": float(np.mean(bins(p, b3) == bins(t, b3))),
-            "acc5": float(np.mean(bins(p, b5) == bins(t, b5))),
-            "f1": weighted_f1(bins(t, b2), bins(p, b2)),
+            "acc2": float(np.mean(bins(pc, b2) == bins(tc, b2))),
+            "acc3": float(np.mean(bins(pc, b3) == bins(tc, b3))),
+            "acc5": float(np.mean(bins(pc, b5) == bins(tc, b5))),
+            "f1": weighted_f1(bins(tc, b2), bins(pc, b2)),
         }
     nz = t != 0
     out = {
