@@ -14,9 +14,10 @@ import pytest
 
 from pgm_plugins.bench import download
 from pgm_plugins.bench.download import DigestError, FetchError, fetch, fetch_dataset
+from pgm_plugins.bench.mosi import data_root
 from pgm_plugins.errors import UnknownNameError
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = data_root()
 
 
 class Server:

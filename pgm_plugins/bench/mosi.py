@@ -122,14 +122,9 @@ def load_clean(data_dir: str | os.PathLike[str] | None = None, verify: bool = Tr
 
     root = data_root(data_dir) / DATASET
     paths = {k: root / v for k, v in CLEAN_FILES.items()}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
+    missing = [p for p in paths.values() if not p.is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"MOSI clean protocol: {len(missing)} file(s) not found: {', '.join(missing)} "
-            f"(looked in {root}; data_dir={data_dir!r}, PGM_DATA_DIR="
-            f"{os.environ.get('PGM_DATA_DIR')!r}). Point --data-dir or PGM_DATA_DIR at the folder "
-            f"that holds '{DATASET}/'."
-        )
+        raise _missing(missing, root, data_dir, "clean")
     h = hashlib.sha256()
     raw = {}
     for key, rel in CLEAN_FILES.items():
