@@ -332,6 +332,23 @@ def test_av_digits_leave_one_speaker_out(digits):
 
 
 @pytest.mark.data
+def test_av_digits_true_frames_with_lengths(digits):
+    true = load_dataset("av-digits", frames=None)
+    n = true.lengths["audio"]
+    assert np.array_equal(n, digits.extras["frame_count"]) and true.x["audio"].shape == (
+        3000,
+        int(n.max()),
+        20,
+    )
+    steps = np.arange(true.x["audio"].shape[1])
+    assert not true.x["audio"][steps[None, :] >= n[:, None]].any()  # zero after each clip
+    train = true.folds(0)[0].train
+    real = true.x["audio"][train][steps[None, :] < n[train, None]]
+    assert np.allclose(real.mean(0), 0, atol=1e-3) and np.allclose(real.std(0), 1, atol=1e-3)
+    assert true.digest != digits.digest and np.array_equal(true.y, digits.y)
+
+
+@pytest.mark.data
 def test_av_digits_recording_with_another_digest_is_refused(tmp_path):
     src = need("av-digits", "pairs.csv")
     dst = tmp_path / "av-digits"

@@ -103,6 +103,7 @@ class AvDigits:
     path: Path
     frames: int = 32
     audio_norm: dict[str, np.ndarray] = field(default_factory=dict)  #: train mean / sd
+    audio_raw: list[np.ndarray] = field(default_factory=list)  #: true [n_i, 20] MFCC frames
 
     def clips(self, split: str) -> np.ndarray:
         """Indices of the clips of ``split`` (``train``, ``valid``, ``test``)."""
@@ -138,6 +139,12 @@ def _missing_error(missing: list[Path], root: Path, data_dir: object) -> FileNot
 def audio_features(signal: np.ndarray, frames: int = 32) -> tuple[np.ndarray, np.ndarray, int]:
     """MFCCs of one 8 kHz clip with the README's settings: (frames resampled to ``[frames, 20]``,
     mean + sd ``[40]``, true frame count)."""
+    seq, stats, coeffs = _features(signal, frames)
+    return seq, stats, coeffs.shape[0]
+
+
+def _features(signal: np.ndarray, frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(resampled ``[frames, 20]``, mean + sd ``[40]``, the true ``[n, 20]`` MFCC frames)."""
     try:
         from python_speech_features import mfcc
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -162,7 +169,7 @@ def audio_features(signal: np.ndarray, frames: int = 32) -> tuple[np.ndarray, np
         src = np.linspace(0.0, 1.0, n)
         dst = np.linspace(0.0, 1.0, frames)
         seq = np.stack([np.interp(dst, src, coeffs[:, j]) for j in range(coeffs.shape[1])], 1)
-    return seq.astype(np.float32), stats.astype(np.float32), n
+    return seq.astype(np.float32), stats.astype(np.float32), coeffs.astype(np.float32)
 
 
 def recordings_manifest(digests: dict[str, str]) -> str:
@@ -267,14 +274,16 @@ def load(
     if verify:
         check_recordings(root, {rel: hashlib.sha256(b).hexdigest() for rel, b in clips.items()})
     seqs, stats, counts = [], [], []
+    raw_frames: list[np.ndarray] = []
     for path in wavs:
         rate, signal = wavfile.read(io.BytesIO(clips[str(path.relative_to(root))]))
         if rate != SAMPLE_RATE:
             raise ValueError(f"{path}: sample rate {rate}; expected {SAMPLE_RATE}.")
-        seq, st, n = audio_features(signal, frames)
+        seq, st, coeffs = _features(signal, frames)
         seqs.append(seq)
         stats.append(st)
-        counts.append(n)
+        counts.append(coeffs.shape[0])
+        raw_frames.append(coeffs)
     audio_label = np.array([int(r["digit"]) for r in pairs], dtype=np.int64)
     speaker = np.array([r["speaker"] for r in pairs])
     audio_split = np.array([r["split"] for r in pairs])
@@ -312,6 +321,7 @@ def load(
             "frames_mean": f_mean,
             "frames_sd": f_sd,
         },
+        audio_raw=raw_frames,
     )
 
 

@@ -313,7 +313,7 @@ def av_digits(
     protocol: str | None = None,
     data_dir: str | None = None,
     held_out: str | None = None,
-    frames: int = 32,
+    frames: int | None = 32,
     audio_stats: bool = False,
     redraw: bool = True,
     verify: bool = True,
@@ -321,7 +321,9 @@ def av_digits(
     """Spoken (FSDD) x handwritten (MNIST-5k) digits, one row per clip and its fixed image pair
     (``pairs.csv``): ``image [3000, 784]`` (pixels / 255), ``audio [3000, frames, 20]`` MFCC
     frames resampled to ``frames`` steps (``lengths["audio"]`` = ``frames``: every step is real
-    after resampling; the true frame count is ``extras["frame_count"]``), optionally
+    after resampling; the true frame count is ``extras["frame_count"]``), or with
+    ``frames=None`` the true frames ``[3000, 228, 20]`` zero-padded at the end with
+    ``lengths["audio"]`` their counts (13-228), optionally
     ``audio_stats [3000, 40]`` (per-clip MFCC mean + sd). Labels: the digit (10 classes).
 
     Protocol ``speaker``: train george, jackson, nicolas, yweweler; valid lucas; test theo.
@@ -332,15 +334,19 @@ def av_digits(
     from pgm_plugins.bench import av_digits as av
 
     proto = _protocol("av-digits", protocol, ("speaker",))
-    if frames < 1:
-        raise ConfigError(f"av-digits: frames must be >= 1, got {frames}.")
-    data = _av_loaded(data_dir, frames, verify)
+    if frames is not None and frames < 1:
+        raise ConfigError(f"av-digits: frames must be >= 1 or None (true frames), got {frames}.")
+    data = _av_loaded(data_dir, frames or 32, verify)
     if held_out is not None:
         data = av.held_out_speaker(data, held_out)
     n = len(data.audio_label)
     train, valid, test = (data.clips(s) for s in ("train", "valid", "test"))
     flat = data.images.reshape(len(data.images), -1)
-    x = {"image": flat[data.pair_image], "audio": data.audio_frames.copy()}
+    if frames is None:
+        audio, audio_len = _true_frames(data.audio_raw, train)
+    else:
+        audio, audio_len = data.audio_frames.copy(), np.full(n, frames, dtype=np.int64)
+    x = {"image": flat[data.pair_image], "audio": audio}
     if audio_stats:
         x["audio_stats"] = data.audio_stats.copy()
     train_pos = np.full(n, -1, dtype=np.int64)
@@ -366,7 +372,7 @@ def av_digits(
             f"({split_text}); 3,000 clips with their fixed image pairs"
         ),
         x=x,
-        lengths={"audio": np.full(n, frames, dtype=np.int64)},
+        lengths={"audio": audio_len},
         y=data.audio_label,
         task="classification",
         num_classes=10,
@@ -376,7 +382,12 @@ def av_digits(
         groups=data.audio_speaker,
         changes=(
             "pairs share only the digit (no instance-level correspondence)",
-            f"MFCC frames resampled to {frames} steps; audio z-scored with the train clips",
+            (
+                f"MFCC frames resampled to {frames} steps"
+                if frames
+                else "MFCC frames at their true length, zero-padded at the end"
+            )
+            + "; audio z-scored with the train clips",
             *(("training image pairs re-drawn within digit every epoch",) if redraw else ()),
             *((f"leave-one-speaker-out: {held_out} tests",) if held_out else ()),
         ),
@@ -388,6 +399,18 @@ def av_digits(
         },
         redraw=redraw_images if redraw else None,
     )
+
+
+def _true_frames(raw: list[np.ndarray], train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[N, T_max, 20]`` true MFCC frames, z-scored with the training clips' frames, zero after
+    each clip's end, and ``[N]`` frame counts."""
+    lengths = np.array([len(r) for r in raw], dtype=np.int64)
+    pooled = np.concatenate([raw[i] for i in train])
+    mean, sd = pooled.mean(0), pooled.std(0) + 1e-6
+    out = np.zeros((len(raw), int(lengths.max()), raw[0].shape[1]), dtype=np.float32)
+    for i, r in enumerate(raw):
+        out[i, : len(r)] = (r - mean) / sd
+    return out, lengths
 
 
 # ---------------------------------------------------------------------- npz
