@@ -335,11 +335,8 @@ def test_av_digits_leave_one_speaker_out(digits):
 def test_av_digits_true_frames_with_lengths(digits):
     true = load_dataset("av-digits", frames=None)
     n = true.lengths["audio"]
-    assert np.array_equal(n, digits.extras["frame_count"]) and true.x["audio"].shape == (
-        3000,
-        int(n.max()),
-        20,
-    )
+    assert np.array_equal(n, digits.extras["frame_count"])
+    assert true.x["audio"].shape == (3000, int(n.max()), 20)
     steps = np.arange(true.x["audio"].shape[1])
     assert not true.x["audio"][steps[None, :] >= n[:, None]].any()  # zero after each clip
     train = true.folds(0)[0].train
