@@ -4,7 +4,10 @@ The release's text and video extractors were trained on its train file, so only 
 utterances of its **test file** (31 videos) are unseen by every extractor. Protocol ``clean``:
 those 752 utterances, three modalities (text 100, audio 73, video 100 features), 5-fold
 cross-validation **grouped by video**, repeated over seeds, with a validation set carved **by
-video** inside each training fold. Features are standardised with the training part's statistics.
+video** inside each training fold. The loaders return raw features (:func:`standardise` uses a
+fold's training rows). Protocol ``standard`` (:func:`load_standard`): all 2,199 utterances on the
+CMU SDK's folds; its text features come from the transcripts (``pgm_plugins.bench.datasets``).
+Every file read is checked against :data:`EXPECTED_SHA256`.
 
 Cite CMU-MOSI (Zadeh et al., 2016) and Poria et al., ACL 2017 when reporting numbers on it.
 The data are read from ``data_dir`` or ``$PGM_DATA_DIR`` (default ``../shared/data`` next to the
