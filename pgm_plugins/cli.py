@@ -164,6 +164,19 @@ def _cmd_bench_report(args: argparse.Namespace) -> int:
     return int(report.main(args.suite, _results_dir(args), out_dir=out, fmt=args.format))
 
 
+def _cmd_bench_fetch(args: argparse.Namespace) -> int:
+    from pgm_plugins.bench.download import fetch_dataset
+    from pgm_plugins.errors import PgMError
+
+    try:
+        root = fetch_dataset(args.name, args.cache_dir)
+    except (PgMError, OSError) as exc:
+        print(f"pgm bench fetch: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.name} is in {root}; run suites with --data-dir {root} (or PGM_DATA_DIR={root})")
+    return 0
+
+
 def _int_list(kind: str) -> Any:
     def parse(text: str) -> int:
         try:
@@ -208,6 +221,12 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--out", help="folder for report.md / report.csv / plots")
     p.add_argument("--format", default="markdown", help="markdown, csv or none")
     p.set_defaults(func=_cmd_bench_report)
+    p = bsub.add_parser(
+        "fetch", help="download a data set's public files (verified by SHA-256) into a cache"
+    )
+    p.add_argument("name", help="mosi-utterance or av-digits")
+    p.add_argument("--cache-dir", help="where to put it (default $PGM_DATA_DIR, else ~/.cache)")
+    p.set_defaults(func=_cmd_bench_fetch)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -123,3 +123,18 @@ def test_report_without_results_exits_2(env, capsys):
     _, results = env
     assert _run("report", "tiny", "--results", results) == 2
     assert "pgm bench run" in capsys.readouterr().err
+
+
+def test_fetch_an_unknown_data_set_exits_2_with_the_nearest_match(tmp_path, capsys):
+    assert main(["bench", "fetch", "mosi-utterence", "--cache-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "'av-digits', 'mosi-utterance'" in err and "Did you mean 'mosi-utterance'" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fetch_says_which_folder_to_use(tmp_path, capsys, monkeypatch):
+    from pgm_plugins.bench import download
+
+    monkeypatch.setattr(download, "fetch_dataset", lambda name, cache_dir: tmp_path / "cache")
+    assert main(["bench", "fetch", "av-digits", "--cache-dir", str(tmp_path)]) == 0
+    assert f"--data-dir {tmp_path / 'cache'}" in capsys.readouterr().out

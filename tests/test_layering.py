@@ -1,4 +1,4 @@
-"""Imports go one way: block <- injection <- registry <- api, cli."""
+"""Imports go one way: block <- injection <- registry <- api <- bench <- cli."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "pgm_plugins"
 # each layer may import only the layers before it (and the shared helpers)
-ORDER = ["block", "injection", "registry", "api", "cli"]
+ORDER = ["block", "injection", "registry", "api", "bench", "cli"]
 SHARED = {"errors", "_io", "_text", "_version", "toy"}
 
 

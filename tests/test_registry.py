@@ -160,8 +160,10 @@ def test_builtins_register_hosts_and_datasets_through_hooks():
     spec = reg.hosts.entry("toy.late_fusion").value
     assert spec.adapter == "toy.late_fusion"
     assert spec.factory()(*spec.example()).shape == (4,)
-    x, y = reg.datasets.entry("synthetic.uni_paired").value(n=10, seed=0)
-    assert y.shape == (10,) and set(x) == {"text", "audio"}
+    data = reg.datasets.entry("synthetic").value(seeds=[0])
+    assert data.name == "synthetic" and set(data.x) == {"a", "b", "c"}
+    assert reg.datasets.entry("synthetic").plugin == "pgm_plugins.bench"
+    assert "late_fusion" in reg.bench_hosts.names()
 
 
 def run_pgm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -223,7 +225,14 @@ def test_zoo_patch_applies_and_undoes_through_the_registry():
         with pytest.raises(UnknownNameError, match=r"Did you mean 'fakezoo\.mult_pgm'"):
             api.apply_zoo_patch("fakezoo.mult")
         assert api.list_hosts("toy.*") == ["toy.late_fusion"]
-        assert api.list_datasets() == ["synthetic.uni_paired"]
+        assert api.list_datasets() == [
+            "av-digits",
+            "mmsa-pkl",
+            "mosi-utterance",
+            "mult-pkl",
+            "npz",
+            "synthetic",
+        ]
     finally:
         reset_registry(None)
 

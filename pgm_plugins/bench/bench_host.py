@@ -28,6 +28,10 @@ class HostRun(Protocol):
     sites: dict[str, str] | None
     #: what differs from the host's source, disclosed in reports
     changes: tuple[str, ...]
+    # Optional, read with getattr: ``recipe`` (dict: the host's training settings, recorded
+    # under the record's ``train``; its ``batch`` is the default batch size) and
+    # ``block_config`` (dict: PgMConfig fields this host needs, e.g. ``task="regression"`` for
+    # a host trained on scores; it overrides the suite's ``block`` settings).
 
     def parts(self) -> dict[str, list[nn.Parameter]]:
         """Host parameters by part: one key per modality (its encoder, up to the site) and

@@ -124,27 +124,15 @@ def classification_metrics(
     return metrics
 
 
-def regression_metrics(y: np.ndarray, out: np.ndarray) -> dict[str, float]:
-    """MMSA's regression metrics: mae, corr, acc7 (clipped to [-3, 3], rounded), acc2 / F1 with
-    zero labels counted as positive (``has0``) or left out (``non0``), and ``loss`` (MSE)."""
-    y = np.asarray(y, dtype=np.float64)
+def regression_metrics(y: np.ndarray, out: np.ndarray, dataset: str = "mosi") -> dict[str, float]:
+    """MMSA's regression metrics for ``dataset``'s scale (:func:`readers.regression_metrics`:
+    MOSI / MOSEI mae, corr, acc7, both acc2 conventions and F1; SIMS its own bins) and ``loss``
+    (MSE)."""
+    from pgm_plugins.bench.readers import regression_metrics as mmsa_metrics
+
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
     out = np.asarray(out, dtype=np.float64).reshape(-1)
-    corr = float(np.corrcoef(out, y)[0, 1]) if out.std() > 0 and y.std() > 0 else float("nan")
-    metrics = {
-        "mae": float(np.abs(out - y).mean()),
-        "corr": corr,
-        "acc7": float((np.round(np.clip(out, -3, 3)) == np.round(np.clip(y, -3, 3))).mean()),
-    }
-    has_t, has_p = (y >= 0).astype(int), (out >= 0).astype(int)
-    metrics["acc2_has0"] = float((has_t == has_p).mean())
-    metrics["f1_has0"] = _f1s(has_t, has_p)[0]
-    nz = y != 0
-    if nz.any():
-        t, p = (y[nz] > 0).astype(int), (out[nz] > 0).astype(int)
-        metrics["acc2_non0"] = float((t == p).mean())
-        metrics["f1_non0"] = _f1s(t, p)[0]
-    else:
-        metrics["acc2_non0"] = metrics["f1_non0"] = float("nan")
+    metrics = mmsa_metrics(out, y, dataset)
     metrics["loss"] = float(((out - y) ** 2).mean())
     return metrics
 
@@ -152,7 +140,7 @@ def regression_metrics(y: np.ndarray, out: np.ndarray) -> dict[str, float]:
 def metrics_of(data: BenchData, rows: np.ndarray, out: np.ndarray) -> dict[str, float]:
     if data.task == "classification":
         return classification_metrics(data.y[rows], out, data.primary)
-    return regression_metrics(data.y[rows], out)
+    return regression_metrics(data.y[rows], out, data.extras.get("metric_dataset", "mosi"))
 
 
 # ---------------------------------------------------------------------- data

@@ -1,4 +1,8 @@
-"""Built-in registrations, made through the same hooks as any third-party plugin."""
+"""Built-in registrations, made through the same hooks as any third-party plugin.
+
+The benchmark's data sets and hosts are a built-in plugin of their own,
+``pgm_plugins.bench.plugin``, registered by name: the benchmark sits above the API it uses.
+"""
 
 from __future__ import annotations
 
@@ -31,12 +35,6 @@ def _toy_example() -> Any:
     return (torch.randn(4, 16, generator=g), torch.randn(4, 8, generator=g))
 
 
-def _synthetic(**options: Any) -> Any:
-    from pgm_plugins.toy import make_uni_paired
-
-    return make_uni_paired(**options)
-
-
 @hookimpl
 def pgm_register_adapters(register: Any) -> None:
     register(
@@ -57,48 +55,4 @@ def pgm_register_hosts(register: Any) -> None:
         "a tiny late-fusion model (random weights)",
         adapter="toy.late_fusion",
         example=_toy_example,
-    )
-
-
-@hookimpl
-def pgm_register_datasets(register: Any) -> None:
-    from pgm_plugins.bench.datasets import register_builtin_datasets
-
-    register_builtin_datasets(register)
-
-
-def _late_fusion_bench(
-    data: Any,
-    seed: int,
-    modalities: tuple[str, ...],
-    *,
-    lr: float = 3e-3,
-    hidden: int = 32,
-    dropout: float = 0.0,
-    weight_decay: float = 1e-4,
-    clip: float = 1.0,
-    batch: int = 100,
-) -> Any:
-    from pgm_plugins.bench.late_fusion import LateFusionRun
-
-    return LateFusionRun(
-        data,
-        seed,
-        modalities,
-        lr=lr,
-        hidden=hidden,
-        dropout=dropout,
-        weight_decay=weight_decay,
-        clip=clip,
-        batch=batch,
-    )
-
-
-@hookimpl
-def pgm_register_bench_hosts(register: Any) -> None:
-    register(
-        "late_fusion",
-        _late_fusion_bench,
-        "late fusion: per-modality MLP encoders (sequences: mean over real steps) -> concat -> "
-        "MLP head; blocks at the encoders' outputs",
     )

@@ -68,8 +68,12 @@ def pgm_explain_unmatched(model: Any) -> str | None:
 def pgm_register_datasets(register: Callable[..., None]) -> None:
     """Add benchmark data sets: ``register(name, factory, description="")``.
 
-    ``factory(**options)`` loads the data set (from files: nothing may be downloaded at run time)
-    and is called only when a benchmark asks for it. Return value ignored.
+    ``factory(protocol=None, data_dir=None, **options) -> pgm_plugins.bench.BenchData`` loads the
+    data set under one protocol (``None``: its default) from files under ``data_dir`` (``None``:
+    ``$PGM_DATA_DIR``); nothing may be downloaded at run time. ``BenchData`` carries the arrays,
+    labels, groups, the protocol's folds per seed, a digest of what was read and the primary
+    metric (see ``pgm_plugins/bench/dataset.py``). Called only when a benchmark asks for it.
+    Return value ignored.
     """
 
 

@@ -11,6 +11,7 @@ plugins once (``get_registry()``). Environment:
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata as md
 import os
 from collections.abc import Callable
@@ -91,6 +92,9 @@ class PluginRegistry:
             from pgm_plugins.registry import builtin
 
             self.register_plugin(builtin, "pgm_plugins.builtin")
+            # by name: the benchmark imports the API, which imports this registry
+            bench = importlib.import_module("pgm_plugins.bench.plugin")
+            self.register_plugin(bench, "pgm_plugins.bench")
         if load_entry_points:
             self.load_entry_points()
         self.refresh()
