@@ -13,8 +13,8 @@ INSTALL_INPUTS := pyproject.toml constraints.txt $(wildcard adapters/*/pyproject
 
 .PHONY: bench test lint setup clean
 
-bench: $(STAMP)  ## the main job: the quick benchmark (arms x seeds) on embedded synthetic data
-	$(PY) benchmarks/method.py --quick --results .bench/method-quick
+bench: $(STAMP)  ## the main job: the quick transfer suite (arms x seeds) on embedded synthetic data
+	$(VENV)/bin/pgm bench run quick --results .bench --threads 2
 
 test: $(STAMP)  ## ruff, mypy and pytest
 	$(VENV)/bin/ruff check .
