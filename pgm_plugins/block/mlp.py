@@ -17,7 +17,10 @@ class MLP(nn.Sequential):
 
 
 def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
-    """``[B, T, d] -> [B, d]``: the mean over real tokens (``mask[b, t]`` True), all if None."""
+    """``[B, T, d] -> [B, d]``: the mean over real tokens (``mask[b, t]`` True), all if None;
+    a ``[B, d]`` vector (one token, no mask) is its own mean."""
+    if x.dim() == 2 and mask is None:
+        return x
     if mask is None:
         return x.mean(dim=1)
     w = mask.to(x.dtype).unsqueeze(-1)

@@ -39,8 +39,16 @@ def masked_attention(
     """Multi-head scaled dot-product attention without projections.
 
     ``q [B, Tq, w]``, ``k, v [B, Tk, w]``, ``key_mask [B, Tk]`` (True = real token). A sample with
-    no real key reads zeros.
+    no real key reads zeros. ``[B, w]`` queries or keys/values are one token each; the result has
+    ``q``'s shape.
     """
+    if k.dim() == 2 or (k.shape[1] == 1 and key_mask is None):
+        # one real key: its softmax weight is exactly 1 and the scores' gradient exactly 0, so
+        # every query reads v (the same numbers as the general path, without its ops)
+        v1 = v if v.dim() == 2 else v[:, 0]
+        return v1 if q.dim() == 2 else v1.unsqueeze(1).expand(q.shape)
+    if q.dim() == 2:
+        return masked_attention(q.unsqueeze(1), k, v, key_mask, heads).squeeze(1)
     b, tq, w = q.shape
     tk = k.shape[1]
     dh = w // heads

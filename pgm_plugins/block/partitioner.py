@@ -26,14 +26,16 @@ keeps the module a plain ``nn.Module`` that copies and pickles like any other.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from pgm_plugins.block.config import PgMConfig
 
-__all__ = ["Partition", "Partitioner", "build_partitioner", "orthonormal"]
+__all__ = ["Partition", "Partitioner", "build_partitioner", "code_maps", "orthonormal"]
 
 
 @dataclass
@@ -46,14 +48,36 @@ class Partition:
 
 
 def orthonormal(weight: Tensor) -> Tensor:
-    """``[d, r]`` with orthonormal columns spanning ``weight``'s columns (QR, signs fixed)."""
+    """``[..., d, r]`` with orthonormal columns spanning ``weight``'s columns (QR, signs fixed);
+    a batch of maps of one shape is decomposed in one call."""
     # QR in float32 at least: CPU kernels lack it for bf16/fp16 (a half-precision host)
     q, r = torch.linalg.qr(
         weight if weight.dtype in (torch.float32, torch.float64) else weight.float()
     )
-    signs = torch.sign(torch.diagonal(r))
+    signs = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
     signs = torch.where(signs == 0, torch.ones_like(signs), signs)
-    return (q * signs).to(weight.dtype)
+    return (q * signs.unsqueeze(-2)).to(weight.dtype)
+
+
+def code_maps(partitioners: Mapping[str, Partitioner]) -> dict[str, Tensor | None]:
+    """Every partitioner's ``Q`` for one forward: maps of one shape, dtype and device share one
+    batched QR (forward and backward), the same numbers as one decomposition each."""
+    maps: dict[str, Tensor | None] = {}
+    same: dict[tuple[Any, ...], list[str]] = {}
+    for m, part in partitioners.items():
+        if part.basis is None:
+            maps[m] = None
+        else:
+            b = part.basis
+            same.setdefault((tuple(b.shape), b.dtype, b.device), []).append(m)
+    for names in same.values():
+        if len(names) == 1:
+            maps[names[0]] = partitioners[names[0]].q()
+            continue
+        stacked = torch.stack([partitioners[m].basis for m in names])  # type: ignore[misc]
+        for m, q in zip(names, orthonormal(stacked).unbind(0), strict=True):
+            maps[m] = q
+    return maps
 
 
 class Partitioner(nn.Module):
@@ -97,7 +121,9 @@ class Partitioner(nn.Module):
         return z if q is None else z @ q.t()
 
     def forward(self, h_uni: Tensor, h_paired: Tensor, q: Tensor | None) -> Partition:
-        z_u, z_p = self.encode(h_uni, q), self.encode(h_paired, q)
+        z_u = self.encode(h_uni, q)
+        # one code when both branches read the same tensor (no gradient scaling on either)
+        z_p = z_u if h_paired is h_uni else self.encode(h_paired, q)
         ref = z_u
         if self.kind == "gate":
             assert self.logits is not None

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor, nn
@@ -37,7 +37,7 @@ from pgm_plugins.block.paired_learner import (
     SharedPairedLearner,
     _PairedLearner,
 )
-from pgm_plugins.block.partitioner import Partitioner, build_partitioner
+from pgm_plugins.block.partitioner import Partitioner, build_partitioner, code_maps
 from pgm_plugins.block.uni_learner import UniModalLearner
 from pgm_plugins.errors import InputError, UnknownNameError, choices_text, did_you_mean
 
@@ -69,6 +69,15 @@ class ModalParts:
             d(self.gate),
             self.mask,
         )
+
+
+@overload
+def _tokens(t: Tensor) -> Tensor: ...
+@overload
+def _tokens(t: None) -> None: ...
+def _tokens(t: Tensor | None) -> Tensor | None:
+    """A vector modality's tensor as a length-1 sequence (``ModalParts`` are token-wise)."""
+    return t if t is None or t.dim() == 3 else t.unsqueeze(1)
 
 
 @dataclass
@@ -245,16 +254,17 @@ class PgMBlock(nn.Module):
         self.check_inputs(inputs, masks)
         cfg = self.config
         masks = dict(masks or {})
-        seq = {m: h.dim() == 3 for m, h in inputs.items()}
-        hs = {m: h if seq[m] else h.unsqueeze(1) for m, h in inputs.items()}
+        # vectors stay [B, d] all the way through (every part is token-wise or rank-agnostic):
+        # the same numbers as a length-1 sequence, with fewer view and reshape ops per step
+        hs = dict(inputs)
         order = [m for m in cfg.modalities if m in hs]  # config order, whatever the caller's
         mk: dict[str, Tensor | None] = {m: masks.get(m) for m in order}
         n_mod = len(cfg.modalities)
 
-        parts_of, qs = {}, {}
+        parts_of = {}
+        qs = code_maps({m: self.partitioners[m] for m in order})  # type: ignore[misc]
         for m in order:
             part: Partitioner = self.partitioners[m]  # type: ignore[assignment]
-            qs[m] = part.q()
             h = hs[m]
             h_uni = scale_grad(h, cfg.kappa(m, "uni"))
             h_paired = scale_grad(h, cfg.kappa(m, "paired"))
@@ -286,7 +296,7 @@ class PgMBlock(nn.Module):
                     out = torch.where(mk[m].unsqueeze(-1), out, h)  # type: ignore[union-attr]
             else:
                 out = h
-            outputs[m] = out if seq[m] else out.squeeze(1)
+            outputs[m] = out
 
         losses: dict[str, Tensor] = {}
         for m in order:
@@ -315,11 +325,11 @@ class PgMBlock(nn.Module):
 
         parts = {
             m: ModalParts(
-                parts_of[m].uni,
-                parts_of[m].paired,
-                uni_learned[m],
-                paired_learned.get(m),
-                rebuilt.get(m),
+                _tokens(parts_of[m].uni),
+                _tokens(parts_of[m].paired),
+                _tokens(uni_learned[m]),
+                _tokens(paired_learned.get(m)),
+                _tokens(rebuilt.get(m)),
                 parts_of[m].gate,
                 mk[m],
             )
@@ -341,10 +351,9 @@ class PgMBlock(nn.Module):
         masks = masks or {}
         assert self.paired_bias is not None
         ref = next(iter(paired_learned.values()))
-        total = ref.new_zeros(ref.shape[0], self.config.out_dim) + self.paired_bias
+        total = self.paired_bias.expand(ref.shape[0], self.config.out_dim)  # 0 + b == b
         for m, p in paired_learned.items():
-            x = p if p.dim() == 3 else p.unsqueeze(1)
-            total = total + self.paired_heads[m](masked_mean(x, masks.get(m)))
+            total = total + self.paired_heads[m](masked_mean(p, masks.get(m)))
         return total
 
     def align_loss(
@@ -354,10 +363,7 @@ class PgMBlock(nn.Module):
     ) -> Tensor:
         """Mean alignment loss over every pair of modalities' pooled paired codes."""
         masks = masks or {}
-        pooled = [
-            masked_mean(p if p.dim() == 3 else p.unsqueeze(1), masks.get(m))
-            for m, p in paired_learned.items()
-        ]
+        pooled = [masked_mean(p, masks.get(m)) for m, p in paired_learned.items()]
         terms = []
         for i in range(len(pooled)):
             for j in range(i + 1, len(pooled)):

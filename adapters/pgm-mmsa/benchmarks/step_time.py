@@ -5,11 +5,16 @@ matters).
 Each arm is its own copy of the host (same seed) with its own ``HostTrainer`` (the host's own
 losses and optimizer groups; the block's aux loss and groups in the PgM arm). Arms are
 interleaved in a shuffled order every round, so a load change on this shared machine hits all
-three alike; the result is the median over rounds. Inputs are random at the real data's widths
+arms alike; the result is the median over rounds. ``--repeats N`` runs the whole interleaved
+measurement N times per host and reports the median of the N medians with their range (the
+spread a reader should trust). ``--baseline REV`` adds an arm ``pgm_base``: the same default
+block built by the block package of git revision ``REV`` (``benchmarks/block_cost.py`` loads
+it), for a before/after comparison in one process. Inputs are random at the real data's widths
 (step time does not depend on the values).
 
     python adapters/pgm-mmsa/benchmarks/step_time.py            # all six, 1 thread
     python adapters/pgm-mmsa/benchmarks/step_time.py --threads 2 --hosts lmf tfn
+    python adapters/pgm-mmsa/benchmarks/step_time.py --hosts misa self_mm --baseline db2373e
 
 Writes ``benchmarks/results/step_time.json`` (beside this script) with the machine, load,
 commit, versions, configs and per-host numbers.
@@ -42,6 +47,20 @@ import pgm_plugins as pp
 ARMS = ("host", "identity", "pgm", "pgm_small")
 KINDS = ["mult", "misa", "self_mm", "tfn", "lmf", "mmim"]
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[2]
+
+
+def _baseline_factory(rev: str) -> Any:
+    """``config -> block`` built by the block package of git revision ``rev``."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from block_cost import load_block_package
+
+    package = load_block_package(rev)
+
+    def build(config: pp.PgMConfig) -> Any:
+        return package.PgMBlock(package.PgMConfig.from_dict(config.to_dict()))
+
+    return build
 
 
 def _git(*args: str) -> str:
@@ -63,7 +82,7 @@ def _adapter(kind: str, suffix: str) -> str:
 
 
 def _arm(
-    kind: str, arm: str, window: int, x: Any, suffix: str = ""
+    kind: str, arm: str, window: int, x: Any, suffix: str = "", factory: Any = None
 ) -> tuple[HostTrainer, dict[str, Any]]:
     torch.manual_seed(0)
     model = build_host(kind, widths=DATA_WIDTHS, seq_len=window)
@@ -74,9 +93,15 @@ def _arm(
         mods = dict(model.named_modules())
         for site in sites.values():
             mods[site.layer].register_forward_hook(lambda m, a, out: out)
-    elif arm in ("pgm", "pgm_small"):
+    elif arm in ("pgm", "pgm_small", "pgm_base"):
         config = SMALL_BLOCK if arm == "pgm_small" else None
-        handle = pp.inject(model, _adapter(kind, suffix), config=config, example_inputs=x)
+        handle = pp.inject(
+            model,
+            _adapter(kind, suffix),
+            config=config,
+            example_inputs=x,
+            block_factory=factory if arm == "pgm_base" else None,
+        )
         info["adapter"] = handle.plan.adapter
         info["block_parameters"] = sum(p.numel() for p in handle.block.parameters())
         info["block_config"] = handle.block.config.to_dict()
@@ -129,29 +154,53 @@ def _site_tensors(trainer: HostTrainer, x: Any) -> dict[str, torch.Tensor]:
 
 
 def run_host(
-    kind: str, window: int, batch: int, rounds: int, warmup: int, suffix: str = ""
+    kind: str,
+    window: int,
+    batch: int,
+    rounds: int,
+    warmup: int,
+    suffix: str = "",
+    repeats: int = 1,
+    factory: Any = None,
 ) -> dict[str, Any]:
     x = example_inputs(kind, DATA_WIDTHS, seq_len=window, batch=batch)
     y = _labels(batch)
     index = torch.arange(batch)
     arms = {}
     infos = {}
-    for arm in ARMS:
-        arms[arm], infos[arm] = _arm(kind, arm, window, x, suffix)
+    for arm in ARMS + (("pgm_base",) if factory is not None else ()):
+        arms[arm], infos[arm] = _arm(kind, arm, window, x, suffix, factory)
     times: dict[str, list[float]] = {a: [] for a in arms}
+    medians: dict[str, list[float]] = {a: [] for a in arms}
     order = list(arms)
     rng = random.Random(0)
-    for r in range(warmup + rounds):
-        rng.shuffle(order)
-        for arm in order:
-            t0 = time.perf_counter()
-            arms[arm].step(x, y, index)
-            dt = time.perf_counter() - t0
-            if r >= warmup:
-                times[arm].append(dt)
-    med = {a: statistics.median(t) for a, t in times.items()}
+    for _ in range(repeats):
+        this: dict[str, list[float]] = {a: [] for a in arms}
+        for r in range(warmup + rounds):
+            rng.shuffle(order)
+            for arm in order:
+                t0 = time.perf_counter()
+                arms[arm].step(x, y, index)
+                dt = time.perf_counter() - t0
+                if r >= warmup:
+                    this[arm].append(dt)
+        for a, t in this.items():
+            times[a] += t
+            medians[a].append(statistics.median(t))
+    med = {a: statistics.median(m) for a, m in medians.items()}
     floor = _block_alone(arms["pgm"], x, y, rounds)
     q = {a: statistics.quantiles(t, n=4) for a, t in times.items()}
+    ratios = {
+        a: [m / h for m, h in zip(medians[a], medians["host"], strict=True)]
+        for a in arms
+        if a != "host"
+    }
+    extra = {}
+    if factory is not None:
+        extra = {
+            "ratio_pgm_base": med["pgm_base"] / med["host"],
+            "baseline_block_parameters": infos["pgm_base"]["block_parameters"],
+        }
     return {
         "kind": kind,
         "adapter": infos["pgm"]["adapter"],
@@ -166,8 +215,12 @@ def run_host(
         "ratio_pgm": med["pgm"] / med["host"],
         "ratio_pgm_small": med["pgm_small"] / med["host"],
         "ratio_identity": med["identity"] / med["host"],
+        "ratio_range_over_repeats": {a: [min(r), max(r)] for a, r in ratios.items()},
+        "step_s_median_per_repeat": medians,
+        **extra,
         "block_alone_s_median": floor,
         "rounds": rounds,
+        "repeats": repeats,
     }
 
 
@@ -180,24 +233,45 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="independent interleaved measurements per host (median of medians, range)",
+    )
+    ap.add_argument("--baseline", help="git revision whose block runs as arm 'pgm_base'")
+    ap.add_argument(
         "--variant",
         default="",
         help="adapter variant for the PgM arms where a host has it, e.g. '.cls'",
     )
     ap.add_argument("--out", type=Path, default=HERE / "results" / "step_time.json")
     args = ap.parse_args(argv)
+    if args.repeats < 1 or args.rounds < 2:
+        ap.error(f"--repeats must be >= 1 and --rounds >= 2; got {args.repeats}, {args.rounds}")
     torch.set_num_threads(args.threads)
+    factory = _baseline_factory(args.baseline) if args.baseline else None
     load_before = os.getloadavg()
     started = time.time()
     results = []
     for kind in args.hosts:
-        res = run_host(kind, args.window, args.batch, args.rounds, args.warmup, args.variant)
+        res = run_host(
+            kind,
+            args.window,
+            args.batch,
+            args.rounds,
+            args.warmup,
+            args.variant,
+            args.repeats,
+            factory,
+        )
         m = res["step_s_median"]
+        lo, hi = res["ratio_range_over_repeats"]["pgm"]
+        base = f"  base x{res['ratio_pgm_base']:.3f}" if factory is not None else ""
         print(
             f"{kind:8s} host {m['host'] * 1e3:7.1f} ms  identity x{res['ratio_identity']:.3f}  "
-            f"pgm x{res['ratio_pgm']:.3f}  small x{res['ratio_pgm_small']:.3f}  params host "
-            f"{res['host_parameters']:,} block {res['block_parameters']:,} / "
-            f"{res['small_block_parameters']:,}",
+            f"pgm x{res['ratio_pgm']:.3f} [{lo:.3f}, {hi:.3f}]{base}  small "
+            f"x{res['ratio_pgm_small']:.3f}  params host {res['host_parameters']:,} block "
+            f"{res['block_parameters']:,} / {res['small_block_parameters']:,}",
             flush=True,
         )
         results.append(res)
