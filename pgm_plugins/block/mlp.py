@@ -15,6 +15,13 @@ class MLP(nn.Sequential):
             nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out_dim)
         )
 
+    def forward(self, x: Tensor) -> Tensor:
+        for module in self:
+            # dropout with p=0 returns its input itself: skip the call (fewer ops per step)
+            if not (isinstance(module, nn.Dropout) and module.p == 0):
+                x = module(x)
+        return x
+
 
 def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
     """``[B, T, d] -> [B, d]``: the mean over real tokens (``mask[b, t]`` True), all if None;

@@ -118,7 +118,8 @@ class AttentionPairedLearner(_PairedLearner):
             reads = [masked_attention(q, b[n], b[n], masks.get(n), self.heads) for n in a if n != m]
             ctx = torch.stack(reads).mean(0)
             mixed = q * ctx if self.multiply else ctx
-            out[m] = self.out[m](self.drop(torch.cat([q, mixed], dim=-1)))
+            both = torch.cat([q, mixed], dim=-1)
+            out[m] = self.out[m](self.drop(both) if self.drop.p > 0 else both)
         return out
 
 
