@@ -108,6 +108,33 @@ class Arm:
             x.grad = None
 
 
+def agreement(arms: dict[str, Arm]) -> dict[str, Any]:
+    """Largest relative difference between the arms' outputs, loss and parameter gradients of
+    one step (the arms start from the same weights and took the same warm-up steps)."""
+    got = {}
+    for name, arm in arms.items():
+        out = arm.block(arm.xs, masks=arm.masks)
+        loss = out.aux_loss(arm.y) + sum(o.sum() for o in out.outputs.values())
+        loss.backward()
+        got[name] = {
+            **{f"outputs.{m}": o.detach() for m, o in out.outputs.items()},
+            "loss": loss.detach(),
+            **{f"grad.{n}": p.grad for n, p in arm.block.named_parameters() if p.grad is not None},
+        }
+        arm.opt.zero_grad(set_to_none=True)
+    ref = got["baseline"]
+    worst, where = 0.0, ""
+    for key, want in ref.items():
+        diff = float((got["current"][key] - want).abs().max() / want.abs().max().clamp_min(1e-12))
+        if diff >= worst:
+            worst, where = diff, key
+    return {
+        "same_tensors": sorted(ref) == sorted(got["current"]),
+        "max_rel_diff": worst,
+        "at": where,
+    }
+
+
 def count_calls(arm: Arm) -> tuple[int, collections.Counter[str], Any]:
     from torch.profiler import ProfilerActivity, profile
 
@@ -127,9 +154,12 @@ def run_shape(
         "shape": shape,
         "inputs": {m: list(s) for m, s in SHAPES[shape].items()},
     }
-    for name, arm in arms.items():
+    for arm in arms.values():
         for _ in range(warmup):
             arm.step()
+    if "baseline" in arms:
+        record["agreement"] = agreement(arms)
+    for name, arm in arms.items():
         total, calls, prof = count_calls(arm)
         record.setdefault("aten_calls", {})[name] = total
         record.setdefault("top_ops", {})[name] = dict(calls.most_common(15))
@@ -173,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             f"[{res['step_ms_quartiles'][n][0]:.2f}, {res['step_ms_quartiles'][n][1]:.2f}]"
             for n in packages
         )
+        if "agreement" in res:
+            line += f"  max rel diff {res['agreement']['max_rel_diff']:.1e}"
         print(f"{shape:8s} {line}", flush=True)
         results.append(res)
     if args.out:

@@ -52,17 +52,22 @@ def masked_attention(
     b, tq, w = q.shape
     tk = k.shape[1]
     dh = w // heads
-    qh = q.reshape(b, tq, heads, dh).transpose(1, 2)
-    kh = k.reshape(b, tk, heads, dh).transpose(1, 2)
-    vh = v.reshape(b, tk, heads, dh).transpose(1, 2)
-    scores = qh @ kh.transpose(-1, -2) / math.sqrt(dh)  # [B, H, Tq, Tk]
+    if heads == 1:  # no head axis to split off: the same products with fewer view ops
+        qh, kh, vh = q, k, v
+    else:
+        qh = q.reshape(b, tq, heads, dh).transpose(1, 2)
+        kh = k.reshape(b, tk, heads, dh).transpose(1, 2)
+        vh = v.reshape(b, tk, heads, dh).transpose(1, 2)
+    scores = qh @ kh.transpose(-1, -2) / math.sqrt(dh)  # [B, H, Tq, Tk] ([B, Tq, Tk] for 1)
     if key_mask is not None:
-        keep = key_mask[:, None, None, :]
+        keep = key_mask[:, None, :] if heads == 1 else key_mask[:, None, None, :]
         scores = scores.masked_fill(~keep, float("-inf"))
         weights = torch.softmax(scores, dim=-1)
         weights = torch.where(keep, weights, torch.zeros_like(weights))  # all-masked rows: 0
     else:
         weights = torch.softmax(scores, dim=-1)
+    if heads == 1:
+        return weights @ vh
     return (weights @ vh).transpose(1, 2).reshape(b, tq, w)
 
 
