@@ -40,6 +40,7 @@ def record(
     parts: dict[str, Any] | None = None,
     truth: dict[str, Any] | None = None,
     step_ms: float = 2.0,
+    train_digest: str | None = "fixed",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """A record in the shape of record.md (key, body)."""
     key = {
@@ -55,6 +56,8 @@ def record(
     body = {
         "status": "done",
         "suite": {"name": SUITE, "file": "toy.toml", "digest": "abc"},
+        # one training set per fold, the same in every seed (a fixed split) by default
+        **({"train_digest": f"{train_digest}-fold{fold}"} if train_digest else {}),
         "data": {
             "name": dataset,
             "protocol": protocol,
@@ -588,3 +591,53 @@ def test_several_suites_need_a_name(tmp_path):
         build_report(tmp_path)
     with pytest.raises(ReportError, match="Did you mean 'toy'"):
         build_report(tmp_path, "tyo")
+
+
+def test_mixed_digests_and_legacy_records_are_flagged(tmp_path):
+    rng = np.random.default_rng(3)
+    for seed in range(3):
+        for arm in ("baseline", "pgm"):
+            key, body = record(
+                arm=arm,
+                seed=seed,
+                primary_value=float(0.6 + 0.05 * rng.standard_normal()),
+                train_digest=None,
+            )
+            if seed == 2:  # a later run: other data, other settings
+                body["data"]["digest"] = "f" * 64
+                body["cell_digest"] = f"{arm}-new"
+            elif seed == 1:
+                body["cell_digest"] = f"{arm}-old"
+            write(tmp_path, key, body)
+    rep = build_report(tmp_path, SUITE, plots=False, step_time_files=[])
+    md = rep.markdown
+    assert "WARNING: 2 data digests in this folder" in md
+    assert "WARNING: cells of h1/baseline, h1/pgm ran with different settings" in md
+    assert "2 record(s) predate cell digests" in md
+    # no train_digest (older records), one fold: the plain t, with a warning that says why
+    assert set(rep.comparisons.loc[rep.comparisons["n"] >= 2, "test"]) == {"paired-by-folds"}
+    assert "predate train_digest" in md
+
+
+def test_report_test_kind_follows_the_training_rows(tmp_path):
+    rng = np.random.default_rng(4)
+    for seed in range(4):
+        for arm in ("baseline", "pgm"):
+            key, body = record(
+                arm=arm,
+                seed=seed,
+                primary_value=float(0.6 + 0.05 * rng.standard_normal()),
+                train_digest=f"seed{seed}",  # a split drawn per seed, fold 0 always
+            )
+            body["independent_seeds"] = False
+            write(tmp_path, key, body)
+    rep = build_report(tmp_path, SUITE, plots=False, step_time_files=[])
+    row = rep.comparisons[(rep.comparisons["arm"] == "pgm") & (rep.comparisons["metric"] == "acc2")]
+    assert row["test"].item() == "corrected" and row["ratio"].item() == pytest.approx(20 / 80)
+    for p in (tmp_path / SUITE).glob("*.json"):  # fresh rows per seed (synthetic)
+        r = json.loads(p.read_text())
+        r["independent_seeds"] = True
+        p.write_text(json.dumps(r))
+    rep = build_report(tmp_path, SUITE, plots=False, step_time_files=[])
+    row = rep.comparisons[(rep.comparisons["arm"] == "pgm") & (rep.comparisons["metric"] == "acc2")]
+    assert row["test"].item() == "independent" and "fresh, disjoint rows" in rep.markdown

@@ -323,3 +323,117 @@ def test_metrics():
     assert r["mae"] == pytest.approx(np.mean([0.4, 0.4, 1.2, 0.9]))
     assert r["acc7"] == 0.5  # rounded, clipped to [-3, 3]: -2/-2, 0/0, 1/0, 2(.5)/3
     assert r["acc2_has0"] == 0.75 and r["acc2_non0"] == pytest.approx(2 / 3)
+
+
+# ---------------------------------------------------------------- review fixes (issue 9)
+def test_changed_settings_refuse_resume_and_name_the_cells(registry, tmp_path):
+    runner = _runner(registry, tmp_path, seeds=[0])
+    cells = runner.plan(folds=[0])
+    runner.run(cells)
+    folder = tmp_path / "t"
+    stamps = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")}
+    for r in _records(folder).values():
+        assert r["cell_digest"] and r["cell_settings"]["data_digest"] == "0" * 64
+        assert "threads" not in r["cell_settings"]
+    # same settings, other thread count: nothing to rerun
+    assert _runner(registry, tmp_path, seeds=[0], threads=2).run(cells)["skipped"] == 2
+    # the block config reaches only the pgm cell; epochs reach both
+    changed = _runner(registry, tmp_path, seeds=[0], block={"rho": 0.2})
+    with pytest.raises(RunnerError) as err:
+        changed.run(changed.plan(folds=[0]))
+    text = str(err.value)
+    assert "1 finished cell(s)" in text and "late_fusion pgm fold 0 seed 0" in text
+    assert "block: {} -> {'rho': 0.2}" in text and "--results" in text
+    longer = _runner(registry, tmp_path, seeds=[0], epochs=3)
+    with pytest.raises(RunnerError, match=r"(?s)2 finished cell\(s\).*epochs: 2 -> 3"):
+        longer.run(longer.plan(folds=[0]))
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")}
+    # an older record without a digest is accepted as it is
+    for p in folder.glob("*.json"):
+        r = json.loads(p.read_text())
+        del r["cell_digest"]
+        p.write_text(json.dumps(r))
+    assert longer.run(longer.plan(folds=[0]))["skipped"] == 2
+
+
+def test_train_digest_tells_a_split_drawn_per_seed_from_a_fixed_one(registry, tmp_path):
+    from pgm_plugins.bench.report import build_report
+
+    runner = _runner(registry, tmp_path, seeds=[0, 1, 2])
+    runner.run(runner.plan(folds=[0]))  # one fold index, but tiny draws its split per seed
+    recs = list(_records(tmp_path / "t").values())
+    by_seed: dict[int, set[str]] = {}
+    for r in recs:
+        by_seed.setdefault(r["key"]["seed"], set()).add(r["train_digest"])
+    assert all(len(d) == 1 for d in by_seed.values())  # arms of a seed share the rows
+    assert len(set.union(*by_seed.values())) == 3
+    report = build_report(tmp_path, "t", tmp_path / "out", plots=False, step_time_files=[])
+    assert set(report.comparisons.loc[report.comparisons["n"] >= 2, "test"]) == {"corrected"}
+    assert "overlapping row sets" in report.markdown
+    # the same rows in every seed: the plain paired t
+    fixed = Runner(
+        _suite(registry, seeds=[0, 1, 2]), tmp_path / "fixed", registry=registry, quiet=True
+    )
+    data = fixed.load_data()
+    first = data.folds(0)
+    fixed.data = BenchData(
+        **{
+            **data.__dict__,
+            "folds": lambda seed: [Fold(f.train, f.valid, f.test, f.fold, seed) for f in first],
+        }
+    )
+    fixed.run(fixed.plan(folds=[0]))
+    report = build_report(
+        tmp_path / "fixed", "t", tmp_path / "out2", plots=False, step_time_files=[]
+    )
+    assert set(report.comparisons.loc[report.comparisons["n"] >= 2, "test"]) == {"paired"}
+    assert "only the model's seed differs" in report.markdown
+
+
+def test_a_diverged_cell_is_recorded_as_failed_and_counted(registry, tmp_path):
+    from pgm_plugins.bench.report import build_report
+
+    runner = _runner(
+        registry,
+        tmp_path,
+        dataset="tiny-reg",
+        seeds=[0],
+        host_options={"late_fusion": {"lr": 1e12, "clip": 1e30}},
+    )
+    out = runner.run(runner.plan())
+    assert out["ran"] == 4  # the suite went on past the first diverged cell
+    recs = list(_records(tmp_path / "t").values())
+    assert {r["stopped"] for r in recs} == {"non-finite"}
+    for r in recs:
+        assert np.isnan(r["metrics"]["test"]["mae"]) and "non-finite" in r["train"]["why"]
+    # a rerun does not retry them (they are finished, as failed)
+    assert (
+        _runner(
+            registry,
+            tmp_path,
+            dataset="tiny-reg",
+            seeds=[0],
+            host_options={"late_fusion": {"lr": 1e12, "clip": 1e30}},
+        ).run(runner.plan())["skipped"]
+        == 4
+    )
+    report = build_report(tmp_path, "t", tmp_path / "out", plots=False, step_time_files=[])
+    assert not report.problems and len(report.cells) == 4
+    assert "| `pgm` | 2 (2 failed) |" in report.markdown
+    assert "FAILED: 4 cell(s) diverged" in report.markdown
+    assert set(report.table["failed"]) == {2}
+
+
+def test_store_reruns_partial_and_undecodable_records(registry, tmp_path, capsys):
+    runner = _runner(registry, tmp_path, seeds=[0])
+    cells = runner.plan(folds=[0])
+    runner.run(cells)
+    partial, binary = sorted((tmp_path / "t").glob("*.json"))
+    key = json.loads(partial.read_text())["key"]
+    partial.write_text(json.dumps({"key": key, "status": "done"}))
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    again = _runner(registry, tmp_path, seeds=[0]).run(cells)
+    assert again["ran"] == 2
+    err = capsys.readouterr().err
+    assert "partial record" in err and "corrupt result file" in err
+    assert all(r["status"] == "done" and "metrics" in r for r in _records(tmp_path / "t").values())

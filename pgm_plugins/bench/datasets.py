@@ -172,6 +172,7 @@ def synthetic(
             "seed": np.concatenate(seed_of),
             "split": np.concatenate(split_of),
             "metrics": ("acc", "wf1"),
+            "independent_seeds": True,
         },
     )
 

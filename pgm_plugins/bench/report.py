@@ -208,7 +208,7 @@ def check_record(record: Any, path: Path, suite: str) -> str | None:
             f"metrics.test lacks the primary metric {primary!r}; it has "
             f"{choices_text(test)}." + did_you_mean(primary, test)
         )
-    if not math.isfinite(test[primary]):
+    if not math.isfinite(test[primary]) and record.get("stopped") != "non-finite":
         return f"metrics.test.{primary} is {test[primary]} (not finite)"
     sizes = record["sizes"]
     if not isinstance(sizes, dict) or not all(_is_int(sizes.get(s)) for s in ("train", "test")):
@@ -242,7 +242,7 @@ def read_records(
     problems: list[Problem] = []
     for path in sorted(folder.glob("*.json")):
         try:
-            record = json.loads(path.read_text())
+            record = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             problems.append(Problem(path, f"corrupt JSON ({exc}); truncated or partly written?"))
             continue
@@ -294,6 +294,10 @@ def _cells(records: Sequence[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
             "shares": r["shares"],
             "parts": r["parts"],
             "truth": r["truth"],
+            "failed": r.get("stopped") == "non-finite",
+            "cell_digest": r.get("cell_digest"),
+            "train_digest": r.get("train_digest"),
+            "independent_seeds": bool(r.get("independent_seeds", False)),
             "commit": ((r.get("env") or {}).get("git") or {}).get("commit"),
             "dirty": ((r.get("env") or {}).get("git") or {}).get("dirty"),
             "path": str(path),
@@ -341,10 +345,25 @@ def _host_rows(cells: pd.DataFrame, host: str) -> pd.DataFrame:
 
 def _pair(a: pd.DataFrame, b: pd.DataFrame, col: str) -> tuple[pd.DataFrame, int, int]:
     """Cells of ``a`` and ``b`` matched on (fold, seed); counts of unmatched cells of each."""
-    left = a[["fold", "seed", col, "n_train", "n_test"]].dropna(subset=[col])
+    cols = ["fold", "seed", col, "n_train", "n_test", "train_digest", "independent_seeds"]
+    left = a[[c for c in cols if c in a]].dropna(subset=[col])
     right = b[["fold", "seed", col]].dropna(subset=[col])
     merged = left.merge(right, on=["fold", "seed"], suffixes=("_arm", "_ref"))
     return merged, len(left) - len(merged), len(right) - len(merged)
+
+
+def _test_kind(merged: pd.DataFrame) -> str:
+    """``"paired"`` (plain paired t) when the paired cells share one training set (a fixed
+    split over seeds: one ``train_digest``) or the data set draws fresh, independent rows per
+    seed (``independent_seeds``); ``"corrected"`` (Nadeau & Bengio) otherwise: their training
+    sets overlap. Records without a ``train_digest`` (older) fall back to counting folds."""
+    if "train_digest" not in merged or merged["train_digest"].isna().any():
+        return "corrected" if merged["fold"].nunique() > 1 else "paired-by-folds"
+    if merged["train_digest"].nunique() == 1:
+        return "paired"
+    if "independent_seeds" in merged and bool(merged["independent_seeds"].all()):
+        return "independent"
+    return "corrected"
 
 
 def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
@@ -356,9 +375,9 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
         for host in _hosts(data):
             shown = _host_rows(data, host)
             for arm in _arm_sort(shown["arm"]):
-                a = shown[shown["arm"] == arm]
+                a = shown[(shown["arm"] == arm) & ~shown["failed"]]
                 for ref in REFERENCES:
-                    b = data[(data["host"] == host) & (data["arm"] == ref)]
+                    b = data[(data["host"] == host) & (data["arm"] == ref) & ~data["failed"]]
                     if arm == ref or b.empty:
                         continue
                     if arm.startswith(SINGLE_PREFIX) and ref != REFERENCES[0]:
@@ -387,10 +406,10 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
                             "wins": np.nan,
                         }
                         if len(merged) >= 2:
-                            folds = merged["fold"].nunique()
+                            kind = _test_kind(merged)
                             ratio = (
                                 float((merged["n_test"] / merged["n_train"]).mean())
-                                if folds > 1
+                                if kind == "corrected"
                                 else 0.0
                             )
                             c = compare(
@@ -400,7 +419,7 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
                                 _higher(metric, primary, higher),
                             )
                             row.update(
-                                test="corrected" if folds > 1 else "paired",
+                                test=kind,
                                 ratio=ratio,
                                 diff=c.mean,
                                 low=c.low,
@@ -577,6 +596,26 @@ def _table_md(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]
     return lines
 
 
+_TEST_TEXT = {
+    "corrected": lambda r: (
+        f"corrected resampled t (n_test/n_train = {r.mean():.3f}): the paired cells trained on "
+        "different but overlapping row sets (several folds, or a split drawn per seed)"
+    ),
+    "paired": lambda r: (
+        "plain paired t over seeds: every paired cell trained on the same rows (one fixed "
+        "split; only the model's seed differs)"
+    ),
+    "independent": lambda r: (
+        "plain paired t over seeds: the data set draws fresh, disjoint rows for every seed "
+        "(independent samples, no shared training data)"
+    ),
+    "paired-by-folds": lambda r: (
+        "plain paired t over seeds, chosen by the fold count because the records predate "
+        "train_digest: if the split is drawn per seed the interval is too narrow (rerun)"
+    ),
+}
+
+
 def _summary(cells: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
     cols = [f"test.{m}" for m in metrics if f"test.{m}" in cells]
     agg = cells.groupby("arm")[cols].agg(["mean", "std", "count"])
@@ -608,8 +647,11 @@ def _build(
         "- code: " + ", ".join(f"{c} x{n}" for c, n in commits.most_common()),
         "- statistics: mean +- std (ddof 1) over cells; differences arm - reference paired over "
         "(fold, seed) with a 95 % interval; the corrected resampled t-test of Nadeau & Bengio "
-        "(2003) where the paired cells come from several folds (they share training data), the "
-        "plain paired t-test where all come from one fixed split (seeds only). p_Holm: Holm's "
+        "(2003) where the paired cells trained on different but overlapping rows (several folds, "
+        "or a split drawn per seed: their records' train_digest differ), the plain paired "
+        "t-test where all trained on the same rows (one fixed split, seeds only) or on fresh "
+        "independent rows per seed (synthetic). Diverged cells are counted as failed and left "
+        "out of means and comparisons. p_Holm: Holm's "
         "correction over the hosts of a data set, one family per (arm, reference, metric).",
         "",
     ]
@@ -637,7 +679,11 @@ def _build(
             )
             notes.append(f"{ds}/{proto}: different data digests within seed(s) {bad}")
         elif len(digests) > 1:
-            md.append(f"- data digest: one per seed ({len(digests)}; the data are drawn per seed)")
+            md.append(
+                f"- WARNING: {len(digests)} data digests in this folder (the suite's data "
+                "changed between runs): the cells did not all see the same data"
+            )
+            notes.append(f"{ds}/{proto}: {len(digests)} data digests in one suite folder")
         elif digests:
             md.append(f"- data digest {digests[0][:16]}")
         sub = comps[(comps["dataset"] == ds) & (comps["protocol"] == proto)]
@@ -645,16 +691,32 @@ def _build(
         if len(used):
             kinds = sorted(set(used["test"]))
             ratios = used.loc[used["test"] == "corrected", "ratio"]
+            md.append("- test: " + "; ".join(_TEST_TEXT[k](ratios) for k in kinds))
+        undigested = int(data["cell_digest"].isna().sum())
+        if undigested:
             md.append(
-                "- test: "
+                f"- {undigested} record(s) predate cell digests: whether they ran with the "
+                "suite's current settings cannot be checked"
+            )
+            notes.append(f"{ds}/{proto}: {undigested} record(s) without cell_digest")
+        groups = data.dropna(subset=["cell_digest"]).groupby(["host", "arm"])["cell_digest"]
+        mixed = [f"{h}/{a}" for (h, a), n in groups.nunique().items() if n > 1]
+        if mixed:
+            md.append(
+                "- WARNING: cells of " + ", ".join(mixed) + " ran with different settings "
+                "(several cell digests): see each record's cell_settings"
+            )
+            notes.append(f"{ds}/{proto}: several cell digests in " + ", ".join(mixed))
+        failed = data[data["failed"]]
+        if len(failed):
+            md.append(
+                f"- FAILED: {len(failed)} cell(s) diverged (non-finite loss or predictions); "
+                "they are counted in each arm's `failed` and left out of means and comparisons: "
                 + ", ".join(
-                    "corrected resampled t (n_test/n_train = "
-                    f"{ratios.mean():.3f}, over folds x seeds)"
-                    if k == "corrected"
-                    else "plain paired t over seeds (one fixed split)"
-                    for k in kinds
+                    f"{r.host}/{r.arm} fold {r.fold} seed {r.seed}" for r in failed.itertuples()
                 )
             )
+            notes.append(f"{ds}/{proto}: {len(failed)} diverged cell(s)")
         hosts = _hosts(data)
         singles = data[(data["host"] == SINGLE_HOST) & data["arm"].str.startswith(SINGLE_PREFIX)]
         best_single = None
@@ -687,7 +749,7 @@ def _build(
             micro = entries[0] if entries else None
             header = [
                 "arm",
-                "n",
+                "n (failed)",
                 *[f"{m} mean +- std" for m in metrics],
                 "block params (+% of host)",
                 f"vs baseline ({primary})",
@@ -712,6 +774,7 @@ def _build(
                     "best_single": arm == best_single,
                     "primary": primary,
                     "n": len(a),
+                    "failed": int(a["failed"].sum()),
                     "host_params": arm_host,
                     "block_params": block,
                     "overhead_pct": overhead,
@@ -739,7 +802,8 @@ def _build(
                 table_rows.append(
                     [
                         label,
-                        str(len(a)),
+                        f"{len(a)}"
+                        + (f" ({int(a['failed'].sum())} failed)" if a["failed"].any() else ""),
                         *vals,
                         f"{block:,} ({overhead:+.1f} %)" if block else "0",
                         *cmp_cells,

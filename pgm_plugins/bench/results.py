@@ -34,6 +34,31 @@ def _git(args: list[str], cwd: Path) -> str | None:
     return out.stdout.strip()
 
 
+def _loaded_versions() -> dict[str, str]:
+    """Versions of the optional packages that shape results, where this process imported them."""
+    out = {}
+    for name, module in (
+        ("MMSA", "MMSA"),
+        ("scipy", "scipy"),
+        ("timm", "timm"),
+        ("transformers", "transformers"),
+        ("open_clip", "open_clip"),
+    ):
+        mod = sys.modules.get(module)
+        if mod is not None:
+            version = getattr(mod, "__version__", None)
+            if version is None:
+                from importlib.metadata import PackageNotFoundError
+                from importlib.metadata import version as dist_version
+
+                try:
+                    version = dist_version(name if name != "open_clip" else "open_clip_torch")
+                except PackageNotFoundError:
+                    continue
+            out[name] = str(version)
+    return out
+
+
 def environment(repo: Path | None = None) -> dict[str, Any]:
     """Versions, git commit + dirty flag, machine: what every record carries."""
     import numpy
@@ -50,6 +75,7 @@ def environment(repo: Path | None = None) -> dict[str, Any]:
             "torch": torch.__version__,
             "numpy": numpy.__version__,
             "pgm_plugins": __version__,
+            **_loaded_versions(),
         },
         "git": {"commit": commit, "dirty": bool(status) if status is not None else None},
         "machine": {
@@ -75,13 +101,22 @@ class ResultStore:
         path = self.path(key)
         if not path.is_file():
             return None
+        from pgm_plugins.bench.report import check_record  # report imports this module
+
         try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             print(f"warning: corrupt result file {path} ({exc}); it will be rerun", file=sys.stderr)
             return None
         if not isinstance(record, dict) or record.get("key") != dict(key):
             print(f"warning: result file {path} does not hold cell {dict(key)}", file=sys.stderr)
+            return None
+        reason = check_record(record, path, str(key.get("suite", path.parent.name)))
+        if reason is not None:
+            print(
+                f"warning: result file {path} is not usable ({reason}); it will be rerun",
+                file=sys.stderr,
+            )
             return None
         return record
 
@@ -95,8 +130,8 @@ class ResultStore:
         """Every readable record under ``root`` (corrupt files reported and skipped)."""
         for path in sorted(self.root.glob("*.json")):
             try:
-                record = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 print(f"warning: skipping corrupt result file {path} ({exc})", file=sys.stderr)
                 continue
             if isinstance(record, dict) and "key" in record:

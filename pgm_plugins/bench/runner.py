@@ -25,7 +25,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import hashlib
 import inspect
+import json
 import math
 import os
 import random
@@ -34,7 +36,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -291,6 +293,37 @@ def _better(a: tuple[float, float], b: tuple[float, float] | None, higher: bool)
     return pa == pb and a[1] < b[1]
 
 
+def cell_digest(settings: dict[str, Any]) -> str:
+    """SHA-256 over what shapes a cell (:meth:`Runner.cell_settings`), as canonical JSON."""
+    text = json.dumps(settings, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def train_digest(train: np.ndarray) -> str:
+    """SHA-256 of the sorted training row indices (int64): cells with one digest trained on
+    the same rows; the report picks its t-test from it."""
+    rows = np.sort(np.asarray(train, dtype=np.int64).reshape(-1))
+    return hashlib.sha256(rows.astype("<i8").tobytes()).hexdigest()
+
+
+def _differences(old: Any, new: dict[str, Any]) -> list[str]:
+    """Which settings differ between a stored cell (``old``: its ``cell_settings``) and now."""
+    if not isinstance(old, dict):
+        return ["(the record does not list its settings)"]
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+            if k.endswith("digest"):
+                a, b = str(a)[:16], str(b)[:16]
+            out.append(f"{k}: {a!r} -> {b!r}")
+    return out
+
+
+class Diverged(Exception):
+    """Training of a cell went non-finite (loss, predictions, or the block's finite check)."""
+
+
 class Runner:
     """Runs one suite. ``registry``: a ``PluginRegistry`` (default: the process-wide one)."""
 
@@ -431,6 +464,58 @@ class Runner:
         _seed_all(seed)
         return factory(data, seed, modalities, **kwargs)
 
+    def cell_settings(self, cell: Cell) -> dict[str, Any]:
+        """What shapes ``cell`` beyond its key: the data digest and the suite settings that
+        reach it (threads do not: they change speed, not what is computed)."""
+        s = self.suite
+        data = self.load_data()
+        arm = get_arm(cell.arm)
+        factory = self.registry.bench_hosts.entry(cell.host).value
+        host_options = dict(s.host_options.get(cell.host, {}))
+        settings: dict[str, Any] = {
+            "data_digest": data.digest,
+            "options": dict(s.options),
+            "epochs": s.epochs,
+            "patience": s.patience,
+            "batch": s.batch,
+            "host_options": host_options,
+        }
+        for key in ("lr", "window"):
+            value = getattr(s, key)
+            if value is not None and key not in host_options and _accepts(factory, key):
+                settings[key] = value
+        if arm.kind == "mslr":
+            settings["mslr_scales"] = list(s.mslr_scales)
+        if arm.factory() is not None:
+            settings["block"] = dict(s.block)
+        return settings
+
+    def stale(self, cells: Sequence[Cell]) -> list[tuple[Cell, list[str]]]:
+        """Finished cells whose stored ``cell_digest`` differs from what the suite would run
+        now, with what differs (records without a digest, older ones, are accepted)."""
+        out = []
+        for c in cells:
+            record = self.store.load(c.key(self.suite.name))
+            if record is None or "cell_digest" not in record:
+                continue
+            now = self.cell_settings(c)
+            if record["cell_digest"] != cell_digest(now):
+                out.append((c, _differences(record.get("cell_settings"), now)))
+        return out
+
+    def _refuse_stale(self, stale: list[tuple[Cell, list[str]]]) -> None:
+        lines = [f"  {c.text()}: {'; '.join(d) or 'digest differs'}" for c, d in stale[:10]]
+        more = f"\n  ... and {len(stale) - 10} more" if len(stale) > 10 else ""
+        raise RunnerError(
+            f"{len(stale)} finished cell(s) in {self.folder} were run with other settings or "
+            "data than suite "
+            f"{self.suite.name!r} ({self.suite.file or 'no file'}) gives now:\n"
+            + "\n".join(lines)
+            + more
+            + f"\nNothing was run. Move the folder away (mv {self.folder} {self.folder}.old) or "
+            "give another results root with --results to keep both."
+        )
+
     # ------------------------------------------------------------------ running
     def done(self, cells: Sequence[Cell]) -> list[bool]:
         return [self.store.path(c.key(self.suite.name)).is_file() for c in cells]
@@ -442,6 +527,9 @@ class Runner:
         with suite_lock(self.folder):
             for stale in self.folder.glob(".*.tmp"):  # left by a killed run; we hold the lock
                 stale.unlink(missing_ok=True)
+            changed = self.stale(cells)
+            if changed:
+                self._refuse_stale(changed)
             for c in cells:
                 if self.store.load(c.key(self.suite.name)) is None:
                     todo.append(c)
@@ -461,9 +549,13 @@ class Runner:
                     elif not self.quiet:
                         primary = record["primary"]
                         print(
-                            f"[{skipped + ran}/{len(cells)}] {cell.text()}: test {primary} "
-                            f"{record['metrics']['test'][primary]:.4f} "
-                            f"({record['time']['wall_s']:.1f} s) -> {path.name}",
+                            f"[{skipped + ran}/{len(cells)}] {cell.text()}: "
+                            + (
+                                "diverged (non-finite), recorded as failed "
+                                if record.get("stopped") == "non-finite"
+                                else f"test {primary} {record['metrics']['test'][primary]:.4f} "
+                            )
+                            + f"({record['time']['wall_s']:.1f} s) -> {path.name}",
                             file=sys.stderr,
                             flush=True,
                         )
@@ -519,20 +611,39 @@ class Runner:
         higher = raw.primary not in LOWER_IS_BETTER
         best: dict[str, Any] | None = None
         selection = []
+        failed: dict[str, Any] | None = None
         for setting in grid:
-            result = self._train(cell, arm, data, raw, fold, stats, modalities, setting)
+            try:
+                result = self._train(cell, arm, data, raw, fold, stats, modalities, setting)
+            except Diverged as exc:
+                failed = {**exc.args[0], "setting": setting, "why": exc.args[1]}
+                if len(grid) > 1:
+                    selection.append({"setting": setting, "valid": float("nan")})
+                continue
             valid = result["metrics"]["valid"]
             if len(grid) > 1:
                 selection.append({"setting": setting, "valid": valid[raw.primary]})
             score = (valid[raw.primary], valid["loss"])
             if best is None or _better(score, best["score"], higher):
                 best = {**result, "score": score, "setting": setting}
-        assert best is not None
+        stopped = None
+        if best is None:  # every setting diverged: a failed cell, recorded and counted
+            assert failed is not None
+            nan = {raw.primary: float("nan"), "loss": float("nan")}
+            best = {**failed, "metrics": {"valid": dict(nan), "test": dict(nan)}}
+            best["train"] = {**best["train"], "stopped": "non-finite", "why": failed["why"]}
+            stopped = "non-finite"
         if self._env is None:
             self._env = environment()
         entry = self.registry.bench_hosts.entry(cell.host)
+        settings = self.cell_settings(cell)
         record = {
             "status": "done",
+            "stopped": stopped or best["train"]["stopped"],
+            "cell_digest": cell_digest(settings),
+            "cell_settings": settings,
+            "train_digest": train_digest(fold.train),
+            "independent_seeds": bool(raw.extras.get("independent_seeds", False)),
             "suite": s.summary(),
             "data": dict(raw.summary()),
             "host": {
@@ -624,19 +735,60 @@ class Runner:
         best_epoch, best_state = -1, copy.deepcopy(run.model.state_dict())
         train_s, steps, stopped = 0.0, 0, "patience"
         epoch_data = data
+
+        def fail(why: str) -> NoReturn:
+            if handle is not None:
+                handle.remove()
+            raise Diverged(
+                {
+                    "curves": curves,
+                    "best_epoch": best_epoch,
+                    "epochs_run": len(curves["valid_loss"]),
+                    "changes": tuple(getattr(run, "changes", ())),
+                    "train": {
+                        **recipe,
+                        "batch": batch,
+                        "threads": self.threads,
+                        "lr_scale": setting.get("lr_scale"),
+                    },
+                    "parameters": {"host": host_params, "block": block_params},
+                    "time": {
+                        "train_s": train_s,
+                        "steps": steps,
+                        "step_ms": 1000 * train_s / max(steps, 1),
+                    },
+                    "shares": None,
+                    "parts": None,
+                    "block_config": block_config,
+                },
+                why,
+            )
+
         for epoch in range(s.epochs):
             if raw.redraw is not None:
                 epoch_data = _redrawn(data, raw, fold.train, stats, rng)
             t0 = time.perf_counter()
             total, n = 0.0, 0
-            for inputs, targets, rows in run.batches(epoch_data, fold.train, batch, rng):
-                terms = run.step(inputs, targets, rows)
-                total += terms["loss"] * len(rows)
-                n += len(rows)
-                steps += 1
-            run.next_epoch()
-            train_s += time.perf_counter() - t0
-            out, _ = self._predict(run, data, fold.valid, batch, None)
+            try:
+                for inputs, targets, rows in run.batches(epoch_data, fold.train, batch, rng):
+                    terms = run.step(inputs, targets, rows)
+                    loss = float(terms["loss"])
+                    if not math.isfinite(loss):
+                        raise Diverged(f"non-finite training loss ({loss}) at epoch {epoch + 1}")
+                    total += loss * len(rows)
+                    n += len(rows)
+                    steps += 1
+                run.next_epoch()
+                train_s += time.perf_counter() - t0
+                out, _ = self._predict(run, data, fold.valid, batch, None)
+                if not np.isfinite(out).all():
+                    raise Diverged(f"non-finite validation predictions at epoch {epoch + 1}")
+            except Diverged as exc:
+                fail(str(exc))
+            except PgMError as exc:
+                if "NaN or inf" not in str(exc):
+                    raise
+                fail(f"the block refused non-finite inputs at epoch {epoch + 1} ({exc})")
             valid = metrics_of(data, fold.valid, out)
             curves["train_loss"].append(total / max(n, 1))
             curves["valid_loss"].append(valid["loss"])
@@ -645,9 +797,6 @@ class Runner:
             if _better(score, best_score, higher):
                 best_score, best_epoch = score, epoch
                 best_state = copy.deepcopy(run.model.state_dict())
-            if not math.isfinite(total):
-                stopped = "non-finite training loss"
-                break
             if epoch - best_epoch >= s.patience:
                 break
         else:
@@ -656,7 +805,14 @@ class Runner:
         metrics = {}
         shares = None
         for split, rows in (("valid", fold.valid), ("test", fold.test)):
-            out, got = self._predict(run, data, rows, batch, handle)
+            try:
+                out, got = self._predict(run, data, rows, batch, handle)
+            except PgMError as exc:
+                if "NaN or inf" not in str(exc):
+                    raise
+                fail(f"the block refused non-finite inputs on {split} ({exc})")
+            if not np.isfinite(out).all():
+                fail(f"non-finite {split} predictions of the best epoch")
             metrics[split] = metrics_of(data, rows, out)
             if split == "test":
                 shares = got
