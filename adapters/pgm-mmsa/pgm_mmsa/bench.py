@@ -104,6 +104,7 @@ class MmsaRun:
             widths["vision"] = 1
             changes.append("no vision: a constant zero input of width 1")
         torch.manual_seed(seed)
+        self.seed = seed
         self.model: nn.Module = build_host(
             kind, widths=widths, seq_len=seq_len, text_hidden=text_hidden
         )
@@ -136,7 +137,9 @@ class MmsaRun:
     def attach(self, handle: Any, lr_scale: dict[str, float] | None = None) -> None:
         from pgm_mmsa.recipes import HostTrainer, _adam, host_param_groups
 
-        self.trainer = HostTrainer(self.model, handle, train_samples=self.train_samples)
+        self.trainer = HostTrainer(
+            self.model, handle, train_samples=self.train_samples, init_seed=self.seed
+        )
         self.changes = self._changes + tuple(
             c for c in self.trainer.changes if c not in self._changes
         )

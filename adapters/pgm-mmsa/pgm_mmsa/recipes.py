@@ -209,6 +209,10 @@ class HostTrainer:
             ``aux_loss`` join the host's.
         block_lr: the block's base learning rate (default: the host's main one).
         train_samples: Self-MM only: how many training samples (its label maps are per sample).
+        init_seed: MMIM only: seed of the generator its re-initialisation draws from (default
+            ``torch.initial_seed()``, the last ``torch.manual_seed``), so a host starts from the
+            same weights with or without a block injected before the trainer is built (the
+            block's own init would otherwise shift the global RNG).
 
     ``step(inputs, labels, index=None)`` runs one step on host inputs (as
     :func:`pgm_mmsa.host_inputs` makes them) and ``[B]`` labels in {-1, +1}; returns the loss
@@ -223,6 +227,7 @@ class HostTrainer:
         *,
         block_lr: float | None = None,
         train_samples: int | None = None,
+        init_seed: int | None = None,
     ) -> None:
         kind = host_kind(model)
         if kind is None:
@@ -236,7 +241,7 @@ class HostTrainer:
         groups = host_param_groups(model)
         main_lr = groups[-1]["lr"]
         if kind == "mmim":
-            self._mmim_init()
+            self._mmim_init(torch.initial_seed() if init_seed is None else init_seed)
         if handle is not None:
             groups = handle.param_groups(base_lr=block_lr or main_lr, host_groups=groups)
         self.optimizer = _adam(groups)
@@ -257,13 +262,15 @@ class HostTrainer:
         self.train_samples = train_samples
         self._selfmm: dict[str, Tensor] = {}
 
-    def _mmim_init(self) -> None:
-        """MMSA's MMIM trainer re-initialises every non-text matrix (xavier normal)."""
+    def _mmim_init(self, seed: int) -> None:
+        """MMSA's MMIM trainer re-initialises every non-text matrix (xavier normal); drawn here
+        from a generator seeded by ``seed``, in parameter order, never from the global RNG."""
         text = TEXT_MODULE["mmim"] + "."
+        gen = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
             for name, p in self.net.named_parameters():
                 if p.dim() > 1 and not name.startswith((text, "pgm_")):
-                    nn.init.xavier_normal_(p)
+                    nn.init.xavier_normal_(p, generator=gen)
 
     def next_epoch(self) -> None:
         self.epoch += 1

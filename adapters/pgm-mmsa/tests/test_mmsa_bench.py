@@ -179,3 +179,36 @@ def test_a_data_set_without_text_and_audio_is_refused_before_any_cell(registry, 
     with pytest.raises(RunnerError, match=r"mmsa\.lmf.*takes modalities text, audio"):
         runner.plan()
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_baseline_and_block_cells_of_a_seed_start_from_the_same_host(registry, tmp_path, kind):
+    """The runner's build -> inject -> attach order: the block's init must not change the
+    host's starting weights (MMIM re-initialises in its trainer: from the cell's seed)."""
+    import pgm_plugins as pp
+    from pgm_plugins.bench.arms import get_arm
+
+    runner = _runner(
+        registry, tmp_path, dataset="clean-like", hosts=[f"mmsa.{kind}"], arms=["baseline"]
+    )
+    data = runner.load_data()
+    states = {}
+    for arm_name in ("baseline", "pgm", "capacity"):
+        run = runner._build(f"mmsa.{kind}", data, 0, data.modalities)
+        factory = get_arm(arm_name).factory()
+        handle = None
+        if factory is not None:
+            handle = pp.inject(
+                run.model, sites=run.sites, config=dict(run.block_config), block_factory=factory
+            )
+        run.attach(handle)
+        states[arm_name] = {
+            k: v.clone() for k, v in run.model.state_dict().items() if "pgm" not in k
+        }
+    base = states["baseline"]
+    assert base
+    for arm_name in ("pgm", "capacity"):
+        other = states[arm_name]
+        assert set(other) == set(base)
+        differ = [k for k in base if not torch.equal(base[k], other[k])]
+        assert differ == [], f"{arm_name}: {differ[:3]}"
