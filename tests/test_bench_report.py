@@ -641,3 +641,15 @@ def test_report_test_kind_follows_the_training_rows(tmp_path):
     rep = build_report(tmp_path, SUITE, plots=False, step_time_files=[])
     row = rep.comparisons[(rep.comparisons["arm"] == "pgm") & (rep.comparisons["metric"] == "acc2")]
     assert row["test"].item() == "independent" and "fresh, disjoint rows" in rep.markdown
+
+
+def test_report_of_every_suite_goes_past_unusable_folders(tmp_path, capsys):
+    other = tmp_path / "aaa_method"  # sorted before the suite: JSON that is not a record
+    other.mkdir()
+    (other / "summary.json").write_text('{"not": "a record"}')
+    grid(tmp_path, {("h1", "baseline"): {(0, 0): 0.6, (0, 1): 0.7}})
+    assert main(None, tmp_path, None, "none") == 0
+    err = capsys.readouterr().err
+    assert "aaa_method" in err and f"report of suite {SUITE!r}" in err
+    assert (tmp_path / SUITE / "report" / "report.md").is_file()
+    assert main("aaa_method", tmp_path, None, "none") == 2  # named: still an error

@@ -1093,13 +1093,17 @@ def main(
             file=sys.stderr,
         )
         return 2
+    failed: list[str] = []
     for name in names:
         target = out_dir if out_dir is None or len(names) == 1 else Path(out_dir) / name
         try:
             report = build_report(results_dir, name, target)
         except ReportError as exc:
             print(f"pgm bench report: {exc}", file=sys.stderr)
-            return 2
+            if suite is not None:
+                return 2
+            failed.append(name)  # a folder of other JSON: report the other suites
+            continue
         if fmt == "markdown":
             print(report.markdown)
         elif fmt == "csv":
@@ -1111,4 +1115,10 @@ def main(
             f"skipped; wrote " + ", ".join(str(f) for f in report.files),
             file=sys.stderr,
         )
-    return 0
+    if failed:
+        print(
+            f"pgm bench report: {len(failed)} of {len(names)} folder(s) under {results_dir} had "
+            f"nothing to report ({', '.join(failed)}); the others were reported.",
+            file=sys.stderr,
+        )
+    return 2 if len(failed) == len(names) else 0
