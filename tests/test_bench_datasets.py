@@ -171,6 +171,30 @@ def test_npz_regression_task(tmp_path):
     path = write_npz(tmp_path / "r.npz", labels=rng.normal(size=30), **views(30, rng))
     data = load_dataset("npz", path=path, task="regression")
     assert data.task == "regression" and data.primary == "mae" and data.y.dtype == np.float32
+    # no split array: a split by seed over all 30 rows (it used to count 0 rows)
+    (fold,) = data.folds(0)
+    assert sorted(np.concatenate([fold.train, fold.valid, fold.test]).tolist()) == list(range(30))
+    assert min(len(fold.train), len(fold.valid), len(fold.test)) > 0
+    assert "metric_dataset" not in data.extras  # no sentiment scale: mae / corr only
+
+
+def test_npz_groups_that_leave_a_split_empty_and_odd_modality_names(tmp_path):
+    rng = np.random.default_rng(3)
+    labels = np.arange(20) % 2
+    path = write_npz(
+        tmp_path / "g.npz", labels=labels, groups=np.arange(20) // 10, **views(20, rng)
+    )
+    data = load_dataset("npz", path=path)
+    with pytest.raises(ConfigError, match=r"seed 0 leaves a split empty.*from 2 groups"):
+        data.folds(0)
+    for name, fixed in (("my video", "my_video"), ("audio.mfcc", "audio_mfcc"), ("3d", "m_3d")):
+        path = write_npz(
+            tmp_path / "n.npz", labels=labels, x=np.zeros((20, 2)), **{name: np.zeros((20, 2))}
+        )
+        with pytest.raises(
+            ValueError, match=rf"modality name '{name}' is not a Python .*'{fixed}'"
+        ):
+            load_dataset("npz", path=path)
 
 
 # ---------------------------------------------------------------------- MMSA / MulT pickles

@@ -92,6 +92,27 @@ def _broken_host(data, seed, modalities):
     raise ValueError("needs modalities text and audio")
 
 
+def _own_lr_host(data, seed, modalities, *, hidden: int = 16):
+    """late_fusion at its own learning rate: a host that takes no ``lr``."""
+    from pgm_plugins.bench.late_fusion import LateFusionRun
+
+    return LateFusionRun(data, seed, modalities, hidden=hidden)
+
+
+def tiny_seed1_empty(protocol=None, data_dir=None):
+    """tiny, but seed 1's split leaves the validation rows empty."""
+    data = tiny(protocol, data_dir)
+    good = data.folds
+
+    def folds(seed):
+        if seed == 1:
+            return [Fold(f.train, f.valid[:0], f.test, f.fold, seed) for f in good(seed)]
+        return good(seed)
+
+    data.folds = folds
+    return data
+
+
 @pytest.fixture
 def registry():
     plugin = types.ModuleType("tiny_bench_plugin")
@@ -100,10 +121,12 @@ def registry():
     def pgm_register_datasets(register):
         register("tiny", tiny, "tiny")
         register("tiny-reg", lambda **kw: tiny(task="regression", **kw), "tiny regression")
+        register("tiny-seed1", tiny_seed1_empty, "tiny, seed 1 without validation rows")
 
     @hookimpl
     def pgm_register_bench_hosts(register):
         register("broken", _broken_host, "a host that takes no data set")
+        register("own_lr", _own_lr_host, "late_fusion at its own learning rate")
 
     plugin.pgm_register_datasets = pgm_register_datasets  # type: ignore[attr-defined]
     plugin.pgm_register_bench_hosts = pgm_register_bench_hosts  # type: ignore[attr-defined]
@@ -263,9 +286,8 @@ def test_regression_task(registry, tmp_path):
     assert len(recs) == 2
     for r in recs:
         assert r["primary"] == "mae" and r["higher_is_better"] is False
-        assert {"mae", "corr", "acc7", "acc2_has0", "acc2_non0", "f1_has0", "f1_non0"} <= set(
-            r["metrics"]["test"]
-        )
+        # no known scale (no extras["metric_dataset"]): mae and corr, no MOSI bins
+        assert set(r["metrics"]["test"]) == {"mae", "corr", "loss"}
     pgm = next(r for r in recs if r["arm"]["name"] == "pgm")
     assert pgm["block_config"]["task"] == "regression"
 
@@ -437,3 +459,67 @@ def test_store_reruns_partial_and_undecodable_records(registry, tmp_path, capsys
     err = capsys.readouterr().err
     assert "partial record" in err and "corrupt result file" in err
     assert all(r["status"] == "done" and "metrics" in r for r in _records(tmp_path / "t").values())
+
+
+def test_bad_input_is_refused_in_plan_before_any_cell(registry, tmp_path):
+    cases = [
+        (
+            {"options": {"nn": 5}},
+            r"data set 'tiny' has no option 'nn'; valid: 'n', 'redraw', 'task'",
+        ),
+        (
+            {"host_options": {"late_fusion": {"hiden": 8}}},
+            r"bench host 'late_fusion' \(host_options\) has no option 'hiden'.*Did you mean "
+            r"'hidden'",
+        ),
+        ({"block": {"rhoo": 0.5}}, r"arm 'pgm' cannot put its block.*unknown PgMConfig field"),
+        ({"block": {"partitioner": "gaet"}}, r"arm 'pgm'.*Did you mean 'gate'"),
+        (
+            {"hosts": ["late_fusion", "own_lr"], "lr": 0.5},
+            r"lr = 0.5 would be ignored by host\(s\) own_lr.*hosts that take lr: 'late_fusion'",
+        ),
+        ({"dataset": "tiny-seed1"}, r"fold 0 of seed 1 has an empty valid split"),
+    ]
+    for table, message in cases:
+        with pytest.raises(RunnerError, match=message):
+            _runner(registry, tmp_path, **table).plan()
+    assert not list(tmp_path.rglob("*.json"))
+    # lr given per host where the host takes it, and a host without lr left alone: fine
+    _runner(registry, tmp_path, hosts=["late_fusion", "own_lr"]).plan()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(RunnerError, match=r"results folder .*afile is a file, not a folder"):
+        Runner(_suite(registry), tmp_path / "afile", registry=registry)
+
+
+def test_a_relative_npz_path_is_read_beside_the_suite_file(tmp_path):
+    from pgm_plugins.bench.suite import load_suite
+
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "views.npz",
+        labels=np.arange(40) % 2,
+        a=rng.normal(size=(40, 3)),
+        b=rng.normal(size=(40, 2)),
+    )
+    (tmp_path / "rel.toml").write_text(
+        'dataset = "npz"\nhosts = ["late_fusion"]\narms = ["baseline"]\nseeds = [0]\n'
+        '[options]\npath = "views.npz"\n'
+    )
+    suite = load_suite(str(tmp_path / "rel.toml"))
+    cwd = os.getcwd()
+    try:
+        os.chdir("/")
+        data = Runner(suite, tmp_path / "res").load_data()
+    finally:
+        os.chdir(cwd)
+    assert data.extras["path"] == str(tmp_path / "views.npz")
+
+
+def test_records_carry_the_versions_of_imported_packages():
+    import scipy
+
+    from pgm_plugins.bench.results import environment
+
+    versions = environment()["versions"]
+    assert versions["scipy"] == scipy.__version__
+    assert {"python", "torch", "numpy", "pgm_plugins"} <= set(versions)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -484,6 +485,14 @@ def npz(
         )
     x: dict[str, np.ndarray] = {}
     for k, v in modalities.items():
+        if not k.isidentifier():
+            fixed = re.sub(r"[^0-9A-Za-z_]", "_", k)
+            fixed = fixed if fixed[:1].isalpha() else f"m_{fixed}"
+            raise ValueError(
+                f"{file}: modality name {k!r} is not a Python identifier (letters, digits, "
+                "underscores; no spaces, dots or dashes): block parameters are named after it. "
+                f"Rename the array, e.g. {fixed!r}."
+            )
         if v.ndim not in (2, 3) or not (
             np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)
         ):
@@ -543,7 +552,7 @@ def npz(
                 "be in (0, 1) with a sum below 1."
             )
         strata = y if task == "classification" else None
-        folds = _seeded_split(strata, groups, valid_fraction, test_fraction)
+        folds = _seeded_split(strata, groups, valid_fraction, test_fraction, n)
         split_text = f"a split by seed ({1 - valid_fraction - test_fraction:.0%} / "
         split_text += f"{valid_fraction:.0%} / {test_fraction:.0%}"
         split_text += ", by group)" if groups is not None else ", stratified)"
@@ -580,13 +589,13 @@ def _seeded_split(
     groups: np.ndarray | None,
     valid_fraction: float,
     test_fraction: float,
+    n: int,
 ) -> Callable[[int], list[Fold]]:
     """Per seed: whole groups (or rows) shuffled within each stratum and cut into test, valid,
     train; with groups, a group goes to the stratum of its most common label."""
 
     def folds(seed: int) -> list[Fold]:
         rng = np.random.default_rng(seed)
-        n = len(strata) if strata is not None else len(groups) if groups is not None else 0
         units = groups if groups is not None else np.arange(n)
         uniq, inverse = np.unique(units, return_inverse=True)
         if strata is not None:
@@ -606,7 +615,7 @@ def _seeded_split(
         row_part = part[inverse]
         got = [np.flatnonzero(row_part == k) for k in range(3)]
         if any(len(g) == 0 for g in got):
-            raise ValueError(
+            raise ConfigError(
                 f"npz: seed {seed} leaves a split empty ({[len(g) for g in got]} train / valid "
                 f"/ test rows from {len(uniq)} {'groups' if groups is not None else 'rows'}); "
                 "give a 'split' array or more groups."

@@ -142,7 +142,23 @@ def regression_metrics(y: np.ndarray, out: np.ndarray, dataset: str = "mosi") ->
 def metrics_of(data: BenchData, rows: np.ndarray, out: np.ndarray) -> dict[str, float]:
     if data.task == "classification":
         return classification_metrics(data.y[rows], out, data.primary)
-    return regression_metrics(data.y[rows], out, data.extras.get("metric_dataset", "mosi"))
+    if "metric_dataset" in data.extras:  # MMSA's scale: its bins, Acc-7, both Acc-2
+        return regression_metrics(data.y[rows], out, data.extras["metric_dataset"])
+    return plain_regression_metrics(data.y[rows], out)
+
+
+def plain_regression_metrics(y: np.ndarray, out: np.ndarray) -> dict[str, float]:
+    """mae, corr (Pearson; NaN for constant predictions) and ``loss`` (MSE) for a regression
+    data set of no known scale (a generic ``.npz``): no sentiment bins, no clipping."""
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    out = np.asarray(out, dtype=np.float64).reshape(-1)
+    sd = out.std() * y.std()
+    corr = float(((out - out.mean()) * (y - y.mean())).mean() / sd) if sd > 0 else float("nan")
+    return {
+        "mae": float(np.abs(out - y).mean()),
+        "corr": corr,
+        "loss": float(((out - y) ** 2).mean()),
+    }
 
 
 # ---------------------------------------------------------------------- data
@@ -281,6 +297,30 @@ def _accepts(factory: Any, name: str) -> bool:
     return param is not None and param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD)
 
 
+def _keywords(factory: Any, skip: int | Sequence[str]) -> list[str] | None:
+    """The keyword options ``factory`` takes (None: it takes ``**options``, anything goes).
+    ``skip``: how many leading positional parameters, or which names, are not options."""
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    params = params[skip:] if isinstance(skip, int) else [p for p in params if p.name not in skip]
+    return [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _check_keywords(what: str, given: Sequence[str], valid: list[str] | None) -> None:
+    if valid is None:
+        return
+    bad = [k for k in given if k not in valid]
+    if bad:
+        raise RunnerError(
+            f"{what} has no option {bad[0]!r}; valid: {choices_text(valid) if valid else 'none'}."
+            + did_you_mean(bad[0], valid)
+        )
+
+
 def _better(a: tuple[float, float], b: tuple[float, float] | None, higher: bool) -> bool:
     """Is (primary, loss) ``a`` better than ``b``: primary first, ties by the lower loss."""
     if b is None:
@@ -342,6 +382,12 @@ class Runner:
         self.suite = suite
         self.root = Path(results) if results is not None else RESULTS_DIR
         self.folder = self.root / suite.name
+        for path in (self.root, self.folder):
+            if path.exists() and not path.is_dir():
+                raise RunnerError(
+                    f"results folder {path} is a file, not a folder; give --results a folder "
+                    "(it is created when missing), e.g. --results /tmp/bench-results."
+                )
         self.store = ResultStore(self.folder)
         self.data_dir = data_dir
         self.threads = threads or suite.threads
@@ -356,10 +402,30 @@ class Runner:
     def load_data(self) -> BenchData:
         if self.data is None:
             entry = self.registry.datasets.entry(self.suite.dataset)
-            try:
-                data = entry.value(
-                    protocol=self.suite.protocol, data_dir=self.data_dir, **self.suite.options
+            options = dict(self.suite.options)
+            _check_keywords(
+                f"data set {self.suite.dataset!r}",
+                list(options),
+                _keywords(entry.value, ("protocol", "data_dir")),
+            )
+            protocols = tuple(getattr(entry.value, "protocols", ()))
+            if (
+                self.suite.protocol is not None
+                and protocols
+                and self.suite.protocol not in protocols
+            ):
+                raise RunnerError(
+                    f"data set {self.suite.dataset!r} has no protocol {self.suite.protocol!r}; "
+                    f"valid: {choices_text(protocols)}."
+                    + did_you_mean(self.suite.protocol, protocols)
                 )
+            path = options.get("path")
+            if isinstance(path, str) and not Path(path).is_absolute() and self.suite.file:
+                beside = Path(self.suite.file).parent / path  # relative to the suite file
+                if beside.exists():
+                    options["path"] = str(beside)
+            try:
+                data = entry.value(protocol=self.suite.protocol, data_dir=self.data_dir, **options)
             except PgMError:
                 raise
             except (OSError, ValueError, KeyError, TypeError, ImportError) as exc:
@@ -408,7 +474,27 @@ class Runner:
                     f"{choices_text(data.modalities)}." + did_you_mean(m, data.modalities)
                 )
         self._check_primary(data)
-        n_folds = len(self.folds(seeds_[0]))
+        counts = {}
+        for seed in seeds_:  # every seed's folds now: a bad split fails before any cell
+            try:
+                got = self.folds(seed)
+            except PgMError:
+                raise
+            except (ValueError, KeyError, IndexError) as exc:
+                raise RunnerError(
+                    f"data set {data.name} ({data.protocol}): the folds of seed {seed} cannot be "
+                    f"made: {exc}"
+                ) from exc
+            for f in got:
+                empty = [n for n in ("train", "valid", "test") if len(getattr(f, n)) == 0]
+                if empty:
+                    raise RunnerError(
+                        f"data set {data.name} ({data.protocol}): fold {f.fold} of seed {seed} "
+                        f"has an empty {' and '.join(empty)} split; give more rows or groups, "
+                        "or another split."
+                    )
+            counts[seed] = len(got)
+        n_folds = min(counts.values())
         if s.folds is not None and s.folds > n_folds:
             raise RunnerError(
                 f"suite {s.name} asks for {s.folds} folds; {data.name} ({data.protocol}) has "
@@ -426,7 +512,9 @@ class Runner:
                 if singles and (hosts is None or SINGLE_HOST in hosts_):
                     for arm in singles:
                         cells.append(Cell(data.name, data.protocol, SINGLE_HOST, arm, fold, seed))
-        self._check_hosts(data, sorted({c.host for c in cells}), seeds_[0])
+        self._check_hosts(
+            data, sorted({c.host for c in cells}), seeds_[0], sorted({c.arm for c in cells})
+        )
         return cells
 
     def _check_primary(self, data: BenchData) -> None:
@@ -443,16 +531,69 @@ class Runner:
                 f"{data.task} task; computed: {choices_text(names)}."
             )
 
-    def _check_hosts(self, data: BenchData, hosts: Sequence[str], seed: int) -> None:
-        """Build every host once on the data before any cell runs: a host that cannot take the
-        data set says why now, not after hours of other cells."""
+    def _check_hosts(
+        self, data: BenchData, hosts: Sequence[str], seed: int, arms: Sequence[str] = ()
+    ) -> None:
+        """Build every host once on the data, and plan every block arm's block into it, before
+        any cell runs: a host that cannot take the data set, a bad host option or a bad
+        ``[block]`` setting says why now, not after hours of other cells."""
+        import pgm_plugins as pp
+
+        s = self.suite
+        for host, opts in s.host_options.items():
+            if host in hosts:
+                factory = self.registry.bench_hosts.entry(host).value
+                _check_keywords(
+                    f"bench host {host!r} (host_options)", list(opts), _keywords(factory, 3)
+                )
+        if s.lr is not None:
+            ignore = [
+                h
+                for h in hosts
+                if "lr" not in s.host_options.get(h, {})
+                and not _accepts(self.registry.bench_hosts.entry(h).value, "lr")
+            ]
+            if ignore:
+                take = [
+                    h
+                    for h in self.registry.bench_hosts.names()
+                    if _accepts(self.registry.bench_hosts.entry(h).value, "lr")
+                ]
+                raise RunnerError(
+                    f"suite {s.name}: lr = {s.lr} would be ignored by host(s) "
+                    f"{', '.join(ignore)} (they train with their own recipe's learning rates); "
+                    f"hosts that take lr: {choices_text(take) if take else 'none'}. Remove lr, "
+                    "or give it per host under [host_options.<host>] where the host takes it."
+                )
+        blocks = [a for a in arms if get_arm(a).factory() is not None]
         for host in hosts:
             try:
-                self._build(host, data, seed, data.modalities)
+                run = self._build(host, data, seed, data.modalities)
             except Exception as exc:
                 raise RunnerError(
                     f"bench host {host!r} cannot take data set {data.name} ({data.protocol}): {exc}"
                 ) from exc
+            if host == SINGLE_HOST and all(a.startswith("only.") for a in arms):
+                continue
+            for arm in blocks:
+                config: dict[str, Any] = {
+                    "task": data.task,
+                    "num_classes": data.num_classes if data.task == "classification" else None,
+                    **s.block,
+                    **dict(getattr(run, "block_config", None) or {}),
+                }
+                try:
+                    pp.plan(
+                        run.model,
+                        sites=run.sites,
+                        config=config,
+                        block_factory=get_arm(arm).factory(),
+                    )
+                except Exception as exc:
+                    raise RunnerError(
+                        f"arm {arm!r} cannot put its block into host {host!r} (suite [block] "
+                        f"{dict(s.block)}): {exc}"
+                    ) from exc
 
     def _build(self, host: str, data: BenchData, seed: int, modalities: tuple[str, ...]) -> Any:
         factory = self.registry.bench_hosts.entry(host).value
