@@ -394,6 +394,21 @@ def test_truth_line_counts_the_cells(tmp_path):
             write(tmp_path, key, body)
     md = build_report(tmp_path, SUITE, plots=False).markdown
     assert "as the truth does in 3/4 cells (0.75)" in md
+    # an arm whose shares are fixed (not the gate partitioner) is not judged against the truth
+    for seed in range(4):
+        key, body = record(
+            dataset="synthetic",
+            protocol="default",
+            arm="interaction",
+            seed=seed,
+            shares={"a": 0.5, "b": 0.5},
+            truth=truth,
+        )
+        body["block_config"] = {"partitioner": "split"}
+        write(tmp_path, key, body)
+    md = build_report(tmp_path, SUITE, plots=False).markdown
+    assert md.count("as the truth does in") == 1
+    assert "fixed shares (partitioner split): not learned" in md
 
 
 def _parts(rng: np.random.Generator, uni: int, paired: int, rows: int = 30) -> dict[str, Any]:

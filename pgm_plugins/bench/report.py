@@ -295,6 +295,7 @@ def _cells(records: Sequence[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
             "parts": r["parts"],
             "truth": r["truth"],
             "failed": r.get("stopped") == "non-finite",
+            "partitioner": (r.get("block_config") or {}).get("partitioner"),
             "cell_digest": r.get("cell_digest"),
             "train_digest": r.get("train_digest"),
             "independent_seeds": bool(r.get("independent_seeds", False)),
@@ -896,7 +897,14 @@ def _shares_md(data: pd.DataFrame) -> list[str]:
         parts = [f"{m}={frame[m].mean():.3f} +- {frame[m].std():.3f}" for m in frame.columns]
         md.append(f"- `{host}` / `{arm}` ({len(g)} cells): " + ", ".join(parts))
         truths = [(s, t) for s, t in zip(g["shares"], g["truth"], strict=True) if t]
-        if truths:
+        kinds = set(g["partitioner"].dropna()) if "partitioner" in g else set()
+        learned = "gate" in kinds if kinds else bool((frame.std() > 1e-9).any())
+        if truths and not learned:
+            md.append(
+                f"  - fixed shares (partitioner {', '.join(sorted(kinds)) or 'fixed'}): not "
+                "learned, so not compared with the ground truth"
+            )
+        elif truths:
             agree = [truth_agreement(s, t) for s, t in truths]
             judged = [a for a in agree if a["pairs"]]
             if not judged:
