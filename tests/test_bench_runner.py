@@ -523,3 +523,15 @@ def test_records_carry_the_versions_of_imported_packages():
     versions = environment()["versions"]
     assert versions["scipy"] == scipy.__version__
     assert {"python", "torch", "numpy", "pgm_plugins"} <= set(versions)
+
+
+def test_single_modality_cells_can_run_alone_under_late_fusion(registry, tmp_path):
+    runner = _runner(registry, tmp_path, hosts=["own_lr"], arms=["baseline", "only.a"])
+    cells = runner.plan(hosts=["late_fusion"], folds=[0])
+    assert {(c.host, c.arm) for c in cells} == {("late_fusion", "only.a")}
+    assert {(c.host, c.arm) for c in runner.plan(folds=[0])} == {
+        ("own_lr", "baseline"),
+        ("late_fusion", "only.a"),
+    }
+    with pytest.raises(RunnerError, match=r"--hosts 'late_fusin'.*Did you mean 'late_fusion'"):
+        runner.plan(hosts=["late_fusin"])

@@ -456,8 +456,13 @@ class Runner:
         """Every cell of the suite (filtered), in run order (seed, fold, host, arm); validates
         the filters, the data set, the arms' modalities and that every host takes the data."""
         s = self.suite
-        hosts_ = _subset("hosts", hosts, s.hosts)
         arms_ = _subset("arms", arms, s.arms)
+        # the only.<m> cells run under late_fusion even where the suite's hosts do not list it
+        valid_hosts = list(s.hosts)
+        if SINGLE_HOST not in valid_hosts and any(a.startswith("only.") for a in s.arms):
+            valid_hosts.append(SINGLE_HOST)
+        hosts_ = _subset("hosts", hosts, valid_hosts)
+        fusion_hosts = [h for h in hosts_ if h in s.hosts]
         seeds_ = _subset("seeds", seeds, s.seeds)
         for host in {
             *hosts_,
@@ -506,7 +511,7 @@ class Runner:
         cells = []
         for seed in seeds_:
             for fold in folds_:
-                for host in hosts_:
+                for host in fusion_hosts:
                     for arm in fusions:
                         cells.append(Cell(data.name, data.protocol, host, arm, fold, seed))
                 if singles and (hosts is None or SINGLE_HOST in hosts_):
