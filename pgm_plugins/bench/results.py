@@ -13,7 +13,7 @@ import platform
 import re
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +89,14 @@ def environment(repo: Path | None = None) -> dict[str, Any]:
 class ResultStore:
     """Result files under ``root``, one per cell key (``{"arm": ..., "seed": ..., ...}``)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(
+        self, root: str | Path, check: Callable[[dict[str, Any], Path], str | None] | None = None
+    ) -> None:
+        """``check(record, path)``: why a parsed record cannot be used (it is then rerun), or
+        None; the runner passes the report's :func:`~pgm_plugins.bench.report.check_record`
+        so a cell the report would skip is never counted as done."""
         self.root = Path(root)
+        self.check = check
 
     def path(self, key: Mapping[str, Any]) -> Path:
         name = "__".join(f"{k}={_SAFE.sub('-', str(v))}" for k, v in key.items())
@@ -101,8 +107,6 @@ class ResultStore:
         path = self.path(key)
         if not path.is_file():
             return None
-        from pgm_plugins.bench.report import check_record  # report imports this module
-
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -111,7 +115,7 @@ class ResultStore:
         if not isinstance(record, dict) or record.get("key") != dict(key):
             print(f"warning: result file {path} does not hold cell {dict(key)}", file=sys.stderr)
             return None
-        reason = check_record(record, path, str(key.get("suite", path.parent.name)))
+        reason = self.check(record, path) if self.check is not None else None
         if reason is not None:
             print(
                 f"warning: result file {path} is not usable ({reason}); it will be rerun",

@@ -388,7 +388,7 @@ class Runner:
                     f"results folder {path} is a file, not a folder; give --results a folder "
                     "(it is created when missing), e.g. --results /tmp/bench-results."
                 )
-        self.store = ResultStore(self.folder)
+        self.store = ResultStore(self.folder, check=self._check_record)
         self.data_dir = data_dir
         self.threads = threads or suite.threads
         self.quiet = quiet
@@ -397,6 +397,11 @@ class Runner:
         self._folds: dict[int, list[Fold]] = {}
         self._env: dict[str, Any] | None = None
         self._std: tuple[tuple[int, int], BenchData, dict[str, Any]] | None = None
+
+    def _check_record(self, record: dict[str, Any], path: Path) -> str | None:
+        from pgm_plugins.bench.report import check_record  # report imports the runner
+
+        return check_record(record, path, self.suite.name)
 
     # ------------------------------------------------------------------ planning
     def load_data(self) -> BenchData:
@@ -636,12 +641,16 @@ class Runner:
             settings["block"] = dict(s.block)
         return settings
 
-    def stale(self, cells: Sequence[Cell]) -> list[tuple[Cell, list[str]]]:
+    def stale(
+        self, cells: Sequence[Cell], records: Sequence[dict[str, Any] | None] | None = None
+    ) -> list[tuple[Cell, list[str]]]:
         """Finished cells whose stored ``cell_digest`` differs from what the suite would run
-        now, with what differs (records without a digest, older ones, are accepted)."""
+        now, with what differs (records without a digest, older ones, are accepted).
+        ``records``: the cells' loaded records (default: loaded here)."""
+        if records is None:
+            records = [self.store.load(c.key(self.suite.name)) for c in cells]
         out = []
-        for c in cells:
-            record = self.store.load(c.key(self.suite.name))
+        for c, record in zip(cells, records, strict=True):
             if record is None or "cell_digest" not in record:
                 continue
             now = self.cell_settings(c)
@@ -669,16 +678,14 @@ class Runner:
     def run(self, cells: Sequence[Cell]) -> dict[str, Any]:
         """Run every cell whose record is missing (or corrupt); returns counts and wall time."""
         torch.set_num_threads(self.threads)
-        todo = []
         with suite_lock(self.folder):
             for stale in self.folder.glob(".*.tmp"):  # left by a killed run; we hold the lock
                 stale.unlink(missing_ok=True)
-            changed = self.stale(cells)
+            loaded = [self.store.load(c.key(self.suite.name)) for c in cells]
+            changed = self.stale(cells, loaded)
             if changed:
                 self._refuse_stale(changed)
-            for c in cells:
-                if self.store.load(c.key(self.suite.name)) is None:
-                    todo.append(c)
+            todo = [c for c, r in zip(cells, loaded, strict=True) if r is None]
             skipped = len(cells) - len(todo)
             start = time.perf_counter()
             bar = self._bar(len(cells), skipped)
