@@ -454,6 +454,7 @@ def test_store_reruns_partial_and_undecodable_records(registry, tmp_path, capsys
     key = json.loads(partial.read_text())["key"]
     partial.write_text(json.dumps({"key": key, "status": "done"}))
     binary.write_bytes(b"\xff\xfe\x00garbage")
+    assert _runner(registry, tmp_path, seeds=[0]).done(cells) == [False, False]
     again = _runner(registry, tmp_path, seeds=[0]).run(cells)
     assert again["ran"] == 2
     err = capsys.readouterr().err

@@ -673,7 +673,21 @@ class Runner:
 
     # ------------------------------------------------------------------ running
     def done(self, cells: Sequence[Cell]) -> list[bool]:
-        return [self.store.path(c.key(self.suite.name)).is_file() for c in cells]
+        """Which cells have a usable record (what :meth:`run` skips), checked silently."""
+        out = []
+        for c in cells:
+            path = self.store.path(c.key(self.suite.name))
+            try:
+                record = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                out.append(False)
+                continue
+            out.append(
+                isinstance(record, dict)
+                and record.get("key") == c.key(self.suite.name)
+                and self._check_record(record, path) is None
+            )
+        return out
 
     def run(self, cells: Sequence[Cell]) -> dict[str, Any]:
         """Run every cell whose record is missing (or corrupt); returns counts and wall time."""
