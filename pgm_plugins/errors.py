@@ -36,6 +36,10 @@ class InputError(PgMError, ValueError):
     """A tensor handed to a block does not fit its configuration (width, modality, NaN, targets)."""
 
 
+class NonFiniteError(InputError):
+    """A block input holds NaN or inf values (training diverged upstream of the block)."""
+
+
 class UnknownNameError(PgMError, KeyError):
     """A name (adapter, modality, group, layer) is not known. ``str()`` gives the plain message."""
 

@@ -45,7 +45,7 @@ from pgm_plugins.bench.arms import Arm, count_parameters, get_arm, lr_scale_grid
 from pgm_plugins.bench.dataset import BenchData, Fold
 from pgm_plugins.bench.results import ResultStore, environment
 from pgm_plugins.bench.suite import Suite, SuiteError
-from pgm_plugins.errors import PgMError, choices_text, did_you_mean
+from pgm_plugins.errors import NonFiniteError, PgMError, choices_text, did_you_mean
 
 __all__ = [
     "RESULTS_DIR",
@@ -952,9 +952,7 @@ class Runner:
                     raise Diverged(f"non-finite validation predictions at epoch {epoch + 1}")
             except Diverged as exc:
                 fail(str(exc))
-            except PgMError as exc:
-                if "NaN or inf" not in str(exc):
-                    raise
+            except NonFiniteError as exc:
                 fail(f"the block refused non-finite inputs at epoch {epoch + 1} ({exc})")
             valid = metrics_of(data, fold.valid, out)
             curves["train_loss"].append(total / max(n, 1))
@@ -974,9 +972,7 @@ class Runner:
         for split, rows in (("valid", fold.valid), ("test", fold.test)):
             try:
                 out, got = self._predict(run, data, rows, batch, handle)
-            except PgMError as exc:
-                if "NaN or inf" not in str(exc):
-                    raise
+            except NonFiniteError as exc:
                 fail(f"the block refused non-finite inputs on {split} ({exc})")
             if not np.isfinite(out).all():
                 fail(f"non-finite {split} predictions of the best epoch")

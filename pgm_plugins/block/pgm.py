@@ -39,7 +39,13 @@ from pgm_plugins.block.paired_learner import (
 )
 from pgm_plugins.block.partitioner import Partitioner, build_partitioner, code_maps
 from pgm_plugins.block.uni_learner import UniModalLearner
-from pgm_plugins.errors import InputError, UnknownNameError, choices_text, did_you_mean
+from pgm_plugins.errors import (
+    InputError,
+    NonFiniteError,
+    UnknownNameError,
+    choices_text,
+    did_you_mean,
+)
 
 __all__ = ["ModalParts", "PgMBlock", "PgMOutput"]
 
@@ -220,7 +226,7 @@ class PgMBlock(nn.Module):
             # a data-dependent check cannot be traced; eager training stays protected
             checking = cfg.check_finite and not torch.compiler.is_compiling()
             if checking and not bool(torch.isfinite(h).all()):
-                raise InputError(
+                raise NonFiniteError(
                     f"modality {m!r} holds NaN or inf values "
                     f"({int((~torch.isfinite(h)).sum())} of {h.numel()})."
                 )

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from pgm_mmsa.adapters import KINDS
+from pgm_mmsa.data import context_windows
 
 __all__ = ["DEFAULT_WINDOW", "MmsaRun", "bench_hosts"]
 
@@ -93,7 +94,7 @@ class MmsaRun:
                 window = 1
                 changes.append("no video / position extras: each utterance alone (window 1)")
             seq_len = window
-            self.ctx = _context(video, position, window, len(data)) if window > 1 else None
+            self.ctx = context_windows(video, position, window) if window > 1 else None
             if window > 1:
                 changes.append(
                     f"context window of {window} utterances of the same video (target "
@@ -225,22 +226,6 @@ class MmsaRun:
     def next_epoch(self) -> None:
         if self.trainer is not None:
             self.trainer.next_epoch()
-
-
-def _context(video: Any, position: Any, window: int, n: int) -> np.ndarray:
-    """``[N, window]`` row indices of each window, target last, -1 where the video has no
-    earlier utterance (as :meth:`pgm_mmsa.data.MosiUtterances._context`)."""
-    order: dict[Any, list[tuple[int, int]]] = {}
-    for i, (v, p) in enumerate(zip(list(video), list(position), strict=True)):
-        order.setdefault(v, []).append((int(p), i))
-    ctx = np.full((n, window), -1, dtype=np.int64)
-    for rows in order.values():
-        rows.sort()
-        ids = [i for _, i in rows]
-        for k, i in enumerate(ids):
-            prev = ids[max(0, k - window + 1) : k + 1]
-            ctx[i, window - len(prev) :] = prev
-    return ctx
 
 
 def _factory(kind: str) -> Any:

@@ -53,6 +53,22 @@ def _rows(path: Path) -> list[list[str]]:
         return [row for row in csv.reader(f) if row]
 
 
+def context_windows(videos: Sequence[Any], positions: Sequence[Any], window: int) -> np.ndarray:
+    """``[N, window]`` row indices of each utterance's window of neighbouring utterances of the
+    same video, target last, -1 where the video has no earlier utterance."""
+    order: dict[Any, list[tuple[int, int]]] = {}
+    for i, (v, p) in enumerate(zip(list(videos), list(positions), strict=True)):
+        order.setdefault(v, []).append((int(p), i))
+    ctx = np.full((len(videos), window), -1, dtype=np.int64)
+    for rows in order.values():
+        rows.sort()
+        ids = [i for _, i in rows]
+        for k, i in enumerate(ids):
+            prev = ids[max(0, k - window + 1) : k + 1]
+            ctx[i, window - len(prev) :] = prev
+    return ctx
+
+
 @dataclass
 class MosiUtterances:
     """The clean protocol's utterances, in the release's test-file order."""
@@ -86,19 +102,7 @@ class MosiUtterances:
         return out
 
     def _context(self, window: int) -> np.ndarray:
-        """``[N, window]`` row indices of each window, target last, -1 where the video has no
-        earlier utterance."""
-        order = {}
-        for i, (v, p) in enumerate(zip(self.videos, self.positions, strict=True)):
-            order.setdefault(v, []).append((int(p), i))
-        ctx = np.full((len(self), window), -1, dtype=np.int64)
-        for rows in order.values():
-            rows.sort()
-            ids = [i for _, i in rows]
-            for k, i in enumerate(ids):
-                prev = ids[max(0, k - window + 1) : k + 1]
-                ctx[i, window - len(prev) :] = prev
-        return ctx
+        return context_windows(self.videos, self.positions, window)
 
     def batch(
         self,

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 from pgm_mmsa import plugin as mmsa_plugin
-from pgm_mmsa.bench import MmsaRun, _context
+from pgm_mmsa.bench import MmsaRun
+from pgm_mmsa.data import context_windows
 
 from pgm_plugins import hookimpl
 from pgm_plugins.bench.dataset import BenchData, Fold
@@ -127,7 +128,7 @@ def _runner(registry, tmp_path, **table):
 def test_context_windows_follow_the_video_order():
     video = np.array([0, 0, 0, 1, 1])
     position = np.array([2, 0, 1, 0, 1])
-    ctx = _context(video, position, 3, 5)
+    ctx = context_windows(video, position, 3)
     assert ctx.tolist() == [[1, 2, 0], [-1, -1, 1], [-1, 1, 2], [-1, -1, 3], [-1, 3, 4]]
 
 
