@@ -229,8 +229,17 @@ def _add_bench(sub: Any) -> None:
     p.set_defaults(func=_cmd_bench_fetch)
 
 
+class _Parser(argparse.ArgumentParser):
+    """No prefix matching of long options (``--arm`` is not taken for ``--arms``): a typo gets
+    an error, never another option; subcommand parsers inherit the class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pgm", description="PgM blocks in other people's models")
+    parser = _Parser(prog="pgm", description="PgM blocks in other people's models")
     parser.add_argument("--version", action="version", version=f"pgm-plugins {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("plugins", help="loaded plugins, their versions, hooks and load errors")
@@ -252,11 +261,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_layers)
     _add_bench(sub)
+    for leaf in _leaves(parser):
+        leaf.set_defaults(parser_=leaf)
     return parser
 
 
+def _leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers that run a command (those without subcommands), depth first."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [parser]
+    return [leaf for a in subs for p in a.choices.values() for leaf in _leaves(p)]
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; an unknown option is refused naming the command's options and the
+    nearest one (``--arm`` -> ``--arms``)."""
+    from pgm_plugins.errors import did_you_mean
+
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        leaf: argparse.ArgumentParser = args.parser_
+        options = [o for a in leaf._actions for o in a.option_strings if o.startswith("--")]
+        flag = next((u.split("=")[0] for u in unknown if u.startswith("-")), unknown[0])
+        leaf.error(
+            f"unrecognized arguments: {' '.join(unknown)}; options of {leaf.prog!r}: "
+            f"{', '.join(options)}.{did_you_mean(flag, options, n=1)}"
+        )
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return int(args.func(args))
     except Exception as exc:

@@ -111,6 +111,19 @@ def test_run_prints_the_table_and_resumes(env, capsys):
     assert len(list((results / "tiny").glob("*.json"))) == 5  # only.a on seed 0 added
 
 
+@pytest.mark.parametrize("option", ["--arm", "--result"])
+def test_an_abbreviated_option_is_refused_with_the_nearest_one(env, capsys, option):
+    # argparse would take a unique prefix for the full option; a typo must not run anything
+    suite, results = env
+    with pytest.raises(SystemExit) as exc:
+        _run("run", suite, option, results)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert f"unrecognized arguments: {option}" in err and "options of 'pgm bench run'" in err
+    assert f"Did you mean '{option}s'?" in err
+    assert not results.exists()
+
+
 def test_list_shows_suites_data_sets_and_hosts(env, capsys):
     _, results = env
     assert _run("list", "--results", results) == 0
