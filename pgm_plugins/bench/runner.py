@@ -903,33 +903,35 @@ class Runner:
         train_s, steps, stopped = 0.0, 0, "patience"
         epoch_data = data
 
+        def outcome(**fields: Any) -> dict[str, Any]:
+            """What a cell's record says about its training, as it stands; ``fields`` win."""
+            return {
+                "curves": curves,
+                "best_epoch": best_epoch,
+                "epochs_run": len(curves["valid_loss"]),
+                "changes": tuple(getattr(run, "changes", ())),
+                "train": {
+                    **recipe,
+                    "batch": batch,
+                    "threads": self.threads,
+                    "lr_scale": setting.get("lr_scale"),
+                },
+                "parameters": {"host": host_params, "block": block_params},
+                "time": {
+                    "train_s": train_s,
+                    "steps": steps,
+                    "step_ms": 1000 * train_s / max(steps, 1),
+                },
+                "shares": None,
+                "parts": None,
+                "block_config": block_config,
+                **fields,
+            }
+
         def fail(why: str) -> NoReturn:
             if handle is not None:
                 handle.remove()
-            raise Diverged(
-                {
-                    "curves": curves,
-                    "best_epoch": best_epoch,
-                    "epochs_run": len(curves["valid_loss"]),
-                    "changes": tuple(getattr(run, "changes", ())),
-                    "train": {
-                        **recipe,
-                        "batch": batch,
-                        "threads": self.threads,
-                        "lr_scale": setting.get("lr_scale"),
-                    },
-                    "parameters": {"host": host_params, "block": block_params},
-                    "time": {
-                        "train_s": train_s,
-                        "steps": steps,
-                        "step_ms": 1000 * train_s / max(steps, 1),
-                    },
-                    "shares": None,
-                    "parts": None,
-                    "block_config": block_config,
-                },
-                why,
-            )
+            raise Diverged(outcome(), why)
 
         for epoch in range(s.epochs):
             if raw.redraw is not None:
@@ -982,29 +984,9 @@ class Runner:
         parts = self._parts(run, data, fold.test, handle) if handle is not None else None
         if handle is not None:
             handle.remove()
-        return {
-            "metrics": metrics,
-            "curves": curves,
-            "best_epoch": best_epoch,
-            "epochs_run": len(curves["valid_loss"]),
-            "changes": tuple(getattr(run, "changes", ())),
-            "train": {
-                **recipe,
-                "batch": batch,
-                "threads": self.threads,
-                "stopped": stopped,
-                "lr_scale": setting.get("lr_scale"),
-            },
-            "parameters": {"host": host_params, "block": block_params},
-            "time": {
-                "train_s": train_s,
-                "steps": steps,
-                "step_ms": 1000 * train_s / max(steps, 1),
-            },
-            "shares": shares if shares else None,
-            "parts": parts,
-            "block_config": block_config,
-        }
+        done = outcome(metrics=metrics, shares=shares if shares else None, parts=parts)
+        done["train"] = {**done["train"], "stopped": stopped}
+        return done
 
     def _parts(
         self, run: Any, data: BenchData, test: np.ndarray, handle: Any
