@@ -42,7 +42,7 @@ def record(
     step_ms: float = 2.0,
     train_digest: str | None = "fixed",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A record in the shape of record.md (key, body)."""
+    """A record in the shape of docs/results.md (key, body)."""
     key = {
         "suite": SUITE,
         "dataset": dataset,

@@ -24,7 +24,7 @@ from pgm_plugins.bench.runner import (
 from pgm_plugins.bench.suite import parse_suite
 from pgm_plugins.registry import PluginRegistry
 
-#: what every record must hold (record.md)
+#: what every record must hold (docs/results.md)
 RECORD_KEYS = {
     "key",
     "status",

@@ -1,7 +1,7 @@
 """``pgm bench report``: tables, paired statistics and plots from a suite's result records.
 
 Reads every record under ``<results_dir>/<suite>/*.json`` (one per cell, the shape of
-``/work/briefs/record.md``: see :data:`CONTRACT`), checks each one and reports a corrupt,
+``docs/results.md``: see :data:`CONTRACT`), checks each one and reports a corrupt,
 partial or malformed file by path and reason instead of averaging it. Per (data set, protocol,
 host): every arm as mean +- std over its cells of the primary and secondary metrics; its
 difference to ``baseline`` and to ``capacity`` paired over (fold, seed) with a 95 % interval and p
@@ -61,7 +61,7 @@ REFERENCES = ("baseline", "capacity")
 SINGLE_PREFIX = "only."
 SINGLE_HOST = "late_fusion"
 KEY_FIELDS = ("suite", "dataset", "protocol", "host", "arm", "fold", "seed")
-#: every top-level field of a record (record.md); a record without one of them is skipped
+#: every top-level field of a record (docs/results.md); a record without one of them is skipped
 CONTRACT = (
     "key",
     "status",
