@@ -27,6 +27,7 @@ with paired-t 95 % intervals over seeds).
     python benchmarks/av_digits_retrieval.py --summary-only     # rebuild the table
     python benchmarks/av_digits_retrieval.py --suite lr3e-4 --lr 3e-4   # another setting
     python benchmarks/av_digits_retrieval.py --held-out george --seeds 0   # one LOSO fold
+    python benchmarks/av_digits_retrieval.py --loso             # table across the LOSO folds
     python benchmarks/av_digits_retrieval.py --select main lr3e-4   # per arm, the setting with
                                                                     # the best mean valid mAP
 """
@@ -321,6 +322,55 @@ def summarise(records: list[dict[str, Any]], digest: str | None, notes: Sequence
     return "\n".join(lines) + "\n"
 
 
+def summarise_loso(folds: Mapping[str, list[dict[str, Any]]], seed: int = 0) -> str:
+    """Leave-one-speaker-out: per test speaker, every arm's test mAP at ``seed`` (the seed every
+    fold ran); differences paired over speakers (each speaker one fold, so the folds share most
+    training speakers: the t interval treats them as independent and is optimistic)."""
+    by = {
+        speaker: {r["arm"]: r for r in records if r["seed"] == seed}
+        for speaker, records in sorted(folds.items())
+    }
+    arms = [a for a in ARM_NAMES if any(a in cells for cells in by.values())]
+    lines = [
+        "# av-digits cross-modal retrieval, leave one speaker out",
+        "",
+        f"Written by `benchmarks/av_digits_retrieval.py --loso`; seed {seed} in every fold; per",
+        "fold the test speaker's 500 clips against the 1,000 test images, validation on the next",
+        "speaker (`LOSO_VALID`), training on the other four. Test mAP per fold:",
+        "",
+        "| test speaker | " + " | ".join(f"{a} a->i | {a} i->a" for a in arms) + " |",
+        "| --- |" + " --- | --- |" * len(arms),
+    ]
+    for speaker, cells in by.items():
+        row = [
+            f"{cells[a]['metrics']['test'][d]['map']:.3f}" if a in cells else "-"
+            for a in arms
+            for d in DIRECTIONS
+        ]
+        lines.append(f"| {speaker} | {' | '.join(row)} |")
+    lines += [
+        "",
+        "Differences (arm - reference) in test mAP, paired over speakers, 95 % t interval,",
+        "two-sided p, (wins/n):",
+        "",
+        "| arm vs reference | audio->image | image->audio |",
+        "| --- | --- | --- |",
+    ]
+    for a, ref in (("pgm", "baseline"), ("capacity", "baseline"), ("pgm", "capacity")):
+        both = [cells for cells in by.values() if a in cells and ref in cells]
+        if len(both) < 2:
+            continue
+        row = [
+            compare(
+                [c[a]["metrics"]["test"][d]["map"] for c in both],
+                [c[ref]["metrics"]["test"][d]["map"] for c in both],
+            ).text()
+            for d in DIRECTIONS
+        ]
+        lines.append(f"| {a} vs {ref} | {row[0]} | {row[1]} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default=None, help="folder holding av-digits/ (PGM_DATA_DIR)")
@@ -350,9 +400,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="summarise these suites: per arm the one with the best mean valid mAP "
         "(written to RESULTS/summary.md)",
     )
+    p.add_argument(
+        "--loso",
+        action="store_true",
+        help="summarise every loso-* suite under RESULTS across speakers (RESULTS/loso.md)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     root = Path(args.results) if args.results else RESULTS
+    if args.loso:
+        folds = {
+            d.name.removeprefix("loso-"): list(ResultStore(d).records())
+            for d in sorted(root.glob("loso-*"))
+            if d.is_dir()
+        }
+        folds = {k: v for k, v in folds.items() if v}
+        if not folds:
+            print(f"no loso-* results under {root}", file=sys.stderr)
+            return 1
+        text = summarise_loso(folds)
+        atomic_write_text(root / "loso.md", text)
+        print(text)
+        return 0
     suite = args.suite or (f"loso-{args.held_out}" if args.held_out else "main")
     store = ResultStore(root / suite)
     spec = Spec(

@@ -208,6 +208,37 @@ def test_select_takes_each_arms_best_validation_setting():
     assert "Setting chosen per arm on validation mAP only" in text and "pgm vs baseline" in text
 
 
+def test_loso_summary_pairs_arms_over_speakers_at_one_seed(tmp_path):
+    bench = _benchmark()
+
+    def cell(arm, seed, a2i, i2a):
+        return {
+            "arm": arm,
+            "seed": seed,
+            "metrics": {"test": {"audio2image": {"map": a2i}, "image2audio": {"map": i2a}}},
+        }
+
+    # pgm is 0.08-0.12 below baseline in every fold at seed 0 (mean 0.1); seed 1 (one fold
+    # only) must be ignored
+    folds = {
+        sp: [cell("baseline", 0, base, base), cell("pgm", 0, base - gap, base - gap)]
+        for sp, base, gap in (("ann", 0.8, 0.1), ("bob", 0.7, 0.08), ("cy", 0.6, 0.12))
+    }
+    folds["ann"].append(cell("pgm", 1, 0.99, 0.99))
+    text = bench.summarise_loso(folds)
+    assert "| ann | 0.800 | 0.800 | 0.700 | 0.700 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| pgm vs baseline"))
+    assert row.startswith("| pgm vs baseline | -0.100 [") and row.count("(0/3)") == 2
+    assert "capacity" not in text  # no capacity cells: no column, no comparison
+    for sp, records in folds.items():
+        store = bench.ResultStore(tmp_path / f"loso-{sp}")
+        for r in records:
+            store.write({"arm": r["arm"], "seed": r["seed"]}, r)
+    assert bench.main(["--loso", "--results", str(tmp_path)]) == 0
+    assert (tmp_path / "loso.md").read_text() == text
+    assert bench.main(["--loso", "--results", str(tmp_path / "none")]) == 1
+
+
 @pytest.mark.data
 def test_held_out_speaker_fold_restandardises_on_its_train_speakers(data):
     fold = av_digits.held_out_speaker(data, "george")
