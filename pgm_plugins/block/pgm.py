@@ -38,6 +38,7 @@ from pgm_plugins.block.paired_learner import (
     _PairedLearner,
 )
 from pgm_plugins.block.partitioner import Partitioner, build_partitioner, code_maps
+from pgm_plugins.block.stacked import stack_groups, stackable, stacked_forward
 from pgm_plugins.block.uni_learner import UniModalLearner
 from pgm_plugins.errors import (
     InputError,
@@ -84,6 +85,26 @@ def _tokens(t: None) -> None: ...
 def _tokens(t: Tensor | None) -> Tensor | None:
     """A vector modality's tensor as a length-1 sequence (``ModalParts`` are token-wise)."""
     return t if t is None or t.dim() == 3 else t.unsqueeze(1)
+
+
+def _check_finite(inputs: Mapping[str, Tensor]) -> None:
+    """Raise :class:`NonFiniteError` naming the first modality holding NaN or inf.
+
+    One host sync per forward, not one per modality: NaN and inf carry into a sum, so a finite
+    sum of every input proves them all finite; a non-finite one (or a finite input large enough
+    to overflow it) is checked modality by modality."""
+    total: Tensor | None = None
+    for h in inputs.values():
+        s = h.sum(dtype=torch.float32) if h.dtype in (torch.float16, torch.bfloat16) else h.sum()
+        total = s if total is None else total + s
+    if total is None or bool(torch.isfinite(total)):
+        return
+    for m, h in inputs.items():
+        if not bool(torch.isfinite(h).all()):
+            raise NonFiniteError(
+                f"modality {m!r} holds NaN or inf values "
+                f"({int((~torch.isfinite(h)).sum())} of {h.numel()})."
+            )
 
 
 @dataclass
@@ -186,6 +207,9 @@ class PgMBlock(nn.Module):
             else {}
         )
         self._paired_out = paired_out
+        #: modalities run as one stacked computation when they arrive as equal-shape vectors
+        #: (``stacked.py``); None: every forward takes the per-modality path
+        self._stack_group = stack_groups(cfg)
 
     # ------------------------------------------------------------------ forward
     def check_inputs(
@@ -223,13 +247,9 @@ class PgMBlock(nn.Module):
             if batch is not None and h.shape[0] != batch:
                 raise InputError(f"modality {m!r} has batch size {h.shape[0]}, others {batch}.")
             batch = h.shape[0]
-            # a data-dependent check cannot be traced; eager training stays protected
-            checking = cfg.check_finite and not torch.compiler.is_compiling()
-            if checking and not bool(torch.isfinite(h).all()):
-                raise NonFiniteError(
-                    f"modality {m!r} holds NaN or inf values "
-                    f"({int((~torch.isfinite(h)).sum())} of {h.numel()})."
-                )
+        # a data-dependent check cannot be traced; eager training stays protected
+        if cfg.check_finite and not torch.compiler.is_compiling():
+            _check_finite(inputs)
         for m, mask in (masks or {}).items():
             if m not in inputs:
                 raise InputError(
@@ -266,6 +286,9 @@ class PgMBlock(nn.Module):
         order = [m for m in cfg.modalities if m in hs]  # config order, whatever the caller's
         mk: dict[str, Tensor | None] = {m: masks.get(m) for m in order}
         n_mod = len(cfg.modalities)
+        if stackable(self, order, hs, masks):
+            stacked: PgMOutput = stacked_forward(self, order, hs)
+            return stacked
 
         parts_of = {}
         qs = code_maps({m: self.partitioners[m] for m in order})  # type: ignore[misc]

@@ -1,0 +1,205 @@
+"""The block's forward for modalities whose modules have one shape, as batched products.
+
+When every modality the block sees is a ``[B, d]`` vector of the same width (MISA's three
+``[B, 128]`` projections, a CLIP-like pair of equal-width embeddings) and the configuration gives
+them modules of one shape, the per-modality linear maps of the partitioner, learners, decoders
+and heads run as one ``baddbmm`` / ``bmm`` over a ``[M, B, d]`` stack instead of ``M`` separate
+``addmm`` calls: the per-step cost of the block is mostly a fixed cost per aten call, which this
+divides by about ``M`` (issue 7). The weights are ``torch.stack``-ed from the existing parameters
+at every forward, so the state dict, optimizer groups and learning-rate multipliers are those of
+the per-modality path, and so are the numbers (the same products, batched; tested in float64
+against the per-modality path in ``tests/test_block_stacked.py``).
+
+Anything else (sequences, masks, unequal widths or shares, dropout while training) takes the
+per-modality path in ``pgm.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from pgm_plugins.block.losses import cmd_loss, info_nce_loss
+from pgm_plugins.block.optim import scale_grad
+from pgm_plugins.block.partitioner import Partitioner, orthonormal
+
+if TYPE_CHECKING:
+    from pgm_plugins.block.pgm import PgMBlock
+
+__all__ = ["stack_groups", "stackable", "stacked_forward"]
+
+
+def stack_groups(config: Any) -> frozenset[str] | None:
+    """The modalities whose modules all have one shape, when every configured modality does
+    (equal widths, equal uni share); None otherwise. Decided once per block."""
+    names = list(config.modalities)
+    if len(names) < 2:
+        return None
+    key = {(config.modalities[m], config.code_width(m), config.part_widths(m)) for m in names}
+    return frozenset(names) if len(key) == 1 else None
+
+
+def stackable(
+    block: PgMBlock, order: Sequence[str], hs: dict[str, Tensor], masks: dict[str, Any]
+) -> bool:
+    """Whether this forward can take the stacked path."""
+    group = getattr(block, "_stack_group", None)
+    if group is None or len(order) != len(group) or masks:
+        return False
+    if block.training and block.config.dropout > 0:
+        return False  # dropout draws would differ from the per-modality path's
+    first = hs[order[0]]
+    if first.dim() != 2:
+        return False
+    return all(hs[m].shape == first.shape and hs[m].dtype == first.dtype for m in order)
+
+
+def _linear(mods: Sequence[Any], x: Tensor) -> Tensor:
+    """``[M, N, in] -> [M, N, out]``: modality ``i``'s rows through ``mods[i]``."""
+    w = torch.stack([m.weight for m in mods]).transpose(1, 2)
+    if mods[0].bias is None:
+        return torch.bmm(x, w)
+    b = torch.stack([m.bias for m in mods]).unsqueeze(1)
+    return torch.baddbmm(b, x, w)
+
+
+def _mlp(mods: Sequence[Any], x: Tensor) -> Tensor:
+    """The stacked twin of ``MLP.forward`` (dropout is off: ``stackable`` checked it)."""
+    hidden = _linear([m[0] for m in mods], x)
+    hidden = mods[0][1](hidden)  # GELU, parameter-free
+    return _linear([m[3] for m in mods], hidden)
+
+
+def stacked_forward(block: PgMBlock, order: Sequence[str], hs: dict[str, Tensor]) -> Any:
+    """``PgMBlock.forward`` on stacked equal-shape vectors; returns the same ``PgMOutput``."""
+    from pgm_plugins.block.pgm import ModalParts, PgMOutput
+
+    cfg = block.config
+    n = len(order)
+    n_mod = len(cfg.modalities)
+    parts_list: list[Partitioner] = [block.partitioners[m] for m in order]  # type: ignore[misc]
+    first = parts_list[0]
+    h = torch.stack([hs[m] for m in order])  # [M, B, d]
+    kappas = {(m, br): cfg.kappa(m, br) for m in order for br in ("uni", "paired")}
+    if all(k == 1.0 for k in kappas.values()):
+        h_uni = h_paired = h  # no gradient scaling on any branch: one stack
+    else:
+        h_uni = torch.stack([scale_grad(hs[m], kappas[m, "uni"]) for m in order])
+        h_paired = torch.stack([scale_grad(hs[m], kappas[m, "paired"]) for m in order])
+    # code maps: one batched QR over the stacked bases (as code_maps does)
+    q = (
+        None
+        if first.basis is None
+        else orthonormal(torch.stack([p.basis for p in parts_list if p.basis is not None]))
+    )
+    z_u = h_uni if q is None else torch.bmm(h_uni, q)
+    z_p = z_u if h_paired is h_uni else (h_paired if q is None else torch.bmm(h_paired, q))
+    gates: list[Tensor | None] = [None] * n
+    if first.kind == "gate":
+        softs, hards = [], []
+        for p in parts_list:
+            assert p.logits is not None
+            softs.append(torch.sigmoid(p.logits / p.tau))
+            hards.append(p.hard_gate())
+        soft = torch.stack(softs)
+        hard = torch.stack(hards).to(soft.dtype)
+        g = (hard + (soft - soft.detach())).unsqueeze(1)  # [M, 1, r]
+        uni, paired = z_u * g, z_p * (1 - g)
+        share_t = hard.mean(dim=1)
+        shares = dict(zip(order, share_t.unbind(0), strict=True))
+        gates = list(hard.unbind(0))
+    elif first.kind == "none":
+        uni, paired = z_u, z_p
+        shares = dict(zip(order, z_u.new_full((n,), 0.5).unbind(0), strict=True))
+    else:
+        uni, paired = z_u[..., : first.k], z_p[..., first.k :]
+        shares = dict(zip(order, z_u.new_full((n,), first.k / first.code).unbind(0), strict=True))
+
+    uni_l = _mlp([block.uni_learners[m].net for m in order], uni) if cfg.uni_learner else uni
+    learner: Any = block.paired_learner
+    paired_l: Tensor | None
+    if learner is None:
+        paired_l = paired
+    elif cfg.paired == "shared":
+        x = _linear([learner.proj[m] for m in order], paired)
+        paired_l = learner.norm(x + learner.net(x))
+    else:
+        a = _linear([learner.proj[m] for m in order], paired)
+        b = _linear([learner.keys[m] for m in order], paired)
+        # vectors: each query reads the one real key of every other modality, its value
+        # (masked_attention's one-key path); the mean over the others, in the per-modality order
+        if n == 2:
+            ctx = b.flip(0)  # the other one's keys (a mean over one read is that read)
+        else:
+            others = [[j for j in range(n) if j != i] for i in range(n)]
+            ctx = b[torch.tensor(others, device=b.device)].mean(1)
+        mixed = a * ctx if learner.multiply else ctx
+        paired_l = _linear([learner.out[m] for m in order], torch.cat([a, mixed], dim=-1))
+
+    outputs: dict[str, Tensor] = {}
+    rebuilt: dict[str, Tensor] = {}
+    if block.decoders:
+        decs = [block.decoders[m] for m in order]
+        code_in = torch.cat([uni_l, paired_l], dim=-1)
+        dz = _mlp([d.net for d in decs], code_in)
+        change = dz if q is None else torch.bmm(dz, q.transpose(1, 2))
+        rebuilt = dict(zip(order, (h + change).unbind(0), strict=True))
+        if cfg.mix == "gate":
+            beta = torch.stack([d.beta for d in decs]).reshape(n, 1, 1)  # type: ignore[misc]
+            out = h + beta * change
+        else:
+            out = h + change
+        outputs = dict(zip(order, out.unbind(0), strict=True))
+    else:
+        outputs = {m: hs[m] for m in order}
+
+    losses: dict[str, Tensor] = {}
+    if q is not None and cfg.lambda_rec > 0 and cfg.partitioner != "split":
+        hd = h.detach()  # the partition's own objective: no gradient into the host
+        rec = torch.bmm(torch.bmm(hd, q), q.transpose(1, 2))
+        mse = (rec - hd).pow(2).mean(dim=-1).mean(dim=-1)  # [M]
+        for m, v in zip(order, mse.unbind(0), strict=True):
+            losses[f"rec.{m}"] = (cfg.lambda_rec / n_mod) * v
+    paired_d = dict(zip(order, paired_l.unbind(0), strict=True))
+    if cfg.paired == "shared" and learner is not None and cfg.lambda_align > 0:
+        pooled = list(paired_d.values())
+        terms = []
+        for i in range(n):
+            for j in range(i + 1, n):
+                if cfg.align == "cmd":
+                    terms.append(cmd_loss(pooled[i], pooled[j]))
+                else:
+                    terms.append(info_nce_loss(pooled[i], pooled[j], cfg.align_temperature))
+        losses["align"] = cfg.lambda_align * torch.stack(terms).mean()
+
+    logits: dict[str, Tensor] = {}
+    if len(block.uni_heads):
+        uni_logits = _linear([block.uni_heads[m] for m in order], uni_l)
+        logits = {f"uni.{m}": t for m, t in zip(order, uni_logits.unbind(0), strict=True)}
+    if len(block.paired_heads):
+        assert block.paired_bias is not None
+        each = _linear([block.paired_heads[m] for m in order], paired_l)
+        total = block.paired_bias.expand(each.shape[1], cfg.out_dim)
+        for t in each.unbind(0):
+            total = total + t
+        logits["paired"] = total
+
+    uni_d = dict(zip(order, uni.unbind(0), strict=True))
+    paired_in = dict(zip(order, paired.unbind(0), strict=True))
+    uni_ld = dict(zip(order, uni_l.unbind(0), strict=True))
+    parts = {
+        m: ModalParts(
+            uni_d[m].unsqueeze(1),
+            paired_in[m].unsqueeze(1),
+            uni_ld[m].unsqueeze(1),
+            paired_d[m].unsqueeze(1),
+            rebuilt[m].unsqueeze(1) if m in rebuilt else None,
+            gates[i],
+            None,
+        )
+        for i, m in enumerate(order)
+    }
+    return PgMOutput(outputs, parts, shares, losses, logits, False, cfg)
