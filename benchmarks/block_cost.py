@@ -6,7 +6,8 @@ what the block adds to a host's step, without the host. Shapes (batch 32, window
 
 - ``misa``: three ``[B, 128]`` vectors (MISA's ``project_*`` sites);
 - ``self_mm``: text ``[B, 8, 128]`` with a padding mask, audio ``[B, 16]``, vision ``[B, 32]``;
-- ``lmf``: vectors of widths 64 / 16 / 128.
+- ``lmf``: vectors of widths 64 / 16 / 128;
+- ``mult``: three ``[B, 4, 50]`` sequences, no mask (MULT's default sites at window 8).
 
 ``--baseline REV`` also loads the block package of git revision ``REV`` (read with ``git show``,
 imported under another name) and runs it as a second arm on the same inputs and weights,
@@ -46,6 +47,7 @@ SHAPES: dict[str, dict[str, tuple[int, ...]]] = {
     "misa": {"text": (BATCH, 128), "audio": (BATCH, 128), "vision": (BATCH, 128)},
     "self_mm": {"text": (BATCH, WINDOW, 128), "audio": (BATCH, 16), "vision": (BATCH, 32)},
     "lmf": {"text": (BATCH, 64), "audio": (BATCH, 16), "vision": (BATCH, 128)},
+    "mult": {m: (BATCH, 4, 50) for m in ("text", "audio", "vision")},
 }
 
 

@@ -1,6 +1,7 @@
 """The stacked path (``pgm_plugins/block/stacked.py``) computes what the per-modality path does.
 
-Equal-width vector modalities run as one batched computation over a ``[M, B, d]`` stack; every
+Modalities of one input shape (vectors ``[B, d]`` or unmasked sequences ``[B, T, d]``) run as one
+batched computation over a ``[M, B, (T,) d]`` stack; every
 output, part, share, loss term, logit and gradient must match the per-modality path (forced by
 clearing the block's ``_stack_group``) in float64, for every switch that changes the code path.
 """
@@ -30,17 +31,26 @@ SWITCHES: dict[str, dict[str, Any]] = {
     "cmd": {"align": "cmd"},
     "no-heads": {"lambda_uni": 0.0, "lambda_paired": 0.0, "lambda_rec": 0.0},
     "pair": {"modalities": {"image": 8, "caption": 8}},  # a CLIP-like equal-width pair
+    "seq": {},  # [B, 3, d] sequences of one length, no mask (MULT's sites)
+    "seq1": {},  # [B, 1, d]: one token (the attention's one-key path)
+    "seq-heads2": {"heads": 2},
 }
+#: leading shape of every modality's input per switch (vectors [B, d] otherwise)
+LEADING = {"seq": (BATCH, 3), "seq1": (BATCH, 1), "seq-heads2": (BATCH, 3)}
 CASES = (
     [
         pytest.param(part, paired, switch, id=f"{part}-{paired}-{switch}")
         for part in ("project", "gate", "split", "none")
         for paired in ("bilinear", "attention", "shared")
-        for switch in (("plain", "gradscale", "classification") if paired != "shared" else ("cmd",))
+        for switch in (
+            ("plain", "gradscale", "classification", "seq")
+            if paired != "shared"
+            else ("cmd", "seq")
+        )
     ]
     + [
         pytest.param("project", "bilinear", s, id=f"project-bilinear-{s}")
-        for s in ("replace", "no-decoder", "no-learners", "no-heads", "pair")
+        for s in ("replace", "no-decoder", "no-learners", "no-heads", "pair", "seq1", "seq-heads2")
     ]
     + [pytest.param("gate", q, "pair", id=f"gate-{q}-pair") for q in ("attention", "shared")]
 )
@@ -72,14 +82,15 @@ def _block(part: str, paired: str, switch: str) -> PgMBlock:
     return block
 
 
-def _run(block: PgMBlock, stacked: bool) -> dict[str, torch.Tensor]:
+def _run(block: PgMBlock, stacked: bool, switch: str) -> dict[str, torch.Tensor]:
     saved = block._stack_group
     if not stacked:
         block._stack_group = None
     try:
         g = torch.Generator().manual_seed(1)
+        lead = LEADING.get(switch, (BATCH,))
         xs = {
-            m: torch.randn(BATCH, d, generator=g, dtype=torch.float64).requires_grad_(True)
+            m: torch.randn(*lead, d, generator=g, dtype=torch.float64).requires_grad_(True)
             for m, d in block.config.modalities.items()
         }
         cfg = block.config
@@ -117,8 +128,8 @@ def _run(block: PgMBlock, stacked: bool) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(("part", "paired", "switch"), CASES)
 def test_stacked_path_matches_the_per_modality_path(part, paired, switch):
     block = _block(part, paired, switch)
-    want = _run(block, stacked=False)
-    got = _run(block, stacked=True)
+    want = _run(block, stacked=False, switch=switch)
+    got = _run(block, stacked=True, switch=switch)
     assert sorted(got) == sorted(want)
     for key, w in want.items():
         assert got[key].shape == w.shape and got[key].dtype == w.dtype, key
@@ -126,12 +137,15 @@ def test_stacked_path_matches_the_per_modality_path(part, paired, switch):
     assert any(k.startswith("grad.") and v.abs().sum() > 0 for k, v in want.items())
 
 
-def test_only_equal_vectors_without_masks_take_the_stacked_path():
+def test_only_equal_shapes_without_masks_take_the_stacked_path():
     block = PgMBlock(PgMConfig(modalities=dict(WIDTHS)))
     vec = {m: torch.randn(3, 8) for m in WIDTHS}
     assert stackable(block, list(vec), vec, {})
     seq = {m: torch.randn(3, 2, 8) for m in WIDTHS}
-    assert not stackable(block, list(seq), seq, {})
+    assert stackable(block, list(seq), seq, {})
+    mixed = {**seq, "audio": torch.randn(3, 4, 8)}  # another length
+    assert not stackable(block, list(mixed), mixed, {})
+    assert not stackable(block, list(vec), {**vec, "audio": torch.randn(3, 1, 8)}, {})
     assert not stackable(block, list(seq), seq, {"text": torch.ones(3, 2, dtype=torch.bool)})
     two = {m: vec[m] for m in ("text", "audio")}  # a modality missing: per-modality path
     assert not stackable(block, list(two), two, {})

@@ -207,7 +207,7 @@ class PgMBlock(nn.Module):
             else {}
         )
         self._paired_out = paired_out
-        #: modalities run as one stacked computation when they arrive as equal-shape vectors
+        #: modalities run as one stacked computation when they arrive with one shape, unmasked
         #: (``stacked.py``); None: every forward takes the per-modality path
         self._stack_group = stack_groups(cfg)
 

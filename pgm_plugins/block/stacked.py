@@ -1,21 +1,24 @@
 """The block's forward for modalities whose modules have one shape, as batched products.
 
-When every modality the block sees is a ``[B, d]`` vector of the same width (MISA's three
-``[B, 128]`` projections, a CLIP-like pair of equal-width embeddings) and the configuration gives
-them modules of one shape, the per-modality linear maps of the partitioner, learners, decoders
-and heads run as one ``baddbmm`` / ``bmm`` over a ``[M, B, d]`` stack instead of ``M`` separate
-``addmm`` calls: the per-step cost of the block is mostly a fixed cost per aten call, which this
-divides by about ``M`` (issue 7). The weights are ``torch.stack``-ed from the existing parameters
-at every forward, so the state dict, optimizer groups and learning-rate multipliers are those of
-the per-modality path, and so are the numbers (the same products, batched; tested in float64
-against the per-modality path in ``tests/test_block_stacked.py``).
+When every modality the block sees has one input shape, ``[B, d]`` or ``[B, T, d]`` without a
+mask (MISA's three ``[B, 128]`` projections, MULT's three ``[B, T, 50]`` sequences, a CLIP-like
+pair of equal-width embeddings) and the configuration gives them modules of one shape, the
+per-modality linear maps of the partitioner, learners, decoders and heads run as one ``baddbmm``
+/ ``bmm`` over a ``[M, B*T, d]`` stack instead of ``M`` separate ``addmm`` calls, and the
+cross-modal attention as one batched product: the per-step cost of the block is mostly a fixed
+cost per aten call, which this divides by about ``M`` (issue 7). The weights are stacked
+(``torch.stack``) from the existing parameters at every forward, so the state dict, optimizer
+groups and learning-rate multipliers are those of the per-modality path, and so are the numbers
+(the same products, batched; tested in float64 against the per-modality path in
+``tests/test_block_stacked.py``).
 
-Anything else (sequences, masks, unequal widths or shares, dropout while training) takes the
-per-modality path in ``pgm.py``.
+Anything else (padding masks, unequal widths, lengths or shares, dropout while training) takes
+the per-modality path in ``pgm.py``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +55,6 @@ def stackable(
     if block.training and block.config.dropout > 0:
         return False  # dropout draws would differ from the per-modality path's
     first = hs[order[0]]
-    if first.dim() != 2:
-        return False
     return all(hs[m].shape == first.shape and hs[m].dtype == first.dtype for m in order)
 
 
@@ -73,8 +74,43 @@ def _mlp(mods: Sequence[Any], x: Tensor) -> Tensor:
     return _linear([m[3] for m in mods], hidden)
 
 
+def _split(x: Tensor, shape: torch.Size) -> tuple[Tensor, ...]:
+    """``[M, B*T, d] -> M x [B, (T,) d]``."""
+    return x.view(x.shape[0], *shape[:-1], x.shape[-1]).unbind(0)
+
+
+def _pool(x: Tensor, shape: torch.Size) -> Tensor:
+    """``[M, B*T, c] -> [M, B, c]``: ``masked_mean`` with no mask, per modality."""
+    if len(shape) == 2:
+        return x
+    return x.view(x.shape[0], shape[0], shape[1], x.shape[-1]).mean(dim=2)
+
+
+def _reads(a: Tensor, b: Tensor, shape: torch.Size, heads: int) -> Tensor:
+    """``c_m``: the mean over the other modalities n of ``Attn(a_m, b_n, b_n)``, for every m at
+    once (``a``, ``b``: ``[M, B*T, w]``; no mask). As ``masked_attention``, in the same order."""
+    n, tokens, w = a.shape
+    others = [[j for j in range(n) if j != i] for i in range(n)]
+    keys = b.flip(0).unsqueeze(1) if n == 2 else b[torch.tensor(others, device=b.device)]
+    if len(shape) == 2 or shape[1] == 1:
+        # one key each: its softmax weight is exactly 1, every query reads its value
+        return keys.mean(1)
+    bsz, t = shape[0], shape[1]
+    dh = w // heads
+    q = a.view(n, 1, bsz, t, w)
+    k = keys.view(n, n - 1, bsz, t, w)
+    if heads > 1:
+        q = q.reshape(n, 1, bsz, t, heads, dh).transpose(-2, -3)
+        k = k.reshape(n, n - 1, bsz, t, heads, dh).transpose(-2, -3)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(dh)
+    read = torch.softmax(scores, dim=-1) @ k
+    if heads > 1:
+        read = read.transpose(-2, -3).reshape(n, n - 1, bsz, t, w)
+    return read.mean(1).reshape(n, tokens, w)
+
+
 def stacked_forward(block: PgMBlock, order: Sequence[str], hs: dict[str, Tensor]) -> Any:
-    """``PgMBlock.forward`` on stacked equal-shape vectors; returns the same ``PgMOutput``."""
+    """``PgMBlock.forward`` on stacked equal-shape inputs; returns the same ``PgMOutput``."""
     from pgm_plugins.block.pgm import ModalParts, PgMOutput
 
     cfg = block.config
@@ -82,13 +118,18 @@ def stacked_forward(block: PgMBlock, order: Sequence[str], hs: dict[str, Tensor]
     n_mod = len(cfg.modalities)
     parts_list: list[Partitioner] = [block.partitioners[m] for m in order]  # type: ignore[misc]
     first = parts_list[0]
-    h = torch.stack([hs[m] for m in order])  # [M, B, d]
+    shape = hs[order[0]].shape  # [B, d] or [B, T, d], every modality's
+    tokens = shape[0] if len(shape) == 2 else shape[0] * shape[1]
+    # token-wise work on [M, B*T, d] (a view of the stack); back to [M, B, (T,) .] at the end
+    h = torch.stack([hs[m] for m in order]).view(n, tokens, shape[-1])
     kappas = {(m, br): cfg.kappa(m, br) for m in order for br in ("uni", "paired")}
     if all(k == 1.0 for k in kappas.values()):
         h_uni = h_paired = h  # no gradient scaling on any branch: one stack
     else:
         h_uni = torch.stack([scale_grad(hs[m], kappas[m, "uni"]) for m in order])
         h_paired = torch.stack([scale_grad(hs[m], kappas[m, "paired"]) for m in order])
+        h_uni = h_uni.view(n, tokens, shape[-1])
+        h_paired = h_paired.view(n, tokens, shape[-1])
     # code maps: one batched QR over the stacked bases (as code_maps does)
     q = (
         None
@@ -129,13 +170,7 @@ def stacked_forward(block: PgMBlock, order: Sequence[str], hs: dict[str, Tensor]
     else:
         a = _linear([learner.proj[m] for m in order], paired)
         b = _linear([learner.keys[m] for m in order], paired)
-        # vectors: each query reads the one real key of every other modality, its value
-        # (masked_attention's one-key path); the mean over the others, in the per-modality order
-        if n == 2:
-            ctx = b.flip(0)  # the other one's keys (a mean over one read is that read)
-        else:
-            others = [[j for j in range(n) if j != i] for i in range(n)]
-            ctx = b[torch.tensor(others, device=b.device)].mean(1)
+        ctx = _reads(a, b, shape, learner.heads)
         mixed = a * ctx if learner.multiply else ctx
         paired_l = _linear([learner.out[m] for m in order], torch.cat([a, mixed], dim=-1))
 
@@ -146,13 +181,13 @@ def stacked_forward(block: PgMBlock, order: Sequence[str], hs: dict[str, Tensor]
         code_in = torch.cat([uni_l, paired_l], dim=-1)
         dz = _mlp([d.net for d in decs], code_in)
         change = dz if q is None else torch.bmm(dz, q.transpose(1, 2))
-        rebuilt = dict(zip(order, (h + change).unbind(0), strict=True))
+        rebuilt = dict(zip(order, _split(h + change, shape), strict=True))
         if cfg.mix == "gate":
             beta = torch.stack([d.beta for d in decs]).reshape(n, 1, 1)  # type: ignore[misc]
             out = h + beta * change
         else:
             out = h + change
-        outputs = dict(zip(order, out.unbind(0), strict=True))
+        outputs = dict(zip(order, out.view(n, *shape).unbind(0), strict=True))
     else:
         outputs = {m: hs[m] for m in order}
 
@@ -163,9 +198,9 @@ def stacked_forward(block: PgMBlock, order: Sequence[str], hs: dict[str, Tensor]
         mse = (rec - hd).pow(2).mean(dim=-1).mean(dim=-1)  # [M]
         for m, v in zip(order, mse.unbind(0), strict=True):
             losses[f"rec.{m}"] = (cfg.lambda_rec / n_mod) * v
-    paired_d = dict(zip(order, paired_l.unbind(0), strict=True))
+    paired_pooled = _pool(paired_l, shape)
     if cfg.paired == "shared" and learner is not None and cfg.lambda_align > 0:
-        pooled = list(paired_d.values())
+        pooled = list(paired_pooled.unbind(0))
         terms = []
         for i in range(n):
             for j in range(i + 1, n):
@@ -177,26 +212,29 @@ def stacked_forward(block: PgMBlock, order: Sequence[str], hs: dict[str, Tensor]
 
     logits: dict[str, Tensor] = {}
     if len(block.uni_heads):
-        uni_logits = _linear([block.uni_heads[m] for m in order], uni_l)
+        uni_logits = _linear([block.uni_heads[m] for m in order], _pool(uni_l, shape))
         logits = {f"uni.{m}": t for m, t in zip(order, uni_logits.unbind(0), strict=True)}
     if len(block.paired_heads):
         assert block.paired_bias is not None
-        each = _linear([block.paired_heads[m] for m in order], paired_l)
+        each = _linear([block.paired_heads[m] for m in order], paired_pooled)
         total = block.paired_bias.expand(each.shape[1], cfg.out_dim)
         for t in each.unbind(0):
             total = total + t
         logits["paired"] = total
 
-    uni_d = dict(zip(order, uni.unbind(0), strict=True))
-    paired_in = dict(zip(order, paired.unbind(0), strict=True))
-    uni_ld = dict(zip(order, uni_l.unbind(0), strict=True))
+    # parts are token-wise, [B, T, .] (T = 1 for vectors)
+    seq = (shape[0], shape[1] if len(shape) == 3 else 1)
+    uni_d, paired_in, uni_ld, paired_d = (
+        dict(zip(order, t.view(n, *seq, t.shape[-1]).unbind(0), strict=True))
+        for t in (uni, paired, uni_l, paired_l)
+    )
     parts = {
         m: ModalParts(
-            uni_d[m].unsqueeze(1),
-            paired_in[m].unsqueeze(1),
-            uni_ld[m].unsqueeze(1),
-            paired_d[m].unsqueeze(1),
-            rebuilt[m].unsqueeze(1) if m in rebuilt else None,
+            uni_d[m],
+            paired_in[m],
+            uni_ld[m],
+            paired_d[m],
+            rebuilt[m].view(*seq, -1) if m in rebuilt else None,
             gates[i],
             None,
         )
