@@ -159,6 +159,33 @@ def test_only_equal_shapes_without_masks_take_the_stacked_path():
     assert stackable(drop.eval(), list(vec), vec, {})
 
 
+def test_hooked_or_replaced_submodules_take_the_per_modality_path():
+    block = PgMBlock(PgMConfig(modalities=dict(WIDTHS)))
+    x = {m: torch.randn(3, 8) for m in WIDTHS}
+    assert stackable(block, list(x), x, {})
+    seen = []
+    handle = (
+        block.uni_learners["audio"]
+        .net[0]
+        .register_forward_hook(lambda mod, args, out: seen.append(out.shape))
+    )
+    assert not stackable(block, list(x), x, {})
+    block(x)
+    assert seen == [(3, block.config.uni_hidden("audio"))]  # the hook ran
+    handle.remove()
+    assert stackable(block, list(x), x, {})
+
+    class Scaled(torch.nn.Linear):  # an adapter-style replacement of one Linear
+        def forward(self, inp: torch.Tensor) -> torch.Tensor:
+            return 2 * super().forward(inp)
+
+    old = block.decoders["text"].net[3]
+    new = Scaled(old.in_features, old.out_features)
+    new.load_state_dict(old.state_dict())
+    block.decoders["text"].net[3] = new
+    assert not stackable(block, list(x), x, {})
+
+
 def test_stacked_block_keeps_its_state_dict_groups_and_copies():
     cfg = PgMConfig(modalities=dict(WIDTHS))
     block = PgMBlock(cfg)

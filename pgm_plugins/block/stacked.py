@@ -23,9 +23,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
 from pgm_plugins.block.losses import cmd_loss, info_nce_loss
+from pgm_plugins.block.mlp import MLP
 from pgm_plugins.block.optim import scale_grad
 from pgm_plugins.block.partitioner import Partitioner, orthonormal
 
@@ -55,7 +57,57 @@ def stackable(
     if block.training and block.config.dropout > 0:
         return False  # dropout draws would differ from the per-modality path's
     first = hs[order[0]]
-    return all(hs[m].shape == first.shape and hs[m].dtype == first.dtype for m in order)
+    if not all(hs[m].shape == first.shape and hs[m].dtype == first.dtype for m in order):
+        return False
+    return _plain(block)
+
+
+_OWN_TYPES: frozenset[type] = frozenset()
+
+
+def _own_types() -> frozenset[type]:
+    global _OWN_TYPES
+    if not _OWN_TYPES:
+        from pgm_plugins.block.decoder import UniPairedDecoder
+        from pgm_plugins.block.paired_learner import AttentionPairedLearner, SharedPairedLearner
+        from pgm_plugins.block.pgm import PgMBlock
+        from pgm_plugins.block.uni_learner import UniModalLearner
+
+        _OWN_TYPES = frozenset(
+            {
+                PgMBlock,
+                nn.ModuleDict,
+                Partitioner,
+                UniModalLearner,
+                MLP,
+                nn.Linear,
+                nn.GELU,
+                nn.Dropout,
+                nn.LayerNorm,
+                AttentionPairedLearner,
+                SharedPairedLearner,
+                UniPairedDecoder,
+            }
+        )
+    return _OWN_TYPES
+
+
+def _plain(block: PgMBlock) -> bool:
+    """Whether the block's submodules are its own, unhooked: the stacked path reads their
+    weights directly, so a replaced module (an adapter wrapping a Linear, say) or a forward hook
+    on one (which would not run) sends the forward down the per-modality path."""
+    if _global_forward_hooks or _global_forward_pre_hooks:
+        return False
+    own = _own_types()
+    stack: list[nn.Module] = [block]
+    while stack:
+        module = stack.pop()
+        if module is None:
+            continue
+        if type(module) not in own or module._forward_hooks or module._forward_pre_hooks:
+            return False
+        stack.extend(module._modules.values())  # type: ignore[arg-type]
+    return True
 
 
 def _linear(mods: Sequence[Any], x: Tensor) -> Tensor:
