@@ -202,7 +202,8 @@ class _Local(threading.local):
 
     def __init__(self) -> None:
         self.pending: list[list[PgMOutput]] = []  #: one entry per forward (or independent call)
-        self.versions: list[int | None] = []  #: the block parameters' version at each forward
+        #: the block parameters at each forward and the sum of their version counters then
+        self.versions: list[tuple[list[Tensor], int] | None] = []
         self.spent: list[_Spent] = []  #: set once a backward pass went through the forward
         self.read = False  #: the pending forwards were read; the next forward starts a new window
         self.dropped = 0
@@ -634,30 +635,29 @@ class PgMInjection(nn.Module):
             del local.pending[0], local.versions[0], local.spent[0]
             local.dropped += 1
 
-    def _params_version(self) -> int:
-        """Sum of the block parameters' version counters: changes with every in-place update.
+    def _params_version(self) -> tuple[list[Tensor], int]:
+        """The block's parameters and the sum of their version counters, which changes with
+        every in-place update (an optimizer step).
 
-        Walks ``_modules`` / ``_parameters`` directly (twice per step; ``parameters()`` costs
-        about four times as much in Python). A parameter shared by two modules counts twice,
-        which keeps the sum a change detector: versions only grow."""
-        total = 0
+        Walks ``_modules`` / ``_parameters`` directly, once per forward (``parameters()`` costs
+        about four times as much in Python); a read checks the same tensors again
+        (``_unchanged``) without walking the modules. A parameter shared by two modules counts
+        twice, which keeps the sum a change detector: versions only grow."""
+        params: list[Tensor] = []
         stack: list[nn.Module] = [self.block]
         while stack:
             module = stack.pop()
-            for p in module._parameters.values():
-                if p is not None:
-                    total += p._version
+            params.extend(p for p in module._parameters.values() if p is not None)
             stack.extend(c for c in module._modules.values() if c is not None)
-        return total
+        return params, sum(p._version for p in params)
 
     def _live_pending(self) -> list[list[PgMOutput]]:
         """Pending forwards that can still be backpropagated: one a backward pass already went
         through, or whose block parameters changed in place since (an optimizer step), cannot,
         and is skipped."""
         local = self._local
-        now = self._params_version()
         keep = [
-            (v is None or v == now) and not s.done
+            (v is None or _unchanged(*v)) and not s.done
             for v, s in zip(local.versions, local.spent, strict=True)
         ]
         if not all(keep):
@@ -873,6 +873,12 @@ def _check_layout(slot: SiteSlot, t: Tensor) -> str:
             f"(shape {tuple(t.shape)}); the PgM block needs at least one token."
         )
     return layout
+
+
+def _unchanged(params: list[Tensor], total: int) -> bool:
+    """Whether none of ``params`` was updated in place since their version sum was ``total``:
+    the tensors a recorded forward saved can still be backpropagated."""
+    return sum(p._version for p in params) == total
 
 
 def _check_mask(slot: SiteSlot, mask: Tensor, x: Tensor) -> None:
