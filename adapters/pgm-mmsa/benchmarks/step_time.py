@@ -113,7 +113,7 @@ def _block_alone(trainer: HostTrainer, x: Any, y: torch.Tensor, rounds: int) -> 
     """The block by itself on the tensors its sites saw: forward + aux loss + backward, and
     an Adam step over its parameters (the per-operation floor of any host+PgM step). The Adam is
     the one the trainer runs over the block: its optimizer groups, fused where torch supports it
-    (a plain single-group Adam costs about three times as much on the block's small tensors)."""
+    (a plain single-group Adam costs about twice as much on the block's small tensors)."""
     handle = trainer.handle
     inputs = _site_tensors(trainer, x)
     block = handle.block
