@@ -12,13 +12,7 @@ from pgm_plugins.errors import InputError, UnknownNameError
 WIDTHS = {"text": 12, "audio": 7, "video": 5}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is much faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_inputs(batch: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:

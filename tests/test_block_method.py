@@ -11,14 +11,7 @@ from pgm_plugins import PgMBlock, PgMConfig
 from pgm_plugins.block.partitioner import orthonormal
 from pgm_plugins.errors import InputError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is much faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(**overrides) -> PgMBlock:
