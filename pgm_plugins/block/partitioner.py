@@ -126,9 +126,7 @@ class Partitioner(nn.Module):
         z_p = z_u if h_paired is h_uni else self.encode(h_paired, q)
         ref = z_u
         if self.kind == "gate":
-            assert self.logits is not None
-            soft = torch.sigmoid(self.logits / self.tau)
-            hard = self.hard_gate().to(soft.dtype)
+            soft, hard = self.gates()
             g = hard + (soft - soft.detach())  # exactly hard forward, sigmoid gradient backward
             return Partition(
                 uni=z_u * g, paired=z_p * (1 - g), share=hard.mean(), gate=hard, gate_soft=soft
@@ -138,6 +136,12 @@ class Partitioner(nn.Module):
             return Partition(uni=z_u, paired=z_p, share=share)
         share = ref.new_tensor(self.k / self.code)
         return Partition(uni=z_u[..., : self.k], paired=z_p[..., self.k :], share=share)
+
+    def gates(self) -> tuple[Tensor, Tensor]:
+        """The 'gate' kind's sigmoid of the logits and its hard 0/1 gate (same dtype)."""
+        assert self.logits is not None
+        soft = torch.sigmoid(self.logits / self.tau)
+        return soft, self.hard_gate().to(soft.dtype)
 
     def hard_gate(self) -> Tensor:
         """0/1 per code channel: positive logits are uni, within [lo, hi] uni channels (the

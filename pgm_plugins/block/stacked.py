@@ -26,7 +26,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
-from pgm_plugins.block.losses import cmd_loss, info_nce_loss
 from pgm_plugins.block.mlp import MLP
 from pgm_plugins.block.optim import scale_grad
 from pgm_plugins.block.partitioner import Partitioner, orthonormal
@@ -192,13 +191,7 @@ def stacked_forward(block: PgMBlock, order: Sequence[str], hs: dict[str, Tensor]
     z_p = z_u if h_paired is h_uni else (h_paired if q is None else torch.bmm(h_paired, q))
     gates: list[Tensor | None] = [None] * n
     if first.kind == "gate":
-        softs, hards = [], []
-        for p in parts_list:
-            assert p.logits is not None
-            softs.append(torch.sigmoid(p.logits / p.tau))
-            hards.append(p.hard_gate())
-        soft = torch.stack(softs)
-        hard = torch.stack(hards).to(soft.dtype)
+        soft, hard = (torch.stack(t) for t in zip(*(p.gates() for p in parts_list), strict=True))
         g = (hard + (soft - soft.detach())).unsqueeze(1)  # [M, 1, r]
         uni, paired = z_u * g, z_p * (1 - g)
         share_t = hard.mean(dim=1)
@@ -252,15 +245,9 @@ def stacked_forward(block: PgMBlock, order: Sequence[str], hs: dict[str, Tensor]
             losses[f"rec.{m}"] = (cfg.lambda_rec / n_mod) * v
     paired_pooled = _pool(paired_l, shape)
     if cfg.paired == "shared" and learner is not None and cfg.lambda_align > 0:
-        pooled = list(paired_pooled.unbind(0))
-        terms = []
-        for i in range(n):
-            for j in range(i + 1, n):
-                if cfg.align == "cmd":
-                    terms.append(cmd_loss(pooled[i], pooled[j]))
-                else:
-                    terms.append(info_nce_loss(pooled[i], pooled[j], cfg.align_temperature))
-        losses["align"] = cfg.lambda_align * torch.stack(terms).mean()
+        # pooled [B, w] codes are their own mean: the block's own alignment loss takes them
+        pooled = dict(zip(order, paired_pooled.unbind(0), strict=True))
+        losses["align"] = cfg.lambda_align * block.align_loss(pooled)
 
     logits: dict[str, Tensor] = {}
     if len(block.uni_heads):
