@@ -468,6 +468,7 @@ def test_step_time_file_and_cells_step_time(tmp_path):
                         "ratio_pgm": 1.25,
                         "ratio_pgm_small": 1.1,
                         "ratio_identity": 1.0,
+                        "ratio_floor": 1.2,
                     }
                 ],
             }
@@ -476,6 +477,7 @@ def test_step_time_file_and_cells_step_time(tmp_path):
     rep = build_report(tmp_path, SUITE, plots=False, step_time_files=[step])
     assert "x1.250" in rep.markdown and str(step) in rep.markdown
     assert "host 10.0 ms/step" in rep.markdown
+    assert "the block's own cost alone x1.200" in rep.markdown
     assert "measured under load" in rep.markdown
 
 

@@ -559,6 +559,7 @@ def load_step_times(paths: Iterable[Path]) -> tuple[dict[str, list[dict[str, Any
                     "ratio_pgm": float(r["ratio_pgm"]),
                     "ratio_small": float(r.get("ratio_pgm_small", np.nan)),
                     "ratio_identity": float(r.get("ratio_identity", np.nan)),
+                    "ratio_floor": float(r.get("ratio_floor", np.nan)),
                     "host_params": int(r["host_parameters"]),
                     "block_params": int(r["block_parameters"]),
                 }
@@ -841,7 +842,13 @@ def _build(
                     f"{' dirty' if e['dirty'] else ''}, {e['threads']} thread(s), load average "
                     f"{e['load']}): host {e['host_ms']:.1f} ms/step; with PgM "
                     f"x{e['ratio_pgm']:.3f}, small block x{e['ratio_small']:.3f}, identity "
-                    f"hooks x{e['ratio_identity']:.3f}; block {e['block_params']:,} params "
+                    f"hooks x{e['ratio_identity']:.3f}"
+                    + (
+                        ""
+                        if math.isnan(e["ratio_floor"])
+                        else f", the block's own cost alone x{e['ratio_floor']:.3f}"
+                    )
+                    + f"; block {e['block_params']:,} params "
                     f"= {100 * e['block_params'] / e['host_params']:.1f} % of the host's "
                     f"{e['host_params']:,}" + (f" (adapter {e['adapter']})" if e["adapter"] else "")
                 )

@@ -115,7 +115,7 @@ def _block_alone(trainer: HostTrainer, x: Any, y: torch.Tensor, rounds: int) -> 
     the one the trainer runs over the block: its optimizer groups, fused where torch supports it
     (a plain single-group Adam costs about twice as much on the block's small tensors)."""
     handle = trainer.handle
-    inputs = _site_tensors(trainer, x)
+    inputs, masks = _block_inputs(trainer, x)
     block = handle.block
     groups = block.param_groups(1e-4)
     try:
@@ -125,7 +125,7 @@ def _block_alone(trainer: HostTrainer, x: Any, y: torch.Tensor, rounds: int) -> 
     fb, step = [], []
     for _ in range(rounds + 3):
         t0 = time.perf_counter()
-        out = block(inputs)
+        out = block(inputs, masks=masks)
         loss = out.aux_loss(y) + sum(v.sum() for v in out.outputs.values())
         loss.backward()
         t1 = time.perf_counter()
@@ -137,26 +137,43 @@ def _block_alone(trainer: HostTrainer, x: Any, y: torch.Tensor, rounds: int) -> 
     return {"forward_backward": statistics.median(fb[3:]), "adam_step": statistics.median(step[3:])}
 
 
-def _site_tensors(trainer: HostTrainer, x: Any) -> dict[str, torch.Tensor]:
-    """What the block receives at its sites in one forward of ``x`` (hooks on the site layers)."""
-    from pgm_plugins.injection.site import get_element, to_block
+def _block_calls_per_step(trainer: HostTrainer, x: Any, y: torch.Tensor) -> int:
+    """How many times one trainer step runs the block (MMIM's recipe: two forward+backward
+    passes per batch, its lld stage and its main stage, each through the block)."""
+    calls = 0
 
-    got: dict[str, torch.Tensor] = {}
-    hooks = []
-    for key, rs in trainer.handle.plan.sites.items():
+    def count(*_: Any) -> None:
+        nonlocal calls
+        calls += 1
 
-        def grab(mod: Any, args: Any, out: Any, key: str = key, rs: Any = rs) -> None:
-            t = get_element(out, rs.site.element)
-            got.setdefault(key, to_block(t, rs.layout or ("BD" if t.dim() == 2 else "BTD")))
+    hook = trainer.handle.block.register_forward_hook(count)
+    try:
+        trainer.step(x, y, torch.arange(x[0].shape[0]))
+    finally:
+        hook.remove()
+    return calls
 
-        hooks.append(rs.module.register_forward_hook(grab))
-    trainer.handle.disable()
-    with torch.no_grad():
-        trainer.model(*x)
-    trainer.handle.enable()
-    for h in hooks:
-        h.remove()
-    return {k: v.detach().clone() for k, v in got.items()}
+
+def _block_inputs(
+    trainer: HostTrainer, x: Any
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """What the block receives in one forward of ``x``: its inputs and padding masks, exactly
+    as the engine hands them over (a pre-hook on the block, the first call)."""
+    got: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]] = []
+
+    def grab(mod: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        if not got:
+            masks = kwargs.get("masks", args[1] if len(args) > 1 else None)
+            got.append((dict(args[0]), dict(masks) if masks else None))
+
+    hook = trainer.handle.block.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            trainer.model(*x)
+    finally:
+        hook.remove()
+    inputs, masks = got[0]
+    return {k: v.detach().clone() for k, v in inputs.items()}, masks
 
 
 def run_host(
@@ -195,6 +212,9 @@ def run_host(
             medians[a].append(statistics.median(t))
     med = {a: statistics.median(m) for a, m in medians.items()}
     floor = _block_alone(arms["pgm"], x, y, rounds)
+    calls = _block_calls_per_step(arms["pgm"], x, y)
+    # the step time host+PgM would take if the block cost exactly what it costs alone
+    floor_s = med["host"] + calls * floor["forward_backward"] + floor["adam_step"]
     q = {a: statistics.quantiles(t, n=4) for a, t in times.items()}
     ratios = {
         a: [m / h for m, h in zip(medians[a], medians["host"], strict=True)]
@@ -225,6 +245,8 @@ def run_host(
         "step_s_median_per_repeat": medians,
         **extra,
         "block_alone_s_median": floor,
+        "block_calls_per_step": calls,
+        "ratio_floor": floor_s / med["host"],
         "rounds": rounds,
         "repeats": repeats,
     }
@@ -276,8 +298,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{kind:8s} host {m['host'] * 1e3:7.1f} ms  identity x{res['ratio_identity']:.3f}  "
             f"pgm x{res['ratio_pgm']:.3f} [{lo:.3f}, {hi:.3f}]{base}  small "
-            f"x{res['ratio_pgm_small']:.3f}  params host {res['host_parameters']:,} block "
-            f"{res['block_parameters']:,} / {res['small_block_parameters']:,}",
+            f"x{res['ratio_pgm_small']:.3f}  floor x{res['ratio_floor']:.3f} "
+            f"({res['block_calls_per_step']} block calls/step)  params host "
+            f"{res['host_parameters']:,} block {res['block_parameters']:,} / "
+            f"{res['small_block_parameters']:,}",
             flush=True,
         )
         results.append(res)
