@@ -536,3 +536,22 @@ def test_single_modality_cells_can_run_alone_under_late_fusion(registry, tmp_pat
     }
     with pytest.raises(RunnerError, match=r"--hosts 'late_fusin'.*Did you mean 'late_fusion'"):
         runner.plan(hosts=["late_fusin"])
+
+
+def test_batch_rows_never_trains_on_a_one_row_batch():
+    from pgm_plugins.bench.bench_host import batch_rows
+
+    rows = np.arange(100, 133)  # 33 rows: two batches of 16 and one of 1
+    train = list(batch_rows(rows, 16, np.random.default_rng(0)))
+    assert [len(b) for b in train] == [16, 17]
+    assert sorted(np.concatenate(train).tolist()) == rows.tolist()
+    # the same draw and order as one permutation sliced in batches (other cells unchanged)
+    order = rows[np.random.default_rng(0).permutation(len(rows))]
+    assert np.concatenate(train).tolist() == order.tolist()
+    # evaluation keeps every batch as it is, in order; a remainder other than 1 is kept too
+    assert [len(b) for b in batch_rows(rows, 16, None)] == [16, 16, 1]
+    assert np.concatenate(list(batch_rows(rows, 16, None))).tolist() == rows.tolist()
+    assert [len(b) for b in batch_rows(np.arange(34), 16, np.random.default_rng(0))] == [16, 16, 2]
+    assert [len(b) for b in batch_rows(rows[:1], 16, np.random.default_rng(0))] == [1]
+    with pytest.raises(ValueError, match="got 0"):
+        list(batch_rows(rows, 0, None))

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pgm_plugins.bench.bench_host import batch_rows
 from pgm_plugins.bench.dataset import BenchData
 from pgm_plugins.bench.hosts import LateFusionHost, host_sites
 
@@ -115,10 +116,7 @@ class LateFusionRun:
     def batches(
         self, data: BenchData, rows: np.ndarray, batch: int, rng: np.random.Generator | None
     ) -> Iterator[tuple[Any, Tensor, np.ndarray]]:
-        rows = np.asarray(rows)
-        order = rng.permutation(len(rows)) if rng is not None else np.arange(len(rows))
-        for start in range(0, len(rows), batch):
-            idx = rows[order[start : start + batch]]
+        for idx in batch_rows(rows, batch, rng):
             inputs = {
                 m: torch.from_numpy(np.ascontiguousarray(pooled(data, m, idx), dtype=np.float32))
                 for m in self.modalities

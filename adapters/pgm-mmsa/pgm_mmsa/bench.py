@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from pgm_mmsa.adapters import KINDS
 from pgm_mmsa.data import context_windows
+from pgm_plugins.bench.bench_host import batch_rows
 
 __all__ = ["DEFAULT_WINDOW", "MmsaRun", "bench_hosts"]
 
@@ -207,10 +208,7 @@ class MmsaRun:
     def batches(
         self, data: Any, rows: np.ndarray, batch: int, rng: np.random.Generator | None
     ) -> Iterator[tuple[Any, Tensor, np.ndarray]]:
-        rows = np.asarray(rows)
-        order = rng.permutation(len(rows)) if rng is not None else np.arange(len(rows))
-        for start in range(0, len(rows), batch):
-            idx = rows[order[start : start + batch]]
+        for idx in batch_rows(rows, batch, rng):
             yield self._inputs(data, idx), self._labels(data.y[idx]), idx
 
     def step(self, inputs: Any, targets: Tensor, rows: np.ndarray) -> dict[str, float]:
