@@ -299,6 +299,13 @@ class HostTrainer:
     def step(
         self, inputs: Sequence[Any], labels: Tensor, index: Tensor | None = None
     ) -> dict[str, float]:
+        if self.kind == "misa" and labels.numel() < 2:
+            raise ValueError(
+                f"MISA's training step needs at least 2 samples per batch; got {labels.numel()}. "
+                "Its CMD loss over one sample is sqrt(0), whose gradient is NaN and would turn "
+                "every weight NaN. Drop or merge the last batch (DataLoader(..., "
+                "drop_last=True), or pgm_plugins.bench.bench_host.batch_rows); nothing was changed."
+            )
         self.model.train()
         if self.kind == "mmim":
             return self._mmim_step(inputs, labels)

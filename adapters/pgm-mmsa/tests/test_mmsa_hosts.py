@@ -212,6 +212,18 @@ def test_misa_private_variant():
     assert hooks_left(model) == 0
 
 
+def test_misa_refuses_a_one_sample_training_batch_and_changes_nothing():
+    model = build("misa", "data")
+    trainer = HostTrainer(model, train_samples=BATCH)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    one = tuple(t[:1] if isinstance(t, torch.Tensor) else t for t in inputs("misa", "data"))
+    with pytest.raises(ValueError, match=r"at least 2 samples per batch; got 1.*drop_last"):
+        trainer.step(one, labels_like(1))
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert trainer.batches == 0
+
+
 def test_self_mm_generates_unimodal_labels_from_binary_ones():
     model = build("self_mm", "data")
     trainer = HostTrainer(model, train_samples=BATCH)
