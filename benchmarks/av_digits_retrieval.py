@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from pgm_plugins._io import atomic_write_text
 from pgm_plugins.bench import av_digits
 from pgm_plugins.bench.arms import ARMS, count_parameters
+from pgm_plugins.bench.hosts import AudioTower
 from pgm_plugins.bench.results import ResultStore, environment
 from pgm_plugins.bench.stats import compare
 
@@ -75,26 +76,6 @@ class Spec:
     clip: float = 5.0
 
 
-class AudioTower(nn.Module):
-    """1-D convolutions over MFCC frames ``[B, T, 20]``, mean- and max-pooled (``[B, 2h]``)."""
-
-    def __init__(self, coeffs: int = av_digits.NUM_CEP, hidden: int = 128) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Conv1d(coeffs, hidden, 5, padding=2),
-            nn.BatchNorm1d(hidden),
-            nn.GELU(),
-            nn.Conv1d(hidden, hidden, 5, padding=2),
-            nn.BatchNorm1d(hidden),
-            nn.GELU(),
-        )
-        self.width = 2 * hidden
-
-    def forward(self, frames: Tensor) -> Tensor:
-        h = self.net(frames.transpose(1, 2))
-        return torch.cat([h.mean(-1), h.amax(-1)], dim=-1)
-
-
 class DualEncoder(nn.Module):
     """``encode_image`` / ``encode_audio`` give un-normalised embeddings; ``forward`` both."""
 
@@ -104,7 +85,7 @@ class DualEncoder(nn.Module):
 
         self.image_encoder = create_tower(spec.image_tower, in_chans=1)
         self.image_proj = nn.Linear(int(self.image_encoder.num_features), spec.dim)
-        self.audio_encoder = AudioTower(hidden=spec.audio_hidden)
+        self.audio_encoder = AudioTower(av_digits.NUM_CEP, hidden=spec.audio_hidden)
         self.audio_proj = nn.Linear(self.audio_encoder.width, spec.dim)
 
     def encode_image(self, images: Tensor) -> Tensor:

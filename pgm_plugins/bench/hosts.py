@@ -47,6 +47,27 @@ class LateFusionHost(nn.Module):
         return self.head(torch.cat(h, dim=-1))
 
 
-def host_sites(host: LateFusionHost) -> dict[str, str]:
-    """Injection sites: each encoder's output."""
-    return {m: f"encoders.{m}" for m in host.encoders}
+class AudioTower(nn.Module):
+    """1-D convolutions over frames ``[B, T, coeffs]`` (e.g. MFCCs), mean- and max-pooled over
+    time (``[B, 2 * hidden]``)."""
+
+    def __init__(self, coeffs: int = 20, hidden: int = 128) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv1d(coeffs, hidden, 5, padding=2),
+            nn.BatchNorm1d(hidden),
+            nn.GELU(),
+            nn.Conv1d(hidden, hidden, 5, padding=2),
+            nn.BatchNorm1d(hidden),
+            nn.GELU(),
+        )
+        self.width = 2 * hidden
+
+    def forward(self, frames: Tensor) -> Tensor:
+        h = self.net(frames.transpose(1, 2))
+        return torch.cat([h.mean(-1), h.amax(-1)], dim=-1)
+
+
+def host_sites(host: nn.Module) -> dict[str, str]:
+    """Injection sites: each encoder's output (``encoders.<m>``)."""
+    return {m: f"encoders.{m}" for m, _ in host.get_submodule("encoders").named_children()}

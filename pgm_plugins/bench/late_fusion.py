@@ -69,9 +69,7 @@ class LateFusionRun:
         self.task = data.task
         out_dim = int(data.num_classes or 2) if data.task == "classification" else 1
         torch.manual_seed(seed)
-        self.model = LateFusionHost(
-            {m: data.widths[m] for m in modalities}, hidden, out_dim, dropout
-        )
+        self.model = self._build(data, hidden, out_dim, dropout)
         self.sites: dict[str, str] | None = host_sites(self.model)
         seqs = [m for m in modalities if data.x[m].ndim == 3]
         self.changes: tuple[str, ...] = (
@@ -90,9 +88,17 @@ class LateFusionRun:
         self.handle: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
 
+    def _build(self, data: BenchData, hidden: int, out_dim: int, dropout: float) -> nn.Module:
+        """The model: ``encoders.<m>`` (``[B, hidden]`` each, the sites) and ``head``, called
+        as ``model(**inputs)``; subclasses build other encoders with the same layout."""
+        return LateFusionHost(
+            {m: data.widths[m] for m in self.modalities}, hidden, out_dim, dropout
+        )
+
     def parts(self) -> dict[str, list[nn.Parameter]]:
-        out = {m: list(self.model.encoders[m].parameters()) for m in self.modalities}
-        out["fusion"] = list(self.model.head.parameters())
+        get = self.model.get_submodule
+        out = {m: list(get(f"encoders.{m}").parameters()) for m in self.modalities}
+        out["fusion"] = list(get("head").parameters())
         return out
 
     def attach(self, handle: Any, lr_scale: dict[str, float] | None = None) -> None:

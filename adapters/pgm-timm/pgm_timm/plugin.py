@@ -1,4 +1,5 @@
-"""The pgm-timm plugin: the ``timm.towers`` adapter and the ``timm.fusion`` host.
+"""The pgm-timm plugin: the ``timm.towers`` adapter, the ``timm.fusion`` host and the ``timm.av``
+bench host.
 
 Registration imports no timm: the adapter's predicate and sites compare class paths.
 """
@@ -26,3 +27,12 @@ def pgm_register_hosts(register: Any) -> None:
         adapter="timm.towers",
         example=hosts.fusion_example,
     )
+
+
+@hookimpl
+def pgm_register_bench_hosts(register: Any) -> None:
+    """``timm.av``: a timm image tower and a conv audio tower for ``pgm bench`` (asked only when
+    bench hosts are listed; timm itself is imported when a tower is built)."""
+    from pgm_timm.bench import DESCRIPTION, av_towers_bench
+
+    register("timm.av", av_towers_bench, DESCRIPTION)

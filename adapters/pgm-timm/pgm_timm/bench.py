@@ -1,0 +1,153 @@
+"""The bench host ``timm.av``: a timm image tower and a 1-D conv audio tower, late fusion.
+
+For image x audio data such as ``av-digits``: ``image`` rows are square grey images flattened
+(``[N, side * side]``, e.g. 784 = 28 x 28) and go through a timm tower (``timm:resnet18`` by
+default, random weights, one input channel); ``audio`` rows are frame sequences ``[N, T, c]``
+(MFCCs) and go through :class:`pgm_plugins.bench.hosts.AudioTower`. Each tower is projected to
+``dim`` (``encoders.image`` / ``encoders.audio``, the PgM sites), the two are concatenated into
+an MLP head. The recipe (AdamW, gradient clipping, parts and optimizer groups, loss) is the
+late-fusion host's (:class:`pgm_plugins.bench.late_fusion.LateFusionRun`); only the encoders
+and the batches differ. The same towers as ``benchmarks/av_digits_retrieval.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pgm_plugins.bench.bench_host import batch_rows
+from pgm_plugins.bench.dataset import BenchData
+from pgm_plugins.bench.hosts import AudioTower
+from pgm_plugins.bench.late_fusion import LateFusionRun
+from pgm_timm.hosts import create_tower, tower_width
+
+__all__ = ["MODALITIES", "AvTowers", "AvTowersRun", "av_towers_bench"]
+
+MODALITIES = ("image", "audio")
+DESCRIPTION = (
+    "timm image tower (grey square images) + 1-D conv audio tower (frames), each projected to "
+    "dim, concat -> MLP head; AdamW, clipping; blocks at the projections; options: tower, dim"
+)
+
+
+class AvTowers(nn.Module):
+    """``encoders.image`` (timm tower + linear), ``encoders.audio`` (conv tower + linear),
+    ``head``; ``model(image=[B, 1, s, s], audio=[B, T, c])`` gives ``[B, out_dim]``."""
+
+    def __init__(
+        self, tower: str, audio_coeffs: int, dim: int, out_dim: int, audio_hidden: int = 128
+    ) -> None:
+        super().__init__()
+        image = create_tower(tower, in_chans=1)
+        audio = AudioTower(audio_coeffs, audio_hidden)
+        self.encoders = nn.ModuleDict(
+            {
+                "image": nn.Sequential(image, nn.Linear(tower_width(image), dim)),
+                "audio": nn.Sequential(audio, nn.Linear(audio.width, dim)),
+            }
+        )
+        self.head = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, out_dim))
+
+    def forward(self, **inputs: Tensor) -> Tensor:
+        h = [enc(inputs[m]) for m, enc in self.encoders.items()]
+        return self.head(torch.cat(h, dim=-1))  # type: ignore[no-any-return]
+
+
+class AvTowersRun(LateFusionRun):
+    """A :class:`~pgm_plugins.bench.bench_host.HostRun` of :class:`AvTowers`."""
+
+    def __init__(
+        self,
+        data: BenchData,
+        seed: int,
+        modalities: tuple[str, ...],
+        *,
+        tower: str = "timm:resnet18",
+        dim: int = 128,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        clip: float = 5.0,
+        batch: int = 100,
+    ) -> None:
+        if tuple(sorted(modalities)) != tuple(sorted(MODALITIES)):
+            raise ValueError(
+                f"timm.av takes the modalities {list(MODALITIES)} together; got "
+                f"{list(modalities)} (single modalities run under late_fusion)."
+            )
+        missing = [m for m in MODALITIES if m not in data.x]
+        if missing:
+            raise ValueError(
+                f"timm.av needs modalities {list(MODALITIES)}; {data.name} has "
+                f"{list(data.modalities)}."
+            )
+        side = math.isqrt(data.x["image"].shape[-1])
+        if data.x["image"].ndim != 2 or side * side != data.x["image"].shape[-1]:
+            raise ValueError(
+                f"timm.av: {data.name}'s image rows must be flattened square grey images "
+                f"[N, side * side]; got shape {tuple(data.x['image'].shape)}."
+            )
+        if data.x["audio"].ndim != 3:
+            raise ValueError(
+                f"timm.av: {data.name}'s audio rows must be frame sequences [N, T, c]; got "
+                f"shape {tuple(data.x['audio'].shape)}."
+            )
+        self.side, self.tower, self.dim = side, tower, dim
+        super().__init__(
+            data,
+            seed,
+            MODALITIES,
+            hidden=dim,
+            lr=lr,
+            weight_decay=weight_decay,
+            clip=clip,
+            batch=batch,
+        )
+        self.recipe.update(tower=tower, dim=dim, image_side=side)
+        del self.recipe["hidden"], self.recipe["dropout"]
+        self.changes = (f"image rows reshaped to [1, {side}, {side}]; {tower} random weights",)
+
+    def _build(self, data: BenchData, hidden: int, out_dim: int, dropout: float) -> nn.Module:
+        return AvTowers(self.tower, int(data.x["audio"].shape[-1]), self.dim, out_dim)
+
+    def batches(
+        self, data: BenchData, rows: np.ndarray, batch: int, rng: np.random.Generator | None
+    ) -> Iterator[tuple[Any, Tensor, np.ndarray]]:
+        for idx in batch_rows(rows, batch, rng):
+            image = np.ascontiguousarray(data.x["image"][idx], dtype=np.float32)
+            audio = np.ascontiguousarray(data.x["audio"][idx], dtype=np.float32)
+            inputs = {
+                "image": torch.from_numpy(image).reshape(-1, 1, self.side, self.side),
+                "audio": torch.from_numpy(audio),
+            }
+            yield inputs, torch.from_numpy(data.y[idx]).long(), idx
+
+
+def av_towers_bench(
+    data: Any,
+    seed: int,
+    modalities: tuple[str, ...],
+    *,
+    tower: str = "timm:resnet18",
+    dim: int = 128,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    clip: float = 5.0,
+    batch: int = 100,
+) -> AvTowersRun:
+    """The ``timm.av`` bench host factory (suite ``options`` reach the keywords)."""
+    return AvTowersRun(
+        data,
+        seed,
+        modalities,
+        tower=tower,
+        dim=dim,
+        lr=lr,
+        weight_decay=weight_decay,
+        clip=clip,
+        batch=batch,
+    )
