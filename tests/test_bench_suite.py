@@ -7,7 +7,11 @@ import pytest
 from pgm_plugins.bench.suite import SUITES_DIR, SuiteError, list_suites, load_suite, parse_suite
 
 DATASETS = ["synthetic", "mosi-utterance", "av-digits", "npz", "mmsa-pkl", "mult-pkl"]
-HOSTS = ["late_fusion", *(f"mmsa.{k}" for k in ("mult", "misa", "self_mm", "tfn", "lmf", "mmim"))]
+HOSTS = [
+    "late_fusion",
+    "timm.av",
+    *(f"mmsa.{k}" for k in ("mult", "misa", "self_mm", "tfn", "lmf", "mmim")),
+]
 GOOD = {
     "dataset": "synthetic",
     "hosts": ["late_fusion"],
