@@ -553,5 +553,6 @@ def test_batch_rows_never_trains_on_a_one_row_batch():
     assert np.concatenate(list(batch_rows(rows, 16, None))).tolist() == rows.tolist()
     assert [len(b) for b in batch_rows(np.arange(34), 16, np.random.default_rng(0))] == [16, 16, 2]
     assert [len(b) for b in batch_rows(rows[:1], 16, np.random.default_rng(0))] == [1]
+    assert [len(b) for b in batch_rows(rows[:5], 1, np.random.default_rng(0))] == [1] * 5
     with pytest.raises(ValueError, match="got 0"):
         list(batch_rows(rows, 0, None))

@@ -24,16 +24,17 @@ def batch_rows(
     rows: np.ndarray, batch: int, rng: np.random.Generator | None
 ) -> Iterator[np.ndarray]:
     """``rows`` in batches of ``batch``: shuffled when ``rng`` is given (training), in order
-    otherwise. In training, a last batch of a single row joins the batch before it: one row has
-    no batch statistics (``BatchNorm`` refuses it; MISA's CMD of one sample is ``sqrt(0)``,
-    whose gradient is NaN and turns every weight NaN: MOSI ``clean`` fold 0 at seed 1 has 401
-    training rows, 25 batches of 16 and one of 1)."""
+    otherwise. In training with ``batch > 1``, a last batch of a single row joins the batch
+    before it: one row has no batch statistics (``BatchNorm`` refuses it; MISA's CMD of one
+    sample is ``sqrt(0)``, whose gradient is NaN and turns every weight NaN: MOSI ``clean`` fold
+    0 at seed 1 has 401 training rows, 25 batches of 16 and one of 1). ``batch=1`` is kept as
+    asked, every batch one row."""
     if batch < 1:
         raise ValueError(f"batch must be a positive number of rows; got {batch}.")
     rows = np.asarray(rows)
     order = rows[rng.permutation(len(rows))] if rng is not None else rows
     starts = list(range(0, len(rows), batch))
-    if rng is not None and len(starts) > 1 and len(rows) - starts[-1] == 1:
+    if rng is not None and batch > 1 and len(starts) > 1 and len(rows) - starts[-1] == 1:
         starts.pop()
     for i, start in enumerate(starts):
         yield order[start : starts[i + 1] if i + 1 < len(starts) else len(rows)]

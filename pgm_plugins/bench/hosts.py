@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LateFusionHost", "host_sites"]
+__all__ = ["AudioTower", "LateFusionHost", "host_sites"]
 
 
 class LateFusionHost(nn.Module):

@@ -303,8 +303,9 @@ class HostTrainer:
             raise ValueError(
                 f"MISA's training step needs at least 2 samples per batch; got {labels.numel()}. "
                 "Its CMD loss over one sample is sqrt(0), whose gradient is NaN and would turn "
-                "every weight NaN. Drop or merge the last batch (DataLoader(..., "
-                "drop_last=True), or pgm_plugins.bench.bench_host.batch_rows); nothing was changed."
+                "every weight NaN. Train with a batch size of at least 2 and drop or merge a last "
+                "batch of one (DataLoader(..., drop_last=True), or "
+                "pgm_plugins.bench.bench_host.batch_rows); nothing was changed."
             )
         self.model.train()
         if self.kind == "mmim":

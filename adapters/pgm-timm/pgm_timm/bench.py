@@ -31,7 +31,8 @@ __all__ = ["MODALITIES", "AvTowers", "AvTowersRun", "av_towers_bench"]
 MODALITIES = ("image", "audio")
 DESCRIPTION = (
     "timm image tower (grey square images) + 1-D conv audio tower (frames), each projected to "
-    "dim, concat -> MLP head; AdamW, clipping; blocks at the projections; options: tower, dim"
+    "dim, concat -> MLP head; AdamW, clipping; blocks at the projections; options: tower, "
+    "tower_options, dim"
 )
 
 
@@ -40,10 +41,16 @@ class AvTowers(nn.Module):
     ``head``; ``model(image=[B, 1, s, s], audio=[B, T, c])`` gives ``[B, out_dim]``."""
 
     def __init__(
-        self, tower: str, audio_coeffs: int, dim: int, out_dim: int, audio_hidden: int = 128
+        self,
+        tower: str,
+        audio_coeffs: int,
+        dim: int,
+        out_dim: int,
+        tower_options: dict[str, Any] | None = None,
+        audio_hidden: int = 128,
     ) -> None:
         super().__init__()
-        image = create_tower(tower, in_chans=1)
+        image = create_tower(tower, **{"in_chans": 1, **(tower_options or {})})
         audio = AudioTower(audio_coeffs, audio_hidden)
         self.encoders = nn.ModuleDict(
             {
@@ -55,7 +62,7 @@ class AvTowers(nn.Module):
 
     def forward(self, **inputs: Tensor) -> Tensor:
         h = [enc(inputs[m]) for m, enc in self.encoders.items()]
-        return self.head(torch.cat(h, dim=-1))  # type: ignore[no-any-return]
+        return self.head(torch.cat(h, dim=-1))
 
 
 class AvTowersRun(LateFusionRun):
@@ -68,35 +75,49 @@ class AvTowersRun(LateFusionRun):
         modalities: tuple[str, ...],
         *,
         tower: str = "timm:resnet18",
+        tower_options: dict[str, Any] | None = None,
         dim: int = 128,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         clip: float = 5.0,
         batch: int = 100,
     ) -> None:
+        shapes = {m: tuple(v.shape) for m, v in data.x.items()}
+        need = "image [N, side * side] (flattened square grey images) and audio [N, T, c] (frames)"
+        if any(m not in data.x for m in MODALITIES):
+            raise ValueError(f"timm.av needs {need}; {data.name} has {shapes}.")
         if tuple(sorted(modalities)) != tuple(sorted(MODALITIES)):
             raise ValueError(
                 f"timm.av takes the modalities {list(MODALITIES)} together; got "
-                f"{list(modalities)} (single modalities run under late_fusion)."
-            )
-        missing = [m for m in MODALITIES if m not in data.x]
-        if missing:
-            raise ValueError(
-                f"timm.av needs modalities {list(MODALITIES)}; {data.name} has "
-                f"{list(data.modalities)}."
+                f"{list(modalities)}"
+                + (
+                    " (single modalities run under late_fusion)."
+                    if set(modalities) < set(MODALITIES)
+                    else f" ({data.name} has {shapes}; timm.av needs {need})."
+                )
             )
         side = math.isqrt(data.x["image"].shape[-1])
         if data.x["image"].ndim != 2 or side * side != data.x["image"].shape[-1]:
             raise ValueError(
                 f"timm.av: {data.name}'s image rows must be flattened square grey images "
-                f"[N, side * side]; got shape {tuple(data.x['image'].shape)}."
+                f"[N, side * side]; got shape {shapes['image']}."
             )
         if data.x["audio"].ndim != 3:
             raise ValueError(
                 f"timm.av: {data.name}'s audio rows must be frame sequences [N, T, c]; got "
-                f"shape {tuple(data.x['audio'].shape)}."
+                f"shape {shapes['audio']}."
+            )
+        lengths = data.lengths.get("audio")
+        frames = data.x["audio"].shape[1]
+        if lengths is not None and (np.asarray(lengths) != frames).any():
+            raise ValueError(
+                f"timm.av pools its audio tower over every frame, but {data.name}'s audio is "
+                f"padded (real frames {int(np.min(lengths))}-{int(np.max(lengths))} of {frames}); "
+                "give every clip the same number of real frames (av-digits: frames=32, the "
+                "default) or use late_fusion, which masks the padding."
             )
         self.side, self.tower, self.dim = side, tower, dim
+        self.tower_options = dict(tower_options or {})
         super().__init__(
             data,
             seed,
@@ -107,12 +128,36 @@ class AvTowersRun(LateFusionRun):
             clip=clip,
             batch=batch,
         )
-        self.recipe.update(tower=tower, dim=dim, image_side=side)
+        self.recipe.update(tower=tower, tower_options=self.tower_options, dim=dim, image_side=side)
         del self.recipe["hidden"], self.recipe["dropout"]
         self.changes = (f"image rows reshaped to [1, {side}, {side}]; {tower} random weights",)
+        self._probe(data)
+
+    def _probe(self, data: BenchData) -> None:
+        """One eval forward of two rows, so a tower that cannot take the images fails here
+        (when the runner plans the suite) and not in the first training step."""
+        if len(data.y) == 0:
+            return
+        inputs, _, _ = next(self.batches(data, np.arange(min(2, len(data.y))), 2, None))
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                self.model(**inputs)
+        except (RuntimeError, AssertionError, ValueError) as exc:
+            raise ValueError(
+                f"timm.av: tower {self.tower!r} (options {self.tower_options}) cannot take "
+                f"{data.name}'s [1, {self.side}, {self.side}] images: {exc}. Convolutional "
+                "towers (timm:resnet18) take any size; a ViT needs tower_options with "
+                f"img_size={self.side} and a patch_size that divides it."
+            ) from exc
+        finally:
+            self.model.train(was)
 
     def _build(self, data: BenchData, hidden: int, out_dim: int, dropout: float) -> nn.Module:
-        return AvTowers(self.tower, int(data.x["audio"].shape[-1]), self.dim, out_dim)
+        return AvTowers(
+            self.tower, int(data.x["audio"].shape[-1]), self.dim, out_dim, self.tower_options
+        )
 
     def batches(
         self, data: BenchData, rows: np.ndarray, batch: int, rng: np.random.Generator | None
@@ -124,7 +169,8 @@ class AvTowersRun(LateFusionRun):
                 "image": torch.from_numpy(image).reshape(-1, 1, self.side, self.side),
                 "audio": torch.from_numpy(audio),
             }
-            yield inputs, torch.from_numpy(data.y[idx]).long(), idx
+            y = torch.from_numpy(data.y[idx])
+            yield inputs, (y.long() if self.task == "classification" else y.float()), idx
 
 
 def av_towers_bench(
@@ -133,6 +179,7 @@ def av_towers_bench(
     modalities: tuple[str, ...],
     *,
     tower: str = "timm:resnet18",
+    tower_options: dict[str, Any] | None = None,
     dim: int = 128,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
@@ -145,6 +192,7 @@ def av_towers_bench(
         seed,
         modalities,
         tower=tower,
+        tower_options=tower_options,
         dim=dim,
         lr=lr,
         weight_decay=weight_decay,

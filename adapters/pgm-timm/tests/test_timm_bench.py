@@ -120,3 +120,42 @@ def test_bad_data_is_refused_with_what_was_given(registry, tmp_path):
     with pytest.raises(Exception, match="square grey images"):
         runner.plan()
     assert not list(tmp_path.rglob("*.json"))
+
+
+def test_regression_targets_stay_scores():
+    data = av_tiny()
+    data.task, data.num_classes = "regression", None
+    data.y = np.linspace(-1, 1, N).astype(np.float32)
+    run = AvTowersRun(data, 0, ("image", "audio"), tower="timm:test_resnet", dim=16)
+    (inputs, y, _), *_ = run.batches(data, np.arange(4), 4, None)
+    assert y.dtype.is_floating_point and y.tolist() == pytest.approx(data.y[:4].tolist())
+    assert run.predict(inputs).shape == (4,)
+
+
+def test_a_tower_that_cannot_take_the_images_fails_when_built():
+    with pytest.raises(ValueError, match=r"'timm:test_vit'.*\[1, 28, 28\].*img_size=28"):
+        AvTowersRun(av_tiny(), 0, ("image", "audio"), tower="timm:test_vit", dim=16)
+    run = AvTowersRun(
+        av_tiny(),
+        0,
+        ("image", "audio"),
+        tower="timm:test_vit",
+        tower_options={"img_size": 28, "patch_size": 7},
+        dim=16,
+    )
+    assert run.recipe["tower_options"] == {"img_size": 28, "patch_size": 7}
+
+
+def test_padded_audio_and_other_data_are_refused_naming_the_shapes():
+    data = av_tiny()
+    data.lengths = {"audio": np.r_[np.full(N - 1, T), 2].astype(np.int64)}
+    with pytest.raises(ValueError, match=r"padded \(real frames 2-6 of 6\).*frames=32"):
+        AvTowersRun(data, 0, ("image", "audio"), tower="timm:test_resnet")
+    other = av_tiny()
+    other.x = {"a": other.x["image"], "b": other.x["audio"]}
+    with pytest.raises(ValueError, match=r"needs image \[N, side \* side\].*'a': \(60, 784\)"):
+        AvTowersRun(other, 0, ("a", "b"))
+    extra = av_tiny()
+    extra.x["stats"] = np.zeros((N, 4), np.float32)
+    with pytest.raises(ValueError, match=r"got \['image', 'audio', 'stats'\] \(av-tiny has"):
+        AvTowersRun(extra, 0, ("image", "audio", "stats"))
