@@ -26,7 +26,7 @@ from pgm_plugins.bench.hosts import AudioTower
 from pgm_plugins.bench.late_fusion import LateFusionRun
 from pgm_timm.hosts import create_tower, tower_width
 
-__all__ = ["MODALITIES", "AvTowers", "AvTowersRun", "av_towers_bench"]
+__all__ = ["MODALITIES", "AvTowers", "AvTowersRun"]
 
 MODALITIES = ("image", "audio")
 DESCRIPTION = (
@@ -66,7 +66,8 @@ class AvTowers(nn.Module):
 
 
 class AvTowersRun(LateFusionRun):
-    """A :class:`~pgm_plugins.bench.bench_host.HostRun` of :class:`AvTowers`."""
+    """A :class:`~pgm_plugins.bench.bench_host.HostRun` of :class:`AvTowers`; the class is the
+    registered factory (its keywords are the suite's ``host_options``)."""
 
     def __init__(
         self,
@@ -171,31 +172,3 @@ class AvTowersRun(LateFusionRun):
             }
             y = torch.from_numpy(data.y[idx])
             yield inputs, (y.long() if self.task == "classification" else y.float()), idx
-
-
-def av_towers_bench(
-    data: Any,
-    seed: int,
-    modalities: tuple[str, ...],
-    *,
-    tower: str = "timm:resnet18",
-    tower_options: dict[str, Any] | None = None,
-    dim: int = 128,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    clip: float = 5.0,
-    batch: int = 100,
-) -> AvTowersRun:
-    """The ``timm.av`` bench host factory (suite ``options`` reach the keywords)."""
-    return AvTowersRun(
-        data,
-        seed,
-        modalities,
-        tower=tower,
-        tower_options=tower_options,
-        dim=dim,
-        lr=lr,
-        weight_decay=weight_decay,
-        clip=clip,
-        batch=batch,
-    )

@@ -33,6 +33,6 @@ def pgm_register_hosts(register: Any) -> None:
 def pgm_register_bench_hosts(register: Any) -> None:
     """``timm.av``: a timm image tower and a conv audio tower for ``pgm bench`` (asked only when
     bench hosts are listed; timm itself is imported when a tower is built)."""
-    from pgm_timm.bench import DESCRIPTION, av_towers_bench
+    from pgm_timm.bench import DESCRIPTION, AvTowersRun
 
-    register("timm.av", av_towers_bench, DESCRIPTION)
+    register("timm.av", AvTowersRun, DESCRIPTION)
