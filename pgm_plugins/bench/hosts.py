@@ -11,10 +11,22 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AudioTower", "LateFusionHost", "host_sites"]
+__all__ = ["AudioTower", "EncoderFusion", "LateFusionHost", "host_sites"]
 
 
-class LateFusionHost(nn.Module):
+class EncoderFusion(nn.Module):
+    """One encoder per modality (``encoders.<m>``, the injection sites), outputs concatenated
+    into ``head``; called as ``model(**inputs)``. Subclasses build ``encoders`` and ``head``."""
+
+    encoders: nn.ModuleDict
+    head: nn.Module
+
+    def forward(self, **inputs: Tensor) -> Tensor:
+        h = [enc(inputs[m]) for m, enc in self.encoders.items()]
+        return self.head(torch.cat(h, dim=-1))
+
+
+class LateFusionHost(EncoderFusion):
     """``encoders.<m>``: ``Linear -> GELU -> Dropout -> Linear -> GELU`` (``[B, hidden]``);
     ``head``: ``Linear(M * hidden, hidden) -> GELU -> Dropout -> Linear(hidden, out_dim)``."""
 
@@ -42,10 +54,6 @@ class LateFusionHost(nn.Module):
             nn.Linear(hidden, out_dim),
         )
 
-    def forward(self, **inputs: Tensor) -> Tensor:
-        h = [enc(inputs[m]) for m, enc in self.encoders.items()]
-        return self.head(torch.cat(h, dim=-1))
-
 
 class AudioTower(nn.Module):
     """1-D convolutions over frames ``[B, T, coeffs]`` (e.g. MFCCs), mean- and max-pooled over
@@ -68,6 +76,6 @@ class AudioTower(nn.Module):
         return torch.cat([h.mean(-1), h.amax(-1)], dim=-1)
 
 
-def host_sites(host: nn.Module) -> dict[str, str]:
+def host_sites(host: EncoderFusion) -> dict[str, str]:
     """Injection sites: each encoder's output (``encoders.<m>``)."""
-    return {m: f"encoders.{m}" for m, _ in host.get_submodule("encoders").named_children()}
+    return {m: f"encoders.{m}" for m in host.encoders}

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from pgm_plugins.bench.bench_host import batch_rows
 from pgm_plugins.bench.dataset import BenchData
-from pgm_plugins.bench.hosts import LateFusionHost, host_sites
+from pgm_plugins.bench.hosts import EncoderFusion, LateFusionHost, host_sites
 
 __all__ = ["DESCRIPTION", "LateFusionRun", "pooled"]
 
@@ -88,17 +88,15 @@ class LateFusionRun:
         self.handle: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
 
-    def _build(self, data: BenchData, hidden: int, out_dim: int, dropout: float) -> nn.Module:
-        """The model: ``encoders.<m>`` (``[B, hidden]`` each, the sites) and ``head``, called
-        as ``model(**inputs)``; subclasses build other encoders with the same layout."""
+    def _build(self, data: BenchData, hidden: int, out_dim: int, dropout: float) -> EncoderFusion:
+        """The model (``[B, hidden]`` per encoder); subclasses build other encoders."""
         return LateFusionHost(
             {m: data.widths[m] for m in self.modalities}, hidden, out_dim, dropout
         )
 
     def parts(self) -> dict[str, list[nn.Parameter]]:
-        get = self.model.get_submodule
-        out = {m: list(get(f"encoders.{m}").parameters()) for m in self.modalities}
-        out["fusion"] = list(get("head").parameters())
+        out = {m: list(self.model.encoders[m].parameters()) for m in self.modalities}
+        out["fusion"] = list(self.model.head.parameters())
         return out
 
     def attach(self, handle: Any, lr_scale: dict[str, float] | None = None) -> None:

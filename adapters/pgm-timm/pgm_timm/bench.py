@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from pgm_plugins.bench.bench_host import batch_rows
 from pgm_plugins.bench.dataset import BenchData
-from pgm_plugins.bench.hosts import AudioTower
+from pgm_plugins.bench.hosts import AudioTower, EncoderFusion
 from pgm_plugins.bench.late_fusion import LateFusionRun
 from pgm_timm.hosts import create_tower, tower_width
 
@@ -36,7 +36,7 @@ DESCRIPTION = (
 )
 
 
-class AvTowers(nn.Module):
+class AvTowers(EncoderFusion):
     """``encoders.image`` (timm tower + linear), ``encoders.audio`` (conv tower + linear),
     ``head``; ``model(image=[B, 1, s, s], audio=[B, T, c])`` gives ``[B, out_dim]``."""
 
@@ -59,10 +59,6 @@ class AvTowers(nn.Module):
             }
         )
         self.head = nn.Sequential(nn.Linear(2 * dim, dim), nn.GELU(), nn.Linear(dim, out_dim))
-
-    def forward(self, **inputs: Tensor) -> Tensor:
-        h = [enc(inputs[m]) for m, enc in self.encoders.items()]
-        return self.head(torch.cat(h, dim=-1))
 
 
 class AvTowersRun(LateFusionRun):
@@ -117,7 +113,7 @@ class AvTowersRun(LateFusionRun):
                 "give every clip the same number of real frames (av-digits: frames=32, the "
                 "default) or use late_fusion, which masks the padding."
             )
-        self.side, self.tower, self.dim = side, tower, dim
+        self.side, self.tower = side, tower
         self.tower_options = dict(tower_options or {})
         super().__init__(
             data,
@@ -129,8 +125,9 @@ class AvTowersRun(LateFusionRun):
             clip=clip,
             batch=batch,
         )
-        self.recipe.update(tower=tower, tower_options=self.tower_options, dim=dim, image_side=side)
-        del self.recipe["hidden"], self.recipe["dropout"]
+        del self.recipe["dropout"]
+        self.recipe["dim"] = self.recipe.pop("hidden")
+        self.recipe.update(tower=tower, tower_options=self.tower_options, image_side=side)
         self.changes = (f"image rows reshaped to [1, {side}, {side}]; {tower} random weights",)
         self._probe(data)
 
@@ -155,10 +152,9 @@ class AvTowersRun(LateFusionRun):
         finally:
             self.model.train(was)
 
-    def _build(self, data: BenchData, hidden: int, out_dim: int, dropout: float) -> nn.Module:
-        return AvTowers(
-            self.tower, int(data.x["audio"].shape[-1]), self.dim, out_dim, self.tower_options
-        )
+    def _build(self, data: BenchData, hidden: int, out_dim: int, dropout: float) -> AvTowers:
+        coeffs = int(data.x["audio"].shape[-1])
+        return AvTowers(self.tower, coeffs, hidden, out_dim, self.tower_options)
 
     def batches(
         self, data: BenchData, rows: np.ndarray, batch: int, rng: np.random.Generator | None
