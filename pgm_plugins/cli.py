@@ -11,6 +11,8 @@ from typing import Any
 
 from pgm_plugins._version import __version__
 
+RESULTS_HELP = "results root (default: $PGM_RESULTS_DIR, else ./pgm-results)"
+
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
     from pgm_plugins.registry import get_registry
@@ -83,9 +85,9 @@ def _cmd_layers(args: argparse.Namespace) -> int:
 def _results_dir(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
-    from pgm_plugins.bench.runner import RESULTS_DIR
+    from pgm_plugins.bench.results import default_results_dir
 
-    return Path(args.results) if args.results else RESULTS_DIR
+    return Path(args.results) if args.results else default_results_dir()
 
 
 def _cmd_bench_run(args: argparse.Namespace) -> int:
@@ -132,7 +134,7 @@ def _cmd_bench_list(args: argparse.Namespace) -> int:
     from pgm_plugins.registry import get_registry
 
     root = _results_dir(args)
-    print("suites (benchmarks/suites):")
+    print(f"suites (built in; results under {root}):")
     for name in list_suites():
         try:
             s = load_suite(name)
@@ -207,17 +209,17 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--seeds", nargs="+", type=_int_list("seed"), help="only these seeds")
     p.add_argument("--folds", nargs="+", type=_int_list("fold"), help="only these folds (0-based)")
     p.add_argument("--data-dir", help="folder holding the data sets (else $PGM_DATA_DIR)")
-    p.add_argument("--results", help="results root (default benchmarks/results)")
+    p.add_argument("--results", help=RESULTS_HELP)
     p.add_argument("--threads", type=_positive, help="torch threads (default: the suite's, else 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     p.add_argument("--no-report", action="store_true", help="do not print the report after")
     p.set_defaults(func=_cmd_bench_run)
     p = bsub.add_parser("list", help="suites (cells, done), data sets and bench hosts")
-    p.add_argument("--results", help="results root (default benchmarks/results)")
+    p.add_argument("--results", help=RESULTS_HELP)
     p.set_defaults(func=_cmd_bench_list)
     p = bsub.add_parser("report", help="tables, statistics and plots of a suite's results")
     p.add_argument("suite", nargs="?", help="suite name (default: every suite with results)")
-    p.add_argument("--results", help="results root (default benchmarks/results)")
+    p.add_argument("--results", help=RESULTS_HELP)
     p.add_argument("--out", help="folder for report.md / report.csv / plots")
     p.add_argument("--format", default="markdown", help="markdown, csv or none")
     p.set_defaults(func=_cmd_bench_report)

@@ -128,7 +128,7 @@ def test_list_shows_suites_data_sets_and_hosts(env, capsys):
     _, results = env
     assert _run("list", "--results", results) == 0
     out = capsys.readouterr().out
-    assert "suites (benchmarks/suites):" in out and "quick" in out
+    assert "suites (built in; results under" in out and "quick" in out
     assert "tiny             tiny" in out and "late_fusion" in out
 
 

@@ -37,7 +37,8 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the bench extra is miss
     ) from exc
 
 from pgm_plugins._io import atomic_write_text
-from pgm_plugins.bench.results import ResultStore
+from pgm_plugins.bench.record import REQUIRED as CONTRACT
+from pgm_plugins.bench.record import Problem, check_record, read_records
 from pgm_plugins.bench.stats import compare, holm, rank_correlation
 from pgm_plugins.errors import PgMError, choices_text, did_you_mean
 
@@ -60,34 +61,6 @@ REFERENCES = ("baseline", "capacity")
 #: single-modality arms (``only.<m>``) run once per data set under this host
 SINGLE_PREFIX = "only."
 SINGLE_HOST = "late_fusion"
-KEY_FIELDS = ("suite", "dataset", "protocol", "host", "arm", "fold", "seed")
-#: every top-level field of a record (docs/results.md); a record without one of them is skipped
-CONTRACT = (
-    "key",
-    "status",
-    "suite",
-    "data",
-    "host",
-    "arm",
-    "setting",
-    "selection",
-    "primary",
-    "higher_is_better",
-    "metrics",
-    "sizes",
-    "curves",
-    "best_epoch",
-    "epochs_run",
-    "epoch_cap",
-    "patience",
-    "train",
-    "parameters",
-    "time",
-    "shares",
-    "parts",
-    "truth",
-    "env",
-)
 #: metrics shown beside the primary one (those present in the records)
 SECONDARY = {
     "classification": ("acc2", "wf1"),
@@ -102,17 +75,6 @@ FORMATS = ("markdown", "csv", "none")
 
 class ReportError(PgMError, ValueError):
     """Nothing to report: no results folder, no suite, or no readable record."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A result file left out of the report, and why."""
-
-    path: Path
-    reason: str
-
-    def text(self) -> str:
-        return f"{self.path}: {self.reason}"
 
 
 @dataclass
@@ -145,116 +107,6 @@ def _is_number(v: Any) -> bool:
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def check_record(record: Any, path: Path, suite: str) -> str | None:
-    """Why ``record`` (read from ``path`` under suite ``suite``) cannot be used, or None."""
-    if not isinstance(record, dict):
-        return f"not a JSON object but {type(record).__name__}"
-    missing = [k for k in CONTRACT if k not in record]
-    if missing:
-        return f"missing field(s) {', '.join(map(repr, missing))} (partial record)"
-    key = record["key"]
-    if not isinstance(key, dict):
-        return f"'key' is {type(key).__name__}, not an object"
-    lacking = [k for k in KEY_FIELDS if k not in key]
-    extra = [k for k in key if k not in KEY_FIELDS]
-    if lacking or extra:
-        return (
-            f"wrong key {key}: "
-            + (f"lacks {', '.join(map(repr, lacking))}" if lacking else "")
-            + ("; " if lacking and extra else "")
-            + (f"unknown {', '.join(map(repr, extra))}" if extra else "")
-            + f" (a key has {', '.join(KEY_FIELDS)})"
-        )
-    for k in KEY_FIELDS:
-        want_int = k in ("fold", "seed")
-        if (want_int and not _is_int(key[k])) or (not want_int and not isinstance(key[k], str)):
-            return f"wrong key: {k}={key[k]!r} is not {'an integer' if want_int else 'a string'}"
-    if key["suite"] != suite:
-        return f"wrong key: suite {key['suite']!r}, but the file lies under suite {suite!r}"
-    expected = ResultStore(path.parent).path(key).name
-    if path.name != expected:
-        return f"wrong key: the file name does not match its key {key} (expected {expected})"
-    if record["status"] != "done":
-        return f"status {record['status']!r}, not 'done' (unfinished cell)"
-    for name, sub in (("data", "dataset"), ("host", "host"), ("arm", "arm")):
-        part = record[name]
-        if not isinstance(part, dict) or "name" not in part:
-            return f"'{name}' is not an object with a 'name'"
-        if part["name"] != key[sub]:
-            return f"'{name}.name' is {part['name']!r}, the key says {key[sub]!r}"
-    if record["data"].get("protocol") != key["protocol"]:
-        return f"'data.protocol' is {record['data'].get('protocol')!r}, key {key['protocol']!r}"
-    if record["data"].get("task") not in ("classification", "regression"):
-        return f"'data.task' is {record['data'].get('task')!r}; valid: classification, regression"
-    primary = record["primary"]
-    if not isinstance(primary, str):
-        return f"'primary' is {primary!r}, not a metric name"
-    if not isinstance(record["higher_is_better"], bool):
-        return f"'higher_is_better' is {record['higher_is_better']!r}, not true / false"
-    metrics = record["metrics"]
-    if not isinstance(metrics, dict) or not all(
-        isinstance(metrics.get(s), dict) for s in ("valid", "test")
-    ):
-        return "'metrics' must hold 'valid' and 'test' objects"
-    for split in ("valid", "test"):
-        bad = [m for m, v in metrics[split].items() if not _is_number(v)]
-        if bad:
-            return f"metrics.{split}: {', '.join(bad)} not a number"
-    test = metrics["test"]
-    if primary not in test:
-        return (
-            f"metrics.test lacks the primary metric {primary!r}; it has "
-            f"{choices_text(test)}." + did_you_mean(primary, test)
-        )
-    if not math.isfinite(test[primary]) and record.get("stopped") != "non-finite":
-        return f"metrics.test.{primary} is {test[primary]} (not finite)"
-    sizes = record["sizes"]
-    if not isinstance(sizes, dict) or not all(_is_int(sizes.get(s)) for s in ("train", "test")):
-        return f"'sizes' must give integer 'train' and 'test' counts, got {sizes!r}"
-    if sizes["train"] <= 0 or sizes["test"] <= 0:
-        return f"'sizes' has an empty split: {sizes}"
-    params = record["parameters"]
-    if not isinstance(params, dict) or not all(_is_int(params.get(s)) for s in ("host", "block")):
-        return f"'parameters' must give integer 'host' and 'block' counts, got {params!r}"
-    tm = record["time"]
-    if not isinstance(tm, dict) or not _is_number(tm.get("wall_s")):
-        return f"'time' must give a number 'wall_s', got {tm!r}"
-    if "step_ms" in tm and tm["step_ms"] is not None and not _is_number(tm["step_ms"]):
-        return f"'time.step_ms' is {tm['step_ms']!r}, not a number"
-    shares = record["shares"]
-    if shares is not None and (
-        not isinstance(shares, dict) or not all(_is_number(v) for v in shares.values())
-    ):
-        return f"'shares' must be null or modality -> number, got {shares!r}"
-    for name in ("parts", "truth"):
-        if record[name] is not None and not isinstance(record[name], dict):
-            return f"'{name}' must be null or an object"
-    return None
-
-
-def read_records(
-    folder: Path, suite: str
-) -> tuple[list[tuple[Path, dict[str, Any]]], list[Problem]]:
-    """Every usable record of ``folder`` (sorted by file name) and the files left out."""
-    good: list[tuple[Path, dict[str, Any]]] = []
-    problems: list[Problem] = []
-    for path in sorted(folder.glob("*.json")):
-        try:
-            record = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            problems.append(Problem(path, f"corrupt JSON ({exc}); truncated or partly written?"))
-            continue
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(Problem(path, f"unreadable ({exc})"))
-            continue
-        reason = check_record(record, path, suite)
-        if reason is not None:
-            problems.append(Problem(path, reason))
-        else:
-            good.append((path, record))
-    return good, problems
 
 
 def find_suites(results_dir: Path) -> list[str]:

@@ -9,6 +9,7 @@ file that does not parse is reported, never counted as done.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import subprocess
@@ -19,9 +20,23 @@ from typing import Any
 
 from pgm_plugins._io import atomic_write_text
 
-__all__ = ["ResultStore", "environment"]
+__all__ = ["RESULTS_ENV", "ResultStore", "default_results_dir", "environment", "key_file_name"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.=+-]+")
+#: the environment variable that sets the default results root
+RESULTS_ENV = "PGM_RESULTS_DIR"
+
+
+def default_results_dir() -> Path:
+    """Where results go without ``--results``: ``$PGM_RESULTS_DIR``, else ``./pgm-results``
+    under the current directory (never inside the installed package)."""
+    value = os.environ.get(RESULTS_ENV, "").strip()
+    return Path(value).expanduser() if value else Path.cwd() / "pgm-results"
+
+
+def key_file_name(key: Mapping[str, Any]) -> str:
+    """``k=v__k=v....json`` for a cell key (other characters than ``[A-Za-z0-9_.=+-]``: ``-``)."""
+    return "__".join(f"{k}={_SAFE.sub('-', str(v))}" for k, v in key.items()) + ".json"
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -60,15 +75,22 @@ def _loaded_versions() -> dict[str, str]:
 
 
 def environment(repo: Path | None = None) -> dict[str, Any]:
-    """Versions, git commit + dirty flag, machine: what every record carries."""
+    """Versions, git commit + dirty flag, machine: what every record carries.
+
+    The commit is that of the git work tree holding the imported ``pgm_plugins`` (``repo``
+    overrides); installed from a wheel there is none, and the versions say what ran."""
     import numpy
     import torch
 
     from pgm_plugins._version import __version__
 
-    repo = repo or Path(__file__).resolve().parents[2]
-    commit = _git(["rev-parse", "HEAD"], repo)
-    status = _git(["status", "--porcelain", "--untracked-files=no"], repo)
+    repo = repo or Path(__file__).resolve().parent
+    # a venv inside a checkout is not that checkout: the package must be tracked there
+    tracked = repo != Path(__file__).resolve().parent or (
+        _git(["ls-files", "--error-unmatch", "__init__.py"], repo) is not None
+    )
+    commit = _git(["rev-parse", "HEAD"], repo) if tracked else None
+    status = _git(["status", "--porcelain", "--untracked-files=no"], repo) if tracked else None
     return {
         "versions": {
             "python": sys.version.split()[0],
@@ -99,8 +121,7 @@ class ResultStore:
         self.check = check
 
     def path(self, key: Mapping[str, Any]) -> Path:
-        name = "__".join(f"{k}={_SAFE.sub('-', str(v))}" for k, v in key.items())
-        return self.root / f"{name}.json"
+        return self.root / key_file_name(key)
 
     def load(self, key: Mapping[str, Any]) -> dict[str, Any] | None:
         """The finished record of ``key``, or None (missing, or corrupt: reported on stderr)."""

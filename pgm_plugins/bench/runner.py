@@ -43,12 +43,12 @@ import torch
 
 from pgm_plugins.bench.arms import Arm, count_parameters, get_arm, lr_scale_grid
 from pgm_plugins.bench.dataset import BenchData, Fold
-from pgm_plugins.bench.results import ResultStore, environment
+from pgm_plugins.bench.record import DIGEST_SCHEME, SCHEMA_VERSION, check_record
+from pgm_plugins.bench.results import ResultStore, default_results_dir, environment
 from pgm_plugins.bench.suite import Suite, SuiteError
 from pgm_plugins.errors import NonFiniteError, PgMError, choices_text, did_you_mean
 
 __all__ = [
-    "RESULTS_DIR",
     "Cell",
     "LockError",
     "Runner",
@@ -58,7 +58,6 @@ __all__ = [
     "suite_lock",
 ]
 
-RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 SINGLE_HOST = "late_fusion"
 LOWER_IS_BETTER = {"mae", "mse", "loss", "rmse"}
 PARTS_ROWS = 200
@@ -380,7 +379,7 @@ class Runner:
         from pgm_plugins.registry import get_registry
 
         self.suite = suite
-        self.root = Path(results) if results is not None else RESULTS_DIR
+        self.root = Path(results) if results is not None else default_results_dir()
         self.folder = self.root / suite.name
         for path in (self.root, self.folder):
             if path.exists() and not path.is_dir():
@@ -399,8 +398,6 @@ class Runner:
         self._std: tuple[tuple[int, int], BenchData, dict[str, Any]] | None = None
 
     def _check_record(self, record: dict[str, Any], path: Path) -> str | None:
-        from pgm_plugins.bench.report import check_record  # report imports the runner
-
         return check_record(record, path, self.suite.name)
 
     # ------------------------------------------------------------------ planning
@@ -616,14 +613,21 @@ class Runner:
         return factory(data, seed, modalities, **kwargs)
 
     def cell_settings(self, cell: Cell) -> dict[str, Any]:
-        """What shapes ``cell`` beyond its key: the data digest and the suite settings that
-        reach it (threads do not: they change speed, not what is computed)."""
+        """What shapes ``cell`` beyond its key (``digest_scheme`` 2, see
+        :mod:`pgm_plugins.bench.record`): the data digest, the suite settings that reach it, the
+        arm's kind and changes, the block defaults of the installed code (so a changed default
+        never reuses an old record) and the code version (this package's and the host plugin's
+        distribution). Threads do not count: they change speed, not what is computed."""
         s = self.suite
         data = self.load_data()
         arm = get_arm(cell.arm)
-        factory = self.registry.bench_hosts.entry(cell.host).value
+        entry = self.registry.bench_hosts.entry(cell.host)
+        factory = entry.value
         host_options = dict(s.host_options.get(cell.host, {}))
         settings: dict[str, Any] = {
+            "digest_scheme": DIGEST_SCHEME,
+            "code": _code_versions(self.registry, entry.plugin),
+            "arm": {"kind": arm.kind, "changes": dict(arm.changes)},
             "data_digest": data.digest,
             "options": dict(s.options),
             "epochs": s.epochs,
@@ -639,13 +643,15 @@ class Runner:
             settings["mslr_scales"] = list(s.mslr_scales)
         if arm.factory() is not None:
             settings["block"] = dict(s.block)
+            settings["block_defaults"] = _block_defaults()
         return settings
 
     def stale(
         self, cells: Sequence[Cell], records: Sequence[dict[str, Any] | None] | None = None
     ) -> list[tuple[Cell, list[str]]]:
         """Finished cells whose stored ``cell_digest`` differs from what the suite would run
-        now, with what differs (records without a digest, older ones, are accepted).
+        now, with what differs. Records without a digest (the oldest) are accepted; records of
+        an older digest scheme are compared on the settings they list (the report flags both).
         ``records``: the cells' loaded records (default: loaded here)."""
         if records is None:
             records = [self.store.load(c.key(self.suite.name)) for c in cells]
@@ -654,6 +660,9 @@ class Runner:
             if record is None or "cell_digest" not in record:
                 continue
             now = self.cell_settings(c)
+            old = record.get("cell_settings")
+            if isinstance(old, dict) and old.get("digest_scheme", 1) < DIGEST_SCHEME:
+                now = {k: v for k, v in now.items() if k in old}  # what that scheme covered
             if record["cell_digest"] != cell_digest(now):
                 out.append((c, _differences(record.get("cell_settings"), now)))
         return out
@@ -805,6 +814,7 @@ class Runner:
         entry = self.registry.bench_hosts.entry(cell.host)
         settings = self.cell_settings(cell)
         record = {
+            "schema_version": SCHEMA_VERSION,
             "status": "done",
             "stopped": stopped or best["train"]["stopped"],
             "cell_digest": cell_digest(settings),
@@ -1013,6 +1023,32 @@ class Runner:
 
             out[m] = {"uni": pool(p.uni), "paired": pool(p.paired), "y": data.y[idx].tolist()}
         return out
+
+
+def _block_defaults() -> dict[str, Any]:
+    """Every ``PgMConfig`` field's default in the installed code (JSON-ready)."""
+    import dataclasses
+
+    from pgm_plugins.block import PgMConfig
+
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(PgMConfig):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return json.loads(json.dumps(out, sort_keys=True, default=str))
+
+
+def _code_versions(registry: Any, plugin: str) -> dict[str, str | None]:
+    """This package's version and that of the distribution whose plugin registered the host."""
+    from pgm_plugins._version import __version__
+
+    info = registry.plugins.get(plugin)
+    out: dict[str, str | None] = {"pgm_plugins": __version__}
+    if info is not None and info.distribution:
+        out[info.distribution] = info.version
+    return out
 
 
 def _seed_all(seed: int) -> None:

@@ -1,4 +1,5 @@
-"""Benchmark suites as TOML files (``benchmarks/suites/*.toml``), validated before anything runs.
+"""Benchmark suites as TOML files, validated before anything runs. The built-in suites ship
+with the package (``pgm_plugins/bench/suites/*.toml``); any other suite is run by its path.
 
 Keys (``dataset``, ``hosts``, ``arms``, ``seeds`` required):
 
@@ -29,7 +30,8 @@ from pgm_plugins.errors import PgMError, choices_text, did_you_mean
 
 __all__ = ["SUITES_DIR", "Suite", "SuiteError", "list_suites", "load_suite", "parse_suite"]
 
-SUITES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
+#: the built-in suites (package data)
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
 _REQUIRED = ("dataset", "hosts", "arms", "seeds")
 _KEYS = {
     *_REQUIRED,

@@ -1,0 +1,146 @@
+"""The result record: one schema, one reader that upgrades older records, and a cell digest
+that covers everything that changes what a cell computes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from test_bench_runner import _records, _runner, registry  # noqa: F401  (fixture)
+
+from pgm_plugins.bench.record import (
+    DIGEST_SCHEME,
+    REQUIRED,
+    SCHEMA_VERSION,
+    CellRecord,
+    check_record,
+    provenance,
+    read_record,
+    read_records,
+    upgrade,
+)
+from pgm_plugins.bench.runner import RunnerError
+
+COMMITTED = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def _one_committed(suite: str = "mosi-standard") -> Path:
+    return sorted((COMMITTED / suite).glob("*.json"))[0]
+
+
+def test_every_required_field_is_documented_in_the_schema_and_in_docs():
+    documented = CellRecord.__annotations__
+    assert set(REQUIRED) <= set(documented)
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    missing = [f for f in documented if f"`{f}`" not in text]
+    assert missing == []
+
+
+def test_a_committed_version_1_record_is_read_and_upgraded(tmp_path):
+    src = _one_committed()
+    raw = json.loads(src.read_text())
+    assert "schema_version" not in raw  # written before the schema had a version
+    record, why = read_record(src, "mosi-standard")
+    assert why is None and record is not None
+    assert record["schema_version"] == SCHEMA_VERSION and record["upgraded_from"] == 1
+    assert record["metrics"] == raw["metrics"]  # nothing else changes
+    assert provenance(record)["scheme"] in (0, 1)
+
+
+def test_a_record_from_a_newer_pgm_plugins_is_refused_with_what_to_do(tmp_path):
+    src = _one_committed()
+    raw = json.loads(src.read_text())
+    raw["schema_version"] = SCHEMA_VERSION + 1
+    dst = tmp_path / "mosi-standard" / src.name
+    dst.parent.mkdir()
+    dst.write_text(json.dumps(raw))
+    good, problems = read_records(dst.parent, "mosi-standard")
+    assert good == [] and len(problems) == 1
+    assert f"schema version {SCHEMA_VERSION + 1}" in problems[0].reason
+    assert "upgrade pgm-plugins" in problems[0].reason
+    with pytest.raises(ValueError, match="newer"):
+        upgrade(raw)
+    raw["schema_version"] = "two"
+    assert "positive integer" in check_record(raw, dst, "mosi-standard")
+
+
+def test_the_runner_writes_the_current_schema_and_its_records_read_back(registry, tmp_path):  # noqa: F811
+    runner = _runner(registry, tmp_path, seeds=[0])
+    runner.run(runner.plan(folds=[0]))
+    good, problems = read_records(tmp_path / "t", "t")
+    assert problems == [] and len(good) == 2
+    for _, r in good:
+        assert r["schema_version"] == SCHEMA_VERSION and "upgraded_from" not in r
+        settings = r["cell_settings"]
+        assert settings["digest_scheme"] == DIGEST_SCHEME
+        assert settings["code"]["pgm_plugins"]
+        assert settings["arm"]["kind"] == {"baseline": "host", "pgm": "pgm"}[r["key"]["arm"]]
+        assert ("block_defaults" in settings) == (r["key"]["arm"] == "pgm")
+        assert provenance(r)["scheme"] == DIGEST_SCHEME
+
+
+def test_a_changed_block_default_never_reuses_a_record(registry, tmp_path, monkeypatch):  # noqa: F811
+    from pgm_plugins.block import PgMConfig
+
+    runner = _runner(registry, tmp_path, seeds=[0])
+    cells = runner.plan(folds=[0])
+    runner.run(cells)
+    rho = PgMConfig.__dataclass_fields__["lambda_rec"]
+    monkeypatch.setattr(rho, "default", rho.default + 0.5)
+    assert dataclasses.fields(PgMConfig)  # the patched default is what the runner reads
+    again = _runner(registry, tmp_path, seeds=[0])
+    with pytest.raises(RunnerError) as err:
+        again.run(again.plan(folds=[0]))
+    text = str(err.value)
+    assert "1 finished cell(s)" in text and "late_fusion pgm fold 0 seed 0" in text
+    assert "block_defaults" in text
+
+
+def test_a_changed_code_version_never_reuses_a_record(registry, tmp_path, monkeypatch):  # noqa: F811
+    runner = _runner(registry, tmp_path, seeds=[0])
+    runner.run(runner.plan(folds=[0]))
+    monkeypatch.setattr("pgm_plugins._version.__version__", "9.9.9")
+    again = _runner(registry, tmp_path, seeds=[0])
+    with pytest.raises(RunnerError, match=r"(?s)2 finished cell\(s\).*code"):
+        again.run(again.plan(folds=[0]))
+
+
+def test_records_of_the_older_digest_scheme_are_checked_on_what_they_cover(registry, tmp_path):  # noqa: F811
+    runner = _runner(registry, tmp_path, seeds=[0])
+    cells = runner.plan(folds=[0])
+    runner.run(cells)
+    from pgm_plugins.bench.runner import cell_digest
+
+    old_keys = ("data_digest", "options", "epochs", "patience", "batch", "host_options", "block")
+    for p in (tmp_path / "t").glob("*.json"):
+        r = json.loads(p.read_text())
+        r["cell_settings"] = {k: v for k, v in r["cell_settings"].items() if k in old_keys}
+        r["cell_digest"] = cell_digest(r["cell_settings"])
+        del r["schema_version"]
+        p.write_text(json.dumps(r))
+    assert _runner(registry, tmp_path, seeds=[0]).run(cells)["skipped"] == 2
+    longer = _runner(registry, tmp_path, seeds=[0], epochs=3)
+    with pytest.raises(RunnerError, match=r"epochs: 2 -> 3"):
+        longer.run(longer.plan(folds=[0]))
+    good, _ = read_records(tmp_path / "t", "t")
+    assert {provenance(r)["scheme"] for _, r in good} == {1}
+
+
+def test_reader_leaves_out_partial_and_corrupt_files_by_reason(tmp_path):
+    folder = tmp_path / "mosi-standard"
+    folder.mkdir()
+    src = _one_committed()
+    shutil.copy(src, folder / src.name)
+    raw = json.loads(src.read_text())
+    del raw["metrics"]
+    other = sorted((COMMITTED / "mosi-standard").glob("*.json"))[1]
+    (folder / other.name).write_text(json.dumps(raw))
+    third = sorted((COMMITTED / "mosi-standard").glob("*.json"))[2]
+    (folder / third.name).write_text(third.read_text()[:100])
+    good, problems = read_records(folder, "mosi-standard")
+    assert [p.name for p, _ in good] == [src.name]
+    reasons = {p.path.name: p.reason for p in problems}
+    assert "'metrics'" in reasons[other.name] and "corrupt JSON" in reasons[third.name]
