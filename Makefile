@@ -11,10 +11,10 @@ INSTALL_INPUTS := pyproject.toml constraints.txt $(wildcard adapters/*/pyproject
                   $(wildcard adapters/*/install.sh) \
                   $(wildcard examples/*/pyproject.toml)
 
-.PHONY: bench test lint setup clean
+.PHONY: bench test lint setup clean wheel-check
 
 bench: $(STAMP)  ## the main job: the quick transfer suite (arms x seeds) on embedded synthetic data
-	$(VENV)/bin/pgm bench run quick --results .bench --threads 2
+	$(VENV)/bin/pgm bench run quick --threads 2
 
 test: $(STAMP)  ## ruff, mypy and pytest
 	$(VENV)/bin/ruff check .
@@ -23,6 +23,9 @@ test: $(STAMP)  ## ruff, mypy and pytest
 	$(PY) -m pytest
 
 setup: $(STAMP)
+
+wheel-check: $(STAMP)  ## the wheel, installed with [bench] into a fresh venv, runs the main job elsewhere
+	.ci/wheel-check
 
 $(STAMP): $(INSTALL_INPUTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
