@@ -144,3 +144,25 @@ def test_reader_leaves_out_partial_and_corrupt_files_by_reason(tmp_path):
     assert [p.name for p, _ in good] == [src.name]
     reasons = {p.path.name: p.reason for p in problems}
     assert "'metrics'" in reasons[other.name] and "corrupt JSON" in reasons[third.name]
+
+
+def test_provenance_flags_name_what_a_comparison_mixes():
+    from pgm_plugins.bench.record import provenance_flags
+
+    clean = {"commit": "a" * 40, "dirty": False, "digest": "d", "scheme": DIGEST_SCHEME}
+    assert provenance_flags([clean, clean]) == []
+    flags = provenance_flags(
+        [
+            clean,
+            {**clean, "commit": "b" * 40, "dirty": True},
+            {**clean, "scheme": 0, "digest": None},
+            {**clean, "scheme": 1},
+        ]
+    )
+    assert flags[0] == "2 commits (aaaaaaaaaa x3, bbbbbbbbbb x1)"
+    assert flags[1:] == [
+        "1/4 from a tree with uncommitted changes",
+        "1/4 predate the cell digest",
+        "1/4 with an older digest scheme",
+    ]
+    assert provenance_flags([{**clean, "commit": None}, clean])[0].startswith("2 commits")

@@ -37,6 +37,7 @@ __all__ = [
     "Problem",
     "check_record",
     "provenance",
+    "provenance_flags",
     "read_record",
     "read_records",
     "upgrade",
@@ -340,3 +341,29 @@ def provenance(record: Mapping[str, Any]) -> dict[str, Any]:
         "digest": record.get("cell_digest"),
         "scheme": scheme,
     }
+
+
+def provenance_flags(provs: list[Mapping[str, Any]]) -> list[str]:
+    """What a comparison's records do not share, each as a short phrase (empty: nothing to
+    flag). ``provs``: :func:`provenance` of every record the comparison pairs. Flags records
+    from more than one commit, from a working tree with uncommitted changes, without a cell
+    digest, or with a digest of an older scheme (what it covers: the module docstring)."""
+    n = len(provs)
+    out = []
+    commits: dict[str, int] = {}
+    for p in provs:
+        key = str(p.get("commit"))[:10] if p.get("commit") else "unknown"
+        commits[key] = commits.get(key, 0) + 1
+    if len(commits) > 1:
+        shown = ", ".join(f"{c} x{k}" for c, k in sorted(commits.items(), key=lambda t: -t[1]))
+        out.append(f"{len(commits)} commits ({shown})")
+    dirty = sum(1 for p in provs if p.get("dirty"))
+    if dirty:
+        out.append(f"{dirty}/{n} from a tree with uncommitted changes")
+    none = sum(1 for p in provs if not p.get("scheme"))
+    if none:
+        out.append(f"{none}/{n} predate the cell digest")
+    older = sum(1 for p in provs if p.get("scheme") and p["scheme"] < DIGEST_SCHEME)
+    if older:
+        out.append(f"{older}/{n} with an older digest scheme")
+    return out
