@@ -1,4 +1,5 @@
-"""The benchmark engine: data sets with a digest, arms (PgM, its ablations and the controls),
-a trainer, result files, statistics. Imports ``pgm_plugins.block`` and the public injection API,
-never the reverse. ``benchmarks/method.py`` is its command line for the method study (issue 8).
+"""The benchmark engine behind ``pgm bench``: data sets with a digest, bench hosts, arms (PgM,
+its ablations and the controls), the runner (one training loop for every suite), the result
+record (``record.py``), statistics and the report. Imports ``pgm_plugins.block`` and the public
+injection API, never the reverse; ``docs/architecture.md`` draws the layers.
 """

@@ -101,7 +101,8 @@ class CellRecord(TypedDict, total=False):
     truth: dict[str, Any] | None  # synthetic data: the generator's ground truth
     env: dict[str, Any]  # package versions, git commit and dirty flag, machine, threads
     block_config: dict[str, Any]  # the block's or control's resolved config (arms with a block)
-    upgraded_from: int  # set by the reader: the version the file was written with
+    upgraded_from: int  # set by the reader: the version the file was written with (0: legacy)
+    extra: dict[str, Any]  # legacy layouts only: fields with no place here (probes, betas, notes)
 
 
 #: top-level fields every usable record has (after :func:`upgrade`)
@@ -315,16 +316,38 @@ def read_record(path: Path, suite: str | None = None) -> tuple[dict[str, Any] | 
 def read_records(
     folder: Path, suite: str | None = None
 ) -> tuple[list[tuple[Path, dict[str, Any]]], list[Problem]]:
-    """Every usable record of ``folder`` (sorted by file name, upgraded) and the files left out."""
+    """Every usable record of ``folder`` (sorted by file name, upgraded) and the files left out.
+
+    Files of the first method study's layout (:mod:`pgm_plugins.bench.legacy`) are converted
+    as a folder, since that study chose each arm's setting over all of its cells."""
     good: list[tuple[Path, dict[str, Any]]] = []
     problems: list[Problem] = []
+    legacy: list[tuple[Path, dict[str, Any]]] = []
     for path in sorted(folder.glob("*.json")):
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raw = None
+        if isinstance(raw, dict) and _is_method_study(raw):
+            legacy.append((path, raw))
+            continue
         record, reason = read_record(path, suite)
         if record is None:
             problems.append(Problem(path, str(reason)))
         else:
             good.append((path, record))
+    if legacy:
+        from pgm_plugins.bench.legacy import convert
+
+        converted, bad = convert(legacy, suite or folder.name)
+        good = sorted(good + converted, key=lambda t: str(t[0]))
+        problems += bad
     return good, problems
+
+
+def _is_method_study(raw: dict[str, Any]) -> bool:
+    key = raw.get("key")
+    return isinstance(key, dict) and "data" in key and "dataset" not in key
 
 
 def provenance(record: Mapping[str, Any]) -> dict[str, Any]:
