@@ -26,10 +26,10 @@ import numpy as np
 import torch
 
 from pgm_plugins.bench.arms import ARMS, Arm, get_arm
+from pgm_plugins.bench.data.synthetic import digest as synthetic_digest
+from pgm_plugins.bench.data.synthetic import make_synthetic, truth
 from pgm_plugins.bench.results import ResultStore, environment
 from pgm_plugins.bench.stats import compare
-from pgm_plugins.bench.synthetic import digest as synthetic_digest
-from pgm_plugins.bench.synthetic import make_synthetic, truth
 from pgm_plugins.bench.train import TrainSpec, mlp_r2, ridge_r2, run_cell
 
 RESULTS = Path(__file__).resolve().parent / "results" / "method"  # --results overrides
@@ -257,7 +257,7 @@ def cmd_design(args: argparse.Namespace) -> str:
 
 
 def run_mosi(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from pgm_plugins.bench.mosi import clean_folds, load_clean, standardise
+    from pgm_plugins.bench.data.mosi import clean_folds, load_clean, standardise
 
     data = load_clean(args.data_dir)
     store = ResultStore(RESULTS / "mosi")
