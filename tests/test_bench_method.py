@@ -13,11 +13,11 @@ import torch
 import pgm_plugins as pp
 from pgm_plugins import PgMBlock, PgMConfig
 from pgm_plugins.bench.arms import ABLATIONS, ARMS, CapacityControl, count_parameters, get_arm
+from pgm_plugins.bench.data.synthetic import make_synthetic, truth
 from pgm_plugins.bench.hosts import LateFusionHost, host_sites
 from pgm_plugins.bench.probes import ridge_r2
 from pgm_plugins.bench.results import ResultStore
 from pgm_plugins.bench.stats import binary_metrics, compare
-from pgm_plugins.bench.synthetic import make_synthetic, truth
 from pgm_plugins.errors import UnknownNameError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def test_synthetic_paired_factor_predicts_only_jointly():
 
 
 def test_mosi_loader_names_the_missing_file_and_where_it_looked(tmp_path):
-    from pgm_plugins.bench.mosi import load_clean
+    from pgm_plugins.bench.data.mosi import load_clean
 
     (tmp_path / "mosi-utterance" / "text").mkdir(parents=True)
     (tmp_path / "mosi-utterance" / "text" / "text_test0.csv").write_text("0\n")
@@ -157,7 +157,8 @@ def test_mosi_loader_names_the_missing_file_and_where_it_looked(tmp_path):
 
 @pytest.mark.data
 def test_mosi_clean_folds_are_grouped_by_video(monkeypatch):
-    from pgm_plugins.bench.mosi import clean_folds, data_root, load_clean
+    from pgm_plugins.bench.data.location import data_root
+    from pgm_plugins.bench.data.mosi import clean_folds, load_clean
 
     if not (data_root() / "mosi-utterance" / "text_test.csv").is_file():
         pytest.skip(f"MOSI data not found under {data_root()} (set PGM_DATA_DIR)")

@@ -11,14 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from pgm_plugins.bench.readers import (
-    UnsafePickleError,
-    read_mmsa_pkl,
-    read_mult_pkl,
-    regression_metrics,
-    safe_load_pickle,
-    weighted_f1,
-)
+from pgm_plugins.bench.data.pickles import read_mmsa_pkl, read_mult_pkl
+from pgm_plugins.bench.data.safe_pickle import UnsafePickleError, safe_load_pickle
+from pgm_plugins.bench.readers import regression_metrics, weighted_f1
 from pgm_plugins.errors import UnknownNameError
 
 torch.set_num_threads(1)

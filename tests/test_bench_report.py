@@ -485,7 +485,7 @@ def test_step_time_file_and_cells_step_time(tmp_path):
 
 
 def _runner_data(protocol=None, data_dir=None, n=80):
-    from pgm_plugins.bench.dataset import BenchData, Fold
+    from pgm_plugins.bench.data.bench_data import BenchData, Fold
 
     rng = np.random.default_rng(0)
     a = rng.normal(size=(n, 6)).astype(np.float32)

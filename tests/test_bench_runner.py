@@ -11,7 +11,7 @@ import pytest
 
 from pgm_plugins import hookimpl
 from pgm_plugins.bench.arms import ARMS, lr_scale_grid
-from pgm_plugins.bench.dataset import BenchData, Fold
+from pgm_plugins.bench.data.bench_data import BenchData, Fold
 from pgm_plugins.bench.runner import (
     LockError,
     Runner,

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 from torch import Tensor, nn
 
-from pgm_plugins.bench.dataset import BenchData
+from pgm_plugins.bench.data.bench_data import BenchData
 
 __all__ = ["HostFactory", "HostRun", "batch_rows"]
 

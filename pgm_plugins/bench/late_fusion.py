@@ -1,6 +1,6 @@
 """The core bench host ``late_fusion``: one MLP encoder per modality, concatenation, an MLP head.
 
-Takes any :class:`~pgm_plugins.bench.dataset.BenchData`: a ``[N, d]`` modality goes straight to
+Takes any :class:`~pgm_plugins.bench.data.BenchData`: a ``[N, d]`` modality goes straight to
 its encoder; a ``[N, T, d]`` modality is reduced to ``[N, d]`` by the mean over its real steps
 (``lengths``, all steps when absent) when batches are made, then goes to its MLP encoder (no
 recurrent layer: the host stays cheap and the same for every data set). Blocks go at the
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgm_plugins.bench.bench_host import batch_rows
-from pgm_plugins.bench.dataset import BenchData
+from pgm_plugins.bench.data.bench_data import BenchData
 from pgm_plugins.bench.hosts import EncoderFusion, LateFusionHost, host_sites
 
 __all__ = ["DESCRIPTION", "LateFusionRun", "pooled"]

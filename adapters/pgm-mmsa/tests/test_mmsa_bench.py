@@ -15,7 +15,7 @@ from pgm_mmsa.bench import MmsaRun
 from pgm_mmsa.data import context_windows
 
 from pgm_plugins import hookimpl
-from pgm_plugins.bench.dataset import BenchData, Fold
+from pgm_plugins.bench.data.bench_data import BenchData, Fold
 from pgm_plugins.bench.runner import Runner, RunnerError
 from pgm_plugins.bench.suite import parse_suite
 from pgm_plugins.registry import PluginRegistry

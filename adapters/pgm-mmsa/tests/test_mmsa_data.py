@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from pgm_mmsa.data import check_widths, data_dir, load_clean, video_folds
+from pgm_mmsa.data import check_widths, load_clean, video_folds
 from pgm_mmsa.hosts import build_host, host_info
 from pgm_mmsa.recipes import HostTrainer
 
 import pgm_plugins as pp
+from pgm_plugins.bench.data.location import data_root
 
 KINDS = ["mult", "misa", "self_mm", "tfn", "lmf", "mmim"]
 WINDOW = 2
@@ -22,8 +23,8 @@ pytestmark = pytest.mark.data
 
 @pytest.fixture(scope="module")
 def mosi():
-    if not (data_dir() / "mosi-utterance" / "text_test.csv").is_file():
-        pytest.skip(f"MOSI utterance features not found under {data_dir()} (set PGM_DATA_DIR)")
+    if not (data_root() / "mosi-utterance" / "text_test.csv").is_file():
+        pytest.skip(f"MOSI utterance features not found under {data_root()} (set PGM_DATA_DIR)")
     return load_clean()
 
 

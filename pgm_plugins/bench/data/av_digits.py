@@ -13,9 +13,12 @@ standard deviation of each coefficient (40 numbers, the README's reference featu
 sequence resampled to a fixed number of frames (``[T, 20]``, linear interpolation in time, plus the
 clip's true frame count). Both are z-scored with the statistics of the 2,000 train clips.
 
+:func:`av_digits` is the registered factory (a :class:`~pgm_plugins.bench.data.bench_data.
+BenchData` of one row per clip and its fixed image pair); :func:`load` the loader it builds on.
+
 Cite FSDD (Jackson et al., CC BY-SA 4.0) and MNIST (LeCun, Cortes, Burges) when reporting numbers.
-The data are read from ``data_dir`` or ``$PGM_DATA_DIR`` (default ``../shared/data`` next to the
-repository), never copied into the repository.
+The data folder is :func:`pgm_plugins.bench.data.location.locate_data`'s; the files are never
+copied into the repository. ``pgm bench fetch av-digits`` downloads them (:mod:`.av_digits_fetch`).
 """
 
 from __future__ import annotations
@@ -25,10 +28,17 @@ import gzip
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from pgm_plugins.bench.data.bench_data import BenchData, check_protocol, fixed_folds, sha256_of
+from pgm_plugins.bench.data.fetch import DigestError, sha256_bytes, verify_bytes
+from pgm_plugins.bench.data.location import DataLocation, locate_data, missing_files_error
+from pgm_plugins.errors import ConfigError
 
 __all__ = [
     "DATASET",
@@ -38,8 +48,8 @@ __all__ = [
     "SPEAKERS",
     "AvDigits",
     "audio_features",
+    "av_digits",
     "check_recordings",
-    "data_root",
     "held_out_speaker",
     "load",
     "redraw_pairs",
@@ -73,17 +83,6 @@ EXPECTED_SHA256 = {
 #: SHA-256 of the recordings' manifest: the lines ``"<sha256>  fsdd/recordings/<name>.wav\n"``
 #: of the 3,000 FSDD v1.0.10 clips sorted by path (the recordings' lines of SHA256SUMS)
 RECORDINGS_SHA256 = "8f12bbbd51d141d7b73139fc9ba83cf9aaea4b7a385284e7710430761b28b673"
-
-
-def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The folder holding ``av-digits/``: ``data_dir``, else ``$PGM_DATA_DIR``, else
-    ``../shared/data`` relative to the repository."""
-    if data_dir is not None:
-        return Path(data_dir)
-    env = os.environ.get("PGM_DATA_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 @dataclass
@@ -125,14 +124,13 @@ def _check_split(split: str) -> None:
         )
 
 
-def _missing_error(missing: list[Path], root: Path, data_dir: object) -> FileNotFoundError:
-    shown = ", ".join(str(p) for p in missing[:5])
-    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-    return FileNotFoundError(
-        f"av-digits: {len(missing)} file(s) not found: {shown}{more} (looked in {root}; "
-        f"data_dir={data_dir!r}, PGM_DATA_DIR={os.environ.get('PGM_DATA_DIR')!r}). Point "
-        f"--data-dir or PGM_DATA_DIR at the folder that holds '{DATASET}/' (its README and "
-        f"SHA256SUMS describe the expected files)."
+def _missing_error(missing: list[Path], where: DataLocation) -> FileNotFoundError:
+    return missing_files_error(
+        "av-digits (its README and SHA256SUMS describe the expected files)",
+        DATASET,
+        missing,
+        where,
+        show=5,
     )
 
 
@@ -181,8 +179,6 @@ def check_recordings(root: Path, digests: dict[str, str], use_sums: bool = True)
     """Raise :class:`DigestError` unless the recordings' manifest hashes to
     :data:`RECORDINGS_SHA256`, naming the files that differ (from ``SHA256SUMS`` when the folder
     has the pinned one) with their expected and actual digests."""
-    from pgm_plugins.bench.download import DigestError, sha256_bytes
-
     actual = sha256_bytes(recordings_manifest(digests).encode())
     if actual == RECORDINGS_SHA256:
         return
@@ -223,80 +219,13 @@ def load(
     """
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}.")
-    from scipy.io import wavfile
-
-    root = data_root(data_dir) / DATASET
-    paths = {name: root / name for name in FILES}
-    missing = [p for p in paths.values() if not p.is_file()]
-    if missing:
-        raise _missing_error(missing, root, data_dir)
-    raw = {name: paths[name].read_bytes() for name in FILES}
-    if verify:
-        from pgm_plugins.bench.download import verify_bytes
-
-        for name in FILES:
-            verify_bytes(paths[name], raw[name], EXPECTED_SHA256.get(name))
-    pairs = list(csv.DictReader(io.StringIO(raw["pairs.csv"].decode())))
-    wavs = [root / row["audio"] for row in pairs]
-    missing = [p for p in wavs if not p.is_file()]
-    if missing:
-        raise _missing_error(missing, root, data_dir)
-
-    h = hashlib.sha256()
-    for name in FILES:
-        h.update(name.encode())
-        h.update(raw[name])
-
-    pixels = np.loadtxt(io.BytesIO(gzip.decompress(raw["mnist_5k.csv.gz"])), delimiter=",")
-    pixels = pixels.astype(np.int64)
-    if pixels.shape != (5000, 785):
-        raise ValueError(
-            f"{paths['mnist_5k.csv.gz']} has shape {pixels.shape}; expected (5000, 785)."
-        )
-    images = (pixels[:, :784].reshape(-1, 28, 28) / 255.0).astype(np.float32)
-    image_label = pixels[:, 784]
-    split_rows = list(csv.DictReader(io.StringIO(raw["mnist_5k_split.csv"].decode())))
-    image_split = np.empty(5000, dtype=object)
-    for row in split_rows:
-        r = int(row["row"])
-        if int(row["label"]) != image_label[r]:
-            raise ValueError(f"mnist_5k_split.csv row {r}: label disagrees with mnist_5k.csv.gz.")
-        image_split[r] = row["split"]
-    if any(s not in SPLITS for s in image_split):
-        raise ValueError("mnist_5k_split.csv does not give every row a split in train/valid/test.")
-
-    clips = {}
-    for path in wavs:
-        rel = str(path.relative_to(root))
-        clips[rel] = path.read_bytes()
-        h.update(rel.encode())
-        h.update(clips[rel])
-    if verify:
-        check_recordings(root, {rel: hashlib.sha256(b).hexdigest() for rel, b in clips.items()})
-    seqs, stats, counts = [], [], []
-    raw_frames: list[np.ndarray] = []
-    for path in wavs:
-        rate, signal = wavfile.read(io.BytesIO(clips[str(path.relative_to(root))]))
-        if rate != SAMPLE_RATE:
-            raise ValueError(f"{path}: sample rate {rate}; expected {SAMPLE_RATE}.")
-        seq, st, coeffs = _features(signal, frames)
-        seqs.append(seq)
-        stats.append(st)
-        counts.append(coeffs.shape[0])
-        raw_frames.append(coeffs)
-    audio_label = np.array([int(r["digit"]) for r in pairs], dtype=np.int64)
-    speaker = np.array([r["speaker"] for r in pairs])
-    audio_split = np.array([r["split"] for r in pairs])
-    for s, sp in zip(speaker, audio_split, strict=True):
-        if SPEAKERS.get(s) != sp:
-            raise ValueError(
-                f"pairs.csv puts speaker {s!r} in {sp!r}; the protocol says {SPEAKERS.get(s)!r}."
-            )
-    pair_image = np.array([int(r["image_row"]) for r in pairs], dtype=np.int64)
-    if not (image_label[pair_image] == audio_label).all():
-        raise ValueError("pairs.csv pairs a clip with an image of another digit.")
-
-    stats_a, seq_a = np.stack(stats), np.stack(seqs)
+    where = locate_data(data_dir)
+    root = where.path / DATASET
+    raw, pairs, h = _read_files(root, where, verify)
+    images, image_label, image_split = _read_images(root, raw)
+    clips = _read_clips(root, pairs, h, verify)
+    seq_a, stats_a, raw_frames = _mfccs(root, pairs, clips, frames)
+    audio_label, speaker, audio_split, pair_image = _check_pairs(pairs, image_label)
     train = audio_split == "train"
     s_mean, s_sd = stats_a[train].mean(0), stats_a[train].std(0) + 1e-6
     f_mean, f_sd = seq_a[train].mean((0, 1)), seq_a[train].std((0, 1)) + 1e-6
@@ -306,7 +235,7 @@ def load(
         image_split=image_split.astype(str),
         audio_stats=((stats_a - s_mean) / s_sd).astype(np.float32),
         audio_frames=((seq_a - f_mean) / f_sd).astype(np.float32),
-        audio_frame_count=np.array(counts, dtype=np.int64),
+        audio_frame_count=np.array([len(c) for c in raw_frames], dtype=np.int64),
         audio_label=audio_label,
         audio_speaker=speaker,
         audio_split=audio_split,
@@ -323,6 +252,105 @@ def load(
         },
         audio_raw=raw_frames,
     )
+
+
+def _read_files(
+    root: Path, where: DataLocation, verify: bool
+) -> tuple[dict[str, bytes], list[dict[str, str]], Any]:
+    """The bytes of :data:`FILES` (verified), the rows of ``pairs.csv`` and the digest so far;
+    missing files (the listed ones, then the clips ``pairs.csv`` names) are named."""
+    paths = {name: root / name for name in FILES}
+    missing = [p for p in paths.values() if not p.is_file()]
+    if missing:
+        raise _missing_error(missing, where)
+    raw = {name: paths[name].read_bytes() for name in FILES}
+    if verify:
+        for name in FILES:
+            verify_bytes(paths[name], raw[name], EXPECTED_SHA256.get(name))
+    pairs = list(csv.DictReader(io.StringIO(raw["pairs.csv"].decode())))
+    missing = [root / row["audio"] for row in pairs if not (root / row["audio"]).is_file()]
+    if missing:
+        raise _missing_error(missing, where)
+    h = hashlib.sha256()
+    for name in FILES:
+        h.update(name.encode())
+        h.update(raw[name])
+    return raw, pairs, h
+
+
+def _read_images(root: Path, raw: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-5k ``[5000, 28, 28]`` in [0, 1], its labels and the split of each row."""
+    pixels = np.loadtxt(io.BytesIO(gzip.decompress(raw["mnist_5k.csv.gz"])), delimiter=",")
+    pixels = pixels.astype(np.int64)
+    if pixels.shape != (5000, 785):
+        raise ValueError(
+            f"{root / 'mnist_5k.csv.gz'} has shape {pixels.shape}; expected (5000, 785)."
+        )
+    images = (pixels[:, :784].reshape(-1, 28, 28) / 255.0).astype(np.float32)
+    image_label = pixels[:, 784]
+    split_rows = list(csv.DictReader(io.StringIO(raw["mnist_5k_split.csv"].decode())))
+    image_split = np.empty(5000, dtype=object)
+    for row in split_rows:
+        r = int(row["row"])
+        if int(row["label"]) != image_label[r]:
+            raise ValueError(f"mnist_5k_split.csv row {r}: label disagrees with mnist_5k.csv.gz.")
+        image_split[r] = row["split"]
+    if any(s not in SPLITS for s in image_split):
+        raise ValueError("mnist_5k_split.csv does not give every row a split in train/valid/test.")
+    return images, image_label, image_split
+
+
+def _read_clips(root: Path, pairs: list[dict[str, str]], h: Any, verify: bool) -> dict[str, bytes]:
+    """The clips' bytes by path relative to ``root`` (added to the digest ``h``), checked
+    against the recordings' manifest."""
+    clips = {}
+    for row in pairs:
+        rel = str((root / row["audio"]).relative_to(root))
+        clips[rel] = (root / rel).read_bytes()
+        h.update(rel.encode())
+        h.update(clips[rel])
+    if verify:
+        check_recordings(root, {rel: hashlib.sha256(b).hexdigest() for rel, b in clips.items()})
+    return clips
+
+
+def _mfccs(
+    root: Path, pairs: list[dict[str, str]], clips: dict[str, bytes], frames: int
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Per clip (``pairs.csv`` order): resampled frames ``[N, frames, 20]``, mean + sd
+    ``[N, 40]`` and the true ``[n_i, 20]`` frames, all raw (not yet z-scored)."""
+    from scipy.io import wavfile
+
+    seqs, stats, raw_frames = [], [], []
+    for row in pairs:
+        path = root / row["audio"]
+        rate, signal = wavfile.read(io.BytesIO(clips[str(path.relative_to(root))]))
+        if rate != SAMPLE_RATE:
+            raise ValueError(f"{path}: sample rate {rate}; expected {SAMPLE_RATE}.")
+        seq, st, coeffs = _features(signal, frames)
+        seqs.append(seq)
+        stats.append(st)
+        raw_frames.append(coeffs)
+    return np.stack(seqs), np.stack(stats), raw_frames
+
+
+def _check_pairs(
+    pairs: list[dict[str, str]], image_label: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Each clip's digit, speaker, split and paired image row, after checking the speakers'
+    splits and that every pair shares its digit."""
+    audio_label = np.array([int(r["digit"]) for r in pairs], dtype=np.int64)
+    speaker = np.array([r["speaker"] for r in pairs])
+    audio_split = np.array([r["split"] for r in pairs])
+    for s, sp in zip(speaker, audio_split, strict=True):
+        if SPEAKERS.get(s) != sp:
+            raise ValueError(
+                f"pairs.csv puts speaker {s!r} in {sp!r}; the protocol says {SPEAKERS.get(s)!r}."
+            )
+    pair_image = np.array([int(r["image_row"]) for r in pairs], dtype=np.int64)
+    if not (image_label[pair_image] == audio_label).all():
+        raise ValueError("pairs.csv pairs a clip with an image of another digit.")
+    return audio_label, speaker, audio_split, pair_image
 
 
 #: leave-one-speaker-out: held-out (test) speaker -> validation speaker (the next one, cyclic)
@@ -411,3 +439,129 @@ def retrieval_metrics(
         "p@10": float(rel[:, :k].mean()),
         "map": float(ap.mean()),
     }
+
+
+# ---------------------------------------------------------------------- the factory
+_AV_CACHE: dict[tuple[str, int, bool, tuple[int, ...]], AvDigits] = {}
+
+
+def _av_loaded(data_dir: str | None, frames: int, verify: bool) -> AvDigits:
+    """:func:`load`, kept for the process (the MFCCs of 3,000 clips take seconds): keyed by
+    folder, ``frames``, ``verify`` and the files' mtimes."""
+    root = locate_data(data_dir).path / DATASET
+    stamp = tuple((root / f).stat().st_mtime_ns if (root / f).is_file() else -1 for f in FILES)
+    key = (str(root.resolve()), frames, verify, stamp)
+    if key not in _AV_CACHE:
+        _AV_CACHE.clear()
+        _AV_CACHE[key] = load(data_dir, frames=frames, verify=verify)
+    return _AV_CACHE[key]
+
+
+def av_digits(
+    protocol: str | None = None,
+    data_dir: str | None = None,
+    held_out: str | None = None,
+    frames: int | None = 32,
+    audio_stats: bool = False,
+    redraw: bool = True,
+    verify: bool = True,
+) -> BenchData:
+    """Spoken (FSDD) x handwritten (MNIST-5k) digits, one row per clip and its fixed image pair
+    (``pairs.csv``): ``image [3000, 784]`` (pixels / 255), ``audio [3000, frames, 20]`` MFCC
+    frames resampled to ``frames`` steps (``lengths["audio"]`` = ``frames``: every step is real
+    after resampling; the true frame count is ``extras["frame_count"]``), or with
+    ``frames=None`` the true frames ``[3000, 227, 20]`` zero-padded at the end with
+    ``lengths["audio"]`` their counts (13-228), optionally
+    ``audio_stats [3000, 40]`` (per-clip MFCC mean + sd). Labels: the digit (10 classes).
+
+    Protocol ``speaker``: train george, jackson, nicolas, yweweler; valid lucas; test theo.
+    ``held_out=<speaker>``: leave-one-speaker-out (that speaker tests, the next one validates).
+    ``redraw`` (default on): :attr:`BenchData.redraw` re-draws the training images within digit
+    every epoch; valid and test keep the fixed pairs. ``groups`` = speaker.
+    """
+    proto = check_protocol("av-digits", protocol, ("speaker",))
+    if frames is not None and frames < 1:
+        raise ConfigError(f"av-digits: frames must be >= 1 or None (true frames), got {frames}.")
+    data = _av_loaded(data_dir, frames or 32, verify)
+    if held_out is not None:
+        data = held_out_speaker(data, held_out)
+    n = len(data.audio_label)
+    train, valid, test = (data.clips(s) for s in ("train", "valid", "test"))
+    flat = data.images.reshape(len(data.images), -1)
+    if frames is None:
+        audio, audio_len = _true_frames(data.audio_raw, train)
+    else:
+        audio, audio_len = data.audio_frames.copy(), np.full(n, frames, dtype=np.int64)
+    x = {"image": flat[data.pair_image], "audio": audio}
+    if audio_stats:
+        x["audio_stats"] = data.audio_stats.copy()
+    split_text = f"held-out speaker {held_out}" if held_out else "test theo, valid lucas"
+    return BenchData(
+        name="av-digits",
+        protocol=proto,
+        description=(
+            f"FSDD spoken digits x MNIST-5k images, label-level pairs, split by speaker "
+            f"({split_text}); 3,000 clips with their fixed image pairs"
+        ),
+        x=x,
+        lengths={"audio": audio_len},
+        y=data.audio_label,
+        task="classification",
+        num_classes=10,
+        folds=fixed_folds(train, valid, test),
+        digest=sha256_of(data.digest, f"held_out={held_out};frames={frames}"),
+        primary="acc",
+        groups=data.audio_speaker,
+        changes=(
+            "pairs share only the digit (no instance-level correspondence)",
+            (
+                f"MFCC frames resampled to {frames} steps"
+                if frames
+                else "MFCC frames at their true length, zero-padded at the end"
+            )
+            + "; audio z-scored with the train clips",
+            *(("training image pairs re-drawn within digit every epoch",) if redraw else ()),
+            *((f"leave-one-speaker-out: {held_out} tests",) if held_out else ()),
+        ),
+        extras={
+            "speaker": data.audio_speaker,
+            "image_row": data.pair_image,
+            "frame_count": data.audio_frame_count,
+            "metrics": ("acc", "wf1"),
+        },
+        redraw=_image_redraw(data, flat, train) if redraw else None,
+    )
+
+
+def _image_redraw(
+    data: AvDigits, flat: np.ndarray, train: np.ndarray
+) -> Callable[[np.ndarray, np.random.Generator], dict[str, np.ndarray]]:
+    """:attr:`BenchData.redraw` of av-digits: fresh training images within digit
+    (:func:`redraw_pairs`) for the given training rows; other rows are refused."""
+    train_pos = np.full(len(data.audio_label), -1, dtype=np.int64)
+    train_pos[train] = np.arange(len(train))
+
+    def redraw_images(rows: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        rows = np.asarray(rows)
+        bad = rows[train_pos[rows] < 0] if len(rows) else rows
+        if len(bad):
+            raise ValueError(
+                f"av-digits redraw: rows {bad[:5].tolist()} are not training clips; re-drawing "
+                "applies to the training rows of the fold only."
+            )
+        pairs = redraw_pairs(data, "train", rng)
+        return {"image": flat[pairs[train_pos[rows]]]}
+
+    return redraw_images
+
+
+def _true_frames(raw: list[np.ndarray], train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[N, T_max, 20]`` true MFCC frames, z-scored with the training clips' frames, zero after
+    each clip's end, and ``[N]`` frame counts."""
+    lengths = np.array([len(r) for r in raw], dtype=np.int64)
+    pooled = np.concatenate([raw[i] for i in train])
+    mean, sd = pooled.mean(0), pooled.std(0) + 1e-6
+    out = np.zeros((len(raw), int(lengths.max()), raw[0].shape[1]), dtype=np.float32)
+    for i, r in enumerate(raw):
+        out[i, : len(r)] = (r - mean) / sd
+    return out, lengths
