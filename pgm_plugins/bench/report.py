@@ -37,6 +37,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the bench extra is miss
     ) from exc
 
 from pgm_plugins._io import atomic_write_text
+from pgm_plugins.bench.metrics import LOWER_IS_BETTER
 from pgm_plugins.bench.results import ResultStore
 from pgm_plugins.bench.stats import compare, holm, rank_correlation
 from pgm_plugins.errors import PgMError, choices_text, did_you_mean
@@ -93,7 +94,6 @@ SECONDARY = {
     "classification": ("acc2", "wf1"),
     "regression": ("mae", "corr", "acc7", "acc2_non0", "acc2_has0"),
 }
-LOWER_IS_BETTER = frozenset({"mae", "loss", "mse"})
 #: the per-host step-time microbenchmark results (adapters' benchmarks)
 STEP_TIME_GLOB = "adapters/*/benchmarks/results/step_time*.json"
 _ARM_ORDER = ("baseline", "pgm", "capacity", "uni_heads", "mslr", "interaction")

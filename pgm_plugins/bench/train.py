@@ -21,7 +21,7 @@ from torch import Tensor
 
 from pgm_plugins.bench.arms import Arm, count_parameters
 from pgm_plugins.bench.hosts import LateFusionHost, host_sites
-from pgm_plugins.bench.stats import binary_metrics
+from pgm_plugins.bench.metrics import binary_metrics
 
 __all__ = ["Split", "TrainSpec", "run_cell"]
 
