@@ -161,7 +161,10 @@ def _cmd_bench_report(args: argparse.Namespace) -> int:
     from pgm_plugins.bench import report
 
     out = Path(args.out) if args.out else None
-    return int(report.main(args.suite, _results_dir(args), out_dir=out, fmt=args.format))
+    steps = [Path(f) for f in args.step_times or ()]
+    return int(
+        report.main(args.suite, _results_dir(args), out_dir=out, fmt=args.format, step_times=steps)
+    )
 
 
 def _cmd_bench_fetch(args: argparse.Namespace) -> int:
@@ -220,6 +223,13 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--results", help="results root (default benchmarks/results)")
     p.add_argument("--out", help="folder for report.md / report.csv / plots")
     p.add_argument("--format", default="markdown", help="markdown, csv or none")
+    p.add_argument(
+        "--step-times",
+        nargs="+",
+        metavar="FILE",
+        help="step-time microbenchmark results to show (adapters/*/benchmarks/results/"
+        "step_time*.json); without them the report says none was given",
+    )
     p.set_defaults(func=_cmd_bench_report)
     p = bsub.add_parser(
         "fetch", help="download a data set's public files (verified by SHA-256) into a cache"

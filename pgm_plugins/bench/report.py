@@ -55,7 +55,6 @@ __all__ = [
     "truth_agreement",
 ]
 
-REPO = Path(__file__).resolve().parents[2]
 #: arms every other arm is compared with, in this order
 REFERENCES = ("baseline", "capacity")
 #: single-modality arms (``only.<m>``) run once per data set under this host
@@ -94,8 +93,8 @@ SECONDARY = {
     "classification": ("acc2", "wf1"),
     "regression": ("mae", "corr", "acc7", "acc2_non0", "acc2_has0"),
 }
-#: the per-host step-time microbenchmark results (adapters' benchmarks)
-STEP_TIME_GLOB = "adapters/*/benchmarks/results/step_time*.json"
+#: what the report says when no step-time microbenchmark file was given
+NO_STEP_TIMES = "no step-time microbenchmark was given (pass --step-times FILE...)"
 _ARM_ORDER = ("baseline", "pgm", "capacity", "uni_heads", "mslr", "interaction")
 FORMATS = ("markdown", "csv", "none")
 
@@ -499,6 +498,20 @@ def truth_agreement(shares: Mapping[str, float], truth: Mapping[str, Any]) -> di
 # ---------------------------------------------------------------------------- step time file
 
 
+def shown_path(path: Path) -> str:
+    """``path`` as the report shows it: relative to the current directory when inside it, else
+    absolute (the same report from the same records wherever the package is installed)."""
+    full = Path(path).resolve()
+    try:
+        return str(full.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(full)
+
+
+def _step_files(step: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+    return sorted({e["file"] for v in step.values() for e in v})
+
+
 def _file_date(path: Path) -> str:
     try:
         out = subprocess.run(
@@ -541,14 +554,11 @@ def load_step_times(paths: Iterable[Path]) -> tuple[dict[str, list[dict[str, Any
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
             notes.append(f"step-time file {path} left out: {exc!r}")
             continue
-        try:
-            shown = path.relative_to(REPO)
-        except ValueError:
-            shown = path
+        shown = shown_path(path)
         for r in results:
             try:
                 entry = {
-                    "file": str(shown),
+                    "file": shown,
                     "date": _file_date(path),
                     "commit": str(data.get("commit", "?"))[:10],
                     "dirty": data.get("dirty"),
@@ -642,8 +652,8 @@ def _build(
         for c, d in zip(cells["commit"], cells["dirty"], strict=True)
     )
     md += [
-        f"- records: {len(cells)} cells read from `{source}`; {len(problems)} file(s) skipped"
-        + (" (listed at the end)" if problems else ""),
+        f"- records: {len(cells)} cells read from `{shown_path(source)}`; {len(problems)} file(s)"
+        " skipped" + (" (listed at the end)" if problems else ""),
         f"- wall time, all cells: {total:.0f} s ({total / 3600:.2f} h) on the machines that ran "
         "them",
         "- code: " + ", ".join(f"{c} x{n}" for c, n in commits.most_common()),
@@ -852,16 +862,17 @@ def _build(
                     f"= {100 * e['block_params'] / e['host_params']:.1f} % of the host's "
                     f"{e['host_params']:,}" + (f" (adapter {e['adapter']})" if e["adapter"] else "")
                 )
-            if not step.get(_host_kind(host)):
+            if step and not step.get(_host_kind(host)):
                 cost.append(
-                    f"- step-time microbenchmark: no entry for host `{host}` in {STEP_TIME_GLOB}"
+                    f"- step-time microbenchmark: no entry for host `{host}` in "
+                    + ", ".join(f"`{f}`" for f in _step_files(step))
                 )
             md += [*cost, f"- host parameters: {host_params:,}", ""]
         md += _shares_md(data)
     md += _microbench_md(step, {_host_kind(h) for h in cells["host"]})
     if problems:
         md += ["## Skipped result files", ""]
-        md += [f"- `{p.path}`: {p.reason}" for p in problems]
+        md += [f"- `{shown_path(p.path)}`: {p.reason}" for p in problems]
         md.append("")
     if notes:
         md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
@@ -948,15 +959,10 @@ def _true_order(truth: Mapping[str, Any]) -> str:
 
 def _microbench_md(step: Mapping[str, list[dict[str, Any]]], hosts: set[str]) -> list[str]:
     if not step:
-        return [
-            "## Step-time microbenchmark",
-            "",
-            f"(no results file matches {STEP_TIME_GLOB})",
-            "",
-        ]
+        return ["## Step-time microbenchmark", "", f"({NO_STEP_TIMES})", ""]
     mine = {k: v for k, v in step.items() if k in hosts}
     if not mine:
-        files = sorted({e["file"] for v in step.values() for e in v})
+        files = _step_files(step)
         return [
             "## Step-time microbenchmark",
             "",
@@ -1020,7 +1026,8 @@ def build_report(
     into ``out_dir`` (default ``results_dir/<suite>/report/``) and return the :class:`Report`.
 
     ``suite=None`` takes the only suite under ``results_dir`` (several: an error listing them).
-    ``step_time_files`` defaults to the adapters' microbenchmark results (:data:`STEP_TIME_GLOB`).
+    ``step_time_files``: the step-time microbenchmark results to show beside the cells (the
+    adapters' ``benchmarks/results/step_time*.json``); none: the report says none was given.
     Raises :class:`ReportError` when there is nothing to report.
     """
     results_dir = Path(results_dir)
@@ -1046,6 +1053,13 @@ def build_report(
             f"{choices_text(suites)}.{did_you_mean(suite, suites)} Run `pgm bench run {suite}` "
             "first."
         )
+    step_paths = [Path(p) for p in step_time_files or ()]
+    absent = [str(p) for p in step_paths if not p.is_file()]
+    if absent:
+        raise ReportError(
+            f"no step-time file {', '.join(absent)}: --step-times takes the microbenchmark "
+            "results, e.g. adapters/*/benchmarks/results/step_time*.json."
+        )
     records, problems = read_records(source, suite)
     if not records:
         raise ReportError(
@@ -1061,9 +1075,7 @@ def build_report(
                     f"{ds}/{proto}: the records disagree on {col} ({sorted(map(str, set(g[col])))}"
                     f"); the most common one is used"
                 )
-    if step_time_files is None:
-        step_time_files = sorted(REPO.glob(STEP_TIME_GLOB))
-    markdown, table, comps, notes = _build(suite, source, cells, problems, notes, step_time_files)
+    markdown, table, comps, notes = _build(suite, source, cells, problems, notes, step_paths)
     out = Path(out_dir) if out_dir is not None else source / "report"
     report = Report(suite, source, out, markdown, table, cells, comps, problems, notes)
     if plots:
@@ -1087,9 +1099,11 @@ def main(
     results_dir: Path,
     out_dir: Path | None = None,
     fmt: str = "markdown",
+    step_times: Sequence[Path] = (),
 ) -> int:
     """``pgm bench report [SUITE]``: write the report(s) and print one as ``fmt`` (``markdown``,
-    ``csv`` or ``none``). ``suite=None`` reports every suite under ``results_dir``. Returns the
+    ``csv`` or ``none``) with the ``step_times`` microbenchmark files. ``suite=None`` reports
+    every suite under ``results_dir``. Returns the
     exit code: 0 (skipped result files are listed in the report and on stderr), 2 when there
     was nothing to report (no folder, no suite, no usable record) or ``fmt`` is unknown."""
     if fmt not in FORMATS:
@@ -1112,7 +1126,7 @@ def main(
     for name in names:
         target = out_dir if out_dir is None or len(names) == 1 else Path(out_dir) / name
         try:
-            report = build_report(results_dir, name, target)
+            report = build_report(results_dir, name, target, step_time_files=step_times)
         except ReportError as exc:
             print(f"pgm bench report: {exc}", file=sys.stderr)
             if suite is not None:
