@@ -160,11 +160,39 @@ def _cmd_bench_report(args: argparse.Namespace) -> int:
 
     from pgm_plugins.bench import report
 
+    if args.summary:
+        return _bench_summary(args)
     out = Path(args.out) if args.out else None
     steps = [Path(f) for f in args.step_times or ()]
-    return int(
-        report.main(args.suite, _results_dir(args), out_dir=out, fmt=args.format, step_times=steps)
-    )
+    several = len(args.suite) > 1 and out is not None  # then each suite under out/<suite>
+    codes = [
+        report.main(
+            name,
+            _results_dir(args),
+            out_dir=out / name if several and out is not None else out,
+            fmt=args.format,
+            step_times=steps,
+        )
+        for name in args.suite or [None]
+    ]
+    return max(codes)
+
+
+def _bench_summary(args: argparse.Namespace) -> int:
+    """``pgm bench report SUITE... --summary ARMS``: the compact table over the suites."""
+    from pgm_plugins.bench.report import ReportError
+    from pgm_plugins.bench.summary import summarise
+
+    if not args.suite:
+        print("pgm bench report --summary: name the suite(s) to combine", file=sys.stderr)
+        return 2
+    try:
+        table = summarise(_results_dir(args), args.suite, args.summary)
+    except ReportError as exc:
+        print(f"pgm bench report: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(table.markdown()))
+    return 0
 
 
 def _cmd_bench_fetch(args: argparse.Namespace) -> int:
@@ -219,7 +247,7 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--results", help="results root (default benchmarks/results)")
     p.set_defaults(func=_cmd_bench_list)
     p = bsub.add_parser("report", help="tables, statistics and plots of a suite's results")
-    p.add_argument("suite", nargs="?", help="suite name (default: every suite with results)")
+    p.add_argument("suite", nargs="*", help="suite name(s) (default: every suite with results)")
     p.add_argument("--results", help="results root (default benchmarks/results)")
     p.add_argument("--out", help="folder for report.md / report.csv / plots")
     p.add_argument("--format", default="markdown", help="markdown, csv or none")
@@ -229,6 +257,13 @@ def _add_bench(sub: Any) -> None:
         metavar="FILE",
         help="step-time microbenchmark results to show (adapters/*/benchmarks/results/"
         "step_time*.json); without them the report says none was given",
+    )
+    p.add_argument(
+        "--summary",
+        nargs="+",
+        metavar="ARM",
+        help="print only the compact table of the suites: host | mean primary metric per ARM | "
+        "pgm - baseline [95 %%] p (Holm over its rows); writes nothing",
     )
     p.set_defaults(func=_cmd_bench_report)
     p = bsub.add_parser(

@@ -94,7 +94,8 @@ def summarise(
 ) -> Summary:
     """The table of ``rows`` (default: every host of every suite in ``suites``, in that order)
     read from ``results_dir/<suite>/*.json``. Raises :class:`ReportError` for a suite without
-    records, a row naming a host its suite lacks, or suites whose primary metrics differ."""
+    records, an arm none of them ran, a row naming a host its suite lacks, or suites whose
+    primary metrics differ."""
     results_dir = Path(results_dir)
     names = dict.fromkeys([*suites, *(r.suite for r in rows or ())])
     frames = {s: _suite(results_dir, s) for s in names}
@@ -107,6 +108,13 @@ def summarise(
             f"({', '.join(sorted(primaries))}); one table compares one metric."
         )
     primary = primaries.pop()
+    known = sorted({str(a) for cells, _ in frames.values() for a in cells["arm"]})
+    unknown = [a for a in arms if a not in known]
+    if unknown:
+        raise ReportError(
+            f"no cells of arm {unknown[0]!r} in suite(s) {', '.join(frames)}; arms there: "
+            f"{choices_text(known)}." + did_you_mean(unknown[0], known)
+        )
     means: list[dict[str, float]] = []
     diff: list[float] = []
     low: list[float] = []
