@@ -11,6 +11,12 @@ the hosts of the data set per family (arm, reference, metric); the ``only.<m>`` 
 ``late_fusion`` in every host's table; parameter overhead; the step-time microbenchmark and the
 cells' own step time (measured under load). Writes ``report.md``, ``report.csv`` and PNG plots
 atomically into ``<results_dir>/<suite>/report/`` (or ``out_dir``).
+
+Phases: read and check the records (:func:`read_records`), pair and test them
+(``_comparisons``), build the table model once (:class:`DataSection` > :class:`HostTable` >
+:class:`ArmRow`), then render it: Markdown (``_header_md``, ``_section_md``, ``_host_md``,
+``_cost_md``, ``_shares_md``, ``_microbench_md``) and CSV (``_csv_row``). The step-time
+microbenchmark files are an input (``step_time_files``); nothing is read from the repository.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ __all__ = [
     "find_suites",
     "main",
     "read_records",
+    "shown_path",
     "truth_agreement",
 ]
 
