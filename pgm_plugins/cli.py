@@ -162,8 +162,39 @@ def _cmd_bench_report(args: argparse.Namespace) -> int:
 
     from pgm_plugins.bench import report
 
+    if args.summary:
+        return _bench_summary(args)
     out = Path(args.out) if args.out else None
-    return int(report.main(args.suite, _results_dir(args), out_dir=out, fmt=args.format))
+    steps = [Path(f) for f in args.step_times or ()]
+    several = len(args.suite) > 1 and out is not None  # then each suite under out/<suite>
+    codes = [
+        report.main(
+            name,
+            _results_dir(args),
+            out_dir=out / name if several and out is not None else out,
+            fmt=args.format,
+            step_times=steps,
+        )
+        for name in args.suite or [None]
+    ]
+    return max(codes)
+
+
+def _bench_summary(args: argparse.Namespace) -> int:
+    """``pgm bench report SUITE... --summary ARMS``: the compact table over the suites."""
+    from pgm_plugins.bench.report import ReportError
+    from pgm_plugins.bench.summary import summarise
+
+    if not args.suite:
+        print("pgm bench report --summary: name the suite(s) to combine", file=sys.stderr)
+        return 2
+    try:
+        table = summarise(_results_dir(args), args.suite, args.summary)
+    except ReportError as exc:
+        print(f"pgm bench report: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(table.markdown()))
+    return 0
 
 
 def _cmd_bench_fetch(args: argparse.Namespace) -> int:
@@ -220,10 +251,24 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--results", help=RESULTS_HELP)
     p.set_defaults(func=_cmd_bench_list)
     p = bsub.add_parser("report", help="tables, statistics and plots of a suite's results")
-    p.add_argument("suite", nargs="?", help="suite name (default: every suite with results)")
+    p.add_argument("suite", nargs="*", help="suite name(s) (default: every suite with results)")
     p.add_argument("--results", help=RESULTS_HELP)
     p.add_argument("--out", help="folder for report.md / report.csv / plots")
     p.add_argument("--format", default="markdown", help="markdown, csv or none")
+    p.add_argument(
+        "--step-times",
+        nargs="+",
+        metavar="FILE",
+        help="step-time microbenchmark results to show (adapters/*/benchmarks/results/"
+        "step_time*.json); without them the report says none was given",
+    )
+    p.add_argument(
+        "--summary",
+        nargs="+",
+        metavar="ARM",
+        help="print only the compact table of the suites: host | mean primary metric per ARM | "
+        "pgm - baseline [95 %%] p (Holm over its rows); writes nothing",
+    )
     p.set_defaults(func=_cmd_bench_report)
     p = bsub.add_parser(
         "fetch", help="download a data set's public files (verified by SHA-256) into a cache"

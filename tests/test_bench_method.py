@@ -15,9 +15,10 @@ from pgm_plugins import PgMBlock, PgMConfig
 from pgm_plugins.bench.arms import ABLATIONS, ARMS, CapacityControl, count_parameters, get_arm
 from pgm_plugins.bench.data.synthetic import make_synthetic, truth
 from pgm_plugins.bench.hosts import LateFusionHost, host_sites
+from pgm_plugins.bench.metrics import binary_metrics
 from pgm_plugins.bench.probes import ridge_r2
 from pgm_plugins.bench.results import ResultStore
-from pgm_plugins.bench.stats import binary_metrics, compare
+from pgm_plugins.bench.stats import compare
 from pgm_plugins.errors import UnknownNameError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
 """Readers of downloaded feature files: the restricted unpickler, MMSA / MulT layouts (checked
-against MMSA 2.2.1's own loader on files written here), and MMSA's regression metrics."""
+against MMSA 2.2.1's own loader on files written here)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import torch
 
 from pgm_plugins.bench.data.pickles import read_mmsa_pkl, read_mult_pkl
 from pgm_plugins.bench.data.safe_pickle import UnsafePickleError, safe_load_pickle
-from pgm_plugins.bench.readers import regression_metrics, weighted_f1
 from pgm_plugins.errors import UnknownNameError
 
 torch.set_num_threads(1)
@@ -183,51 +182,3 @@ def test_restricted_unpickler_refuses_code_and_foreign_classes(tmp_path):
         safe_load_pickle(pickle.dumps([Custom()]))
     with pytest.raises(UnsafePickleError, match=r"builtins\.eval"):
         safe_load_pickle(b"cbuiltins\neval\n(S'1+1'\ntR.")
-
-
-def test_regression_metrics_match_mmsas_metricstop():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from MMSA.utils.metricsTop import MetricsTop
-
-    rng = np.random.default_rng(3)
-    names = {
-        "Has0_acc_2": "acc2_has0",
-        "Has0_F1_score": "f1_has0",
-        "Non0_acc_2": "acc2_non0",
-        "Non0_F1_score": "f1_non0",
-        "Mult_acc_5": "acc5",
-        "Mult_acc_7": "acc7",
-        "MAE": "mae",
-        "Corr": "corr",
-    }
-    for trial in range(5):
-        truth = np.round(rng.uniform(-3, 3, 200) * 2) / 2  # includes exact zeros
-        pred = truth + rng.normal(0, 1 + trial, 200)
-        ref = MetricsTop("regression").getMetics("MOSI")(
-            torch.tensor(pred, dtype=torch.float32), torch.tensor(truth, dtype=torch.float32)
-        )
-        ours = regression_metrics(pred.astype(np.float32), truth.astype(np.float32), "mosi")
-        assert (truth == 0).any()
-        for theirs, mine in names.items():
-            assert ours[mine] == pytest.approx(ref[theirs], abs=6e-5), (theirs, trial)
-    sims_names = {"Mult_acc_2": "acc2", "Mult_acc_3": "acc3", "Mult_acc_5": "acc5"}
-    sims_names |= {"F1_score": "f1", "MAE": "mae", "Corr": "corr"}
-    truth = np.round(rng.uniform(-1, 1, 150), 1)
-    pred = truth + rng.normal(0, 0.4, 150)
-    ref = MetricsTop("regression").getMetics("SIMS")(
-        torch.tensor(pred, dtype=torch.float32), torch.tensor(truth, dtype=torch.float32)
-    )
-    ours = regression_metrics(pred.astype(np.float32), truth.astype(np.float32), "sims")
-    for theirs, mine in sims_names.items():
-        assert ours[mine] == pytest.approx(ref[theirs], abs=6e-5), theirs
-
-
-def test_weighted_f1_matches_sklearn():
-    from sklearn.metrics import f1_score
-
-    rng = np.random.default_rng(4)
-    for k in (2, 3, 5):
-        t, p = rng.integers(0, k, 100), rng.integers(0, k, 100)
-        p[p == k - 1] = 0  # a class that is never predicted
-        assert weighted_f1(t, p) == pytest.approx(f1_score(t, p, average="weighted"), abs=1e-12)

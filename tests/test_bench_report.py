@@ -670,3 +670,61 @@ def test_report_of_every_suite_goes_past_unusable_folders(tmp_path, capsys):
     assert "aaa_method" in err and f"report of suite {SUITE!r}" in err
     assert (tmp_path / SUITE / "report" / "report.md").is_file()
     assert main("aaa_method", tmp_path, None, "none") == 2  # named: still an error
+
+
+# ------------------------------------------------- committed reports, inputs and shown paths
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_a_committed_report_comes_out_identical(tmp_path, monkeypatch):
+    # benchmarks/results/av-digits-timm-long/report was written by `pgm bench report
+    # av-digits-timm-long --step-times adapters/*/benchmarks/results/step_time*.json`; only the
+    # line naming the folder the records were read from depends on where it ran
+    monkeypatch.chdir(REPO)
+    suite = "av-digits-timm-long"
+    committed = REPO / "benchmarks" / "results" / suite / "report"
+    steps = sorted(REPO.glob("adapters/*/benchmarks/results/step_time*.json"))
+    rep = build_report(REPO / "benchmarks" / "results", suite, tmp_path, step_time_files=steps)
+
+    def lines(text: str) -> list[str]:
+        return [x for x in text.splitlines() if not x.startswith("- records: ")]
+
+    assert lines(rep.markdown) == lines((committed / "report.md").read_text(encoding="utf-8"))
+    assert f"cells read from `benchmarks/results/{suite}`" in rep.markdown
+    written = (tmp_path / "report.csv").read_text(encoding="utf-8")
+    assert written == (committed / "report.csv").read_text(encoding="utf-8")
+
+
+def test_without_step_times_the_report_says_none_was_given(tmp_path):
+    grid(tmp_path, {("mmsa.h1", "baseline"): {(0, 0): 0.5}, ("mmsa.h1", "pgm"): {(0, 0): 0.6}})
+    rep = build_report(tmp_path, SUITE, plots=False)
+    said = [x for x in rep.markdown.splitlines() if "step-time" in x.lower()]
+    assert said == [
+        "## Step-time microbenchmark",
+        "(no step-time microbenchmark was given (pass --step-times FILE...))",
+    ]
+    assert "adapters/" not in rep.markdown
+
+
+def test_a_missing_step_time_file_is_named(tmp_path, capsys):
+    grid(tmp_path, {("h1", "baseline"): {(0, 0): 0.5}})
+    gone = tmp_path / "step_time_gone.json"
+    with pytest.raises(ValueError, match=r"no step-time file .*step_time_gone\.json"):
+        build_report(tmp_path, SUITE, plots=False, step_time_files=[gone])
+    assert main(SUITE, tmp_path, fmt="none", step_times=[gone]) == 2
+    assert "step_time_gone.json" in capsys.readouterr().err
+
+
+def test_paths_are_shown_relative_inside_the_current_folder_else_absolute(tmp_path, monkeypatch):
+    from pgm_plugins.bench.report import shown_path
+
+    (tmp_path / "inside").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert shown_path(Path("inside") / "x.json") == str(Path("inside") / "x.json")
+    assert shown_path(tmp_path / "inside" / "x.json") == str(Path("inside") / "x.json")
+    monkeypatch.chdir(tmp_path / "inside")
+    assert shown_path(tmp_path / "y.json") == str(tmp_path.resolve() / "y.json")
+    grid(tmp_path, {("h1", "baseline"): {(0, 0): 0.5}})
+    rep = build_report(tmp_path, SUITE, plots=False)
+    assert f"cells read from `{tmp_path.resolve() / SUITE}`" in rep.markdown

@@ -11,6 +11,12 @@ the hosts of the data set per family (arm, reference, metric); the ``only.<m>`` 
 ``late_fusion`` in every host's table; parameter overhead; the step-time microbenchmark and the
 cells' own step time (measured under load). Writes ``report.md``, ``report.csv`` and PNG plots
 atomically into ``<results_dir>/<suite>/report/`` (or ``out_dir``).
+
+Phases: read and check the records (:func:`read_records`), pair and test them
+(``_comparisons``), build the table model once (:class:`DataSection` > :class:`HostTable` >
+:class:`ArmRow`), then render it: Markdown (``_header_md``, ``_section_md``, ``_host_md``,
+``_cost_md``, ``_shares_md``, ``_microbench_md``) and CSV (``_csv_row``). The step-time
+microbenchmark files are an input (``step_time_files``); nothing is read from the repository.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the bench extra is miss
     ) from exc
 
 from pgm_plugins._io import atomic_write_text
+from pgm_plugins.bench.metrics import LOWER_IS_BETTER
 from pgm_plugins.bench.record import REQUIRED as CONTRACT
 from pgm_plugins.bench.record import Problem, check_record, read_records
 from pgm_plugins.bench.stats import compare, holm, rank_correlation
@@ -52,10 +59,10 @@ __all__ = [
     "find_suites",
     "main",
     "read_records",
+    "shown_path",
     "truth_agreement",
 ]
 
-REPO = Path(__file__).resolve().parents[2]
 #: arms every other arm is compared with, in this order
 REFERENCES = ("baseline", "capacity")
 #: single-modality arms (``only.<m>``) run once per data set under this host
@@ -66,9 +73,8 @@ SECONDARY = {
     "classification": ("acc2", "wf1"),
     "regression": ("mae", "corr", "acc7", "acc2_non0", "acc2_has0"),
 }
-LOWER_IS_BETTER = frozenset({"mae", "loss", "mse"})
-#: the per-host step-time microbenchmark results (adapters' benchmarks)
-STEP_TIME_GLOB = "adapters/*/benchmarks/results/step_time*.json"
+#: what the report says when no step-time microbenchmark file was given
+NO_STEP_TIMES = "no step-time microbenchmark was given (pass --step-times FILE...)"
 _ARM_ORDER = ("baseline", "pgm", "capacity", "uni_heads", "mslr", "interaction")
 FORMATS = ("markdown", "csv", "none")
 
@@ -351,6 +357,20 @@ def truth_agreement(shares: Mapping[str, float], truth: Mapping[str, Any]) -> di
 # ---------------------------------------------------------------------------- step time file
 
 
+def shown_path(path: Path) -> str:
+    """``path`` as the report shows it: relative to the current directory when inside it, else
+    absolute (the same report from the same records wherever the package is installed)."""
+    full = Path(path).resolve()
+    try:
+        return str(full.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(full)
+
+
+def _step_files(step: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+    return sorted({e["file"] for v in step.values() for e in v})
+
+
 def _file_date(path: Path) -> str:
     try:
         out = subprocess.run(
@@ -393,14 +413,11 @@ def load_step_times(paths: Iterable[Path]) -> tuple[dict[str, list[dict[str, Any
         except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
             notes.append(f"step-time file {path} left out: {exc!r}")
             continue
-        try:
-            shown = path.relative_to(REPO)
-        except ValueError:
-            shown = path
+        shown = shown_path(path)
         for r in results:
             try:
                 entry = {
-                    "file": str(shown),
+                    "file": shown,
                     "date": _file_date(path),
                     "commit": str(data.get("commit", "?"))[:10],
                     "dirty": data.get("dirty"),
@@ -470,32 +487,236 @@ _TEST_TEXT = {
 }
 
 
-def _summary(cells: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
-    cols = [f"test.{m}" for m in metrics if f"test.{m}" in cells]
-    agg = cells.groupby("arm")[cols].agg(["mean", "std", "count"])
-    return agg
+# ------------------------------------------------------------------------------ table model
 
 
-def _build(
+@dataclass(frozen=True)
+class ArmRow:
+    """One arm of a host table: its cells' statistics and its comparisons, computed once."""
+
+    arm: str
+    best_single: bool  #: the single modality with the best mean primary metric (marked *)
+    n: int
+    failed: int
+    host_params: int
+    block_params: int
+    overhead_pct: float  #: block parameters as % of the arm's host
+    step_ms: float  #: the cells' own mean step time (under load)
+    wall_s: float
+    stats: dict[str, tuple[float, float, int]]  #: metric -> (mean, std, count)
+    comparisons: pd.DataFrame  #: this arm's rows of :attr:`Report.comparisons`
+
+
+@dataclass(frozen=True)
+class HostTable:
+    """The table of one host in one data set / protocol: its arms and the ``only.<m>`` arms."""
+
+    host: str
+    host_params: int
+    rows: list[ArmRow]
+    comparisons: pd.DataFrame  #: the host's rows of :attr:`Report.comparisons`
+    microbench: list[dict[str, Any]]  #: step-time microbenchmark entries of the host's kind
+    base_ms: float  #: the cells' mean step time of ``baseline`` and ``pgm`` (NaN: none)
+    pgm_ms: float
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """One data set / protocol: what its cells share, what is wrong with them, its host tables."""
+
+    dataset: str
+    protocol: str
+    task: str
+    primary: str
+    higher: bool
+    metrics: list[str]  #: the primary metric first, then the secondary ones present
+    description: str
+    cells: pd.DataFrame
+    digests: list[str]
+    mixed_seeds: str  #: seeds whose cells read different data ("" when none)
+    test_kinds: list[str]  #: the tests used (keys of ``_TEST_TEXT``)
+    ratios: pd.Series  #: n_test / n_train of the comparisons under the corrected test
+    undigested: int  #: records without a cell digest
+    mixed_settings: list[str]  #: host/arm pairs with several cell digests
+    failed: pd.DataFrame  #: diverged cells
+    best_single: str | None
+    caps: list[int]
+    patience: list[int]
+    hosts: list[HostTable]
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}/{self.protocol}"
+
+    def notes(self) -> list[str]:
+        """The section's warnings, as listed under Notes."""
+        out = []
+        if self.mixed_seeds:
+            out.append(f"{self.name}: different data digests within seed(s) {self.mixed_seeds}")
+        elif len(self.digests) > 1:
+            out.append(f"{self.name}: {len(self.digests)} data digests in one suite folder")
+        if self.undigested:
+            out.append(f"{self.name}: {self.undigested} record(s) without cell_digest")
+        if self.mixed_settings:
+            out.append(f"{self.name}: several cell digests in " + ", ".join(self.mixed_settings))
+        if len(self.failed):
+            out.append(f"{self.name}: {len(self.failed)} diverged cell(s)")
+        return out
+
+
+def _sections(
+    cells: pd.DataFrame, comps: pd.DataFrame, step: Mapping[str, list[dict[str, Any]]]
+) -> list[DataSection]:
+    return [
+        _data_section(ds, proto, data, comps, step)
+        for (ds, proto), data in cells.groupby(["dataset", "protocol"], sort=True)
+    ]
+
+
+def _data_section(
+    ds: str,
+    proto: str,
+    data: pd.DataFrame,
+    comps: pd.DataFrame,
+    step: Mapping[str, list[dict[str, Any]]],
+) -> DataSection:
+    primary = str(data["primary"].mode().iloc[0])
+    higher = bool(data["higher_is_better"].mode().iloc[0])
+    metrics = _metrics_of(data)
+    per_seed = data.dropna(subset=["data_digest"]).groupby("seed")["data_digest"].nunique()
+    sub = comps[(comps["dataset"] == ds) & (comps["protocol"] == proto)]
+    used = sub[sub["n"] >= 2]
+    groups = data.dropna(subset=["cell_digest"]).groupby(["host", "arm"])["cell_digest"]
+    singles = data[(data["host"] == SINGLE_HOST) & data["arm"].str.startswith(SINGLE_PREFIX)]
+    best_single = None
+    if len(singles):
+        means = singles.groupby("arm")[f"test.{primary}"].mean()
+        best_single = str(means.idxmax() if higher else means.idxmin())
+    return DataSection(
+        dataset=ds,
+        protocol=proto,
+        task=str(data["task"].mode().iloc[0]),
+        primary=primary,
+        higher=higher,
+        metrics=metrics,
+        description=f"{data['data_description'].iloc[0]}".strip(),
+        cells=data,
+        digests=sorted(set(data["data_digest"].dropna())),
+        mixed_seeds=", ".join(str(s) for s in per_seed[per_seed > 1].index),
+        test_kinds=sorted(set(used["test"])),
+        ratios=used.loc[used["test"] == "corrected", "ratio"],
+        undigested=int(data["cell_digest"].isna().sum()),
+        mixed_settings=[f"{h}/{a}" for (h, a), n in groups.nunique().items() if n > 1],
+        failed=data[data["failed"]],
+        best_single=best_single,
+        caps=sorted({int(v) for v in data["epoch_cap"].dropna()}),
+        patience=sorted({int(v) for v in data["patience"].dropna()}),
+        hosts=[
+            _host_table(data, host, metrics, best_single, sub[sub["host"] == host], step)
+            for host in _hosts(data)
+        ],
+    )
+
+
+def _host_table(
+    data: pd.DataFrame,
+    host: str,
+    metrics: Sequence[str],
+    best_single: str | None,
+    comps: pd.DataFrame,
+    step: Mapping[str, list[dict[str, Any]]],
+) -> HostTable:
+    shown = _host_rows(data, host)
+    cols = [f"test.{m}" for m in metrics if f"test.{m}" in shown]
+    summary = shown.groupby("arm")[cols].agg(["mean", "std", "count"])
+    hp = shown.loc[shown["host"] == host, "host_params"]
+    own = shown[shown["host"] == host]
+    return HostTable(
+        host=host,
+        host_params=int(hp.mode().iloc[0]) if len(hp) else 0,
+        rows=[
+            _arm_row(arm, shown[shown["arm"] == arm], metrics, summary, best_single, comps)
+            for arm in _arm_sort(shown["arm"])
+        ],
+        comparisons=comps,
+        microbench=list(step.get(_host_kind(host)) or []),
+        base_ms=float(own.loc[own["arm"] == "baseline", "step_ms"].mean()),
+        pgm_ms=float(own.loc[own["arm"] == "pgm", "step_ms"].mean()),
+    )
+
+
+def _arm_row(
+    arm: str,
+    a: pd.DataFrame,
+    metrics: Sequence[str],
+    summary: pd.DataFrame,
+    best_single: str | None,
+    comps: pd.DataFrame,
+) -> ArmRow:
+    block = int(a["block_params"].mode().iloc[0])
+    arm_host = int(a["host_params"].mode().iloc[0])
+    stats = {}
+    for m in metrics:
+        col = f"test.{m}"
+        mean, std, cnt = (summary.loc[arm, (col, s)] for s in ("mean", "std", "count"))
+        stats[m] = (mean, std, int(cnt))
+    return ArmRow(
+        arm=arm,
+        best_single=arm == best_single,
+        n=len(a),
+        failed=int(a["failed"].sum()),
+        host_params=arm_host,
+        block_params=block,
+        overhead_pct=100.0 * block / arm_host if arm_host else float("nan"),
+        step_ms=float(a["step_ms"].mean()),
+        wall_s=float(a["wall_s"].sum()),
+        stats=stats,
+        comparisons=comps[comps["arm"] == arm],
+    )
+
+
+# ------------------------------------------------------------------------ markdown renderer
+
+
+def _markdown(
     suite: str,
     source: Path,
     cells: pd.DataFrame,
-    problems: list[Problem],
-    notes: list[str],
-    step_paths: Iterable[Path],
-) -> tuple[str, pd.DataFrame, pd.DataFrame, list[str]]:
-    comps = _comparisons(cells)
-    step, step_notes = load_step_times(step_paths)
-    notes = [*notes, *step_notes]
-    md: list[str] = [f"# Benchmark report: suite `{suite}`", ""]
+    sections: Sequence[DataSection],
+    step: Mapping[str, list[dict[str, Any]]],
+    problems: Sequence[Problem],
+    notes: Sequence[str],
+) -> str:
+    md = _header_md(suite, source, cells, problems)
+    for section in sections:
+        md += _section_md(section)
+        for table in section.hosts:
+            md += _host_md(section, table)
+            md += [*_cost_md(table, step), f"- host parameters: {table.host_params:,}", ""]
+        md += _shares_md(section.cells)
+    md += _microbench_md(step, {_host_kind(h) for h in cells["host"]})
+    if problems:
+        md += ["## Skipped result files", ""]
+        md += [f"- `{shown_path(p.path)}`: {p.reason}" for p in problems]
+        md.append("")
+    if notes:
+        md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(md)
+
+
+def _header_md(
+    suite: str, source: Path, cells: pd.DataFrame, problems: Sequence[Problem]
+) -> list[str]:
     total = float(cells["wall_s"].sum())
     commits = Counter(
         f"{c[:10] if c else '?'}{' (dirty)' if d else ''}"
         for c, d in zip(cells["commit"], cells["dirty"], strict=True)
     )
-    md += [
-        f"- records: {len(cells)} cells read from `{source}`; {len(problems)} file(s) skipped"
-        + (" (listed at the end)" if problems else ""),
+    return [
+        f"# Benchmark report: suite `{suite}`",
+        "",
+        f"- records: {len(cells)} cells read from `{shown_path(source)}`; {len(problems)} file(s)"
+        " skipped" + (" (listed at the end)" if problems else ""),
         f"- wall time, all cells: {total:.0f} s ({total / 3600:.2f} h) on the machines that ran "
         "them",
         "- code: " + ", ".join(f"{c} x{n}" for c, n in commits.most_common()),
@@ -509,215 +730,199 @@ def _build(
         "correction over the hosts of a data set, one family per (arm, reference, metric).",
         "",
     ]
-    rows_csv: list[dict[str, Any]] = []
-    for (ds, proto), data in cells.groupby(["dataset", "protocol"], sort=True):
-        primary = str(data["primary"].mode().iloc[0])
-        higher = bool(data["higher_is_better"].mode().iloc[0])
-        task = str(data["task"].mode().iloc[0])
-        metrics = _metrics_of(data)
-        digests = sorted(set(data["data_digest"].dropna()))
-        md += [f"## {ds} / {proto}", ""]
-        md.append(f"{data['data_description'].iloc[0]}".strip() or "(no description)")
-        md.append("")
+
+
+def _section_md(s: DataSection) -> list[str]:
+    """The data set's heading and the bullet lines on what its cells share or lack."""
+    data = s.cells
+    md = [f"## {s.dataset} / {s.protocol}", "", s.description or "(no description)", ""]
+    md.append(
+        f"- task: {s.task}; primary metric: **{s.primary}** "
+        f"({'higher' if s.higher else 'lower'} is better); also shown: "
+        + (", ".join(s.metrics[1:]) or "none")
+    )
+    if s.mixed_seeds:
         md.append(
-            f"- task: {task}; primary metric: **{primary}** "
-            f"({'higher' if higher else 'lower'} is better); also shown: "
-            + (", ".join(metrics[1:]) or "none")
+            f"- WARNING: cells of one seed read different data (digests differ within "
+            f"seed(s) {s.mixed_seeds}): the arms did not all see the same data"
         )
-        per_seed = data.dropna(subset=["data_digest"]).groupby("seed")["data_digest"].nunique()
-        if (per_seed > 1).any():
-            bad = ", ".join(str(s) for s in per_seed[per_seed > 1].index)
-            md.append(
-                f"- WARNING: cells of one seed read different data (digests differ within "
-                f"seed(s) {bad}): the arms did not all see the same data"
+    elif len(s.digests) > 1:
+        md.append(
+            f"- WARNING: {len(s.digests)} data digests in this folder (the suite's data "
+            "changed between runs): the cells did not all see the same data"
+        )
+    elif s.digests:
+        md.append(f"- data digest {s.digests[0][:16]}")
+    if s.test_kinds:
+        md.append("- test: " + "; ".join(_TEST_TEXT[k](s.ratios) for k in s.test_kinds))
+    if s.undigested:
+        md.append(
+            f"- {s.undigested} record(s) predate cell digests: whether they ran with the "
+            "suite's current settings cannot be checked"
+        )
+    if s.mixed_settings:
+        md.append(
+            "- WARNING: cells of " + ", ".join(s.mixed_settings) + " ran with different settings "
+            "(several cell digests): see each record's cell_settings"
+        )
+    if len(s.failed):
+        md.append(
+            f"- FAILED: {len(s.failed)} cell(s) diverged (non-finite loss or predictions); "
+            "they are counted in each arm's `failed` and left out of means and comparisons: "
+            + ", ".join(
+                f"{r.host}/{r.arm} fold {r.fold} seed {r.seed}" for r in s.failed.itertuples()
             )
-            notes.append(f"{ds}/{proto}: different data digests within seed(s) {bad}")
-        elif len(digests) > 1:
-            md.append(
-                f"- WARNING: {len(digests)} data digests in this folder (the suite's data "
-                "changed between runs): the cells did not all see the same data"
-            )
-            notes.append(f"{ds}/{proto}: {len(digests)} data digests in one suite folder")
-        elif digests:
-            md.append(f"- data digest {digests[0][:16]}")
-        sub = comps[(comps["dataset"] == ds) & (comps["protocol"] == proto)]
-        used = sub[sub["n"] >= 2]
-        if len(used):
-            kinds = sorted(set(used["test"]))
-            ratios = used.loc[used["test"] == "corrected", "ratio"]
-            md.append("- test: " + "; ".join(_TEST_TEXT[k](ratios) for k in kinds))
-        undigested = int(data["cell_digest"].isna().sum())
-        if undigested:
-            md.append(
-                f"- {undigested} record(s) predate cell digests: whether they ran with the "
-                "suite's current settings cannot be checked"
-            )
-            notes.append(f"{ds}/{proto}: {undigested} record(s) without cell_digest")
-        groups = data.dropna(subset=["cell_digest"]).groupby(["host", "arm"])["cell_digest"]
-        mixed = [f"{h}/{a}" for (h, a), n in groups.nunique().items() if n > 1]
-        if mixed:
-            md.append(
-                "- WARNING: cells of " + ", ".join(mixed) + " ran with different settings "
-                "(several cell digests): see each record's cell_settings"
-            )
-            notes.append(f"{ds}/{proto}: several cell digests in " + ", ".join(mixed))
-        failed = data[data["failed"]]
-        if len(failed):
-            md.append(
-                f"- FAILED: {len(failed)} cell(s) diverged (non-finite loss or predictions); "
-                "they are counted in each arm's `failed` and left out of means and comparisons: "
-                + ", ".join(
-                    f"{r.host}/{r.arm} fold {r.fold} seed {r.seed}" for r in failed.itertuples()
-                )
-            )
-            notes.append(f"{ds}/{proto}: {len(failed)} diverged cell(s)")
-        hosts = _hosts(data)
-        singles = data[(data["host"] == SINGLE_HOST) & data["arm"].str.startswith(SINGLE_PREFIX)]
-        best_single = None
-        if len(singles):
-            means = singles.groupby("arm")[f"test.{primary}"].mean()
-            best_single = str(means.idxmax() if higher else means.idxmin())
-            md.append(
-                f"- single modalities (host `{SINGLE_HOST}`, shown in every host's table): "
-                f"best is `{best_single}` on {primary} (marked *)"
-            )
-        caps = sorted({int(v) for v in data["epoch_cap"].dropna()})
-        pats = sorted({int(v) for v in data["patience"].dropna()})
-        if caps:
-            hit = int((data["epochs_run"] >= data["epoch_cap"]).sum())
-            md.append(
-                f"- training: epoch cap {'/'.join(map(str, caps))}, early stopping on the "
-                f"validation {primary} with patience {'/'.join(map(str, pats))}; epochs run "
-                f"mean {data['epochs_run'].mean():.1f}, {hit}/{len(data)} cells reached the cap"
-            )
-        md.append(f"- wall time of these cells: {data['wall_s'].sum():.0f} s")
-        md.append("")
-        for host in hosts:
-            shown = _host_rows(data, host)
-            summ = _summary(shown, metrics)
-            hc = sub[sub["host"] == host]
-            hp = shown.loc[shown["host"] == host, "host_params"]
-            host_params = int(hp.mode().iloc[0]) if len(hp) else 0
-            md += [f"### {ds} / {proto} / host `{host}`", ""]
-            entries = step.get(_host_kind(host)) or []
-            micro = entries[0] if entries else None
-            header = [
-                "arm",
-                "n (failed)",
-                *[f"{m} mean +- std" for m in metrics],
-                "block params (+% of host)",
-                f"vs baseline ({primary})",
-                f"vs capacity ({primary})",
-                "step ms*",
+        )
+    if s.best_single is not None:
+        md.append(
+            f"- single modalities (host `{SINGLE_HOST}`, shown in every host's table): "
+            f"best is `{s.best_single}` on {s.primary} (marked *)"
+        )
+    if s.caps:
+        hit = int((data["epochs_run"] >= data["epoch_cap"]).sum())
+        md.append(
+            f"- training: epoch cap {'/'.join(map(str, s.caps))}, early stopping on the "
+            f"validation {s.primary} with patience {'/'.join(map(str, s.patience))}; epochs run "
+            f"mean {data['epochs_run'].mean():.1f}, {hit}/{len(data)} cells reached the cap"
+        )
+    md += [f"- wall time of these cells: {data['wall_s'].sum():.0f} s", ""]
+    return md
+
+
+def _host_md(s: DataSection, t: HostTable) -> list[str]:
+    """A host's table, its footnote and the comparisons left unpaired."""
+    header = [
+        "arm",
+        "n (failed)",
+        *[f"{m} mean +- std" for m in s.metrics],
+        "block params (+% of host)",
+        *[f"vs {ref} ({s.primary})" for ref in REFERENCES],
+        "step ms*",
+    ]
+    rows = []
+    for r in t.rows:
+        cmp_cells = []
+        for ref in REFERENCES:
+            hit = r.comparisons[
+                (r.comparisons["reference"] == ref) & (r.comparisons["metric"] == s.primary)
             ]
-            table_rows = []
-            for arm in _arm_sort(shown["arm"]):
-                a = shown[shown["arm"] == arm]
-                label = f"`{arm}`" + (" *" if arm == best_single else "")
-                block = int(a["block_params"].mode().iloc[0])
-                arm_host = int(a["host_params"].mode().iloc[0])
-                overhead = 100.0 * block / arm_host if arm_host else float("nan")
-                vals = []
-                csv: dict[str, Any] = {
-                    "suite": suite,
-                    "dataset": ds,
-                    "protocol": proto,
-                    "host": host,
-                    "arm": arm,
-                    "cells_from_host": SINGLE_HOST if arm.startswith(SINGLE_PREFIX) else host,
-                    "best_single": arm == best_single,
-                    "primary": primary,
-                    "n": len(a),
-                    "failed": int(a["failed"].sum()),
-                    "host_params": arm_host,
-                    "block_params": block,
-                    "overhead_pct": overhead,
-                    "step_ms_mean_under_load": float(a["step_ms"].mean()),
-                    "wall_s_total": float(a["wall_s"].sum()),
-                    "microbench_ratio_pgm": micro["ratio_pgm"] if micro else np.nan,
-                    "microbench_file": micro["file"] if micro else "",
-                }
-                for m in metrics:
-                    col = f"test.{m}"
-                    mean, std, cnt = (summ.loc[arm, (col, s)] for s in ("mean", "std", "count"))
-                    vals.append(f"{_fmt(mean)} +- {_fmt(std)}")
-                    csv.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_n": int(cnt)})
-                cmp_cells = []
-                for ref in REFERENCES:
-                    hit = hc[(hc["arm"] == arm) & (hc["reference"] == ref)]
-                    for _, r in hit.iterrows():
-                        for k in ("diff", "low", "high", "p", "p_holm", "n", "test"):
-                            csv[f"vs_{ref}_{r['metric']}_{k}"] = r[k]
-                        csv[f"vs_{ref}_{r['metric']}_unpaired"] = (
-                            r["unpaired_arm"] + r["unpaired_ref"]
-                        )
-                    prim = hit[hit["metric"] == primary]
-                    cmp_cells.append(_cmp_text(prim.iloc[0]) if len(prim) else "-")
-                table_rows.append(
-                    [
-                        label,
-                        f"{len(a)}"
-                        + (f" ({int(a['failed'].sum())} failed)" if a["failed"].any() else ""),
-                        *vals,
-                        f"{block:,} ({overhead:+.1f} %)" if block else "0",
-                        *cmp_cells,
-                        _fmt(float(a["step_ms"].mean()), 1),
-                    ]
-                )
-                rows_csv.append(csv)
-            md += _table_md(header, table_rows)
-            md.append("")
-            md.append(
-                "\\* step ms: the cells' own mean training-step time, measured under load "
-                "(other jobs shared the machine); see the microbenchmark for the cost."
-            )
-            unpaired = hc[(hc["metric"] == primary) & (hc["unpaired_arm"] + hc["unpaired_ref"] > 0)]
-            for _, r in unpaired.iterrows():
-                md.append(
-                    f"- unpaired: `{r['arm']}` vs `{r['reference']}`: {r['unpaired_arm']} cell(s) "
-                    f"of `{r['arm']}` and {r['unpaired_ref']} of `{r['reference']}` have no "
-                    f"partner (fold, seed) and are left out of that comparison (n={r['n']})"
-                )
-            # cost lines
-            cost = []
-            own = shown[shown["host"] == host]
-            base_ms = own.loc[own["arm"] == "baseline", "step_ms"].mean()
-            pgm_ms = own.loc[own["arm"] == "pgm", "step_ms"].mean()
-            if not (math.isnan(base_ms) or math.isnan(pgm_ms)) and base_ms > 0:
-                cost.append(
-                    f"- cells' mean step time (under load): pgm {pgm_ms:.1f} ms / baseline "
-                    f"{base_ms:.1f} ms = x{pgm_ms / base_ms:.2f}"
-                )
-            for e in step.get(_host_kind(host), []):
-                cost.append(
-                    f"- step-time microbenchmark (`{e['file']}`, {e['date']}, commit {e['commit']}"
-                    f"{' dirty' if e['dirty'] else ''}, {e['threads']} thread(s), load average "
-                    f"{e['load']}): host {e['host_ms']:.1f} ms/step; with PgM "
-                    f"x{e['ratio_pgm']:.3f}, small block x{e['ratio_small']:.3f}, identity "
-                    f"hooks x{e['ratio_identity']:.3f}"
-                    + (
-                        ""
-                        if math.isnan(e["ratio_floor"])
-                        else f", the block's own cost alone x{e['ratio_floor']:.3f}"
-                    )
-                    + f"; block {e['block_params']:,} params "
-                    f"= {100 * e['block_params'] / e['host_params']:.1f} % of the host's "
-                    f"{e['host_params']:,}" + (f" (adapter {e['adapter']})" if e["adapter"] else "")
-                )
-            if not step.get(_host_kind(host)):
-                cost.append(
-                    f"- step-time microbenchmark: no entry for host `{host}` in {STEP_TIME_GLOB}"
-                )
-            md += [*cost, f"- host parameters: {host_params:,}", ""]
-        md += _shares_md(data)
-    md += _microbench_md(step, {_host_kind(h) for h in cells["host"]})
-    if problems:
-        md += ["## Skipped result files", ""]
-        md += [f"- `{p.path}`: {p.reason}" for p in problems]
-        md.append("")
-    if notes:
-        md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    return "\n".join(md), _csv_frame(rows_csv, cells), comps, notes
+            cmp_cells.append(_cmp_text(hit.iloc[0]) if len(hit) else "-")
+        rows.append(
+            [
+                f"`{r.arm}`" + (" *" if r.best_single else ""),
+                f"{r.n}" + (f" ({r.failed} failed)" if r.failed else ""),
+                *[f"{_fmt(mean)} +- {_fmt(std)}" for mean, std, _ in r.stats.values()],
+                f"{r.block_params:,} ({r.overhead_pct:+.1f} %)" if r.block_params else "0",
+                *cmp_cells,
+                _fmt(r.step_ms, 1),
+            ]
+        )
+    md = [f"### {s.dataset} / {s.protocol} / host `{t.host}`", ""]
+    md += [*_table_md(header, rows), ""]
+    md.append(
+        "\\* step ms: the cells' own mean training-step time, measured under load "
+        "(other jobs shared the machine); see the microbenchmark for the cost."
+    )
+    hc = t.comparisons
+    unpaired = hc[(hc["metric"] == s.primary) & (hc["unpaired_arm"] + hc["unpaired_ref"] > 0)]
+    for _, r in unpaired.iterrows():
+        md.append(
+            f"- unpaired: `{r['arm']}` vs `{r['reference']}`: {r['unpaired_arm']} cell(s) "
+            f"of `{r['arm']}` and {r['unpaired_ref']} of `{r['reference']}` have no "
+            f"partner (fold, seed) and are left out of that comparison (n={r['n']})"
+        )
+    return md
+
+
+def _cost_md(t: HostTable, step: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+    """The step-time lines under a host's table: the cells' own and the microbenchmark's."""
+    cost = []
+    if not (math.isnan(t.base_ms) or math.isnan(t.pgm_ms)) and t.base_ms > 0:
+        cost.append(
+            f"- cells' mean step time (under load): pgm {t.pgm_ms:.1f} ms / baseline "
+            f"{t.base_ms:.1f} ms = x{t.pgm_ms / t.base_ms:.2f}"
+        )
+    cost += [_microbench_line(e) for e in t.microbench]
+    if step and not t.microbench:
+        cost.append(
+            f"- step-time microbenchmark: no entry for host `{t.host}` in "
+            + ", ".join(f"`{f}`" for f in _step_files(step))
+        )
+    return cost
+
+
+def _microbench_line(e: Mapping[str, Any]) -> str:
+    return (
+        f"- step-time microbenchmark (`{e['file']}`, {e['date']}, commit {e['commit']}"
+        f"{' dirty' if e['dirty'] else ''}, {e['threads']} thread(s), load average "
+        f"{e['load']}): host {e['host_ms']:.1f} ms/step; with PgM "
+        f"x{e['ratio_pgm']:.3f}, small block x{e['ratio_small']:.3f}, identity "
+        f"hooks x{e['ratio_identity']:.3f}"
+        + (
+            ""
+            if math.isnan(e["ratio_floor"])
+            else f", the block's own cost alone x{e['ratio_floor']:.3f}"
+        )
+        + f"; block {e['block_params']:,} params "
+        f"= {100 * e['block_params'] / e['host_params']:.1f} % of the host's "
+        f"{e['host_params']:,}" + (f" (adapter {e['adapter']})" if e["adapter"] else "")
+    )
+
+
+# ----------------------------------------------------------------------------- csv renderer
+
+
+def _csv_rows(suite: str, sections: Sequence[DataSection]) -> list[dict[str, Any]]:
+    return [_csv_row(suite, s, t, r) for s in sections for t in s.hosts for r in t.rows]
+
+
+def _csv_row(suite: str, s: DataSection, t: HostTable, r: ArmRow) -> dict[str, Any]:
+    """One line of report.csv: identity, counts, cost, statistics, comparisons."""
+    micro = t.microbench[0] if t.microbench else None
+    row: dict[str, Any] = {
+        "suite": suite,
+        "dataset": s.dataset,
+        "protocol": s.protocol,
+        "host": t.host,
+        "arm": r.arm,
+        "cells_from_host": SINGLE_HOST if r.arm.startswith(SINGLE_PREFIX) else t.host,
+        "best_single": r.best_single,
+        "primary": s.primary,
+        "n": r.n,
+        "failed": r.failed,
+        "host_params": r.host_params,
+        "block_params": r.block_params,
+        "overhead_pct": r.overhead_pct,
+        "step_ms_mean_under_load": r.step_ms,
+        "wall_s_total": r.wall_s,
+        "microbench_ratio_pgm": micro["ratio_pgm"] if micro else np.nan,
+        "microbench_file": micro["file"] if micro else "",
+    }
+    for m, (mean, std, cnt) in r.stats.items():
+        row.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_n": cnt})
+    for ref in REFERENCES:
+        for _, c in r.comparisons[r.comparisons["reference"] == ref].iterrows():
+            for k in ("diff", "low", "high", "p", "p_holm", "n", "test"):
+                row[f"vs_{ref}_{c['metric']}_{k}"] = c[k]
+            row[f"vs_{ref}_{c['metric']}_unpaired"] = c["unpaired_arm"] + c["unpaired_ref"]
+    return row
+
+
+def _build(
+    suite: str,
+    source: Path,
+    cells: pd.DataFrame,
+    problems: list[Problem],
+    notes: list[str],
+    step_paths: Iterable[Path],
+) -> tuple[str, pd.DataFrame, pd.DataFrame, list[str]]:
+    """The report's phases: comparisons, step times, the table model, then its renderers."""
+    comps = _comparisons(cells)
+    step, step_notes = load_step_times(step_paths)
+    sections = _sections(cells, comps, step)
+    notes = [*notes, *step_notes, *(n for s in sections for n in s.notes())]
+    markdown = _markdown(suite, source, cells, sections, step, problems, notes)
+    return markdown, _csv_frame(_csv_rows(suite, sections), cells), comps, notes
 
 
 def _csv_frame(rows: list[dict[str, Any]], cells: pd.DataFrame) -> pd.DataFrame:
@@ -800,15 +1005,10 @@ def _true_order(truth: Mapping[str, Any]) -> str:
 
 def _microbench_md(step: Mapping[str, list[dict[str, Any]]], hosts: set[str]) -> list[str]:
     if not step:
-        return [
-            "## Step-time microbenchmark",
-            "",
-            f"(no results file matches {STEP_TIME_GLOB})",
-            "",
-        ]
+        return ["## Step-time microbenchmark", "", f"({NO_STEP_TIMES})", ""]
     mine = {k: v for k, v in step.items() if k in hosts}
     if not mine:
-        files = sorted({e["file"] for v in step.values() for e in v})
+        files = _step_files(step)
         return [
             "## Step-time microbenchmark",
             "",
@@ -872,7 +1072,8 @@ def build_report(
     into ``out_dir`` (default ``results_dir/<suite>/report/``) and return the :class:`Report`.
 
     ``suite=None`` takes the only suite under ``results_dir`` (several: an error listing them).
-    ``step_time_files`` defaults to the adapters' microbenchmark results (:data:`STEP_TIME_GLOB`).
+    ``step_time_files``: the step-time microbenchmark results to show beside the cells (the
+    adapters' ``benchmarks/results/step_time*.json``); none: the report says none was given.
     Raises :class:`ReportError` when there is nothing to report.
     """
     results_dir = Path(results_dir)
@@ -898,6 +1099,13 @@ def build_report(
             f"{choices_text(suites)}.{did_you_mean(suite, suites)} Run `pgm bench run {suite}` "
             "first."
         )
+    step_paths = [Path(p) for p in step_time_files or ()]
+    absent = [str(p) for p in step_paths if not p.is_file()]
+    if absent:
+        raise ReportError(
+            f"no step-time file {', '.join(absent)}: --step-times takes the microbenchmark "
+            "results, e.g. adapters/*/benchmarks/results/step_time*.json."
+        )
     records, problems = read_records(source, suite)
     if not records:
         raise ReportError(
@@ -913,9 +1121,7 @@ def build_report(
                     f"{ds}/{proto}: the records disagree on {col} ({sorted(map(str, set(g[col])))}"
                     f"); the most common one is used"
                 )
-    if step_time_files is None:
-        step_time_files = sorted(REPO.glob(STEP_TIME_GLOB))
-    markdown, table, comps, notes = _build(suite, source, cells, problems, notes, step_time_files)
+    markdown, table, comps, notes = _build(suite, source, cells, problems, notes, step_paths)
     out = Path(out_dir) if out_dir is not None else source / "report"
     report = Report(suite, source, out, markdown, table, cells, comps, problems, notes)
     if plots:
@@ -939,9 +1145,11 @@ def main(
     results_dir: Path,
     out_dir: Path | None = None,
     fmt: str = "markdown",
+    step_times: Sequence[Path] = (),
 ) -> int:
     """``pgm bench report [SUITE]``: write the report(s) and print one as ``fmt`` (``markdown``,
-    ``csv`` or ``none``). ``suite=None`` reports every suite under ``results_dir``. Returns the
+    ``csv`` or ``none``) with the ``step_times`` microbenchmark files. ``suite=None`` reports
+    every suite under ``results_dir``. Returns the
     exit code: 0 (skipped result files are listed in the report and on stderr), 2 when there
     was nothing to report (no folder, no suite, no usable record) or ``fmt`` is unknown."""
     if fmt not in FORMATS:
@@ -964,7 +1172,7 @@ def main(
     for name in names:
         target = out_dir if out_dir is None or len(names) == 1 else Path(out_dir) / name
         try:
-            report = build_report(results_dir, name, target)
+            report = build_report(results_dir, name, target, step_time_files=step_times)
         except ReportError as exc:
             print(f"pgm bench report: {exc}", file=sys.stderr)
             if suite is not None:

@@ -43,6 +43,12 @@ import torch
 
 from pgm_plugins.bench.arms import Arm, count_parameters, get_arm, lr_scale_grid
 from pgm_plugins.bench.data.bench_data import BenchData, Fold
+from pgm_plugins.bench.metrics import (
+    LOWER_IS_BETTER,
+    classification_metrics,
+    metrics_of,
+    regression_metrics,
+)
 from pgm_plugins.bench.record import DIGEST_SCHEME, SCHEMA_VERSION, check_record
 from pgm_plugins.bench.results import ResultStore, default_results_dir, environment
 from pgm_plugins.bench.suite import Suite, SuiteError
@@ -59,7 +65,6 @@ __all__ = [
 ]
 
 SINGLE_HOST = "late_fusion"
-LOWER_IS_BETTER = {"mae", "mse", "loss", "rmse"}
 PARTS_ROWS = 200
 
 
@@ -69,95 +74,6 @@ class RunnerError(PgMError, ValueError):
 
 class LockError(PgMError, RuntimeError):
     """Another process is running the same suite."""
-
-
-# ---------------------------------------------------------------------- metrics
-def _f1s(y: np.ndarray, pred: np.ndarray) -> tuple[float, float]:
-    """(weighted F1 over the classes of ``y``, macro F1 over the classes of ``y`` and ``pred``)."""
-    labels = np.union1d(y, pred)
-    f1, support = [], []
-    for c in labels:
-        tp = float(((pred == c) & (y == c)).sum())
-        fp = float(((pred == c) & (y != c)).sum())
-        fn = float(((pred != c) & (y == c)).sum())
-        f1.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-        support.append(float((y == c).sum()))
-    total = sum(support)
-    weighted = sum(f * s for f, s in zip(f1, support, strict=True)) / total if total else 0.0
-    return float(weighted), float(np.mean(f1)) if f1 else 0.0
-
-
-def _auroc(y: np.ndarray, score: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
-    pos, neg = int((y == 1).sum()), int((y == 0).sum())
-    if not pos or not neg:
-        return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
-def classification_metrics(
-    y: np.ndarray, out: np.ndarray, primary: str = "acc"
-) -> dict[str, float]:
-    """acc, wf1, macro_f1 (+ auroc for 2 classes, + acc2 = acc when the primary is ``acc2``)
-    and ``loss`` from class logits ``[N, C]`` (cross-entropy) or, for binary tasks, scores
-    ``[N]`` read by their sign as MMSA does (loss: L1 to the +-1 labels, the hosts' own)."""
-    y = np.asarray(y).astype(np.int64)
-    out = np.asarray(out, dtype=np.float64)
-    if out.ndim == 2:
-        pred = out.argmax(1)
-        z = out - out.max(1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-        loss = float(-logp[np.arange(len(y)), y].mean())
-        score = np.exp(logp[:, 1]) if out.shape[1] == 2 else None
-    else:
-        pred = (out > 0).astype(np.int64)
-        loss = float(np.abs(out - (2 * y - 1)).mean())
-        score = out
-    wf1, macro = _f1s(y, pred)
-    metrics = {"acc": float((pred == y).mean()), "wf1": wf1, "macro_f1": macro}
-    if score is not None and set(np.unique(y)) <= {0, 1}:
-        metrics["auroc"] = _auroc(y, score)
-    if primary == "acc2":
-        metrics["acc2"] = metrics["acc"]
-    metrics["loss"] = loss
-    return metrics
-
-
-def regression_metrics(y: np.ndarray, out: np.ndarray, dataset: str = "mosi") -> dict[str, float]:
-    """MMSA's regression metrics for ``dataset``'s scale (:func:`readers.regression_metrics`:
-    MOSI / MOSEI mae, corr, acc7, both acc2 conventions and F1; SIMS its own bins) and ``loss``
-    (MSE)."""
-    from pgm_plugins.bench.readers import regression_metrics as mmsa_metrics
-
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    out = np.asarray(out, dtype=np.float64).reshape(-1)
-    metrics = mmsa_metrics(out, y, dataset)
-    metrics["loss"] = float(((out - y) ** 2).mean())
-    return metrics
-
-
-def metrics_of(data: BenchData, rows: np.ndarray, out: np.ndarray) -> dict[str, float]:
-    if data.task == "classification":
-        return classification_metrics(data.y[rows], out, data.primary)
-    if "metric_dataset" in data.extras:  # MMSA's scale: its bins, Acc-7, both Acc-2
-        return regression_metrics(data.y[rows], out, data.extras["metric_dataset"])
-    return plain_regression_metrics(data.y[rows], out)
-
-
-def plain_regression_metrics(y: np.ndarray, out: np.ndarray) -> dict[str, float]:
-    """mae, corr (Pearson; NaN for constant predictions) and ``loss`` (MSE) for a regression
-    data set of no known scale (a generic ``.npz``): no sentiment bins, no clipping."""
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
-    out = np.asarray(out, dtype=np.float64).reshape(-1)
-    sd = out.std() * y.std()
-    corr = float(((out - out.mean()) * (y - y.mean())).mean() / sd) if sd > 0 else float("nan")
-    return {
-        "mae": float(np.abs(out - y).mean()),
-        "corr": corr,
-        "loss": float(((out - y) ** 2).mean()),
-    }
 
 
 # ---------------------------------------------------------------------- data

@@ -1,6 +1,7 @@
 """Statistics for arm comparisons: paired t over seeds, the corrected resampled t-test
-(Nadeau & Bengio, 2003) for repeated cross-validation, the smallest detectable difference, and
-classification metrics. The t distribution comes from scipy."""
+(Nadeau & Bengio, 2003) for repeated cross-validation, the smallest detectable difference,
+Holm's correction and a rank correlation. The t distribution comes from scipy (the metrics
+themselves: :mod:`pgm_plugins.bench.metrics`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Comparison", "binary_metrics", "compare", "holm", "rank_correlation"]
+__all__ = ["Comparison", "compare", "holm", "rank_correlation"]
 
 
 @dataclass
@@ -80,35 +81,6 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
     out[order] = np.minimum(adjusted, 1.0)
     return out.tolist()
-
-
-def binary_metrics(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
-    """Accuracy, weighted and macro F1, AUROC from labels ``{0, 1}`` and P(y = 1)."""
-    from scipy.stats import rankdata
-
-    y = np.asarray(y).astype(int)
-    pred = (np.asarray(prob) >= 0.5).astype(int)
-    acc = float((pred == y).mean())
-    f1s, weights = [], []
-    for c in (0, 1):
-        tp = float(((pred == c) & (y == c)).sum())
-        fp = float(((pred == c) & (y != c)).sum())
-        fn = float(((pred != c) & (y == c)).sum())
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-        weights.append(float((y == c).sum()))
-    total = sum(weights) or 1.0
-    pos, neg = int((y == 1).sum()), int((y == 0).sum())
-    if pos and neg:
-        ranks = rankdata(prob)
-        auroc = float((ranks[y == 1].sum() - pos * (pos + 1) / 2) / (pos * neg))
-    else:
-        auroc = float("nan")
-    return {
-        "acc": acc,
-        "f1_weighted": float(sum(f * w for f, w in zip(f1s, weights, strict=True)) / total),
-        "f1_macro": float(np.mean(f1s)),
-        "auroc": auroc,
-    }
 
 
 def rank_correlation(a: Sequence[float], b: Sequence[float]) -> float:

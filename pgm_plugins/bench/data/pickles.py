@@ -250,7 +250,7 @@ def mmsa_pkl(
     """MMSA's ``aligned_50.pkl`` / ``unaligned_50.pkl`` (``dataset`` mosi / mosei / sims; see
     :func:`read_mmsa_pkl`): ``text``, ``audio``, ``vision`` sequences,
     ``lengths`` for audio / vision when the file has them (unaligned). ``labels="regression"``
-    (default): the continuous scores, metrics :func:`~pgm_plugins.bench.readers.
+    (default): the continuous scores, metrics :func:`~pgm_plugins.bench.metrics.
     regression_metrics` (MAE, Corr, Acc-7, both Acc-2, F1); ``"binary"``: score ``>= 0`` (MOSI /
     MOSEI, MMSA's has-0 convention; SIMS ``> 0``) as class 1, primary ``acc2``."""
     check_protocol("mmsa-pkl", protocol, ("default",))
