@@ -38,7 +38,7 @@ class UniPairedDecoder(nn.Module):
         self.net = MLP(uni_dim + paired_dim, hidden, code_dim, dropout)
         self.beta = nn.Parameter(torch.zeros(())) if mix == "gate" else None
 
-    def forward(self, uni: Tensor, paired: Tensor | None) -> Tensor:
+    def forward(self, uni: Tensor, paired: Tensor | None = None) -> Tensor:
         """The code change ``dz``; ``paired=None`` (paired path skipped) decodes with zeros."""
         if paired is None:
             paired = uni.new_zeros(*uni.shape[:-1], self.paired_dim)
