@@ -1,8 +1,8 @@
 """Paired-modal learner: learns the features that only cross-modal interaction reveals.
 
-PGM_METHOD.md section 3, reworked (issue 8) so the paired path can represent interactions such as
-a product or an XOR of two modalities' factors, for vectors and sequences. Readings, chosen by
-``PgMConfig.paired``:
+``docs/method.md``, "What the block does", point 3: the paired path can represent interactions
+such as a product or an XOR of two modalities' factors, for vectors and sequences. Readings,
+chosen by ``PgMConfig.paired``:
 
 - ``bilinear`` (default): each modality's paired part gives queries ``a_m = A_m p_m`` and keys /
   values ``b_m = B_m p_m`` (common width ``w``). Token ``t`` of modality m reads the other

@@ -1,14 +1,16 @@
 """``PgMBlock``: the four parts of PgM composed into one ``nn.Module``.
 
 PgM-style block, reconstructed from the paper's description (arXiv 2507.11661, "PgM: Partitioner
-Guided Modal Learning Framework", ACM MM 2025; only its abstract could be read). Reference design
-and where it departs from the paper: ``../shared/design/PGM_METHOD.md``.
+Guided Modal Learning Framework", ACM MM 2025; only its abstract could be read). The design, where
+it departs from the paper and the evidence that chose it: ``docs/method.md``.
 
 ``block({"text": h_t, "audio": h_a})`` takes each modality's representation, ``[B, d_m]`` or
 ``[B, T_m, d_m]`` (widths and lengths may differ; ``masks={m: [B, T_m] bool}`` marks real
 tokens), partitions it, runs the uni-modal and paired-modal learners, rebuilds it with the decoder
 and returns a :class:`PgMOutput` with the rebuilt representations, the parts, the uni shares and
-the auxiliary loss terms. The design, and the evidence that chose it: ``docs/method.md``.
+the auxiliary loss terms. :meth:`PgMBlock.forward` is written once, in phases, over a
+:class:`~pgm_plugins.block.modality_ops.ModalityOps`: one module call per modality, or one
+batched product over a stack of equal-shape modalities (``stacked.py``).
 """
 
 from __future__ import annotations
