@@ -278,7 +278,7 @@ class PgMBlock(nn.Module):
         uni_learned = self._learn_uni(ops, split.uni)
         paired_learned, skipped = self._learn_paired(ops, split.paired)
         outputs, rebuilt = self._decode(ops, inputs, h, q, uni_learned, paired_learned)
-        paired_pooled = None if paired_learned is None else ops.pool(paired_learned)
+        paired_pooled = self._pool_paired(ops, paired_learned)
         losses = self._losses(ops, h, q, paired_pooled)
         logits = self._logits(ops, uni_learned, paired_pooled)
         parts = self._modal_parts(ops, split, uni_learned, paired_learned, rebuilt)
@@ -337,6 +337,23 @@ class PgMBlock(nn.Module):
         out = ops.keep_padding(ops.mix(self.decoders, h, change), h)
         return ops.outputs(out), rebuilt
 
+    def _aligns(self, ops: ModalityOps) -> bool:
+        """Whether this forward has an alignment loss ('shared' learner, two or more modalities)."""
+        cfg = self.config
+        return (
+            cfg.paired == "shared"
+            and self.paired_learner is not None
+            and len(ops.order) > 1
+            and cfg.lambda_align > 0
+        )
+
+    def _pool_paired(self, ops: ModalityOps, paired_learned: Values | None) -> Values | None:
+        """Every pooled ``p~_m``, once for the paired head and the alignment loss; None when
+        neither reads it (or the paired path was skipped)."""
+        if paired_learned is None or not (len(self.paired_heads) or self._aligns(ops)):
+            return None
+        return ops.pool(paired_learned)
+
     def _losses(
         self, ops: ModalityOps, h: Values, q: Any, paired_pooled: Values | None
     ) -> dict[str, Tensor]:
@@ -348,12 +365,7 @@ class PgMBlock(nn.Module):
             errors = ops.mse(ops.decode(ops.encode(hd, q), q), hd)
             for m, err in errors.items():
                 losses[f"rec.{m}"] = (cfg.lambda_rec / len(cfg.modalities)) * err
-        if (
-            cfg.paired == "shared"
-            and self.paired_learner is not None
-            and len(ops.order) > 1
-            and cfg.lambda_align > 0
-        ):
+        if self._aligns(ops):
             assert paired_pooled is not None
             losses["align"] = cfg.lambda_align * self.align_loss(ops.rows(paired_pooled))
         return losses
