@@ -24,6 +24,7 @@ is written once, in :meth:`learn`, over a :class:`~pgm_plugins.block.modality_op
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -35,7 +36,7 @@ from pgm_plugins.block.modality_ops import LoopOps, ModalityOps, Values
 __all__ = ["AttentionPairedLearner", "SharedPairedLearner"]
 
 
-class _PairedLearner(nn.Module):
+class _PairedLearner(nn.Module, metaclass=ABCMeta):
     #: whether the learner needs at least two modalities in one call
     needs_pairs = False
 
@@ -50,9 +51,10 @@ class _PairedLearner(nn.Module):
     def shared(self) -> Iterator[nn.Parameter]:
         yield from ()
 
+    @abstractmethod
     def learn(self, ops: ModalityOps, paired: Values) -> Values:
-        """``p~``: every modality's learned paired part from its paired part ``p``."""
-        raise NotImplementedError
+        """``p~``: every modality's learned paired part from its paired part ``p``, written once
+        for a loop over the modalities and for a stack of them."""
 
     def forward(
         self, paired: Mapping[str, Tensor], masks: Mapping[str, Tensor | None] | None = None
