@@ -1,5 +1,5 @@
-"""DDP scenarios run by ``test_citizen_ddp.py`` in two gloo processes (and once in-process as the
-single-process reference). Importable by spawned children: keep it free of pytest."""
+"""DDP scenarios run by ``test_torch_interop_ddp.py`` in two gloo processes (and once in-process
+as the single-process reference). Importable by spawned children: keep it free of pytest."""
 
 from __future__ import annotations
 

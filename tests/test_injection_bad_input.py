@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from citizen import SITES, host, injected, inputs
+from torch_interop import SITES, host, injected, inputs
 
 import pgm_plugins as pp
 from pgm_plugins import Site

@@ -1,7 +1,7 @@
 """``PgMConfig``: every switch of the PgM-style block, validated, JSON round-trip with the version.
 
 The block is reconstructed from the abstract of arXiv 2507.11661 (PgM, ACM MM 2025); the choices the
-abstract leaves open are switches here (see ``../shared/design/PGM_METHOD.md``), so that benchmarks
+abstract leaves open are switches here (see ``docs/method.md``), so that benchmarks
 decide between readings and every result file records which reading produced it.
 """
 

@@ -1,6 +1,6 @@
 """Uni-paired modal decoder: rebuilds ``h_m`` from its learned uni and paired parts.
 
-PGM_METHOD.md section 4, reworked (issue 8) so that reconstruction and the mix agree. The
+``docs/method.md``, "What the block does", point 4: reconstruction and the mix agree. The
 partition is invertible (``partitioner.py``): with ``Q`` column-orthonormal, ``h = z Q^T + (h - h Q
 Q^T)`` exactly. The decoder maps both learned parts to a change of the code, ``dz = D([u~ ; p~])``,
 and the rebuilt representation is ``h_hat = h + dz Q^T``: exactly ``h`` when the learners add
@@ -38,7 +38,7 @@ class UniPairedDecoder(nn.Module):
         self.net = MLP(uni_dim + paired_dim, hidden, code_dim, dropout)
         self.beta = nn.Parameter(torch.zeros(())) if mix == "gate" else None
 
-    def forward(self, uni: Tensor, paired: Tensor | None) -> Tensor:
+    def forward(self, uni: Tensor, paired: Tensor | None = None) -> Tensor:
         """The code change ``dz``; ``paired=None`` (paired path skipped) decodes with zeros."""
         if paired is None:
             paired = uni.new_zeros(*uni.shape[:-1], self.paired_dim)

@@ -1,4 +1,4 @@
-"""The PgM objective's terms as pure functions (PGM_METHOD.md section 5).
+"""The PgM objective's terms as pure functions (``docs/method.md``, "What the block does", point 5).
 
 Pure, so that the benchmark harness and tests call them without a block. Every function takes
 ``[B, d]`` codes; sequence codes are pooled (or flattened) by the caller.

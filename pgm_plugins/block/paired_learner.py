@@ -1,8 +1,8 @@
 """Paired-modal learner: learns the features that only cross-modal interaction reveals.
 
-PGM_METHOD.md section 3, reworked (issue 8) so the paired path can represent interactions such as
-a product or an XOR of two modalities' factors, for vectors and sequences. Readings, chosen by
-``PgMConfig.paired``:
+``docs/method.md``, "What the block does", point 3: the paired path can represent interactions
+such as a product or an XOR of two modalities' factors, for vectors and sequences. Readings,
+chosen by ``PgMConfig.paired``:
 
 - ``bilinear`` (default): each modality's paired part gives queries ``a_m = A_m p_m`` and keys /
   values ``b_m = B_m p_m`` (common width ``w``). Token ``t`` of modality m reads the other
@@ -17,61 +17,26 @@ a product or an XOR of two modalities' factors, for vectors and sequences. Readi
   call, so it is the learner for independent mode (dual encoders), where paired learning lives in
   the alignment loss (and in the paired head only when the modalities meet in one call).
 
-Parameters are split for optimizer groups: ``per_modality(m)`` and ``shared()``.
+Parameters are split for optimizer groups: ``per_modality(m)`` and ``shared()``. Each learner
+is written once, in :meth:`learn`, over a :class:`~pgm_plugins.block.modality_ops.ModalityOps`:
+``forward`` runs it per modality, the block's stacked path on a stack of equal-shape modalities.
 """
 
 from __future__ import annotations
 
-import math
+from abc import ABCMeta, abstractmethod
 from collections.abc import Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from pgm_plugins.block.mlp import MLP
+from pgm_plugins.block.modality_ops import LoopOps, ModalityOps, Values
 
-__all__ = ["AttentionPairedLearner", "SharedPairedLearner", "masked_attention"]
-
-
-def masked_attention(
-    q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, heads: int
-) -> Tensor:
-    """Multi-head scaled dot-product attention without projections.
-
-    ``q [B, Tq, w]``, ``k, v [B, Tk, w]``, ``key_mask [B, Tk]`` (True = real token). A sample with
-    no real key reads zeros. ``[B, w]`` queries or keys/values are one token each; the result has
-    ``q``'s shape.
-    """
-    if k.dim() == 2 or (k.shape[1] == 1 and key_mask is None):
-        # one real key: its softmax weight is exactly 1 and the scores' gradient exactly 0, so
-        # every query reads v (the same numbers as the general path, without its ops)
-        v1 = v if v.dim() == 2 else v[:, 0]
-        return v1 if q.dim() == 2 else v1.unsqueeze(1).expand(q.shape)
-    if q.dim() == 2:
-        return masked_attention(q.unsqueeze(1), k, v, key_mask, heads).squeeze(1)
-    b, tq, w = q.shape
-    tk = k.shape[1]
-    dh = w // heads
-    if heads == 1:  # no head axis to split off: the same products with fewer view ops
-        qh, kh, vh = q, k, v
-    else:
-        qh = q.reshape(b, tq, heads, dh).transpose(1, 2)
-        kh = k.reshape(b, tk, heads, dh).transpose(1, 2)
-        vh = v.reshape(b, tk, heads, dh).transpose(1, 2)
-    scores = qh @ kh.transpose(-1, -2) / math.sqrt(dh)  # [B, H, Tq, Tk] ([B, Tq, Tk] for 1)
-    if key_mask is not None:
-        keep = key_mask[:, None, :] if heads == 1 else key_mask[:, None, None, :]
-        scores = scores.masked_fill(~keep, float("-inf"))
-        weights = torch.softmax(scores, dim=-1)
-        weights = torch.where(keep, weights, torch.zeros_like(weights))  # all-masked rows: 0
-    else:
-        weights = torch.softmax(scores, dim=-1)
-    if heads == 1:
-        return weights @ vh
-    return (weights @ vh).transpose(1, 2).reshape(b, tq, w)
+__all__ = ["AttentionPairedLearner", "SharedPairedLearner"]
 
 
-class _PairedLearner(nn.Module):
+class _PairedLearner(nn.Module, metaclass=ABCMeta):
     #: whether the learner needs at least two modalities in one call
     needs_pairs = False
 
@@ -85,6 +50,18 @@ class _PairedLearner(nn.Module):
 
     def shared(self) -> Iterator[nn.Parameter]:
         yield from ()
+
+    @abstractmethod
+    def learn(self, ops: ModalityOps, paired: Values) -> Values:
+        """``p~``: every modality's learned paired part from its paired part ``p``, written once
+        for a loop over the modalities and for a stack of them."""
+
+    def forward(
+        self, paired: Mapping[str, Tensor], masks: Mapping[str, Tensor | None] | None = None
+    ) -> dict[str, Tensor]:
+        """``{m: [B, T_m, k_m]} -> {m: [B, T_m, w]}``, one call per modality."""
+        out: dict[str, Tensor] = self.learn(LoopOps(list(paired), masks or {}), dict(paired))
+        return out
 
 
 class AttentionPairedLearner(_PairedLearner):
@@ -111,21 +88,19 @@ class AttentionPairedLearner(_PairedLearner):
         yield from self.keys[modality].parameters()
         yield from self.out[modality].parameters()
 
-    def forward(
-        self, paired: Mapping[str, Tensor], masks: Mapping[str, Tensor | None] | None = None
-    ) -> dict[str, Tensor]:
-        """``{m: [B, T_m, k_m]} -> {m: [B, T_m, w]}``; needs two or more modalities."""
-        masks = masks or {}
-        a = {m: self.proj[m](p) for m, p in paired.items()}
-        b = {m: self.keys[m](p) for m, p in paired.items()}
-        out = {}
-        for m, q in a.items():
-            reads = [masked_attention(q, b[n], b[n], masks.get(n), self.heads) for n in a if n != m]
-            ctx = torch.stack(reads).mean(0)
-            mixed = q * ctx if self.multiply else ctx
-            both = torch.cat([q, mixed], dim=-1)
-            out[m] = self.out[m](self.drop(both) if self.drop.p > 0 else both)
-        return out
+    def learn(self, ops: ModalityOps, paired: Values) -> Values:
+        """Needs two or more modalities (``needs_pairs``)."""
+        a = ops.each(self.proj, paired)
+        b = ops.each(self.keys, paired)
+        ctx = ops.attend(a, b, self.heads)
+        both = ops.map(self._with_reads, a, ctx)
+        if self.drop.p > 0:
+            both = ops.map(self.drop, both)
+        return ops.each(self.out, both)
+
+    def _with_reads(self, a: Tensor, ctx: Tensor) -> Tensor:
+        """``[a_m ; a_m * c_m]`` (``bilinear``) or ``[a_m ; c_m]`` (``attention``)."""
+        return torch.cat([a, a * ctx if self.multiply else ctx], dim=-1)
 
 
 class SharedPairedLearner(_PairedLearner):
@@ -138,12 +113,9 @@ class SharedPairedLearner(_PairedLearner):
         yield from self.net.parameters()
         yield from self.norm.parameters()
 
-    def forward(
-        self, paired: Mapping[str, Tensor], masks: Mapping[str, Tensor | None] | None = None
-    ) -> dict[str, Tensor]:
-        """``{m: [B, T_m, k_m]} -> {m: [B, T_m, w]}``; any number of modalities."""
-        out = {}
-        for m, p in paired.items():
-            x = self.proj[m](p)
-            out[m] = self.norm(x + self.net(x))
-        return out
+    def learn(self, ops: ModalityOps, paired: Values) -> Values:
+        """Any number of modalities: each is read alone."""
+        return ops.map(self._residual, ops.each(self.proj, paired))
+
+    def _residual(self, x: Tensor) -> Tensor:
+        return self.norm(x + self.net(x))

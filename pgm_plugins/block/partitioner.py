@@ -1,7 +1,7 @@
 """Modal partitioner: splits ``h_m`` into uni-modal ``u_m`` and paired-modal ``p_m`` features.
 
-PGM_METHOD.md section 1, reworked so that the parts are really disjoint and the decoder can
-invert the partition exactly (issue 8). Each modality's representation is mapped to a code
+``docs/method.md``, "What the block does", point 1: the parts are disjoint and the decoder
+inverts the partition exactly. Each modality's representation is mapped to a code
 ``z = h Q`` where ``Q`` (``d x r``) has orthonormal columns (``Q = I`` for ``split``); each channel
 of ``z`` belongs to exactly one part, so ``u + p = z`` and ``(u + p) Q^T + (h - h Q Q^T) = h``
 exactly. Readings, chosen by ``PgMConfig.partitioner``:
@@ -124,17 +124,35 @@ class Partitioner(nn.Module):
         z_u = self.encode(h_uni, q)
         # one code when both branches read the same tensor (no gradient scaling on either)
         z_p = z_u if h_paired is h_uni else self.encode(h_paired, q)
-        ref = z_u
+        return self.split(z_u, z_p, self.gates() if self.kind == "gate" else None)
+
+    def split(
+        self,
+        z_u: Tensor,
+        z_p: Tensor,
+        gates: tuple[Tensor, Tensor] | None,
+        lead: tuple[int, ...] = (),
+    ) -> Partition:
+        """The code's channels assigned to the uni part (read from ``z_u``) and the paired part
+        (from ``z_p``). ``gates``: the 'gate' kind's :meth:`gates`. The stacked path passes the
+        codes ``[M, N, r]`` of ``M`` partitioners of this kind and shape, their gates stacked
+        ``[M, r]`` and ``lead=(M,)``, and gets their shares ``[M]``."""
         if self.kind == "gate":
-            soft, hard = self.gates()
+            assert gates is not None
+            soft, hard = gates
             g = hard + (soft - soft.detach())  # exactly hard forward, sigmoid gradient backward
+            if g.dim() > 1:
+                g = g.unsqueeze(-2)  # [M, 1, r] against the stack's [M, N, r]
             return Partition(
-                uni=z_u * g, paired=z_p * (1 - g), share=hard.mean(), gate=hard, gate_soft=soft
+                uni=z_u * g,
+                paired=z_p * (1 - g),
+                share=hard.mean(dim=-1),
+                gate=hard,
+                gate_soft=soft,
             )
         if self.kind == "none":
-            share = ref.new_tensor(0.5)
-            return Partition(uni=z_u, paired=z_p, share=share)
-        share = ref.new_tensor(self.k / self.code)
+            return Partition(uni=z_u, paired=z_p, share=z_u.new_full(lead, 0.5))
+        share = z_u.new_full(lead, self.k / self.code)
         return Partition(uni=z_u[..., : self.k], paired=z_p[..., self.k :], share=share)
 
     def gates(self) -> tuple[Tensor, Tensor]:

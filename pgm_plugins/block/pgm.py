@@ -1,21 +1,23 @@
 """``PgMBlock``: the four parts of PgM composed into one ``nn.Module``.
 
 PgM-style block, reconstructed from the paper's description (arXiv 2507.11661, "PgM: Partitioner
-Guided Modal Learning Framework", ACM MM 2025; only its abstract could be read). Reference design
-and where it departs from the paper: ``../shared/design/PGM_METHOD.md``.
+Guided Modal Learning Framework", ACM MM 2025; only its abstract could be read). The design, where
+it departs from the paper and the evidence that chose it: ``docs/method.md``.
 
 ``block({"text": h_t, "audio": h_a})`` takes each modality's representation, ``[B, d_m]`` or
 ``[B, T_m, d_m]`` (widths and lengths may differ; ``masks={m: [B, T_m] bool}`` marks real
 tokens), partitions it, runs the uni-modal and paired-modal learners, rebuilds it with the decoder
 and returns a :class:`PgMOutput` with the rebuilt representations, the parts, the uni shares and
-the auxiliary loss terms. The design, and the evidence that chose it: ``docs/method.md``.
+the auxiliary loss terms. :meth:`PgMBlock.forward` is written once, in phases, over a
+:class:`~pgm_plugins.block.modality_ops.ModalityOps`: one module call per modality, or one
+batched product over a stack of equal-shape modalities (``stacked.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,19 +28,19 @@ from pgm_plugins.block.losses import (
     check_targets,
     cmd_loss,
     info_nce_loss,
-    masked_mse,
     sum_terms,
     task_loss,
 )
 from pgm_plugins.block.mlp import masked_mean
-from pgm_plugins.block.optim import make_param_groups, scale_grad
+from pgm_plugins.block.modality_ops import LoopOps, ModalityOps, SplitCodes, Values
+from pgm_plugins.block.optim import make_param_groups
 from pgm_plugins.block.paired_learner import (
     AttentionPairedLearner,
     SharedPairedLearner,
     _PairedLearner,
 )
-from pgm_plugins.block.partitioner import Partitioner, build_partitioner, code_maps
-from pgm_plugins.block.stacked import stack_groups, stackable, stacked_forward
+from pgm_plugins.block.partitioner import build_partitioner
+from pgm_plugins.block.stacked import StackedOps, stack_groups, stackable
 from pgm_plugins.block.uni_learner import UniModalLearner
 from pgm_plugins.errors import (
     InputError,
@@ -76,15 +78,6 @@ class ModalParts:
             d(self.gate),
             self.mask,
         )
-
-
-@overload
-def _tokens(t: Tensor) -> Tensor: ...
-@overload
-def _tokens(t: None) -> None: ...
-def _tokens(t: Tensor | None) -> Tensor | None:
-    """A vector modality's tensor as a length-1 sequence (``ModalParts`` are token-wise)."""
-    return t if t is None or t.dim() == 3 else t.unsqueeze(1)
 
 
 def _check_finite(inputs: Mapping[str, Tensor]) -> None:
@@ -278,94 +271,156 @@ class PgMBlock(nn.Module):
         self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None
     ) -> PgMOutput:
         self.check_inputs(inputs, masks)
+        ops = self._modality_ops(inputs, masks)
+        h = ops.gather(inputs)
+        q = ops.code_maps(self.partitioners)
+        split = self._partition(ops, h, q)
+        uni_learned = self._learn_uni(ops, split.uni)
+        paired_learned, skipped = self._learn_paired(ops, split.paired)
+        outputs, rebuilt = self._decode(ops, inputs, h, q, uni_learned, paired_learned)
+        paired_pooled = self._pool_paired(ops, paired_learned)
+        losses = self._losses(ops, h, q, paired_pooled)
+        logits = self._logits(ops, uni_learned, paired_pooled)
+        parts = self._modal_parts(ops, split, uni_learned, paired_learned, rebuilt)
+        return PgMOutput(outputs, parts, split.shares, losses, logits, skipped, self.config)
+
+    # the phases of one forward, each over every modality through ``ops``
+    def _modality_ops(
+        self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None
+    ) -> ModalityOps:
+        """:class:`StackedOps` when this forward's modalities can run as one stack, else
+        :class:`LoopOps`; either way in config order, whatever the caller's."""
+        order = [m for m in self.config.modalities if m in inputs]
+        given = dict(masks or {})
+        if stackable(self, order, dict(inputs), given):
+            return StackedOps(order, inputs[order[0]].shape)
+        return LoopOps(order, given)
+
+    def _partition(self, ops: ModalityOps, h: Values, q: Any) -> SplitCodes:
+        """``u_m`` and ``p_m``, each read from its own gradient-scaled copy of ``h_m``."""
         cfg = self.config
-        masks = dict(masks or {})
-        # vectors stay [B, d] all the way through (every part is token-wise or rank-agnostic):
-        # the same numbers as a length-1 sequence, with fewer view and reshape ops per step
-        hs = dict(inputs)
-        order = [m for m in cfg.modalities if m in hs]  # config order, whatever the caller's
-        mk: dict[str, Tensor | None] = {m: masks.get(m) for m in order}
-        n_mod = len(cfg.modalities)
-        if stackable(self, order, hs, masks):
-            stacked: PgMOutput = stacked_forward(self, order, hs)
-            return stacked
+        kappas = {(m, b): cfg.kappa(m, b) for m in ops.order for b in ("uni", "paired")}
+        h_uni, h_paired = ops.branches(h, kappas)
+        return ops.partition(self.partitioners, h_uni, h_paired, q)
 
-        parts_of = {}
-        qs = code_maps({m: self.partitioners[m] for m in order})  # type: ignore[misc]
-        for m in order:
-            part: Partitioner = self.partitioners[m]  # type: ignore[assignment]
-            h = hs[m]
-            h_uni = scale_grad(h, cfg.kappa(m, "uni"))
-            h_paired = scale_grad(h, cfg.kappa(m, "paired"))
-            parts_of[m] = part(h_uni, h_paired, qs[m])
-        uni_learned = {
-            m: self.uni_learners[m](parts_of[m].uni) if cfg.uni_learner else parts_of[m].uni
-            for m in order
-        }
-        paired_in = {m: parts_of[m].paired for m in order}
-        skipped = False
-        paired_learned: dict[str, Tensor]
+    def _learn_uni(self, ops: ModalityOps, uni: Values) -> Values:
+        """``u~_m``: each modality's uni part through its own learner (or as it is)."""
+        return ops.each(self.uni_learners, uni) if self.config.uni_learner else uni
+
+    def _learn_paired(self, ops: ModalityOps, paired: Values) -> tuple[Values | None, bool]:
+        """``p~_m`` and whether the paired path was skipped (a learner that needs pairs, one
+        modality in this call)."""
         if self.paired_learner is None:
-            paired_learned = paired_in
-        elif getattr(self.paired_learner, "needs_pairs", False) and len(order) < 2:
-            paired_learned, skipped = {}, True
-        else:
-            paired_learned = self.paired_learner(paired_in, mk)
+            return paired, False
+        if getattr(self.paired_learner, "needs_pairs", False) and len(ops.order) < 2:
+            return None, True
+        return ops.learn_paired(self.paired_learner, paired), False
 
-        outputs, rebuilt = {}, {}
-        for m in order:
-            h = hs[m]
-            if self.decoders:
-                dec: UniPairedDecoder = self.decoders[m]  # type: ignore[assignment]
-                part = self.partitioners[m]  # type: ignore[assignment]
-                change = part.decode(dec(uni_learned[m], paired_learned.get(m)), qs[m])
-                rebuilt[m] = h + change
-                out = dec.mix_into(h, change)
-                if mk[m] is not None:  # padded positions: the input, unchanged
-                    out = torch.where(mk[m].unsqueeze(-1), out, h)  # type: ignore[union-attr]
-            else:
-                out = h
-            outputs[m] = out
+    def _decode(
+        self,
+        ops: ModalityOps,
+        inputs: Mapping[str, Tensor],
+        h: Values,
+        q: Any,
+        uni: Values,
+        paired: Values | None,
+    ) -> tuple[dict[str, Tensor], Values | None]:
+        """What the host receives, and ``h_hat_m = h_m + D([u~_m ; p~_m]) Q^T`` (None without
+        decoder). Padded positions hand the input back unchanged."""
+        if not self.decoders:
+            return {m: inputs[m] for m in ops.order}, None
+        code = (
+            ops.each(self.decoders, uni) if paired is None else ops.each(self.decoders, uni, paired)
+        )
+        change = ops.decode(code, q)
+        rebuilt = ops.map(torch.add, h, change)
+        out = ops.keep_padding(ops.mix(self.decoders, h, change), h)
+        return ops.outputs(out), rebuilt
 
-        losses: dict[str, Tensor] = {}
-        for m in order:
-            part = self.partitioners[m]  # type: ignore[assignment]
-            q = qs[m]
-            if q is not None and cfg.lambda_rec > 0 and cfg.partitioner != "split":
-                h = hs[m].detach()  # the partition's own objective: no gradient into the host
-                losses[f"rec.{m}"] = (cfg.lambda_rec / n_mod) * masked_mse(
-                    part.decode(part.encode(h, q), q), h, mk[m]
-                )
-        if (
+    def _aligns(self, ops: ModalityOps) -> bool:
+        """Whether this forward has an alignment loss ('shared' learner, two or more modalities)."""
+        cfg = self.config
+        return (
             cfg.paired == "shared"
             and self.paired_learner is not None
-            and len(order) > 1
+            and len(ops.order) > 1
             and cfg.lambda_align > 0
-        ):
-            losses["align"] = cfg.lambda_align * self.align_loss(paired_learned, mk)
+        )
 
-        logits = {
-            f"uni.{m}": self.uni_heads[m](masked_mean(uni_learned[m], mk[m]))
-            for m in order
-            if m in self.uni_heads
-        }
-        if len(self.paired_heads) and len(order) > 1 and not skipped:
-            logits["paired"] = self.paired_logits(paired_learned, mk)
+    def _pool_paired(self, ops: ModalityOps, paired_learned: Values | None) -> Values | None:
+        """Every pooled ``p~_m``, once for the paired head and the alignment loss; None when
+        neither reads it (or the paired path was skipped)."""
+        if paired_learned is None or not (len(self.paired_heads) or self._aligns(ops)):
+            return None
+        return ops.pool(paired_learned)
 
-        parts = {
-            m: ModalParts(
-                _tokens(parts_of[m].uni),
-                _tokens(parts_of[m].paired),
-                _tokens(uni_learned[m]),
-                _tokens(paired_learned.get(m)),
-                _tokens(rebuilt.get(m)),
-                parts_of[m].gate,
-                mk[m],
+    def _losses(
+        self, ops: ModalityOps, h: Values, q: Any, paired_pooled: Values | None
+    ) -> dict[str, Tensor]:
+        """The label-free terms: each partition's reconstruction, the 'shared' alignment."""
+        cfg = self.config
+        losses: dict[str, Tensor] = {}
+        if q is not None and cfg.lambda_rec > 0 and cfg.partitioner != "split":
+            hd = ops.map(Tensor.detach, h)  # the partition's own objective: no gradient into h
+            errors = ops.mse(ops.decode(ops.encode(hd, q), q), hd)
+            for m, err in errors.items():
+                losses[f"rec.{m}"] = (cfg.lambda_rec / len(cfg.modalities)) * err
+        if self._aligns(ops):
+            assert paired_pooled is not None
+            losses["align"] = cfg.lambda_align * self.align_loss(ops.rows(paired_pooled))
+        return losses
+
+    def _logits(
+        self, ops: ModalityOps, uni: Values, paired_pooled: Values | None
+    ) -> dict[str, Tensor]:
+        """The uni heads on each pooled ``u~_m``, the paired head on every pooled ``p~_m``."""
+        logits: dict[str, Tensor] = {}
+        if len(self.uni_heads):
+            heads = ops.rows(ops.each(self.uni_heads, ops.pool(uni)))
+            logits = {f"uni.{m}": t for m, t in heads.items()}
+        if len(self.paired_heads) and len(ops.order) > 1 and paired_pooled is not None:
+            logits["paired"] = self._paired_sum(
+                ops.rows(ops.each(self.paired_heads, paired_pooled))
             )
-            for m in order
+        return logits
+
+    def _modal_parts(
+        self,
+        ops: ModalityOps,
+        split: SplitCodes,
+        uni_learned: Values,
+        paired_learned: Values | None,
+        rebuilt: Values | None,
+    ) -> dict[str, ModalParts]:
+        """Every modality's tensors of this forward, token-wise."""
+        uni, paired, uni_l = (
+            ops.tokens(split.uni),
+            ops.tokens(split.paired),
+            ops.tokens(uni_learned),
+        )
+        paired_l = {} if paired_learned is None else ops.tokens(paired_learned)
+        rebuilt_t = {} if rebuilt is None else ops.tokens(rebuilt)
+        return {
+            m: ModalParts(
+                uni[m],
+                paired[m],
+                uni_l[m],
+                paired_l.get(m),
+                rebuilt_t.get(m),
+                split.gates[m],
+                ops.masks[m],
+            )
+            for m in ops.order
         }
-        shares = {m: parts_of[m].share for m in order}
-        return PgMOutput(outputs, parts, shares, losses, logits, skipped, cfg)
+
+    def _paired_sum(self, per_modality: Mapping[str, Tensor]) -> Tensor:
+        """``sum_m W_m pool(p~_m) + b`` from the ``W_m pool(p~_m)``."""
+        assert self.paired_bias is not None
+        ref = next(iter(per_modality.values()))
+        total = self.paired_bias.expand(ref.shape[0], self.config.out_dim)  # 0 + b == b
+        for t in per_modality.values():
+            total = total + t
+        return total
 
     def paired_logits(
         self,
@@ -378,12 +433,12 @@ class PgMBlock(nn.Module):
         head across the calls of one step from the parts' ``paired_learned``.
         """
         masks = masks or {}
-        assert self.paired_bias is not None
-        ref = next(iter(paired_learned.values()))
-        total = self.paired_bias.expand(ref.shape[0], self.config.out_dim)  # 0 + b == b
-        for m, p in paired_learned.items():
-            total = total + self.paired_heads[m](masked_mean(p, masks.get(m)))
-        return total
+        return self._paired_sum(
+            {
+                m: self.paired_heads[m](masked_mean(p, masks.get(m)))
+                for m, p in paired_learned.items()
+            }
+        )
 
     def align_loss(
         self,

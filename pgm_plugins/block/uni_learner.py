@@ -1,8 +1,9 @@
 """Uni-modal learner: one token-wise MLP per modality that sees no other modality.
 
-PGM_METHOD.md section 2. It reads only its modality's uni part ``u_m`` and its head (built by the
-block) is trained on the task label from that alone: the uni-modal training of the paper, after
-Du et al., ICML 2023 ("On Uni-Modal Feature Learning in Supervised Multi-Modal Learning").
+``docs/method.md``, "What the block does", point 2. It reads only its modality's uni part ``u_m``
+and its head (built by the block) is trained on the task label from that alone: the uni-modal
+training of the paper, after Du et al., ICML 2023 ("On Uni-Modal Feature Learning in Supervised
+Multi-Modal Learning").
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from pgm_plugins._text import format_table
 from pgm_plugins.block import PgMBlock, PgMConfig
 from pgm_plugins.errors import InjectionError, SiteError
 from pgm_plugins.injection.adapter import Adapter
-from pgm_plugins.injection.probe import ProbeResult, probe_sites
+from pgm_plugins.injection.probe import ProbeResult, SiteProbe, probe_sites
 from pgm_plugins.injection.site import Junction, Site, feature_axis
 
 if TYPE_CHECKING:
@@ -268,7 +268,50 @@ def build_plan(
     prefix: str = DEFAULT_PREFIX,
     block_factory: Callable[[PgMConfig], nn.Module] | None = None,
 ) -> Plan:
-    """Resolve and validate an injection without changing ``model`` (see ``pgm_plugins.plan``)."""
+    """Resolve and validate an injection without changing ``model`` (see ``pgm_plugins.plan``).
+
+    Phases, each raising before the next runs: the host and attribute name, the request (the
+    adapter's sites, junction and mode unless given), the sites' layers, the dry run
+    (``example_inputs``), every site's width and layout, the block's configuration against the
+    mode and the host's reads; then the block is built and the plan assembled.
+    """
+    _check_host(model, prefix)
+    spelled_sites, junction, mode = _resolve_request(model, sites, junction, adapter, mode)
+    site_objs, modules = _locate_sites(model, spelled_sites, junction)
+    probe: ProbeResult | None = None
+    if example_inputs is not None:
+        check = mode == "joint" and junction is None and len(site_objs) > 1
+        probe = probe_sites(model, site_objs, example_inputs, check_reads=check)
+    resolved = _resolve_sites(model, site_objs, modules, probe, mode, junction)
+    widths = (
+        dict(junction.widths)
+        if junction is not None
+        else {k: rs.width for k, rs in resolved.items()}
+    )
+    cfg = _config_from(config, adapter.config if adapter is not None else {}, widths)
+    _check_mode(cfg, mode, probe)
+    order = probe.order if probe is not None else list(resolved)
+    if mode != "joint" or junction is not None or len(resolved) < 2:
+        read_check = "not needed"
+    else:
+        read_check = "passed in the dry run" if probe is not None else "on the first forward"
+    return Plan(
+        model,
+        resolved,
+        junction,
+        mode,
+        cfg,
+        _build_block(model, cfg, block_factory),
+        adapter.name if adapter is not None else None,
+        prefix,
+        order,
+        read_check,
+        _spelled(spelled_sites, junction),
+    )
+
+
+def _check_host(model: nn.Module, prefix: str) -> None:
+    """A module, and a free attribute name to attach the block as."""
     if not isinstance(model, nn.Module):
         raise InjectionError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     if not isinstance(prefix, str) or not prefix.isidentifier():
@@ -281,6 +324,16 @@ def build_plan(
             f"the model already has an attribute {prefix!r} (a PgM block "
             "injected before?); call handle.remove() first or pass prefix=."
         )
+
+
+def _resolve_request(
+    model: nn.Module,
+    sites: Any,
+    junction: Junction | None,
+    adapter: Adapter | None,
+    mode: str | None,
+) -> tuple[dict[str, Any], Junction | None, str]:
+    """The sites as spelled, the junction and the mode: the caller's, else the adapter's."""
     if sites is not None and not isinstance(sites, Mapping):
         example = (
             ", ".join(f"'m{i}': {s!r}" for i, s in enumerate(list(sites)[:2]))
@@ -312,7 +365,14 @@ def build_plan(
     mode = mode or (adapter.mode if adapter is not None else "joint")
     if mode not in ("joint", "independent"):
         raise InjectionError(f"mode={mode!r} is not valid; choose 'joint' or 'independent'.")
+    return spelled_sites, junction, mode
 
+
+def _locate_sites(
+    model: nn.Module, spelled_sites: Mapping[str, Any], junction: Junction | None
+) -> tuple[dict[str, Site], dict[str, nn.Module]]:
+    """Every site parsed and found in the model (one :class:`SiteError` listing every miss),
+    and the model's modules by name."""
     site_objs: dict[str, Site] = {}
     problems: list[str] = []
     for key, spec in (
@@ -347,110 +407,144 @@ def build_plan(
             + "\n  ".join(problems)
             + "\nRun pgm_plugins.list_layers(model) to see every layer."
         )
+    return site_objs, modules
 
-    probe: ProbeResult | None = None
-    if example_inputs is not None:
-        check = mode == "joint" and junction is None and len(site_objs) > 1
-        probe = probe_sites(model, site_objs, example_inputs, check_reads=check)
 
+def _resolve_sites(
+    model: nn.Module,
+    site_objs: Mapping[str, Site],
+    modules: Mapping[str, nn.Module],
+    probe: ProbeResult | None,
+    mode: str,
+    junction: Junction | None,
+) -> dict[str, ResolvedSite]:
+    """Every site's width and layout (one :class:`SiteError` listing every site that does not
+    fit)."""
     resolved: dict[str, ResolvedSite] = {}
+    problems: list[str] = []
     for key, site in site_objs.items():
-        module = modules[site.layer]
-        static = _static_width(module, site)
-        layout = site.layout
-        width, source = None, ""
-        rec = probe.sites[key] if probe is not None else None
-        if rec is not None:
-            if rec.not_tensor:
-                problems.append(f"{key}: at {site.describe()}: {rec.not_tensor}")
-                continue
-            if rec.calls == 0:
-                problems.append(f"{key}: layer {site.layer!r} did not run in the dry run")
-                continue
-            if not rec.shapes:
-                problems.append(
-                    f"{key}: layer {site.layer!r} ran {rec.calls} times; call="
-                    f"{site.call} is out of range (0..{rec.calls - 1})"
-                )
-                continue
-            if rec.calls > 1 and site.call is None and mode == "joint":
-                problems.append(
-                    f"{key}: layer {site.layer!r} runs {rec.calls} times per forward; "
-                    f"choose which with Site(..., call=0..{rec.calls - 1})"
-                )
-                continue
-            shape = rec.shapes[0]
-            batch = probe.batch if probe is not None else None
-            if layout is None:
-                layout, why = _infer_layout(shape, module, site, batch, static)
-                if layout is None:
-                    problems.append(f"{key}: {why}")
-                    continue
-            if len(shape) != len(layout):
-                problems.append(
-                    f"{key}: layout {layout!r} expects a {len(layout)}-D tensor, but "
-                    f"{site.describe()} gives shape {shape}"
-                )
-                continue
-            if batch is not None and shape[_batch_axis(layout)] != batch:
-                problems.append(
-                    f"{key}: layout {layout!r} puts the batch on axis {_batch_axis(layout)}, but "
-                    f"{site.describe()} gives shape {shape} for a batch of {batch}"
-                )
-                continue
-            width, source = shape[feature_axis(layout)], "dry run"
-            if static is not None and static != width:
-                problems.append(
-                    f"{key}: width {width} on axis {feature_axis(layout)} of shape "
-                    f"{shape} (layout {layout!r}) differs from the layer's {static}; "
-                    "wrong layout?"
-                )
-                continue
-        elif static is not None:
-            width, source = static, "layer"
-            if layout is None and isinstance(module, nn.Conv1d) and site.at == "output":
-                layout = "BDT"
-        if width is None and junction is not None:
-            width, source = sum(junction.widths.values()), "junction widths"
-        if site.dim is not None:
-            if width is not None and width != site.dim:
-                problems.append(f"{key}: dim={site.dim} but the {source} says {width}")
-                continue
-            width, source = site.dim, source or "dim="
-        if width is None:
-            problems.append(
-                f"{key}: the width at {site.describe()} ({type(module).__name__}) is "
-                "unknown; pass example_inputs= for a dry run, or Site(..., dim=N)"
-            )
-            continue
-        if junction is not None and width != sum(junction.widths.values()):
-            probed = rec.shapes[0] if rec is not None and rec.shapes else None
-            stacked = probed is not None and len(junction.widths) in probed[:2]
-            problems.append(
-                f"junction {site.layer!r}: the tensor is {width} wide but the widths "
-                f"{dict(junction.widths)} sum to {sum(junction.widths.values())}"
-                + (
-                    f"; its shape {probed} looks like the modalities stacked on a new axis: a "
-                    "Junction splits a feature-axis concatenation only (stacks are not "
-                    "supported); put a Site on each modality's own layer before the stack"
-                    if stacked
-                    else ""
-                )
-            )
-            continue
-        resolved[key] = ResolvedSite(key, site, module, width, layout, source)
+        got = _resolve_site(key, site, modules[site.layer], probe, mode, junction)
+        if isinstance(got, str):
+            problems.append(got)
+        else:
+            resolved[key] = got
     if problems:
         raise SiteError(
             f"{len(problems)} of {len(site_objs)} sites do not fit the model "
             f"{type(model).__name__}:\n  " + "\n  ".join(problems)
         )
+    return resolved
 
-    widths = (
-        dict(junction.widths)
-        if junction is not None
-        else {k: rs.width for k, rs in resolved.items()}
+
+def _resolve_site(
+    key: str,
+    site: Site,
+    module: nn.Module,
+    probe: ProbeResult | None,
+    mode: str,
+    junction: Junction | None,
+) -> ResolvedSite | str:
+    """One site's width (dry run, else the layer's, else the junction's, checked against
+    ``dim=``) and layout; or the problem, as one line naming the site."""
+    static = _static_width(module, site)
+    layout = site.layout
+    width, source = None, ""
+    rec = probe.sites[key] if probe is not None else None
+    if probe is not None and rec is not None:
+        measured = _measured_width(key, site, module, rec, probe.batch, mode, static)
+        if isinstance(measured, str):
+            return measured
+        width, layout = measured
+        source = "dry run"
+    elif static is not None:
+        width, source = static, "layer"
+        if layout is None and isinstance(module, nn.Conv1d) and site.at == "output":
+            layout = "BDT"
+    if width is None and junction is not None:
+        width, source = sum(junction.widths.values()), "junction widths"
+    if site.dim is not None:
+        if width is not None and width != site.dim:
+            return f"{key}: dim={site.dim} but the {source} says {width}"
+        width, source = site.dim, source or "dim="
+    if width is None:
+        return (
+            f"{key}: the width at {site.describe()} ({type(module).__name__}) is "
+            "unknown; pass example_inputs= for a dry run, or Site(..., dim=N)"
+        )
+    if junction is not None and width != sum(junction.widths.values()):
+        return _junction_mismatch(site, junction, width, rec)
+    return ResolvedSite(key, site, module, width, layout, source)
+
+
+def _measured_width(
+    key: str,
+    site: Site,
+    module: nn.Module,
+    rec: SiteProbe,
+    batch: int | None,
+    mode: str,
+    static: int | None,
+) -> tuple[int, str] | str:
+    """Width and layout of the tensor the dry run saw at the site; or the problem."""
+    if rec.not_tensor:
+        return f"{key}: at {site.describe()}: {rec.not_tensor}"
+    if rec.calls == 0:
+        return f"{key}: layer {site.layer!r} did not run in the dry run"
+    if not rec.shapes:
+        return (
+            f"{key}: layer {site.layer!r} ran {rec.calls} times; call="
+            f"{site.call} is out of range (0..{rec.calls - 1})"
+        )
+    if rec.calls > 1 and site.call is None and mode == "joint":
+        return (
+            f"{key}: layer {site.layer!r} runs {rec.calls} times per forward; "
+            f"choose which with Site(..., call=0..{rec.calls - 1})"
+        )
+    shape = rec.shapes[0]
+    layout = site.layout
+    if layout is None:
+        layout, why = _infer_layout(shape, module, site, batch, static)
+        if layout is None:
+            return f"{key}: {why}"
+    if len(shape) != len(layout):
+        return (
+            f"{key}: layout {layout!r} expects a {len(layout)}-D tensor, but "
+            f"{site.describe()} gives shape {shape}"
+        )
+    if batch is not None and shape[_batch_axis(layout)] != batch:
+        return (
+            f"{key}: layout {layout!r} puts the batch on axis {_batch_axis(layout)}, but "
+            f"{site.describe()} gives shape {shape} for a batch of {batch}"
+        )
+    width = shape[feature_axis(layout)]
+    if static is not None and static != width:
+        return (
+            f"{key}: width {width} on axis {feature_axis(layout)} of shape "
+            f"{shape} (layout {layout!r}) differs from the layer's {static}; "
+            "wrong layout?"
+        )
+    return width, layout
+
+
+def _junction_mismatch(site: Site, junction: Junction, width: int, rec: SiteProbe | None) -> str:
+    """The problem of a junction whose widths do not sum to its tensor's."""
+    probed = rec.shapes[0] if rec is not None and rec.shapes else None
+    stacked = probed is not None and len(junction.widths) in probed[:2]
+    return (
+        f"junction {site.layer!r}: the tensor is {width} wide but the widths "
+        f"{dict(junction.widths)} sum to {sum(junction.widths.values())}"
+        + (
+            f"; its shape {probed} looks like the modalities stacked on a new axis: a "
+            "Junction splits a feature-axis concatenation only (stacks are not "
+            "supported); put a Site on each modality's own layer before the stack"
+            if stacked
+            else ""
+        )
     )
-    cfg = _config_from(config, adapter.config if adapter is not None else {}, widths)
+
+
+def _check_mode(cfg: PgMConfig, mode: str, probe: ProbeResult | None) -> None:
+    """The paired learner the mode can run, and (joint) sites the host reads in order."""
     if mode == "independent" and cfg.paired_learner and cfg.paired != "shared":
         raise InjectionError(
             "mode='independent' (one modality per call) needs paired='shared' "
@@ -465,33 +559,23 @@ def build_plan(
             + ". Choose sites where every modality is produced before any is consumed, or use "
             "mode='independent' with paired='shared'."
         )
-    order = probe.order if probe is not None else list(resolved)
-    if mode != "joint" or junction is not None or len(resolved) < 2:
-        read_check = "not needed"
-    else:
-        read_check = "passed in the dry run" if probe is not None else "on the first forward"
+
+
+def _build_block(
+    model: nn.Module, cfg: PgMConfig, block_factory: Callable[[PgMConfig], nn.Module] | None
+) -> nn.Module:
+    """The block, where the host lives and in its precision (not attached yet)."""
     block = (block_factory or PgMBlock)(cfg)
     ref = next((p for p in model.parameters() if p.is_floating_point()), None)
-    if ref is not None:  # live where the host lives, in its precision
+    if ref is not None:
         block.to(device=ref.device, dtype=ref.dtype)
-    spelled = (
-        junction.to_dict()
-        if junction is not None
-        else {
-            k: (v if isinstance(v, str) else Site.coerce(v).to_dict())
-            for k, v in spelled_sites.items()
-        }
-    )
-    return Plan(
-        model,
-        resolved,
-        junction,
-        mode,
-        cfg,
-        block,
-        adapter.name if adapter is not None else None,
-        prefix,
-        order,
-        read_check,
-        spelled,
-    )
+    return block
+
+
+def _spelled(spelled_sites: Mapping[str, Any], junction: Junction | None) -> dict[str, Any]:
+    """The sites as the user spelled them, for checkpoints."""
+    if junction is not None:
+        return junction.to_dict()
+    return {
+        k: (v if isinstance(v, str) else Site.coerce(v).to_dict()) for k, v in spelled_sites.items()
+    }

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from citizen import injected, inputs
+from torch_interop import injected, inputs
 
 
 @pytest.mark.parametrize("grad", [False, True], ids=["no_grad", "grad"])

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import torch
-from citizen import grads, injected, inputs, step_loss, targets
 from torch.optim.swa_utils import AveragedModel
+from torch_interop import grads, injected, inputs, step_loss, targets
 
 import pgm_plugins as pp
 from pgm_plugins.errors import InjectionError

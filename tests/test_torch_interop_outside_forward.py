@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from citizen import SITES, WIDTHS, host, inputs, targets
+from torch_interop import SITES, WIDTHS, host, inputs, targets
 
 import pgm_plugins as pp
 

@@ -6,7 +6,7 @@ import io
 import pickle
 
 import torch
-from citizen import injected, inputs, step_loss, targets
+from torch_interop import injected, inputs, step_loss, targets
 
 import pgm_plugins as pp
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from citizen import WIDTHS, grads, inputs, targets
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+from torch_interop import WIDTHS, grads, inputs, targets
 
 import pgm_plugins as pp
 from pgm_plugins.errors import InjectionError

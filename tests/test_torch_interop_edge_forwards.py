@@ -7,8 +7,8 @@ import copy
 
 import pytest
 import torch
-from citizen import WIDTHS, host, injected, inputs, targets
 from torch import nn
+from torch_interop import WIDTHS, host, injected, inputs, targets
 
 import pgm_plugins as pp
 from pgm_plugins.errors import CheckpointError, InjectionError

@@ -1,4 +1,6 @@
-"""Helpers for the "good PyTorch citizen" tests: a tiny host, an injected block, a train step."""
+"""Helpers for the PyTorch interop tests (``test_torch_interop_*.py``: an injected model under
+deepcopy, pickling, DDP, compile, threads, checkpointing...): a tiny host, an injected block, a
+train step."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from citizen import host, injected, inputs
+from torch_interop import host, injected, inputs
 
 from pgm_plugins.errors import InjectionError
 

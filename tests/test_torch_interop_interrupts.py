@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 
 import torch
-from citizen import SITES, host, inputs, targets
 from torch import nn
+from torch_interop import SITES, host, inputs, targets
 
 import pgm_plugins as pp
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from citizen import host, injected, inputs, targets
 from tiny_models import CASES
+from torch_interop import host, injected, inputs, targets
 
 import pgm_plugins as pp
 

@@ -7,7 +7,7 @@ import weakref
 
 import pytest
 import torch
-from citizen import injected, inputs, targets
+from torch_interop import injected, inputs, targets
 
 from pgm_plugins.errors import InjectionError, InputError
 
