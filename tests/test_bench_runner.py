@@ -347,7 +347,7 @@ def test_metrics():
     assert r["acc2_has0"] == 0.75 and r["acc2_non0"] == pytest.approx(2 / 3)
 
 
-# ---------------------------------------------------------------- review fixes (issue 9)
+# ------------------------------------------------- stale settings, digests, one-row batches
 def test_changed_settings_refuse_resume_and_name_the_cells(registry, tmp_path):
     runner = _runner(registry, tmp_path, seeds=[0])
     cells = runner.plan(folds=[0])

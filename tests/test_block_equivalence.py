@@ -1,4 +1,5 @@
-"""The block computes what it computed before its per-step cost was cut (issue 7).
+"""The block computes what it computed before its per-step cost was cut (the stacked path,
+``docs/design.md``).
 
 ``test_block_equivalence_reference.pt`` (beside this file) holds, for every partitioner x paired
 learner switch and the other switches that take their own code path (masks, vectors vs
@@ -10,7 +11,7 @@ this module (``python tests/test_block_equivalence.py --write``) from that commi
 the edits; the test rebuilds each case and compares in float64.
 
 The fixture is never regenerated to make a change pass: a change that alters these numbers
-changes the method and needs its own evidence (issue 8).
+changes the method and needs its own evidence (``docs/method.md``).
 """
 
 from __future__ import annotations

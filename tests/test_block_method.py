@@ -1,5 +1,5 @@
-"""The claims of the reworked block (issue 8): a true partition, paired learning of interactions,
-padding masks, compile-safe input checks, loss weights and site-sized defaults."""
+"""The claims of the reworked block (``docs/design.md``): a true partition, paired learning of
+interactions, padding masks, compile-safe input checks, loss weights and site-sized defaults."""
 
 from __future__ import annotations
 

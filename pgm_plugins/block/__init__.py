@@ -1,4 +1,4 @@
-"""The PgM-style block, pure torch. Design: ``docs/method.md`` (arXiv 2507.11661)."""
+"""The PgM-style block, pure torch. Design: ``docs/design.md`` (arXiv 2507.11661)."""
 
 from pgm_plugins.block.config import PgMConfig
 from pgm_plugins.block.optim import GradientScale, scale_grad

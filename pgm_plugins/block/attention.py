@@ -1,6 +1,6 @@
 """Scaled dot-product attention without projections, as the paired-modal learner reads it.
 
-Two forms of one computation (``docs/method.md``, "What the block does", point 3):
+Two forms of one computation (``docs/design.md``, "Paired-modal learner"):
 :func:`masked_attention` reads one modality's keys, with a padding mask, and
 :func:`stacked_reads` computes ``c_m``, the mean over the other modalities of what ``m`` reads, for
 every modality of an unmasked ``[M, N, w]`` stack at once, in the same order of operations.

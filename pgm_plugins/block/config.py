@@ -1,7 +1,7 @@
 """``PgMConfig``: every switch of the PgM-style block, validated, JSON round-trip with the version.
 
 The block is reconstructed from the abstract of arXiv 2507.11661 (PgM, ACM MM 2025); the choices the
-abstract leaves open are switches here (see ``docs/method.md``), so that benchmarks
+abstract leaves open are switches here (``docs/design.md``, "Switches"), so that benchmarks
 decide between readings and every result file records which reading produced it.
 """
 
@@ -83,8 +83,8 @@ class PgMConfig:
     )
     rho: float | dict[str, float] = _help(
         "uni-modal share in [0, 1]: one float for all modalities, or a mapping per modality "
-        "(modalities it leaves out get 0.5). Exact for 'split'/'project'; the starting share "
-        "of 'gate'",
+        "(modalities it leaves out get 0.5). Exact for 'split'/'project' (round(rho*r) "
+        "channels); 'gate' starts at round(rho*r)/r clamped to rho_bounds",
         0.5,
     )
     rho_bounds: tuple[float, float] = _help(
@@ -95,26 +95,32 @@ class PgMConfig:
     tau: float = _help("temperature of the 'gate' partitioner's sigmoid (straight-through)", 1.0)
     bottleneck: int | None = _help(
         "width r of the partitioned code per modality; None sizes it to the site "
-        "(a quarter of d_m, within [8, 64])",
+        "(a quarter of d_m, within [8, 64]); 'split' ignores it (r = d_m)",
         None,
     )
     paired: str = _help(
         "paired-modal learner: 'bilinear' (each modality's paired tokens attend to the other "
         "modalities' real tokens and are multiplied elementwise with what they read: a "
         "factorised bilinear interaction, for vectors and sequences), 'attention' (the same "
-        "attention, added instead of multiplied: no interaction for [B, d] inputs; an "
-        "ablation) or 'shared' (one weight-shared network plus a cross-modal alignment loss; "
-        "runs on one modality at a time, for independent mode)",
+        "attention, concatenated and projected instead of multiplied: no interaction for "
+        "[B, d] inputs; an ablation) or 'shared' (one weight-shared network plus a "
+        "cross-modal alignment loss; runs on one modality at a time, for independent mode)",
         "bilinear",
     )
     uni_width: int | None = _help(
         "hidden width of each uni-modal learner; None: twice the site-sized code width", None
     )
     paired_width: int | None = _help(
-        "common width w of the paired learner's projections; None: r", None
+        "common width w of the paired learner's projections; None: the smallest site-sized "
+        "code width across the modalities",
+        None,
     )
     heads: int = _help("attention heads of the 'bilinear' and 'attention' learners", 1)
-    decoder_width: int | None = _help("hidden width of each uni-paired decoder; None: 2 r", None)
+    decoder_width: int | None = _help(
+        "hidden width of each uni-paired decoder; None: twice the site-sized code width "
+        "(for 'split', twice a quarter of d_m within [8, 64], not 2 d_m)",
+        None,
+    )
     dropout: float = _help("dropout inside the learners and decoders", 0.0)
     mix: str = _help(
         "how the host receives the rebuilt representation h_hat = h + dz Q^T: 'gate' "

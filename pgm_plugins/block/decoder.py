@@ -1,6 +1,6 @@
 """Uni-paired modal decoder: rebuilds ``h_m`` from its learned uni and paired parts.
 
-``docs/method.md``, "What the block does", point 4: reconstruction and the mix agree. The
+``docs/design.md``, "Uni-paired decoder": reconstruction and the mix agree. The
 partition is invertible (``partitioner.py``): with ``Q`` column-orthonormal, ``h = z Q^T + (h - h Q
 Q^T)`` exactly. The decoder maps both learned parts to a change of the code, ``dz = D([u~ ; p~])``,
 and the rebuilt representation is ``h_hat = h + dz Q^T``: exactly ``h`` when the learners add

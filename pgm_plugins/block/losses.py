@@ -1,7 +1,8 @@
-"""The PgM objective's terms as pure functions (``docs/method.md``, "What the block does", point 5).
+"""The PgM objective's terms as pure functions (``docs/design.md``, "Losses").
 
-Pure, so that the benchmark harness and tests call them without a block. Every function takes
-``[B, d]`` codes; sequence codes are pooled (or flattened) by the caller.
+Pure, so that the benchmark harness and tests call them without a block. They take ``[B, d]``
+codes (sequence codes are pooled or flattened by the caller), except :func:`masked_mse`, which
+takes ``[B, T, d]`` with a ``[B, T]`` mask.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ values of one forward. Those values and the modules that act on them are handled
 
 A token-wise step that is not a per-modality module (a sum, a concatenation, the shared learner's
 network) is written once and run through :meth:`ModalityOps.map`: per modality, or once on the
-stack. The design of the block: ``docs/method.md``.
+stack. The design of the block: ``docs/design.md`` ("Stacked path").
 """
 
 from __future__ import annotations

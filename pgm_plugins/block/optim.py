@@ -1,6 +1,6 @@
 """Different learning rates across modalities and partitions.
 
-``docs/method.md``, "What the block does", point 6.
+``docs/design.md``, "Learning rates and gradient scales".
 
 Two mechanisms: optimizer groups with their own learning rate for the block's parts, and a
 gradient-scaling op (identity forward, ``kappa * grad`` backward) on the branches that leave the

@@ -1,6 +1,6 @@
 """Paired-modal learner: learns the features that only cross-modal interaction reveals.
 
-``docs/method.md``, "What the block does", point 3: the paired path can represent interactions
+``docs/design.md``, "Paired-modal learner": the paired path can represent interactions
 such as a product or an XOR of two modalities' factors, for vectors and sequences. Readings,
 chosen by ``PgMConfig.paired``:
 

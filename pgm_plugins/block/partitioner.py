@@ -1,10 +1,12 @@
 """Modal partitioner: splits ``h_m`` into uni-modal ``u_m`` and paired-modal ``p_m`` features.
 
-``docs/method.md``, "What the block does", point 1: the parts are disjoint and the decoder
+``docs/design.md``, "Modal partitioner": the parts are disjoint and the decoder
 inverts the partition exactly. Each modality's representation is mapped to a code
 ``z = h Q`` where ``Q`` (``d x r``) has orthonormal columns (``Q = I`` for ``split``); each channel
-of ``z`` belongs to exactly one part, so ``u + p = z`` and ``(u + p) Q^T + (h - h Q Q^T) = h``
-exactly. Readings, chosen by ``PgMConfig.partitioner``:
+of ``z`` belongs to exactly one part (``gate``: masked so that ``u + p = z``; ``project`` /
+``split``: slices that ``merge`` concatenates back into ``z``; ``none``: both parts are all of
+``z`` and ``merge`` averages them), so ``merge(u, p) Q^T + (h - h Q Q^T) = h`` exactly.
+Readings, chosen by ``PgMConfig.partitioner``:
 
 - ``gate``: ``Q`` learned; each code channel has a learned logit, the gate is hard 0/1
   in the forward pass and trained straight-through (sigmoid gradient), so the uni share (the

@@ -1,8 +1,9 @@
 """``PgMBlock``: the four parts of PgM composed into one ``nn.Module``.
 
 PgM-style block, reconstructed from the paper's description (arXiv 2507.11661, "PgM: Partitioner
-Guided Modal Learning Framework", ACM MM 2025; only its abstract could be read). The design, where
-it departs from the paper and the evidence that chose it: ``docs/method.md``.
+Guided Modal Learning Framework", ACM MM 2025; only its abstract could be read). The design and
+where it departs from the paper: ``docs/design.md``; the evidence that chose it:
+``docs/method.md``.
 
 ``block({"text": h_t, "audio": h_a})`` takes each modality's representation, ``[B, d_m]`` or
 ``[B, T_m, d_m]`` (widths and lengths may differ; ``masks={m: [B, T_m] bool}`` marks real

@@ -1,6 +1,6 @@
 """Uni-modal learner: one token-wise MLP per modality that sees no other modality.
 
-``docs/method.md``, "What the block does", point 2. It reads only its modality's uni part ``u_m``
+``docs/design.md``, "Uni-modal learner". It reads only its modality's uni part ``u_m``
 and its head (built by the block) is trained on the task label from that alone: the uni-modal
 training of the paper, after Du et al., ICML 2023 ("On Uni-Modal Feature Learning in Supervised
 Multi-Modal Learning").

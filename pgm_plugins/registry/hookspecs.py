@@ -72,7 +72,7 @@ def pgm_register_datasets(register: Callable[..., None]) -> None:
     data set under one protocol (``None``: its default) from files under ``data_dir`` (``None``:
     ``$PGM_DATA_DIR``); nothing may be downloaded at run time. ``BenchData`` carries the arrays,
     labels, groups, the protocol's folds per seed, a digest of what was read and the primary
-    metric (see ``pgm_plugins/bench/dataset.py``). Called only when a benchmark asks for it.
+    metric (see ``pgm_plugins/bench/data/bench_data.py``). Called only when a benchmark asks for it.
     Return value ignored.
     """
 

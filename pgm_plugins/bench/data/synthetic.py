@@ -1,6 +1,6 @@
 """Synthetic multimodal data with known uni-modal / paired-modal ground truth.
 
-Fixed before any tuning (issue 8); the ground truth is also committed as
+Fixed before any tuning of the block (``docs/method.md``); the ground truth is also committed as
 ``benchmarks/results/method/synthetic_truth.json`` (:func:`truth` writes the same content).
 
 Three modalities, each observed through a fixed random mixing of its latent factors plus noise:
