@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
@@ -366,7 +366,7 @@ def provenance(record: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def provenance_flags(provs: list[Mapping[str, Any]]) -> list[str]:
+def provenance_flags(provs: Sequence[Mapping[str, Any]]) -> list[str]:
     """What a comparison's records do not share, each as a short phrase (empty: nothing to
     flag). ``provs``: :func:`provenance` of every record the comparison pairs. Flags records
     from more than one commit, from a working tree with uncommitted changes, without a cell

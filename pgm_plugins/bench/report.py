@@ -45,7 +45,13 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the bench extra is miss
 from pgm_plugins._io import atomic_write_text
 from pgm_plugins.bench.metrics import LOWER_IS_BETTER
 from pgm_plugins.bench.record import REQUIRED as CONTRACT
-from pgm_plugins.bench.record import Problem, check_record, read_records
+from pgm_plugins.bench.record import (
+    Problem,
+    check_record,
+    provenance_flags,
+    read_records,
+)
+from pgm_plugins.bench.record import provenance as provenance
 from pgm_plugins.bench.stats import compare, holm, rank_correlation
 from pgm_plugins.errors import PgMError, choices_text, did_you_mean
 
@@ -159,6 +165,7 @@ def _cells(records: Sequence[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
             "independent_seeds": bool(r.get("independent_seeds", False)),
             "commit": ((r.get("env") or {}).get("git") or {}).get("commit"),
             "dirty": ((r.get("env") or {}).get("git") or {}).get("dirty"),
+            "digest_scheme": provenance(r)["scheme"],
             "path": str(path),
         }
         for m, v in r["metrics"]["test"].items():
@@ -211,6 +218,24 @@ def _pair(a: pd.DataFrame, b: pd.DataFrame, col: str) -> tuple[pd.DataFrame, int
     return merged, len(left) - len(merged), len(right) - len(merged)
 
 
+def _paired_cells(a: pd.DataFrame, b: pd.DataFrame, merged: pd.DataFrame) -> pd.DataFrame:
+    """The cells of both arms that a comparison pairs (``merged``: :func:`_pair`'s)."""
+    keys = merged[["fold", "seed"]]
+    return pd.concat([x.merge(keys, on=["fold", "seed"]) for x in (a, b)], ignore_index=True)
+
+
+def _provs(cells: pd.DataFrame) -> list[dict[str, Any]]:
+    """:func:`~pgm_plugins.bench.record.provenance` of each cell, from the cell table."""
+    return [
+        {
+            "commit": c if isinstance(c, str) else None,
+            "dirty": bool(d) if isinstance(d, bool) else None,
+            "scheme": int(s),
+        }
+        for c, d, s in zip(cells["commit"], cells["dirty"], cells["digest_scheme"], strict=True)
+    ]
+
+
 def _test_kind(merged: pd.DataFrame) -> str:
     """``"paired"`` (plain paired t) when the paired cells share one training set (a fixed
     split over seeds: one ``train_digest``) or the data set draws fresh, independent rows per
@@ -246,6 +271,7 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
                         if col not in data:
                             continue
                         merged, only_arm, only_ref = _pair(a, b, col)
+                        paired = _paired_cells(a, b, merged)
                         row: dict[str, Any] = {
                             "dataset": ds,
                             "protocol": proto,
@@ -263,6 +289,7 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
                             "high": np.nan,
                             "p": np.nan,
                             "wins": np.nan,
+                            "provenance": "; ".join(provenance_flags(_provs(paired))),
                         }
                         if len(merged) >= 2:
                             kind = _test_kind(merged)
@@ -301,6 +328,7 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
             "high",
             "p",
             "wins",
+            "provenance",
         ],
     )
     frame["p_holm"] = np.nan
@@ -831,7 +859,16 @@ def _host_md(s: DataSection, t: HostTable) -> list[str]:
             f"of `{r['arm']}` and {r['unpaired_ref']} of `{r['reference']}` have no "
             f"partner (fold, seed) and are left out of that comparison (n={r['n']})"
         )
-    return md
+    return md + _provenance_md(hc[hc["metric"] == s.primary])
+
+
+def _provenance_md(comps: pd.DataFrame) -> list[str]:
+    """One line per distinct set of provenance flags, naming the comparisons it concerns."""
+    by_flags: dict[str, list[str]] = {}
+    for _, r in comps.iterrows():
+        if r["provenance"]:
+            by_flags.setdefault(r["provenance"], []).append(f"`{r['arm']}`/`{r['reference']}`")
+    return [f"- provenance of {', '.join(pairs)}: {flags}" for flags, pairs in by_flags.items()]
 
 
 def _cost_md(t: HostTable, step: Mapping[str, list[dict[str, Any]]]) -> list[str]:
