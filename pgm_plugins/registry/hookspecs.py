@@ -17,6 +17,8 @@ Rules that hold for every hook:
   error naming both plugins.
 - Keep registration cheap: import your model zoo inside the factories and predicates you
   register, never at module import or inside the hook body.
+- A renamed hook keeps its old name for one release (``DEPRECATED_HOOKS``): a plugin that
+  implements the old name still registers, with a ``DeprecationWarning`` naming the new one.
 """
 
 from __future__ import annotations
