@@ -17,12 +17,16 @@ if TYPE_CHECKING:
         get_adapter,
         inject,
         list_adapters,
+        list_bench_hosts,
         list_datasets,
-        list_hosts,
+        list_models,
         list_zoo_patches,
         load,
         match_adapter,
         plan,
+    )
+    from pgm_plugins.api import (
+        list_hosts as list_hosts,  # deprecated: list_models
     )
     from pgm_plugins.block import PgMBlock, PgMConfig, PgMOutput, scale_grad
     from pgm_plugins.injection import (
@@ -60,8 +64,10 @@ _LAZY = {
     "match_adapter": "pgm_plugins.api",
     "apply_zoo_patch": "pgm_plugins.api",
     "list_zoo_patches": "pgm_plugins.api",
-    "list_hosts": "pgm_plugins.api",
+    "list_models": "pgm_plugins.api",
+    "list_bench_hosts": "pgm_plugins.api",
     "list_datasets": "pgm_plugins.api",
+    "list_hosts": "pgm_plugins.api",  # deprecated: list_models (warns when called)
     "hookimpl": "pgm_plugins.registry",
 }
 
@@ -82,9 +88,10 @@ __all__ = [
     "hookimpl",
     "inject",
     "list_adapters",
+    "list_bench_hosts",
     "list_datasets",
-    "list_hosts",
     "list_layers",
+    "list_models",
     "list_zoo_patches",
     "load",
     "match_adapter",

@@ -1,8 +1,14 @@
-"""The public entry points that tie the engine to the plugin registry."""
+"""The public entry points that tie the engine to the plugin registry.
+
+The ``list_*`` functions return names from the process-wide registry
+(:func:`pgm_plugins.registry.get_registry`), matching ``filter`` and none of ``exclude``
+(``fnmatch`` patterns, one or several), in natural order (``vit2`` before ``vit10``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,8 +26,9 @@ __all__ = [
     "get_adapter",
     "inject",
     "list_adapters",
+    "list_bench_hosts",
     "list_datasets",
-    "list_hosts",
+    "list_models",
     "list_zoo_patches",
     "load",
     "match_adapter",
@@ -29,42 +36,67 @@ __all__ = [
 ]
 
 SiteSpec = Site | str | Mapping[str, Any]
+Patterns = str | Iterable[str]
 
 
-def list_adapters(
-    filter: str | Iterable[str] = "*", exclude: str | Iterable[str] = ()
-) -> list[str]:
-    """Registered adapter names matching ``filter`` (fnmatch), naturally sorted."""
+def list_adapters(filter: Patterns = "*", exclude: Patterns = ()) -> list[str]:
+    """Names of the adapters (hook ``pgm_register_adapters``): what ``inject(model, name)``
+    and :func:`get_adapter` accept."""
     return get_registry().adapters.names(filter, exclude)
 
 
 def get_adapter(name: str) -> Adapter:
-    """The adapter registered as ``name``; unknown names raise with the nearest match."""
+    """The ``Adapter`` registered as ``name``; an unknown name raises ``UnknownNameError``
+    with the nearest match and the registered names."""
     return get_registry().adapters.entry(name).value
 
 
 def match_adapter(model: nn.Module) -> str | None:
-    """The name of the adapter that recognises ``model``, or None."""
+    """The name of the adapter that recognises ``model`` (hook ``pgm_match_adapter`` first,
+    then the adapters' ``matches`` predicates), or None when none does."""
     return get_registry().match_adapter(model)
 
 
-def list_hosts(filter: str = "*") -> list[str]:
-    """Registered benchmark host names matching ``filter``."""
-    return get_registry().hosts.names(filter)
+def list_models(filter: Patterns = "*", exclude: Patterns = ()) -> list[str]:
+    """Names of the example models (hook ``pgm_register_models``): small random-weight models
+    of the plugins' zoos, with the adapter that fits them, for checking injection; the models a
+    benchmark trains are :func:`list_bench_hosts`."""
+    return get_registry().models.names(filter, exclude)
 
 
-def list_datasets(filter: str = "*") -> list[str]:
-    """Registered benchmark data set names matching ``filter``."""
-    return get_registry().datasets.names(filter)
+def list_hosts(filter: Patterns = "*") -> list[str]:
+    """Deprecated name of :func:`list_models` (it lists example models, not benchmark hosts:
+    those are :func:`list_bench_hosts`)."""
+    warnings.warn(
+        "pgm_plugins.list_hosts is deprecated: use pgm_plugins.list_models (the same example "
+        "models); benchmark hosts are pgm_plugins.list_bench_hosts.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return list_models(filter)
 
 
-def list_zoo_patches(filter: str = "*") -> list[str]:
-    """Registered zoo patch names matching ``filter``."""
-    return get_registry().zoo_patches.names(filter)
+def list_bench_hosts(filter: Patterns = "*", exclude: Patterns = ()) -> list[str]:
+    """Names of the benchmark hosts (hook ``pgm_register_bench_hosts``): the models
+    ``pgm bench run`` trains, as a suite's ``hosts`` names them."""
+    return get_registry().bench_hosts.names(filter, exclude)
+
+
+def list_datasets(filter: Patterns = "*", exclude: Patterns = ()) -> list[str]:
+    """Names of the benchmark data sets (hook ``pgm_register_datasets``), as a suite's
+    ``dataset`` names them."""
+    return get_registry().datasets.names(filter, exclude)
+
+
+def list_zoo_patches(filter: Patterns = "*", exclude: Patterns = ()) -> list[str]:
+    """Names of the zoo patches (hook ``pgm_register_zoo_patches``): what
+    :func:`apply_zoo_patch` accepts."""
+    return get_registry().zoo_patches.names(filter, exclude)
 
 
 def apply_zoo_patch(name: str, **options: Any) -> Callable[[], None]:
-    """Apply the zoo patch registered as ``name``; returns the callable that undoes it."""
+    """Apply the zoo patch registered as ``name`` with ``options``; returns the callable that
+    undoes it. An unknown name raises ``UnknownNameError`` with the nearest match."""
     undo = get_registry().zoo_patches.entry(name).value(**options)
     if not callable(undo):
         raise PluginError(
@@ -104,7 +136,7 @@ def plan(
     prefix: str = "pgm_block",
     block_factory: Callable[[PgMConfig], nn.Module] | None = None,
 ) -> Plan:
-    """Exactly what :func:`inject` would do, without changing the model; ``print()`` it.
+    """What :func:`inject` would do, as a ``Plan`` that ``print()`` shows; changes nothing.
 
     Args:
         model: any ``nn.Module``.
@@ -143,7 +175,7 @@ def inject(
     config: PgMConfig | Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> PgMHandle:
-    """Put a PgM block into ``model`` at the sites; returns the handle.
+    """Put a PgM block into ``model`` at the sites; returns its ``PgMHandle``.
 
     Takes the arguments of :func:`plan`. Everything is validated first: on any error the model
     is unchanged.
@@ -152,7 +184,8 @@ def inject(
 
 
 def load(model: nn.Module, directory: str | Path, **kwargs: Any) -> PgMHandle:
-    """Re-inject a block saved with :func:`pgm_plugins.save` into ``model`` (same architecture).
+    """Re-inject a block saved with :func:`pgm_plugins.save` into ``model`` (same architecture);
+    returns its ``PgMHandle``.
 
     ``kwargs`` go to :func:`plan` (``example_inputs=`` for sites whose width needs a dry run).
     """

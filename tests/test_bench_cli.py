@@ -11,7 +11,6 @@ import pytest
 from pgm_plugins import hookimpl
 from pgm_plugins.bench.data.bench_data import BenchData, Fold
 from pgm_plugins.cli import main
-from pgm_plugins.registry import PluginRegistry, reset_registry
 
 
 def _tiny(protocol=None, data_dir=None, n=64):
@@ -42,7 +41,7 @@ patience = 1
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
+def env(tmp_path, monkeypatch, fresh_registry):
     plugin = types.ModuleType("tiny_cli_plugin")
 
     @hookimpl
@@ -50,15 +49,13 @@ def env(tmp_path, monkeypatch):
         register("tiny", _tiny, "tiny test data")
 
     plugin.pgm_register_datasets = pgm_register_datasets  # type: ignore[attr-defined]
-    reg = PluginRegistry(load_entry_points=False)
+    reg = fresh_registry
     reg.register_plugin(plugin, "tiny")
     reg.refresh()
-    reset_registry(reg)
     monkeypatch.delenv("PGM_DATA_DIR", raising=False)
     suite = tmp_path / "tiny.toml"
     suite.write_text(SUITE)
-    yield suite, tmp_path / "results"
-    reset_registry(None)
+    return suite, tmp_path / "results"
 
 
 def _run(*args):

@@ -516,7 +516,7 @@ def _runner_data(protocol=None, data_dir=None, n=80):
     )
 
 
-def test_the_runners_records_pass_the_checks_and_make_a_report(tmp_path):
+def test_the_runners_records_pass_the_checks_and_make_a_report(tmp_path, core_registry):
     import types
 
     import torch
@@ -524,7 +524,6 @@ def test_the_runners_records_pass_the_checks_and_make_a_report(tmp_path):
     from pgm_plugins import hookimpl
     from pgm_plugins.bench.runner import Runner
     from pgm_plugins.bench.suite import parse_suite
-    from pgm_plugins.registry import PluginRegistry
 
     plugin = types.ModuleType("tiny_report_plugin")
 
@@ -533,7 +532,7 @@ def test_the_runners_records_pass_the_checks_and_make_a_report(tmp_path):
         register("tinyrep", _runner_data, "tiny report data")
 
     plugin.pgm_register_datasets = pgm_register_datasets  # type: ignore[attr-defined]
-    reg = PluginRegistry(load_entry_points=False)
+    reg = core_registry
     reg.register_plugin(plugin, "tinyrep")
     reg.refresh()
     table = {

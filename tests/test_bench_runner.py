@@ -22,7 +22,6 @@ from pgm_plugins.bench.runner import (
     suite_lock,
 )
 from pgm_plugins.bench.suite import parse_suite
-from pgm_plugins.registry import PluginRegistry
 
 #: what every record must hold (docs/results.md)
 RECORD_KEYS = {
@@ -114,7 +113,7 @@ def tiny_seed1_empty(protocol=None, data_dir=None):
 
 
 @pytest.fixture
-def registry():
+def registry(core_registry):
     plugin = types.ModuleType("tiny_bench_plugin")
 
     @hookimpl
@@ -130,7 +129,7 @@ def registry():
 
     plugin.pgm_register_datasets = pgm_register_datasets  # type: ignore[attr-defined]
     plugin.pgm_register_bench_hosts = pgm_register_bench_hosts  # type: ignore[attr-defined]
-    reg = PluginRegistry(load_entry_points=False)
+    reg = core_registry
     reg.register_plugin(plugin, "tiny")
     reg.refresh()
     return reg

@@ -36,43 +36,38 @@ def test_training_section_runs():
     exec(compile(code, "README:training", "exec"), {})
 
 
-def test_adapter_plugin_section_registers_a_working_adapter(monkeypatch):
+def test_adapter_plugin_section_registers_a_working_adapter(monkeypatch, fresh_registry):
     from pgm_plugins import inject
-    from pgm_plugins.registry import PluginRegistry, reset_registry
 
     (code,) = python_blocks("## Writing an adapter plugin")
     module = types.ModuleType("my_package.pgm_plugin")
     exec(compile(code, "README:plugin", "exec"), module.__dict__)
     monkeypatch.setitem(sys.modules, "my_package.pgm_plugin", module)
-    registry = PluginRegistry(load_entry_points=False)
+    registry = fresh_registry
     registry.register_plugin(module, "mymodels")
     registry.refresh()
-    reset_registry(registry)
-    try:
 
-        class TwoStream(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.rgb_encoder = torch.nn.Linear(4, 6)
-                self.flow_encoder = torch.nn.GRU(3, 5)
-                self.head = torch.nn.Linear(11, 10)
+    class TwoStream(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rgb_encoder = torch.nn.Linear(4, 6)
+            self.flow_encoder = torch.nn.GRU(3, 5)
+            self.head = torch.nn.Linear(11, 10)
 
-            def forward(self, rgb, flow):
-                r = self.rgb_encoder(rgb)
-                f, _ = self.flow_encoder(flow)
-                return self.head(torch.cat([r, f.mean(0)], -1))
+        def forward(self, rgb, flow):
+            r = self.rgb_encoder(rgb)
+            f, _ = self.flow_encoder(flow)
+            return self.head(torch.cat([r, f.mean(0)], -1))
 
-        model = TwoStream()
-        from pgm_plugins import match_adapter
+    model = TwoStream()
+    from pgm_plugins import match_adapter
 
-        assert match_adapter(model) == "mymodels.two_stream"
-        x = (torch.randn(2, 4), torch.randn(7, 2, 3))
-        ref = model(*x)
-        handle = inject(model, "mymodels.two_stream", example_inputs=x)
-        torch.testing.assert_close(model(*x), ref, rtol=0, atol=0)
-        handle.aux_loss(torch.tensor([1, 7])).backward()
-    finally:
-        reset_registry(None)
+    assert match_adapter(model) == "mymodels.two_stream"
+    x = (torch.randn(2, 4), torch.randn(7, 2, 3))
+    ref = model(*x)
+    handle = inject(model, "mymodels.two_stream", example_inputs=x)
+    torch.testing.assert_close(model(*x), ref, rtol=0, atol=0)
+    handle.aux_loss(torch.tensor([1, 7])).backward()
 
 
 @pytest.mark.parametrize("name", ["make bench", "make test"])

@@ -142,7 +142,7 @@ def test_unknown_names_suggest_and_list():
     ):
         reg.adapters.entry("toy.late")
     with pytest.raises(KeyError):
-        reg.hosts.entry("nope")
+        reg.models.entry("nope")
 
 
 def test_match_adapter_hook_and_predicates():
@@ -154,16 +154,91 @@ def test_match_adapter_hook_and_predicates():
     assert reg.match_adapter(LateFusion()) == "custom.x"  # the hook comes first
 
 
-def test_builtins_register_hosts_and_datasets_through_hooks():
+def test_builtins_register_models_through_hooks_and_nothing_of_the_benchmark():
     reg = PluginRegistry(load_entry_points=False)
-    assert reg.hosts.names() == ["toy.late_fusion"]
-    spec = reg.hosts.entry("toy.late_fusion").value
+    assert reg.models.names() == ["toy.late_fusion"]
+    spec = reg.models.entry("toy.late_fusion").value
     assert spec.adapter == "toy.late_fusion"
     assert spec.factory()(*spec.example()).shape == (4,)
+    # the benchmark sits above the registry: it comes as an entry point, not as a built-in
+    assert list(reg.plugins) == ["pgm_plugins.builtin"]
+    assert len(reg.datasets) == 0 and len(reg.bench_hosts) == 0
+
+
+def test_the_benchmark_plugin_is_the_distributions_own_entry_point(monkeypatch):
+    monkeypatch.delenv("PGM_LOAD_PLUGINS", raising=False)
+    monkeypatch.delenv("PGM_BLOCK_PLUGINS", raising=False)
+    reg = PluginRegistry()
+    info = reg.plugins["pgm_plugins.bench"]
+    assert (info.distribution, info.error) == ("pgm-plugins", None)
+    assert info.hooks == ["pgm_register_bench_hosts", "pgm_register_datasets"]
     data = reg.datasets.entry("synthetic").value(seeds=[0])
     assert data.name == "synthetic" and set(data.x) == {"a", "b", "c"}
     assert reg.datasets.entry("synthetic").plugin == "pgm_plugins.bench"
     assert "late_fusion" in reg.bench_hosts.names()
+    monkeypatch.setenv("PGM_BLOCK_PLUGINS", "pgm_plugins.bench")
+    assert "synthetic" not in PluginRegistry().datasets
+    monkeypatch.delenv("PGM_BLOCK_PLUGINS")
+    monkeypatch.setenv("PGM_LOAD_PLUGINS", "pgm-plugins")
+    only = PluginRegistry()
+    assert set(only.plugins) == {"pgm_plugins.builtin", "pgm_plugins.bench"}
+    assert "late_fusion" in only.bench_hosts
+
+
+def test_core_registry_fixture_has_the_benchmark_without_entry_points(core_registry):
+    assert "synthetic" in core_registry.datasets and "late_fusion" in core_registry.bench_hosts
+    assert set(core_registry.plugins) == {"pgm_plugins.builtin", "pgm_plugins.bench"}
+
+
+def test_an_old_name_hook_still_registers_with_a_warning_naming_the_new_one():
+    def pgm_register_hosts(register):
+        register("old.model", torch.nn.Identity, "registered under the old hook name")
+
+    reg = PluginRegistry(load_entry_points=False)
+    with pytest.warns(
+        DeprecationWarning,
+        match=r"plugin 'old' implements pgm_register_hosts, deprecated: rename it "
+        r"pgm_register_models",
+    ):
+        reg.register_plugin(plugin_module("old", pgm_register_hosts=pgm_register_hosts), "old")
+    reg.refresh()
+    assert reg.models.names() == ["old.model", "toy.late_fusion"]
+    assert reg.models.entry("old.model").plugin == "old"
+    assert reg.plugins["old"].hooks == ["pgm_register_hosts"]
+
+
+def test_old_api_names_warn_and_return_what_they_returned(fresh_registry):
+    import pgm_plugins as pp
+    from pgm_plugins.registry import manager
+
+    with pytest.warns(DeprecationWarning, match=r"list_hosts is deprecated: use .*list_models"):
+        assert pp.list_hosts("toy.*") == ["toy.late_fusion"]
+    with pytest.warns(DeprecationWarning, match=r"\.hosts is deprecated: use .*\.models"):
+        assert fresh_registry.hosts is fresh_registry.models
+    with pytest.warns(DeprecationWarning, match=r"HostSpec is deprecated: use ModelSpec"):
+        assert manager.HostSpec is manager.ModelSpec
+    assert "list_hosts" not in pp.__all__
+
+
+def test_list_functions_say_which_registry_they_read(fresh_registry):
+    import pgm_plugins as pp
+
+    assert pp.list_models() == ["toy.late_fusion"]
+    assert pp.list_bench_hosts() == ["late_fusion"]
+    assert pp.list_bench_hosts("*", exclude="late_*") == []
+    assert pp.list_datasets("m*", exclude="mult-*") == ["mmsa-pkl", "mosi-utterance"]
+    assert pp.list_adapters() == ["toy.late_fusion"]
+
+
+def test_use_registry_puts_the_one_before_back_even_on_error():
+    from pgm_plugins.registry import get_registry, use_registry
+
+    before = get_registry()
+    mine = PluginRegistry(load_entry_points=False, builtins=False)
+    with pytest.raises(RuntimeError, match="inside"), use_registry(mine) as installed:
+        assert installed is mine and get_registry() is mine
+        raise RuntimeError("inside")
+    assert get_registry() is before
 
 
 def run_pgm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -194,9 +269,8 @@ def test_pgm_layers_and_cli_errors():
     assert out.returncode == 1 and "no adapter matches 'nothing*'" in out.stderr
 
 
-def test_zoo_patch_applies_and_undoes_through_the_registry():
+def test_zoo_patch_applies_and_undoes_through_the_registry(fresh_registry):
     from pgm_plugins import api
-    from pgm_plugins.registry import reset_registry
 
     zoo: dict[str, object] = {"mult": object()}
 
@@ -210,48 +284,39 @@ def test_zoo_patch_applies_and_undoes_through_the_registry():
         register("fakezoo.mult_pgm", patch_zoo, "adds mult_pgm to the fake zoo")
         register("fakezoo.broken", lambda: None)
 
-    reg = PluginRegistry(load_entry_points=False)
+    reg = fresh_registry
     reg.register_plugin(plugin_module("z", pgm_register_zoo_patches=pgm_register_zoo_patches), "z")
     reg.refresh()
-    reset_registry(reg)
-    try:
-        assert api.list_zoo_patches("fakezoo.*") == ["fakezoo.broken", "fakezoo.mult_pgm"]
-        undo = api.apply_zoo_patch("fakezoo.mult_pgm")
-        assert "mult_pgm" in zoo
-        undo()
-        assert set(zoo) == {"mult"}
-        with pytest.raises(PluginError, match="must return a callable that undoes it"):
-            api.apply_zoo_patch("fakezoo.broken")
-        with pytest.raises(UnknownNameError, match=r"Did you mean 'fakezoo\.mult_pgm'"):
-            api.apply_zoo_patch("fakezoo.mult")
-        assert api.list_hosts("toy.*") == ["toy.late_fusion"]
-        assert api.list_datasets() == [
-            "av-digits",
-            "mmsa-pkl",
-            "mosi-utterance",
-            "mult-pkl",
-            "npz",
-            "synthetic",
-        ]
-    finally:
-        reset_registry(None)
+    assert api.list_zoo_patches("fakezoo.*") == ["fakezoo.broken", "fakezoo.mult_pgm"]
+    undo = api.apply_zoo_patch("fakezoo.mult_pgm")
+    assert "mult_pgm" in zoo
+    undo()
+    assert set(zoo) == {"mult"}
+    with pytest.raises(PluginError, match="must return a callable that undoes it"):
+        api.apply_zoo_patch("fakezoo.broken")
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'fakezoo\.mult_pgm'"):
+        api.apply_zoo_patch("fakezoo.mult")
+    assert api.list_models("toy.*") == ["toy.late_fusion"]
+    assert api.list_datasets() == [
+        "av-digits",
+        "mmsa-pkl",
+        "mosi-utterance",
+        "mult-pkl",
+        "npz",
+        "synthetic",
+    ]
 
 
-def test_explain_unmatched_answers_join_the_no_adapter_error():
+def test_explain_unmatched_answers_join_the_no_adapter_error(fresh_registry):
     import pgm_plugins as pp
     from pgm_plugins.errors import InjectionError
-    from pgm_plugins.registry import reset_registry
 
     def pgm_explain_unmatched(model):
         return f"{type(model).__name__} is a Fancy model the fancy plugin does not support yet"
 
-    reg = PluginRegistry(load_entry_points=False)
+    reg = fresh_registry
     reg.register_plugin(plugin_module("f", pgm_explain_unmatched=pgm_explain_unmatched), "f")
-    reset_registry(reg)
-    try:
-        model = torch.nn.Sequential(torch.nn.Linear(2, 2))
-        with pytest.raises(InjectionError, match=r"(?s)Sequential is a Fancy model.*no adapter"):
-            pp.inject(model)
-        assert not hasattr(model, "pgm_block")
-    finally:
-        reset_registry(None)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with pytest.raises(InjectionError, match=r"(?s)Sequential is a Fancy model.*no adapter"):
+        pp.inject(model)
+    assert not hasattr(model, "pgm_block")

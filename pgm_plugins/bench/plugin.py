@@ -1,5 +1,5 @@
 """The benchmark's built-in plugin: its data sets and the late-fusion bench host, registered
-through the same hooks as any third-party plugin (the registry loads this module by name)."""
+through the same hooks as any third-party plugin, from the ``pgm_plugins.bench`` entry point."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""Built-in registrations, made through the same hooks as any third-party plugin.
+"""Built-in registrations, made through the same hooks as any third-party plugin: the toy
+late-fusion model's adapter and its example model.
 
-The benchmark's data sets and hosts are a built-in plugin of their own,
-``pgm_plugins.bench.plugin``, registered by name: the benchmark sits above the API it uses.
+The benchmark's data sets and hosts are not here: the benchmark sits above the registry, so its
+plugin, ``pgm_plugins.bench.plugin``, is the ``pgm_plugins.bench`` entry point of this
+distribution (``pyproject.toml``), loaded, allowed and blocked like any other.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def pgm_register_adapters(register: Any) -> None:
 
 
 @hookimpl
-def pgm_register_hosts(register: Any) -> None:
+def pgm_register_models(register: Any) -> None:
     register(
         "toy.late_fusion",
         _toy_host,

@@ -17,6 +17,8 @@ Rules that hold for every hook:
   error naming both plugins.
 - Keep registration cheap: import your model zoo inside the factories and predicates you
   register, never at module import or inside the hook body.
+- A renamed hook keeps its old name for one release (``DEPRECATED_HOOKS``): a plugin that
+  implements the old name still registers, with a ``DeprecationWarning`` naming the new one.
 """
 
 from __future__ import annotations
@@ -26,9 +28,14 @@ from typing import Any
 
 import pluggy
 
+__all__ = ["DEPRECATED_HOOKS", "PROJECT", "hookimpl", "hookspec"]
+
 PROJECT = "pgm_plugins"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: old hook name -> its new name; an implementation of the old one still runs, with a warning
+DEPRECATED_HOOKS = {"pgm_register_hosts": "pgm_register_models"}
 
 
 @hookspec
@@ -79,27 +86,40 @@ def pgm_register_datasets(register: Callable[..., None]) -> None:
 
 @hookspec
 def pgm_register_bench_hosts(register: Callable[..., None]) -> None:
-    """Add benchmark hosts: ``register(name, factory, description="")``.
+    """Add benchmark hosts, the models ``pgm bench run`` trains: ``register(name, factory,
+    description="")``.
 
     ``factory(data, seed, modalities) -> HostRun`` builds the host for a
     ``pgm_plugins.bench.BenchData`` with random weights (``seed`` fixed before any weight is
     drawn) on the given modalities, and returns a run object that feeds, trains (with the
     host's own losses, optimizer groups and clipping) and evaluates it: see
     ``pgm_plugins.bench.bench_host.HostRun`` for the methods the runner calls. Called only when
-    a suite names the host. Return value ignored.
+    a suite names the host. Listed by ``pgm_plugins.list_bench_hosts()`` and ``pgm bench list``.
+    Return value ignored.
+    """
+
+
+@hookspec
+def pgm_register_models(register: Callable[..., None]) -> None:
+    """Add example models: ``register(name, factory, description="", adapter=None, example=None)``.
+
+    An example model is a model of your zoo at a small size, for checking injection; the models
+    a benchmark trains are ``pgm_register_bench_hosts``. ``factory(**options) -> nn.Module``
+    builds it with random weights from a config (no downloads); ``adapter`` names the adapter
+    whose sites fit it; ``example() -> inputs`` returns small example inputs (a tuple of
+    positional arguments or a dict of keyword arguments). A model registered with an adapter and
+    an example goes through pgm-plugins' shared injection checks (identity at initialisation,
+    removal, save and load: ``tests/test_registered_models.py``), so the core test suite tests
+    your adapter on it. Listed by ``pgm_plugins.list_models()``. Return value ignored.
     """
 
 
 @hookspec
 def pgm_register_hosts(register: Callable[..., None]) -> None:
-    """Add host models: ``register(name, factory, description="", adapter=None, example=None)``.
+    """Deprecated name of :func:`pgm_register_models` (same arguments, same effect).
 
-    ``factory(**options) -> nn.Module`` builds the host with random weights from a config (no
-    downloads); ``adapter`` names the adapter whose sites fit it; ``example() -> inputs`` returns
-    small example inputs (a tuple of positional arguments or a dict of keyword arguments).
-    Hosts registered with an adapter and an example are run through pgm_plugins' shared
-    injection checks automatically (identity at initialisation, removal, checkpoints), so a
-    plugin that registers one gets tested by the core test suite. Return value ignored.
+    A plugin implementing it still registers its models, with a ``DeprecationWarning`` naming
+    the new hook when it is loaded; the old name is removed in the release after 0.1.0.
     """
 
 

@@ -1,7 +1,10 @@
 """Plugin loading on pluggy: built-ins and entry points, allow-list, blocking, error reports.
 
 Nothing here runs at ``import pgm_plugins``; the first call that needs the registry loads the
-plugins once (``get_registry()``). Environment:
+plugins once (``get_registry()``). The built-ins are the block adapters of
+``pgm_plugins.registry.builtin``; everything else, the benchmark's own data sets and hosts
+included (entry point ``pgm_plugins.bench`` of the ``pgm-plugins`` distribution), comes through
+the entry-point group ``pgm_plugins``. Environment:
 
 - ``PGM_LOAD_PLUGINS=a,b``: load only the entry points (by entry-point or distribution name)
   listed; set but empty loads none. Unset loads all.
@@ -11,10 +14,11 @@ plugins once (``get_registry()``). Environment:
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as md
 import os
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +29,14 @@ from pgm_plugins.injection.adapter import Adapter
 from pgm_plugins.registry import hookspecs
 from pgm_plugins.registry.store import Registry
 
-__all__ = ["HostSpec", "PluginInfo", "PluginRegistry", "get_registry", "reset_registry"]
+__all__ = [
+    "ModelSpec",
+    "PluginInfo",
+    "PluginRegistry",
+    "get_registry",
+    "reset_registry",
+    "use_registry",
+]
 
 GROUP = hookspecs.PROJECT
 
@@ -55,15 +66,16 @@ def _check_adapter(value: Any) -> str | None:
 
 
 @dataclass(frozen=True)
-class HostSpec:
-    """A registered benchmark host: how to build it, its adapter, example inputs."""
+class ModelSpec:
+    """A registered example model (hook ``pgm_register_models``): how to build it, the adapter
+    whose sites fit it and its example inputs, for the shared injection checks."""
 
     factory: Callable[..., Any]  #: ``factory(**options) -> nn.Module`` with random weights
     adapter: str | None = None  #: the adapter whose sites fit it
     example: Callable[[], Any] | None = None  #: ``example() -> inputs`` for a dry run
 
 
-def _check_host(value: Any) -> str | None:
+def _check_model(value: Any) -> str | None:
     return _check_callable(value.factory)
 
 
@@ -85,27 +97,37 @@ class PluginRegistry:
         self.plugins: dict[str, PluginInfo] = {}
         self.adapters: Registry[Adapter] = Registry("adapter", _check_adapter)
         self.datasets: Registry[Callable[..., Any]] = Registry("dataset", _check_callable)
-        self.hosts: Registry[HostSpec] = Registry("host", _check_host)
+        self.models: Registry[ModelSpec] = Registry("model", _check_model)
         self.bench_hosts: Registry[Callable[..., Any]] = Registry("bench host", _check_callable)
         self.zoo_patches: Registry[Callable[..., Any]] = Registry("zoo patch", _check_callable)
         if builtins:
             from pgm_plugins.registry import builtin
 
             self.register_plugin(builtin, "pgm_plugins.builtin")
-            # by name: the benchmark imports the API, which imports this registry
-            bench = importlib.import_module("pgm_plugins.bench.plugin")
-            self.register_plugin(bench, "pgm_plugins.bench")
         if load_entry_points:
             self.load_entry_points()
         self.refresh()
+
+    @property
+    def hosts(self) -> Registry[ModelSpec]:
+        """Deprecated name of :attr:`models`."""
+        warnings.warn(
+            "PluginRegistry.hosts is deprecated: use PluginRegistry.models (the example models "
+            "of pgm_register_models; benchmark hosts are PluginRegistry.bench_hosts).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.models
 
     # ------------------------------------------------------------------ loading
     def register_plugin(
         self, plugin: Any, name: str, dist: str | None = None, version: str | None = None
     ) -> None:
-        """Register a plugin object (module or instance) under ``name``."""
+        """Register a plugin object (module or instance) under ``name``; call :meth:`refresh`
+        afterwards to fill the registries from its hooks."""
         if self.pm.is_blocked(name):
             return
+        self._warn_deprecated_hooks(plugin, name)
         self.pm.register(plugin, name=name)
         self.plugins[name] = PluginInfo(name, dist, version)
         try:
@@ -119,7 +141,18 @@ class PluginRegistry:
             ) from exc
         self.plugins[name].hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
 
+    def _warn_deprecated_hooks(self, plugin: Any, name: str) -> None:
+        for old, new in hookspecs.DEPRECATED_HOOKS.items():
+            if hasattr(plugin, old) and self.pm.parse_hookimpl_opts(plugin, old) is not None:
+                warnings.warn(
+                    f"plugin {name!r} implements {old}, deprecated: rename it {new} (same "
+                    f"arguments). {old} still works until the release after 0.1.0.",
+                    DeprecationWarning,
+                    stacklevel=3,
+                )
+
     def hook_names(self) -> list[str]:
+        """The hooks a plugin may implement (``pgm_plugins.registry.hookspecs``)."""
         return sorted(n for n in dir(self.pm.hook) if n.startswith("pgm_"))
 
     def load_entry_points(self) -> None:
@@ -149,8 +182,13 @@ class PluginRegistry:
 
     def refresh(self) -> None:
         """(Re)build the registries from every registered plugin's hooks."""
-        for reg in (self.adapters, self.datasets, self.bench_hosts, self.hosts, self.zoo_patches):
+        for reg in (self.adapters, self.datasets, self.bench_hosts, self.models, self.zoo_patches):
             reg._entries.clear()
+        self._refresh_adapters()
+        self._refresh_named()
+        self._refresh_models()
+
+    def _refresh_adapters(self) -> None:
         for impl in self.pm.hook.pgm_register_adapters.get_hookimpls():
             plugin = impl.plugin_name
 
@@ -163,6 +201,9 @@ class PluginRegistry:
                 )
 
             impl.function(register=add_adapter)
+
+    def _refresh_named(self) -> None:
+        """The hooks whose ``register(name, value, description="")`` adds one callable."""
         simple = [
             ("pgm_register_datasets", self.datasets),
             ("pgm_register_bench_hosts", self.bench_hosts),
@@ -181,9 +222,15 @@ class PluginRegistry:
                     _r.add(name, value, _p, description)
 
                 impl.function(register=add)
-        for impl in self.pm.hook.pgm_register_hosts.get_hookimpls():
 
-            def add_host(
+    def _refresh_models(self) -> None:
+        impls = [
+            *self.pm.hook.pgm_register_models.get_hookimpls(),
+            *self.pm.hook.pgm_register_hosts.get_hookimpls(),  # the deprecated name
+        ]
+        for impl in impls:
+
+            def add_model(
                 name: str,
                 factory: Any,
                 description: str = "",
@@ -193,12 +240,12 @@ class PluginRegistry:
             ) -> None:
                 if example is not None and not callable(example):
                     raise PluginError(
-                        f"plugin {_p!r} registered host {name!r} with example={example!r}; "
+                        f"plugin {_p!r} registered model {name!r} with example={example!r}; "
                         "give a callable returning example inputs."
                     )
-                self.hosts.add(name, HostSpec(factory, adapter, example), _p, description)
+                self.models.add(name, ModelSpec(factory, adapter, example), _p, description)
 
-            impl.function(register=add_host)
+            impl.function(register=add_model)
 
     # ------------------------------------------------------------------ matching
     def explain_unmatched(self, model: Any) -> list[str]:
@@ -230,3 +277,27 @@ def reset_registry(registry: PluginRegistry | None = None) -> None:
     """Drop (or replace) the process-wide registry; the next use loads plugins again."""
     global _REGISTRY
     _REGISTRY = registry
+
+
+@contextmanager
+def use_registry(registry: PluginRegistry) -> Iterator[PluginRegistry]:
+    """Make ``registry`` the process-wide one inside the ``with`` block, then put back the one
+    before (loaded or not), even on error: a test or a tool that lists or injects through
+    ``pgm_plugins`` against plugins of its own leaves no trace."""
+    global _REGISTRY
+    before, _REGISTRY = _REGISTRY, registry
+    try:
+        yield registry
+    finally:
+        _REGISTRY = before
+
+
+def __getattr__(name: str) -> Any:
+    if name == "HostSpec":
+        warnings.warn(
+            "pgm_plugins.registry.manager.HostSpec is deprecated: use ModelSpec.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ModelSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

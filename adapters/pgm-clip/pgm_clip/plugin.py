@@ -28,7 +28,7 @@ def pgm_explain_unmatched(model: Any) -> str | None:
 
 
 @hookimpl
-def pgm_register_hosts(register: Any) -> None:
+def pgm_register_models(register: Any) -> None:
     # with example inputs, so the core suite's registered-host checks run on them too
     register(
         "hf.clip_tiny",

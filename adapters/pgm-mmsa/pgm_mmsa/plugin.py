@@ -43,7 +43,7 @@ EXAMPLES = {f"mmsa.{kind}": partial(_example, kind) for kind in _adapters.KINDS.
 
 
 @hookimpl
-def pgm_register_hosts(register: Any) -> None:
+def pgm_register_models(register: Any) -> None:
     for kind in _adapters.KINDS.values():
         register(
             f"mmsa.{kind}",

@@ -43,9 +43,9 @@ def test_recognition_does_not_import_mmsa():
 
 def test_every_adapter_and_host_is_registered():
     assert set(ADAPTERS) <= set(pp.list_adapters("mmsa.*"))
-    from pgm_plugins.api import list_hosts
+    from pgm_plugins.api import list_models
 
-    assert {f"mmsa.{k}" for k in KINDS.values()} <= set(list_hosts("mmsa.*"))
+    assert {f"mmsa.{k}" for k in KINDS.values()} <= set(list_models("mmsa.*"))
 
 
 def test_unsupported_mmsa_kind_lists_the_supported_ones():
@@ -97,7 +97,7 @@ def test_registered_host_factories_build_and_run_their_examples():
     from pgm_plugins.registry import get_registry
 
     for name, example in EXAMPLES.items():
-        spec = get_registry().hosts.entry(name).value
+        spec = get_registry().models.entry(name).value
         assert spec.adapter == name
         torch.manual_seed(0)
         model, x = spec.factory(), example()

@@ -15,6 +15,7 @@ from pgm_mmsa.bench import MmsaRun
 from pgm_mmsa.data import context_windows
 
 from pgm_plugins import hookimpl
+from pgm_plugins.bench import plugin as bench_plugin
 from pgm_plugins.bench.data.bench_data import BenchData, Fold
 from pgm_plugins.bench.runner import Runner, RunnerError
 from pgm_plugins.bench.suite import parse_suite
@@ -109,6 +110,7 @@ def registry():
 
     plugin.pgm_register_datasets = pgm_register_datasets  # type: ignore[attr-defined]
     reg = PluginRegistry(load_entry_points=False)
+    reg.register_plugin(bench_plugin, "pgm_plugins.bench")  # late_fusion, as pgm bench has it
     reg.register_plugin(mmsa_plugin, "pgm_mmsa")
     reg.register_plugin(plugin, "test")
     reg.refresh()

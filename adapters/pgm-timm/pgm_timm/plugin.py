@@ -19,7 +19,7 @@ def pgm_register_adapters(register: Any) -> None:
 
 
 @hookimpl
-def pgm_register_hosts(register: Any) -> None:
+def pgm_register_models(register: Any) -> None:
     register(
         "timm.fusion",
         hosts.timm_fusion,

@@ -303,7 +303,7 @@ def test_towers_by_name_with_size_overrides():
         assert tower(torch.randn(2, 1, 28, 28)).shape == (2, 512)
     from pgm_plugins.registry import get_registry
 
-    factory = get_registry().hosts.entry("timm.fusion").value.factory
+    factory = get_registry().models.entry("timm.fusion").value.factory
     host = factory(towers={"image": "timm:resnet18"}, tower_options={"image": {"in_chans": 1}})
     with torch.no_grad():
         assert host(torch.randn(2, 1, 28, 28)).shape == (2, 10)
@@ -328,7 +328,7 @@ def test_cli_lists_the_timm_families_and_the_distribution(capsys):
         assert family in listed
     assert main(["plugins"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("timm "))
-    assert "pgm-timm 0.1.0" in row and "pgm_register_hosts" in row
+    assert "pgm-timm 0.1.0" in row and "pgm_register_models" in row
 
 
 def test_matching_imports_no_timm():

@@ -11,6 +11,7 @@ from pgm_timm import plugin as timm_plugin
 from pgm_timm.bench import AvTowersRun
 
 from pgm_plugins import hookimpl
+from pgm_plugins.bench import plugin as bench_plugin
 from pgm_plugins.bench.data.bench_data import BenchData, Fold
 from pgm_plugins.bench.runner import Runner
 from pgm_plugins.bench.suite import parse_suite
@@ -55,6 +56,7 @@ def registry():
 
     data.pgm_register_datasets = pgm_register_datasets  # type: ignore[attr-defined]
     reg = PluginRegistry(load_entry_points=False)
+    reg.register_plugin(bench_plugin, "pgm_plugins.bench")  # late_fusion, for the only.* arms
     reg.register_plugin(data, "av-tiny")
     reg.register_plugin(timm_plugin, "pgm_timm")
     reg.refresh()

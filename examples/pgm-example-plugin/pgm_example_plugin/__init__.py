@@ -57,7 +57,7 @@ def _example_inputs() -> tuple[Tensor, Tensor]:
 
 
 @hookimpl
-def pgm_register_hosts(register: Any) -> None:
+def pgm_register_models(register: Any) -> None:
     register(
         "example.two_tower",
         TwoTower,

@@ -1,5 +1,6 @@
-"""Every registered host with an adapter and example inputs goes through the shared checks,
-so an adapter plugin that registers its hosts is tested here without a line of its own."""
+"""Every registered example model (hook ``pgm_register_models``) with an adapter and example
+inputs goes through the shared checks, so an adapter plugin that registers its models is tested
+here without a line of its own."""
 
 from __future__ import annotations
 
@@ -8,18 +9,27 @@ import torch
 from torch.utils._pytree import tree_leaves
 
 import pgm_plugins as pp
-from pgm_plugins.registry import get_registry
+from pgm_plugins.registry import PluginRegistry, use_registry
 
-HOSTS = [
-    name
-    for name in get_registry().hosts.names()
-    if get_registry().hosts.entry(name).value.adapter
-    and get_registry().hosts.entry(name).value.example
+#: read at collection, to parametrise over: a registry of its own with every installed plugin,
+#: made the process-wide one only while this module's tests run (``installed`` below)
+INSTALLED = PluginRegistry()
+MODELS = [
+    entry.name
+    for entry in INSTALLED.models.entries()
+    if entry.value.adapter and entry.value.example
 ]
 
 
+@pytest.fixture(autouse=True)
+def installed():
+    """``pp.inject``/``pp.load`` look adapters up in the registry the models came from."""
+    with use_registry(INSTALLED):
+        yield
+
+
 def build(name: str):
-    spec = get_registry().hosts.entry(name).value
+    spec = INSTALLED.models.entry(name).value
     torch.manual_seed(0)
     model = spec.factory()
     return model, spec.example(), spec.adapter
@@ -31,12 +41,12 @@ def call(model, inputs):
     return [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
 
 
-def test_the_example_plugin_host_is_collected():
-    assert {"toy.late_fusion", "example.two_tower"} <= set(HOSTS)
+def test_the_example_plugin_model_is_collected():
+    assert {"toy.late_fusion", "example.two_tower"} <= set(MODELS)
 
 
-@pytest.mark.parametrize("name", HOSTS)
-def test_registered_host_identity_removal_and_checkpoint(name, tmp_path):
+@pytest.mark.parametrize("name", MODELS)
+def test_registered_model_identity_removal_and_checkpoint(name, tmp_path):
     model, inputs, adapter = build(name)
     ref = call(model, inputs)
     state = {k: v.clone() for k, v in model.state_dict().items()}
