@@ -13,8 +13,9 @@ for ``mult_pgm``, ``misa_pgm``, ``self_mm_pgm``, ``tfn_pgm``, ``lmf_pgm``, ``mmi
 
 ``args.pgm`` holds ``{"adapter": "mmsa.mult", "config": {...PgMConfig fields...},
 "dense_text": None}``; edit it before ``AMIO(args)``. ``dense_text=D`` builds MISA, Self-MM and
-MMIM with :class:`pgm_mmsa.DenseText` over ``D``-wide text features in place of MMSA's BERT
-(which needs ``bert-base-uncased`` weights; offline only ``dense_text`` works). The variant's
+MMIM with :class:`pgm_mmsa.DenseText` over ``D``-wide text features in place of MMSA's BERT;
+without it they build MMSA's ``BertTextEncoder`` from ``args.pretrained`` (``bert-base-uncased``
+unless set to a local BERT folder), whose width the adapters read from its config. The variant's
 ``model.pgm`` is the ``PgMHandle`` (``aux_loss``, ``param_groups``, ``stats``, ``remove``);
 ``args.model_name`` stays ``"mult_pgm"``. MMSA's own trainers (``MMSA_run``) are not patched:
 they do not run on this machine (see :mod:`pgm_mmsa.recipes`).
@@ -23,6 +24,11 @@ What the patch changes, all restored by ``undo``: the name ``get_config_regressi
 ``MMSA``, ``MMSA.config`` and ``MMSA.run``; ``AMIO.__init__``; ``MMSA.run.SUPPORTED_MODELS``
 (the variants appended). It refuses to apply twice, and refuses when MMSA already knows a
 variant's name.
+
+Errors leave MMSA as it was and say how to go on: a model or dataset name MMSA's config does not
+have gets :class:`~pgm_plugins.errors.UnknownNameError` (a ``KeyError``, where MMSA raises a bare
+one) with the nearest name; a BERT variant whose ``args.pretrained`` cannot be loaded gets
+:class:`PretrainedTextError` (an ``OSError``) naming ``dense_text`` and ``args.pretrained``.
 """
 
 from __future__ import annotations
