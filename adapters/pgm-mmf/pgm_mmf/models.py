@@ -11,12 +11,15 @@ is registered, and builds through mmf's own ``mmf.utils.build.build_model``.
 from __future__ import annotations
 
 import copy
+import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pgm_mmf import compat
+from pgm_mmf.patch import SUFFIX
 from pgm_mmf.text_encoder import TINY_BERT, default_cache_dir, tiny_bert
+from pgm_plugins.errors import UnknownNameError
 
 __all__ = [
     "MODELS",
@@ -52,27 +55,43 @@ def _mlp(in_dim: int, out_dim: int) -> dict[str, Any]:
     }
 
 
+def _variant_base(name: str) -> str | None:
+    """``"concat_bow"`` for ``"concat_bow_pgm"`` (a variant of a model in :data:`MODELS`)."""
+    base = name[: -len(SUFFIX)] if name.endswith(SUFFIX) else None
+    return base if base in MODELS else None
+
+
+def _unknown_model(name: str) -> UnknownNameError:
+    variants = [m + SUFFIX for m in MODELS]
+    near = difflib.get_close_matches(str(name), [*MODELS, *variants], n=1)
+    return UnknownNameError(
+        f"no tiny mmf config for {name!r}"
+        + (f"; did you mean {near[0]!r}?" if near else ".")
+        + f" Available: {', '.join(MODELS)}, and their PgM variants {', '.join(variants)} "
+        "(built after apply_zoo_patch('mmf.registry')). A model of your own: pass its full "
+        "config to build_model."
+    )
+
+
 def tiny_config(
     name: str,
     num_labels: int = 3,
     cache_dir: str | Path | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """A small offline model config for mmf model ``name`` (one of :data:`MODELS`).
+    """A small offline model config for mmf model ``name``: one of :data:`MODELS`, or its PgM
+    variant ``<name>_pgm`` (the same config with ``model: <name>_pgm``; mmf builds it once the
+    zoo patch ``mmf.registry`` is applied).
 
     ``overrides`` are merged into the config (nested mappings merge key by key); a ``pgm``
     mapping is read by the ``<name>_pgm`` variants (``PgMConfig`` fields). For BERT-based models
     the tiny text encoder is written under ``cache_dir`` (default ``$PGM_MMF_CACHE``).
     """
+    base = _variant_base(name)
+    if base is not None:
+        return tiny_config(base, num_labels, cache_dir, **overrides) | {"model": name}
     if name not in MODELS:
-        import difflib
-
-        near = difflib.get_close_matches(name, MODELS, n=1)
-        raise KeyError(
-            f"no tiny mmf config for {name!r}"
-            + (f"; did you mean {near[0]!r}?" if near else ".")
-            + f" Available: {', '.join(MODELS)}."
-        )
+        raise _unknown_model(name)
     labels = num_labels
     regions = {"modal_encoder": {"type": "projection", "params": {"module": "linear"}}}
     regions["modal_encoder"]["params"] |= {"in_dim": REGION_DIM, "out_dim": MODAL_DIM}
@@ -188,22 +207,56 @@ def ensure_global_config(cache_dir: str | Path | None = None) -> None:
     )
 
 
+def _check_registered(name: Any) -> None:
+    """Refuse, before mmf's own ``build_model`` fails on it, a model name mmf has not registered.
+
+    A ``<model>_pgm`` name is registered by the zoo patch; the error says to apply it.
+    """
+    from mmf.common.registry import registry
+
+    if name is None:
+        raise UnknownNameError(
+            "the model config gives no `model`: set model: <a registered mmf model name>, or "
+            f"pass a name to build_model ({', '.join(MODELS)})."
+        )
+    if registry.get_model_class(name) is not None:
+        return
+    base = _variant_base(str(name))
+    if base is not None:
+        raise UnknownNameError(
+            f"mmf has no model {name!r} registered: the PgM variants are registered by the zoo "
+            "patch. Run `undo = pgm_plugins.api.apply_zoo_patch('mmf.registry')` (or "
+            f"models=[{base!r}]) first, then build_model({name!r}); undo() removes the names "
+            f"again. Or inject into the plain model: pgm_plugins.inject(build_model({base!r}))."
+        )
+    registered = sorted(registry.mapping["model_name_mapping"])
+    near = difflib.get_close_matches(str(name), registered, n=1)
+    raise UnknownNameError(
+        f"mmf has no model {name!r} registered"
+        + (f"; did you mean {near[0]!r}?" if near else ".")
+        + f" Registered: {', '.join(registered)}."
+    )
+
+
 def build_model(config: Mapping[str, Any] | str, **overrides: Any) -> Any:
     """Build an mmf model through ``mmf.utils.build.build_model``.
 
-    ``config`` is a full model config (with ``model: <registered name>``) or a name from
-    :data:`MODELS` (then :func:`tiny_config` with ``overrides``). Applies the shims first.
+    ``config`` is a full model config (with ``model: <registered name>``) or a name accepted by
+    :func:`tiny_config` (then :func:`tiny_config` with ``overrides``): ``"concat_bow"``, or
+    ``"concat_bow_pgm"`` once ``apply_zoo_patch("mmf.registry")`` has registered the variants.
+    Applies the shims first; a name mmf has not registered is refused before mmf is asked.
     """
     compat.import_mmf()
     from mmf.utils.build import build_model as mmf_build_model
     from omegaconf import DictConfig, OmegaConf
 
-    ensure_global_config()
     if isinstance(config, str):
         config = tiny_config(config, **overrides)
     elif overrides:
         config = _merge(dict(config), overrides)
     cfg = config if isinstance(config, DictConfig) else OmegaConf.create(dict(config))
+    _check_registered(cfg.get("model", None))
+    ensure_global_config()
     return mmf_build_model(cfg)
 
 

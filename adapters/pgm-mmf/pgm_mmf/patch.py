@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pgm_mmf.adapters import FAMILIES
+from pgm_plugins.errors import UnknownNameError
 
 __all__ = ["SUFFIX", "apply"]
 
@@ -38,7 +39,7 @@ def apply(models: Iterable[str] | str | None = None) -> Callable[[], None]:
     if unknown or not names:
         near = {n: difflib.get_close_matches(n, supported, n=1) for n in unknown}
         hint = "; ".join(f"{n!r}: did you mean {m[0]!r}?" for n, m in near.items() if m)
-        raise KeyError(
+        raise UnknownNameError(
             f"mmf registry patch: no PgM variant for {unknown or names!r}"
             + (f" ({hint})" if hint else "")
             + f". Supported mmf models: {', '.join(supported)}."

@@ -19,6 +19,7 @@ import weakref
 from typing import Any
 
 from pgm_mmf.adapters import FAMILIES, Family
+from pgm_plugins.errors import UnknownNameError
 
 __all__ = ["class_name", "handle_of", "variant_class"]
 
@@ -35,7 +36,7 @@ def handle_of(model: Any) -> Any:
     """The ``PgMHandle`` of a model built as ``<name>_pgm`` (for ``param_groups``, ``stats``)."""
     handle = _handles.get(model)
     if handle is None:
-        raise KeyError(
+        raise UnknownNameError(
             f"{type(model).__name__} has no PgM handle: only a model built by mmf as "
             "'<name>_pgm' (after apply_zoo_patch('mmf.registry')) has one, and copies of it "
             "do not (pgm_plugins does not yet carry the handle inside the model)."
@@ -119,7 +120,7 @@ def variant_class(model: str) -> type:
     if family is None:
         supported = [f.model for f in FAMILIES]
         near = difflib.get_close_matches(str(model), supported, n=1)
-        raise KeyError(
+        raise UnknownNameError(
             f"no PgM variant for mmf model {model!r}"
             + (f"; did you mean {near[0]!r}?" if near else ".")
             + f" Supported: {', '.join(supported)}."

@@ -277,6 +277,45 @@ def test_tiny_config_of_an_unknown_model_suggests_the_nearest():
         tiny_config("late_fusoin")
 
 
+def test_build_model_of_a_variant_before_the_patch_names_the_patch(cache):
+    compat.import_mmf()
+    before = list(_mapping().items())
+    with pytest.raises(KeyError, match=r"'concat_bow_pgm'.*apply_zoo_patch\('mmf.registry'\)") as e:
+        build_model("concat_bow_pgm", cache_dir=cache)
+    assert str(e.value).startswith("mmf has no model 'concat_bow_pgm' registered")  # no repr
+    assert list(_mapping().items()) == before
+
+
+def test_build_model_of_a_variant_after_the_patch(cache):
+    from pgm_mmf.variants import handle_of
+
+    assert tiny_config("concat_bow_pgm", cache_dir=cache)["model"] == "concat_bow_pgm"
+    undo = apply_zoo_patch("mmf.registry", models=["concat_bow"])
+    try:
+        torch.manual_seed(0)
+        model = build_model("concat_bow_pgm", cache_dir=cache).eval()
+        assert hasattr(model, "pgm_block") and handle_of(model).block.config.num_classes == 3
+        torch.testing.assert_close(
+            scores(model, example_sample_list("concat_bow")),
+            scores(build("concat_bow", cache), example_sample_list("concat_bow")),
+            rtol=0,
+            atol=0,
+        )  # the block is the identity at initialisation
+    finally:
+        undo()
+
+
+def test_unregistered_and_unknown_names_suggest_the_nearest(cache):
+    config = tiny_config("concat_bow", cache_dir=cache) | {"model": "concat_bwo"}
+    with pytest.raises(
+        KeyError, match=r"no model 'concat_bwo' registered; did you mean 'concat_bow'"
+    ):
+        build_model(config)
+    with pytest.raises(KeyError, match=r"did you mean 'mmbt_pgm'.*apply_zoo_patch") as e:
+        tiny_config("mmbt_pmg")
+    assert str(e.value).startswith("no tiny mmf config for 'mmbt_pmg'")
+
+
 # ---------------------------------------------------------------------------- shims
 
 

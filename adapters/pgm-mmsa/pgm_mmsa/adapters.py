@@ -151,14 +151,27 @@ def _misa_private(model: nn.Module) -> dict[str, Site]:
     return {m: Site(f"{p}private_{c}") for c, m in zip("tav", MODALITIES, strict=True)}
 
 
-def _text_width(net: nn.Module, layer: str) -> int:
-    width = getattr(getattr(net, layer), "out_features", None)
+def _text_width(net: nn.Module, layer: str, prefix: str = "") -> int:
+    """The output width of the host's text module ``layer``.
+
+    Two modules are known: :class:`pgm_mmsa.DenseText` (its ``out_features``) and MMSA's own
+    ``BertTextEncoder``, whose Hugging Face model (``.model``, BERT or RoBERTa) gives its
+    ``config.hidden_size``: 768 for ``bert-base-uncased``, 384 for MiniLM, whatever a local
+    BERT was built with.
+    """
+    module = getattr(net, layer)
+    width = getattr(module, "out_features", None)
     if width is None:
+        config = getattr(getattr(module, "model", None), "config", None)
+        width = getattr(config, "hidden_size", None)
+    if not isinstance(width, int):
         raise InjectionError(
-            f"the text encoder {layer!r} of this {type(net).__name__} is "
-            f"{type(getattr(net, layer)).__name__}; pgm-mmsa knows the width of its dense text "
-            "module (pgm_mmsa.DenseText) only. For a BERT text encoder pass "
-            "sites={'text': Site(..., dim=768)} yourself."
+            f"the text module {layer!r} of this {type(net).__name__} is "
+            f"{type(module).__name__}; pgm-mmsa reads the width of MMSA's BertTextEncoder (its "
+            "model's config.hidden_size) and of pgm_mmsa.DenseText (out_features) only. Give "
+            "the sites yourself: pgm_plugins.inject(model, sites={'text': "
+            f"Site({prefix + layer!r}, dim=<width>), ...}}), with the layer paths of "
+            "pgm_plugins.list_layers(model)."
         )
     return int(width)
 
@@ -169,7 +182,7 @@ TEXT_MASK = InputMask(arg=0, row=1)
 
 
 def _text_site(net: nn.Module, layer: str, p: str, cls: bool) -> Site:
-    width = _text_width(net, layer)
+    width = _text_width(net, layer, p)
     if cls:  # the one position the host reads
         return Site(f"{p}{layer}", layout="BTD", dim=width, token=0)
     return Site(f"{p}{layer}", layout="BTD", dim=width, mask=TEXT_MASK)

@@ -10,9 +10,14 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_examples_run():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     scope: dict[str, object] = {}
-    for code in blocks:
+    exec(compile(blocks[0], str(README), "exec"), scope)  # the host as MMSA builds it
+    assert scope["handle"].plan.adapter == "mmsa.self_mm"
+    assert scope["handle"].plan.sites["text"].width == 384  # MiniLM's, read from its config
+    assert scope["out"]["M"].shape == (3, 1)
+    assert not hasattr(scope["model"], "pgm_block")  # removed
+    for code in blocks[1:]:
         exec(compile(code, str(README), "exec"), scope)
     assert "task" in scope["terms"] and "pgm" in scope["terms"]
     assert scope["loss"].requires_grad

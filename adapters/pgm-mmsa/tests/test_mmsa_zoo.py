@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from MMSA.models import AMIO
 from pgm_mmsa.hosts import example_inputs, labels_like
-from pgm_mmsa.zoo import VARIANTS, apply_patch, is_patched
+from pgm_mmsa.zoo import VARIANTS, PretrainedTextError, apply_patch, is_patched
 
 from pgm_plugins.api import apply_zoo_patch, list_zoo_patches
+from pgm_plugins.errors import UnknownNameError
 
 
 def snapshot():
@@ -94,3 +95,36 @@ def test_patch_twice_and_name_clash_are_refused():
     finally:
         MMSA.run.SUPPORTED_MODELS.remove("mult_pgm")
     assert snapshot() == before
+
+
+def test_misspelt_names_get_the_nearest_and_change_nothing(patched):
+    before = snapshot()
+    with pytest.raises(KeyError, match=r"no model 'mlt_pgm'\. Did you mean 'mult_pgm'\?") as e:
+        MMSA.get_config_regression("mlt_pgm", "mosi")
+    assert isinstance(e.value, UnknownNameError)
+    message = str(e.value)  # plain text, not a KeyError's repr
+    assert message.startswith("MMSA has no model 'mlt_pgm'.")
+    assert "misa_pgm, self_mm_pgm" in message and "mlf_dnn" in message  # what is valid
+    assert message.endswith("Run e.g. MMSA.get_config_regression('mult_pgm', 'mosi').")
+    with pytest.raises(KeyError, match=r"'tfn' has no dataset 'mossi'\. Did you mean 'mosi'\?"):
+        MMSA.get_config_regression("tfn_pgm", "mossi")
+    with pytest.raises(KeyError, match=r"Did you mean 'tfn'\?"):  # MMSA's own names too
+        MMSA.get_config_regression("tnf", "mosi")
+    assert snapshot() == before
+
+
+def test_bert_variant_offline_names_dense_text_and_pretrained(patched):
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache("bert-base-uncased", "config.json"), str):
+        pytest.skip("bert-base-uncased is in this machine's Hugging Face cache: it loads")
+    args = MMSA.get_config_regression("misa_pgm", "mosi")
+    args.train_mode = "regression"
+    before = snapshot()
+    with pytest.raises(OSError, match=r"misa_pgm: .*'bert-base-uncased'.*could not be") as e:
+        AMIO(args)
+    assert isinstance(e.value, PretrainedTextError) and isinstance(e.value.__cause__, OSError)
+    assert "args.pgm['dense_text'] = D" in str(e.value) and "args.pretrained" in str(e.value)
+    assert snapshot() == before
+    args.pgm["dense_text"] = 768  # the first way out works
+    assert hasattr(AMIO(args), "pgm_block")
