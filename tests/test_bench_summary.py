@@ -101,7 +101,7 @@ def test_the_cli_prints_the_summary_and_writes_nothing(tmp_path, capsys, monkeyp
 
 def test_the_committed_readme_tables_match_the_records():
     tables = _readme_tables()
-    assert tables.main(["--file", str(REPO / "docs" / "readme_tables.md"), "--check"]) == 0
+    assert tables.main(["--file", str(REPO / "README.md"), "--check"]) == 0
 
 
 def test_readme_tables_rewrites_marked_blocks_and_checks_them(tmp_path, capsys):
