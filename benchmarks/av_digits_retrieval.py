@@ -1,4 +1,4 @@
-"""Cross-modal retrieval on av-digits (issue 10, part 4): a dual encoder with and without PgM.
+"""Cross-modal retrieval on av-digits: a dual encoder with and without PgM.
 
 A timm image tower (``pgm_timm.create_tower``, 28x28 grey images) and a small 1-D conv audio tower
 over MFCC frames each project to a shared embedding. Training loss: class-aware (supervised
@@ -18,9 +18,19 @@ Arms (same seeds, data order, optimizer, schedule and budget):
 - ``capacity``: the same-size residual-MLP control (``pgm_plugins.bench.arms.CapacityControl``)
   injected by the same engine at the same sites (``block_factory=``).
 
-One JSON per cell under ``benchmarks/results/av_digits/<suite>/``; a rerun skips finished cells;
-``summary.md`` holds the table (mean +- std over seeds; differences to baseline and to capacity
-with paired-t 95 % intervals over seeds).
+One record per cell under ``benchmarks/results/av_digits/<suite>/``, in the result schema of
+``pgm bench`` (``pgm_plugins/bench/record.py``: data set ``av-digits``, protocol ``retrieval``,
+host ``dual_encoder``, the fold numbering the test speaker), read through the same reader, so
+``pgm bench report main --results benchmarks/results/av_digits`` reports them like any suite
+(the first records, of an older layout, are read the same way); a rerun skips finished cells.
+``summary.md`` holds this benchmark's own table (every retrieval metric, mean +- std over seeds;
+differences to baseline and to capacity with ``pgm_plugins.bench.stats.compare``'s paired-t 95 %
+intervals over seeds).
+
+Why it is not a runner task: its evaluation ranks every test clip against every test image
+(500 x 1,000) and the reverse, which is not a function of per-row predictions (what the runner
+scores), and its training pairs clips with images drawn anew each epoch at label level; it
+shares the runner's records, reader and statistics instead.
 
     python benchmarks/av_digits_retrieval.py                    # 3 arms x 3 seeds
     python benchmarks/av_digits_retrieval.py --seeds 0 1 2 3 4 --data-dir DIR
@@ -52,7 +62,11 @@ from pgm_plugins._io import atomic_write_text
 from pgm_plugins.bench.arms import ARMS, count_parameters
 from pgm_plugins.bench.data import av_digits
 from pgm_plugins.bench.hosts import AudioTower
+from pgm_plugins.bench.legacy import retrieval_record
+from pgm_plugins.bench.metrics import RETRIEVAL_DIRECTIONS
+from pgm_plugins.bench.record import DIGEST_SCHEME, read_records
 from pgm_plugins.bench.results import ResultStore, environment
+from pgm_plugins.bench.runner import cell_digest
 from pgm_plugins.bench.stats import compare
 
 RESULTS = Path(__file__).resolve().parent / "results" / "av_digits"
@@ -219,6 +233,11 @@ def run_cell(
     return record
 
 
+def _score(record: Mapping[str, Any], direction: str, metric: str, split: str = "test") -> float:
+    """A record's ``metric`` (``p@1``, ``p@10``, ``map``) in ``direction`` on ``split``."""
+    return float(record["metrics"][split][f"{metric}_{RETRIEVAL_DIRECTIONS[direction]}"])
+
+
 def _fmt(values: Sequence[float]) -> str:
     a = np.asarray(values, dtype=float)
     sd = a.std(ddof=1) if len(a) > 1 else 0.0
@@ -233,13 +252,13 @@ def select(suites: Mapping[str, list[dict[str, Any]]]) -> tuple[list[dict[str, A
     for arm in ARM_NAMES:
         scores = {}
         for name, records in suites.items():
-            cells = [r for r in records if r["arm"] == arm]
+            cells = [r for r in records if r["key"]["arm"] == arm]
             if cells:
-                scores[name] = float(np.mean([c["metrics"]["valid"]["map_mean"] for c in cells]))
+                scores[name] = float(np.mean([c["metrics"]["valid"]["map"] for c in cells]))
         if not scores:
             continue
         best = max(scores, key=lambda k: scores[k])  # first of equal maxima
-        chosen += [r for r in suites[best] if r["arm"] == arm]
+        chosen += [r for r in suites[best] if r["key"]["arm"] == arm]
         tried = ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
         notes.append(f"- {arm}: `{best}` (mean valid mAP per setting: {tried})")
     return chosen, notes
@@ -249,9 +268,9 @@ def summarise(records: list[dict[str, Any]], digest: str | None, notes: Sequence
     """The markdown table: per arm mean +- std; differences with paired-t 95 % intervals."""
     by_arm: dict[str, dict[int, dict[str, Any]]] = {}
     for r in records:
-        by_arm.setdefault(r["arm"], {})[r["seed"]] = r
+        by_arm.setdefault(r["key"]["arm"], {})[r["key"]["seed"]] = r
     arms = [a for a in ARM_NAMES if a in by_arm]
-    held = records[0].get("held_out", "theo") if records else "theo"
+    held = records[0]["data"].get("test_speaker", "theo") if records else "theo"
     valid_speaker = "lucas" if held == "theo" else av_digits.LOSO_VALID[held]
     lines = [
         f"# av-digits cross-modal retrieval (test speaker {held}; 500 clips, 1,000 images)",
@@ -271,10 +290,8 @@ def summarise(records: list[dict[str, Any]], digest: str | None, notes: Sequence
         lines[9:9] = ["Setting chosen per arm on validation mAP only:", "", *notes, ""]
     for a in arms:
         cells = list(by_arm[a].values())
-        vals = [
-            _fmt([c["metrics"]["test"][d][m] for c in cells]) for d in DIRECTIONS for m in METRICS
-        ]
-        valid = _fmt([c["metrics"]["valid"]["map_mean"] for c in cells])
+        vals = [_fmt([_score(c, d, m) for c in cells]) for d in DIRECTIONS for m in METRICS]
+        valid = _fmt([c["metrics"]["valid"]["map"] for c in cells])
         ep = ", ".join(str(c["best_epoch"]) for c in cells)
         lines.append(
             f"| {a} | {len(cells)} | {' | '.join(vals)} | {valid} | {ep} | "
@@ -296,8 +313,8 @@ def summarise(records: list[dict[str, Any]], digest: str | None, notes: Sequence
         for m in METRICS:
             row = []
             for d in DIRECTIONS:
-                xa = [by_arm[a][s]["metrics"]["test"][d][m] for s in seeds]
-                xb = [by_arm[ref][s]["metrics"]["test"][d][m] for s in seeds]
+                xa = [_score(by_arm[a][s], d, m) for s in seeds]
+                xb = [_score(by_arm[ref][s], d, m) for s in seeds]
                 row.append(compare(xa, xb).text())
             lines.append(f"| {a} vs {ref} | {m} | {row[0]} | {row[1]} |")
     return "\n".join(lines) + "\n"
@@ -308,7 +325,7 @@ def summarise_loso(folds: Mapping[str, list[dict[str, Any]]], seed: int = 0) -> 
     fold ran); differences paired over speakers (each speaker one fold, so the folds share most
     training speakers: the t interval treats them as independent and is optimistic)."""
     by = {
-        speaker: {r["arm"]: r for r in records if r["seed"] == seed}
+        speaker: {r["key"]["arm"]: r for r in records if r["key"]["seed"] == seed}
         for speaker, records in sorted(folds.items())
     }
     arms = [a for a in ARM_NAMES if any(a in cells for cells in by.values())]
@@ -324,7 +341,7 @@ def summarise_loso(folds: Mapping[str, list[dict[str, Any]]], seed: int = 0) -> 
     ]
     for speaker, cells in by.items():
         row = [
-            f"{cells[a]['metrics']['test'][d]['map']:.3f}" if a in cells else "-"
+            f"{_score(cells[a], d, 'map'):.3f}" if a in cells else "-"
             for a in arms
             for d in DIRECTIONS
         ]
@@ -343,13 +360,21 @@ def summarise_loso(folds: Mapping[str, list[dict[str, Any]]], seed: int = 0) -> 
             continue
         row = [
             compare(
-                [c[a]["metrics"]["test"][d]["map"] for c in both],
-                [c[ref]["metrics"]["test"][d]["map"] for c in both],
+                [_score(c[a], d, "map") for c in both],
+                [_score(c[ref], d, "map") for c in both],
             ).text()
             for d in DIRECTIONS
         ]
         lines.append(f"| {a} vs {ref} | {row[0]} | {row[1]} |")
     return "\n".join(lines) + "\n"
+
+
+def _records(folder: Path, suite: str | None = None) -> list[dict[str, Any]]:
+    """The folder's cell records through the one reader (unusable files reported)."""
+    good, problems = read_records(folder, suite or folder.name)
+    for p in problems:
+        print(f"warning: {p.text()}", file=sys.stderr)
+    return [r for _, r in good]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -391,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(args.results) if args.results else RESULTS
     if args.loso:
         folds = {
-            d.name.removeprefix("loso-"): list(ResultStore(d).records())
+            d.name.removeprefix("loso-"): _records(d)
             for d in sorted(root.glob("loso-*"))
             if d.is_dir()
         }
@@ -425,31 +450,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             split[drop] = "unused"
             data = replace(data, audio_split=split)  # the caller's object stays as it was
         env = environment()
+        done = {(r["key"]["arm"], r["key"]["seed"]) for r in _records(store.root, suite)}
         for seed in args.seeds:
             for arm in args.arms:
-                key = {"arm": arm, "seed": seed}
-                if store.load(key) is not None:
+                if (arm, seed) in done:
                     print(f"{arm} seed {seed}: done, skipped")
                     continue
-                record = run_cell(arm, seed, data, spec, {})
-                record.update(
+                raw = run_cell(arm, seed, data, spec, {})
+                held = args.held_out or "theo"
+                raw.update(
                     {
+                        "key": {"arm": arm, "seed": seed},
                         "data_digest": digest,
                         "limit": args.limit,
-                        "held_out": args.held_out or "theo",
+                        "held_out": held,
                         **env,
                     }
                 )
-                store.write(key, record)
+                record = retrieval_record(raw, suite)
+                record["cell_settings"] = {
+                    "digest_scheme": DIGEST_SCHEME,
+                    "code": {"pgm_plugins": env["versions"]["pgm_plugins"]},
+                    "arm": {"kind": record["arm"]["kind"]},
+                    "data_digest": digest,
+                    "spec": raw["spec"],
+                    "held_out": held,
+                    "limit": args.limit,
+                }
+                record["cell_digest"] = cell_digest(record["cell_settings"])
+                path = store.write(record.pop("key"), record)
                 t = record["metrics"]["test"]
                 print(
-                    f"{arm} seed {seed}: test mAP a->i {t['audio2image']['map']:.3f} "
-                    f"i->a {t['image2audio']['map']:.3f} ({record['wall_s']:.0f} s)",
+                    f"{arm} seed {seed}: test mAP a->i {t['map_a2i']:.3f} "
+                    f"i->a {t['map_i2a']:.3f} ({raw['wall_s']:.0f} s) -> {path.name}",
                     flush=True,
                 )
     notes: list[str] = []
     if args.select:
-        suites = {name: list(ResultStore(root / name).records()) for name in args.select}
+        suites = {name: _records(root / name, name) for name in args.select}
         empty = [name for name, recs in suites.items() if not recs]
         if empty:
             print(f"no results under {', '.join(str(root / e) for e in empty)}", file=sys.stderr)
@@ -457,12 +495,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         records, notes = select(suites)
         out = root / "summary.md"
     else:
-        records = list(store.records())
+        records = _records(store.root, suite)
         out = store.root / "summary.md"
     if not records:
         print(f"no results under {store.root}", file=sys.stderr)
         return 1
-    digest = digest or records[0].get("data_digest")
+    digest = digest or records[0]["data"].get("digest")
     text = summarise(records, digest, notes)
     atomic_write_text(out, text)
     print(text)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 from pgm_plugins.bench.data import av_digits
 from pgm_plugins.bench.data.av_digits import load, redraw_pairs, retrieval_metrics
 from pgm_plugins.bench.data.location import data_root
+from pgm_plugins.bench.record import read_records
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -146,21 +146,30 @@ def test_tiny_end_to_end_run_of_every_arm(data, tmp_path, monkeypatch):
         ]
     )
     assert code == 0
-    records = [json.loads(p.read_text()) for p in sorted((tmp_path / "main").glob("*.json"))]
-    assert sorted((r["arm"], r["seed"]) for r in records) == [
+    good, problems = read_records(tmp_path / "main", "main")
+    assert problems == []
+    records = [r for _, r in good]  # the result schema of pgm bench, read by its one reader
+    assert sorted((r["key"]["arm"], r["key"]["seed"]) for r in records) == [
         (a, s) for a in ("baseline", "capacity", "pgm") for s in (0, 1)
     ]
-    block = {r["arm"]: r["parameters"]["block"] for r in records}
+    block = {r["key"]["arm"]: r["parameters"]["block"] for r in records}
     assert block["baseline"] == 0 and abs(block["capacity"] - block["pgm"]) <= 0.05 * block["pgm"]
     for r in records:
-        for direction in ("audio2image", "image2audio"):
-            m = r["metrics"]["test"][direction]
-            assert 0.0 <= m["p@1"] <= 1.0 and 0.0 < m["map"] <= 1.0
-        assert r["data_digest"] == data.digest
+        assert r["key"]["dataset"] == "av-digits" and r["key"]["protocol"] == "retrieval"
+        assert r["cell_digest"] and "upgraded_from" not in r
+        for direction in ("a2i", "i2a"):
+            m = r["metrics"]["test"]
+            assert 0.0 <= m[f"p@1_{direction}"] <= 1.0 and 0.0 < m[f"map_{direction}"] <= 1.0
+        assert r["data"]["digest"] == data.digest
         assert all(np.isfinite(r["curves"]["train_loss"]))
-    pgm = [r for r in records if r["arm"] == "pgm"]
+    pgm = [r for r in records if r["key"]["arm"] == "pgm"]
     assert all(r["curves"]["aux_loss"][0] > 0 for r in pgm)  # its auxiliary loss was trained
     assert pgm[0]["block_config"]["paired"] == "shared" and pgm[0]["block_config"]["task"] == "none"
+    # the same records through the report of pgm bench
+    from pgm_plugins.bench.report import build_report
+
+    report = build_report(tmp_path, "main", tmp_path / "report", plots=False)
+    assert "host `dual_encoder`" in report.markdown and len(report.cells) == 6
     summary = (tmp_path / "main" / "summary.md").read_text()
     assert "pgm vs capacity" in summary and "| baseline | 2 |" in summary
     # the table rebuilds from the committed JSONs alone
@@ -178,31 +187,44 @@ def test_supcon_loss_treats_same_label_items_as_positives():
     assert swapped.item() > 10
 
 
-def test_select_takes_each_arms_best_validation_setting():
-    bench = _benchmark()
+def _record(arm, seed, suite="main", valid=0.5, a2i=0.5, i2a=None, at=None):
+    """A cell record as the retrieval benchmark writes it (``at``: p@1 and p@10, default mAP)."""
+    from pgm_plugins.bench.legacy import retrieval_record
 
-    def cell(arm, seed, valid, test):
-        m = {"p@1": test, "p@10": test, "map": test}
+    i2a = a2i if i2a is None else i2a
+
+    def both(x, y):
         return {
-            "arm": arm,
-            "seed": seed,
-            "best_epoch": 1,
-            "parameters": {"block": 0},
-            "metrics": {
-                "valid": {"map_mean": valid},
-                "test": {"audio2image": m, "image2audio": m},
-            },
+            "audio2image": {"p@1": at or x, "p@10": at or x, "map": x},
+            "image2audio": {"p@1": at or y, "p@10": at or y, "map": y},
         }
 
+    spec = {"image_tower": "timm:test_resnet", "dim": 8, "max_epochs": 2, "patience": 1}
+    raw = {
+        "key": {"arm": arm, "seed": seed},
+        "spec": spec,
+        "metrics": {"valid": both(valid, valid), "test": both(a2i, i2a)},
+        "curves": {"train_loss": [1.0], "aux_loss": [0.0], "valid_map": [valid]},
+        "parameters": {"host": 10, "block": 0},
+        "best_epoch": 1,
+        "epochs_run": 1,
+        "wall_s": 1.0,
+        "held_out": suite.removeprefix("loso-") if suite.startswith("loso-") else "theo",
+    }
+    return retrieval_record(raw, suite)
+
+
+def test_select_takes_each_arms_best_validation_setting():
+    bench = _benchmark()
     suites = {
-        "a": [cell("baseline", s, 0.8, 0.1) for s in (0, 1)]
-        + [cell("pgm", s, 0.5, 0.9) for s in (0, 1)],
-        "b": [cell("baseline", s, 0.7, 0.9) for s in (0, 1)]
-        + [cell("pgm", s, 0.6, 0.2) for s in (0, 1)],
+        "a": [_record("baseline", s, "a", 0.8, 0.1) for s in (0, 1)]
+        + [_record("pgm", s, "a", 0.5, 0.9) for s in (0, 1)],
+        "b": [_record("baseline", s, "b", 0.7, 0.9) for s in (0, 1)]
+        + [_record("pgm", s, "b", 0.6, 0.2) for s in (0, 1)],
     }
     records, notes = bench.select(suites)
     # chosen on validation, whatever the test numbers say
-    chosen = {(r["arm"], r["metrics"]["test"]["audio2image"]["map"]) for r in records}
+    chosen = {(r["key"]["arm"], r["metrics"]["test"]["map_a2i"]) for r in records}
     assert chosen == {("baseline", 0.1), ("pgm", 0.2)}
     assert notes[0].startswith("- baseline: `a`") and notes[1].startswith("- pgm: `b`")
     text = bench.summarise(records, None, notes)
@@ -211,33 +233,40 @@ def test_select_takes_each_arms_best_validation_setting():
 
 def test_loso_summary_pairs_arms_over_speakers_at_one_seed(tmp_path):
     bench = _benchmark()
-
-    def cell(arm, seed, a2i, i2a):
-        return {
-            "arm": arm,
-            "seed": seed,
-            "metrics": {"test": {"audio2image": {"map": a2i}, "image2audio": {"map": i2a}}},
-        }
-
+    speakers = {"george": (0.8, 0.1), "jackson": (0.7, 0.08), "nicolas": (0.6, 0.12)}
     # pgm is 0.08-0.12 below baseline in every fold at seed 0 (mean 0.1); seed 1 (one fold
     # only) must be ignored
     folds = {
-        sp: [cell("baseline", 0, base, base), cell("pgm", 0, base - gap, base - gap)]
-        for sp, base, gap in (("ann", 0.8, 0.1), ("bob", 0.7, 0.08), ("cy", 0.6, 0.12))
+        sp: [
+            _record("baseline", 0, f"loso-{sp}", a2i=base),
+            _record("pgm", 0, f"loso-{sp}", a2i=base - gap),
+        ]
+        for sp, (base, gap) in speakers.items()
     }
-    folds["ann"].append(cell("pgm", 1, 0.99, 0.99))
+    folds["george"].append(_record("pgm", 1, "loso-george", a2i=0.99))
     text = bench.summarise_loso(folds)
-    assert "| ann | 0.800 | 0.800 | 0.700 | 0.700 |" in text
+    assert "| george | 0.800 | 0.800 | 0.700 | 0.700 |" in text
     row = next(line for line in text.splitlines() if line.startswith("| pgm vs baseline"))
     assert row.startswith("| pgm vs baseline | -0.100 [") and row.count("(0/3)") == 2
     assert "capacity" not in text  # no capacity cells: no column, no comparison
     for sp, records in folds.items():
         store = bench.ResultStore(tmp_path / f"loso-{sp}")
         for r in records:
-            store.write({"arm": r["arm"], "seed": r["seed"]}, r)
+            store.write(r["key"], {k: v for k, v in r.items() if k != "key"})
     assert bench.main(["--loso", "--results", str(tmp_path)]) == 0
     assert (tmp_path / "loso.md").read_text() == text
     assert bench.main(["--loso", "--results", str(tmp_path / "none")]) == 1
+
+
+def test_the_first_retrieval_records_read_as_cell_records():
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "av_digits"
+    good, problems = read_records(root / "main", "main")
+    assert problems == [] and len(good) == 9
+    base = sorted(r["metrics"]["test"]["map_a2i"] for _, r in good if r["key"]["arm"] == "baseline")
+    assert f"{np.mean(base):.3f}" == "0.862"  # the README's published number
+    assert {r["key"]["fold"] for _, r in good} == {5}  # theo, the test speaker
+    loso, _ = read_records(root / "loso-george", "loso-george")
+    assert {r["data"]["test_speaker"] for _, r in loso} == {"george"}
 
 
 @pytest.mark.data

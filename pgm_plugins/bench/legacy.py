@@ -1,4 +1,5 @@
-"""Records of the first method study, read as :class:`~pgm_plugins.bench.record.CellRecord`.
+"""Records of older layouts, read as :class:`~pgm_plugins.bench.record.CellRecord`: the first
+method study's and the retrieval benchmark's first records.
 
 The method study (``docs/method.md``) ran before the runner existed, through a loop of its own that
 has since been removed: a late-fusion host (``LateFusionHost``, hidden 32) with AdamW over the
@@ -25,7 +26,13 @@ from typing import Any
 
 from pgm_plugins.bench.record import SCHEMA_VERSION, Problem
 
-__all__ = ["convert", "is_method_study"]
+__all__ = [
+    "convert",
+    "convert_retrieval",
+    "is_method_study",
+    "is_retrieval_layout",
+    "retrieval_record",
+]
 
 #: data names of the study -> (registered data set, protocol)
 DATA = {
@@ -211,4 +218,127 @@ def convert(
             )
             good.append((path, record))
     good.sort(key=lambda t: str(t[0]))
+    return good, problems
+
+
+# ----------------------------------------------------------------- the retrieval benchmark
+#: the av-digits speakers in the order that numbers the retrieval folds (the test speaker)
+RETRIEVAL_SPEAKERS = ("george", "jackson", "nicolas", "yweweler", "lucas", "theo")
+#: clips per split of a retrieval cell (500 per speaker: four train, one valid, one test)
+RETRIEVAL_SIZES = {"train": 2000, "valid": 500, "test": 500}
+RETRIEVAL_KINDS = {"baseline": "host", "pgm": "pgm", "capacity": "capacity"}
+
+
+def is_retrieval_layout(record: Any) -> bool:
+    """Is ``record`` a file of the retrieval benchmark's first layout (key ``{arm, seed}``)?"""
+    key = record.get("key") if isinstance(record, dict) else None
+    return isinstance(key, dict) and set(key) == {"arm", "seed"} and "spec" in record
+
+
+def retrieval_record(raw: dict[str, Any], suite: str) -> dict[str, Any]:
+    """The cell record of one retrieval cell, from what the retrieval benchmark measured
+    (``raw``: ``key`` ``{arm, seed}``, ``spec``, nested ``metrics`` per direction, ``curves``,
+    ``parameters``, ``best_epoch``, ``epochs_run``, ``wall_s``, ``held_out``, versions / git /
+    machine). The benchmark writes new records through this; old files are read through it."""
+    from pgm_plugins.bench.metrics import retrieval_scores
+
+    spec = raw["spec"]
+    held = raw.get("held_out") or (
+        suite.removeprefix("loso-") if suite.startswith("loso-") else "theo"
+    )
+    epochs_run = int(raw["epochs_run"])
+    stopped = "epoch cap" if epochs_run >= int(spec["max_epochs"]) else "patience"
+    curves = dict(raw["curves"])
+    curves["valid_primary"] = curves.pop("valid_map", [])
+    arm = raw["key"]["arm"]
+    limit = int(raw.get("limit") or 0)
+    sizes = dict(RETRIEVAL_SIZES)
+    if limit:
+        sizes["train"] = limit
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "key": {
+            "suite": suite,
+            "dataset": "av-digits",
+            "protocol": "retrieval",
+            "host": "dual_encoder",
+            "arm": arm,
+            "fold": RETRIEVAL_SPEAKERS.index(held),
+            "seed": int(raw["key"]["seed"]),
+        },
+        "status": "done",
+        "stopped": stopped,
+        "independent_seeds": False,
+        "suite": {"name": suite, "file": None, "digest": None},
+        "data": {
+            "name": "av-digits",
+            "protocol": "retrieval",
+            "task": "retrieval",
+            "digest": raw.get("data_digest"),
+            "description": f"av-digits cross-modal retrieval, test speaker {held}",
+            "test_speaker": held,
+        },
+        "host": {
+            "name": "dual_encoder",
+            "description": f"{spec['image_tower']} image tower + conv audio tower, "
+            f"{spec['dim']}-d embeddings, class-aware InfoNCE",
+            "changes": [],
+        },
+        "arm": {
+            "name": arm,
+            "kind": RETRIEVAL_KINDS.get(arm, "pgm"),
+            "description": "",
+            "changes": {},
+        },
+        "setting": {},
+        "selection": [],
+        "primary": "map",
+        "higher_is_better": True,
+        "metrics": {s: retrieval_scores(raw["metrics"][s]) for s in ("valid", "test")},
+        "sizes": sizes,
+        "curves": curves,
+        "best_epoch": int(raw["best_epoch"]),
+        "epochs_run": epochs_run,
+        "epoch_cap": int(spec["max_epochs"]),
+        "patience": int(spec["patience"]),
+        "train": {
+            **spec,
+            "optimizer": "AdamW",
+            "early_stopping": "validation map",
+            "stopped": stopped,
+        },
+        "parameters": {k: int(v) for k, v in raw["parameters"].items()},
+        "time": {"wall_s": float(raw["wall_s"])},
+        "shares": None,
+        "parts": None,
+        "truth": None,
+        "env": {
+            "versions": raw.get("versions") or {},
+            "git": raw.get("git") or {},
+            "machine": raw.get("machine") or {},
+        },
+        "block_config": raw.get("block_config"),
+        "extra": {k: raw[k] for k in ("betas", "limit") if k in raw},
+    }
+
+
+def convert_retrieval(
+    files: Iterable[tuple[Path, dict[str, Any]]], suite: str
+) -> tuple[list[tuple[Path, dict[str, Any]]], list[Problem]]:
+    """Cell records of one folder of the retrieval benchmark's first layout."""
+    good: list[tuple[Path, dict[str, Any]]] = []
+    problems: list[Problem] = []
+    for path, raw in files:
+        missing = [
+            f
+            for f in ("spec", "metrics", "curves", "parameters", "best_epoch", "epochs_run")
+            if f not in raw
+        ]
+        if missing:
+            problems.append(Problem(path, f"missing field(s) {', '.join(map(repr, missing))}"))
+            continue
+        try:
+            good.append((path, {**retrieval_record(raw, suite), "upgraded_from": 0}))
+        except (KeyError, TypeError, ValueError) as exc:
+            problems.append(Problem(path, f"not a retrieval record ({exc!r})"))
     return good, problems

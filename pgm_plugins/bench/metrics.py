@@ -31,6 +31,7 @@ __all__ = [
     "mmsa_regression_metrics",
     "plain_regression_metrics",
     "regression_metrics",
+    "retrieval_scores",
     "weighted_f1",
 ]
 
@@ -56,7 +57,16 @@ HIGHER_IS_BETTER: dict[str, bool] = {
     "mse": False,  # mean squared error
     "rmse": False,  # root mean squared error
     "loss": False,  # the training loss on the split (cross-entropy, L1 or MSE)
+    "map": True,  # retrieval: mean of map_a2i and map_i2a
+    "map_a2i": True,  # retrieval: mean average precision, audio queries over the images
+    "map_i2a": True,  # retrieval: the same, image queries over the audio clips
+    "p@1_a2i": True,  # retrieval: precision of the first hit, audio queries
+    "p@10_a2i": True,  # retrieval: precision of the first ten hits, audio queries
+    "p@1_i2a": True,  # retrieval: precision of the first hit, image queries
+    "p@10_i2a": True,  # retrieval: precision of the first ten hits, image queries
 }
+#: retrieval directions as the retrieval benchmark names them -> their metric suffix
+RETRIEVAL_DIRECTIONS = {"audio2image": "a2i", "image2audio": "i2a"}
 #: metrics where smaller is better; any name not in :data:`HIGHER_IS_BETTER` counts as higher
 LOWER_IS_BETTER = frozenset(m for m, higher in HIGHER_IS_BETTER.items() if not higher)
 #: data sets whose sentiment scale :func:`mmsa_regression_metrics` knows
@@ -249,3 +259,16 @@ def metrics_of(data: BenchData, rows: np.ndarray, out: np.ndarray) -> dict[str, 
     if "metric_dataset" in data.extras:  # MMSA's scale: its bins, Acc-7, both Acc-2
         return regression_metrics(data.y[rows], out, data.extras["metric_dataset"])
     return plain_regression_metrics(data.y[rows], out)
+
+
+# ------------------------------------------------------------------------------ retrieval
+def retrieval_scores(both: dict[str, dict[str, float]]) -> dict[str, float]:
+    """One flat ``{metric: value}`` from the retrieval metrics of both directions
+    (``{"audio2image": {"map": ..., "p@1": ...}, "image2audio": {...}}``): ``map_a2i``,
+    ``p@1_i2a``, ... and ``map``, the mean of the two directions' mAP (the primary metric)."""
+    out: dict[str, float] = {}
+    for direction, suffix in RETRIEVAL_DIRECTIONS.items():
+        for name, value in both[direction].items():
+            out[f"{name}_{suffix}"] = float(value)
+    out["map"] = 0.5 * (out["map_a2i"] + out["map_i2a"])
+    return out

@@ -47,6 +47,8 @@ __all__ = [
 SCHEMA_VERSION = 2
 #: the version of what ``cell_settings`` covers (see the module docstring)
 DIGEST_SCHEME = 2
+#: what a cell's data set asks of it (retrieval: the av-digits retrieval benchmark)
+TASKS = ("classification", "regression", "retrieval")
 KEY_FIELDS = ("suite", "dataset", "protocol", "host", "arm", "fold", "seed")
 
 
@@ -215,8 +217,8 @@ def _check_names(record: dict[str, Any]) -> str | None:
             return f"'{name}.name' is {part['name']!r}, the key says {key[sub]!r}"
     if record["data"].get("protocol") != key["protocol"]:
         return f"'data.protocol' is {record['data'].get('protocol')!r}, key {key['protocol']!r}"
-    if record["data"].get("task") not in ("classification", "regression"):
-        return f"'data.task' is {record['data'].get('task')!r}; valid: classification, regression"
+    if record["data"].get("task") not in TASKS:
+        return f"'data.task' is {record['data'].get('task')!r}; valid: {', '.join(TASKS)}"
     return None
 
 
@@ -318,11 +320,13 @@ def read_records(
 ) -> tuple[list[tuple[Path, dict[str, Any]]], list[Problem]]:
     """Every usable record of ``folder`` (sorted by file name, upgraded) and the files left out.
 
-    Files of the first method study's layout (:mod:`pgm_plugins.bench.legacy`) are converted
-    as a folder, since that study chose each arm's setting over all of its cells."""
+    Files of the first method study's layout and of the retrieval benchmark's first layout
+    (:mod:`pgm_plugins.bench.legacy`) are converted as a folder (the study chose each arm's
+    setting over all of its cells)."""
     good: list[tuple[Path, dict[str, Any]]] = []
     problems: list[Problem] = []
     legacy: list[tuple[Path, dict[str, Any]]] = []
+    retrieval: list[tuple[Path, dict[str, Any]]] = []
     for path in sorted(folder.glob("*.json")):
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
@@ -330,6 +334,9 @@ def read_records(
             raw = None
         if isinstance(raw, dict) and _is_method_study(raw):
             legacy.append((path, raw))
+            continue
+        if isinstance(raw, dict) and _is_retrieval_layout(raw):
+            retrieval.append((path, raw))
             continue
         record, reason = read_record(path, suite)
         if record is None:
@@ -342,7 +349,18 @@ def read_records(
         converted, bad = convert(legacy, suite or folder.name)
         good = sorted(good + converted, key=lambda t: str(t[0]))
         problems += bad
+    if retrieval:
+        from pgm_plugins.bench.legacy import convert_retrieval
+
+        converted, bad = convert_retrieval(retrieval, suite or folder.name)
+        good = sorted(good + converted, key=lambda t: str(t[0]))
+        problems += bad
     return good, problems
+
+
+def _is_retrieval_layout(raw: dict[str, Any]) -> bool:
+    key = raw.get("key")
+    return isinstance(key, dict) and set(key) == {"arm", "seed"} and "spec" in raw
 
 
 def _is_method_study(raw: dict[str, Any]) -> bool:

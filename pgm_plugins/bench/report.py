@@ -78,6 +78,7 @@ SINGLE_HOST = "late_fusion"
 SECONDARY = {
     "classification": ("acc2", "wf1"),
     "regression": ("mae", "corr", "acc7", "acc2_non0", "acc2_has0"),
+    "retrieval": ("map_a2i", "map_i2a"),
 }
 #: what the report says when no step-time microbenchmark file was given
 NO_STEP_TIMES = "no step-time microbenchmark was given (pass --step-times FILE...)"
