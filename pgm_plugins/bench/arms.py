@@ -243,10 +243,16 @@ def lr_scale_grid(
     return grid
 
 
+#: the single-modality arms are ``only.<modality>``; they run once per data set, under
+SINGLE_PREFIX = "only."
+#: this host (the runner plans them there, the report shows them in every host's table)
+SINGLE_HOST = "late_fusion"
+
+
 def single_arm(modality: str) -> Arm:
     """``only.<modality>``: the late-fusion host on one modality, no block."""
     return Arm(
-        f"only.{modality}",
+        f"{SINGLE_PREFIX}{modality}",
         f"late-fusion host on {modality} alone",
         kind="single",
         modality=modality,
@@ -256,7 +262,7 @@ def single_arm(modality: str) -> Arm:
 def get_arm(name: str) -> Arm:
     from pgm_plugins.errors import UnknownNameError, choices_text, did_you_mean
 
-    if name.startswith("only.") and len(name) > 5:
+    if name.startswith(SINGLE_PREFIX) and len(name) > len(SINGLE_PREFIX):
         return single_arm(name[5:])
     if name not in ARMS:
         raise UnknownNameError(

@@ -43,6 +43,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the bench extra is miss
     ) from exc
 
 from pgm_plugins._io import atomic_write_text
+from pgm_plugins.bench.arms import SINGLE_HOST, SINGLE_PREFIX
 from pgm_plugins.bench.metrics import LOWER_IS_BETTER
 from pgm_plugins.bench.record import REQUIRED as CONTRACT
 from pgm_plugins.bench.record import (
@@ -71,9 +72,6 @@ __all__ = [
 
 #: arms every other arm is compared with, in this order
 REFERENCES = ("baseline", "capacity")
-#: single-modality arms (``only.<m>``) run once per data set under this host
-SINGLE_PREFIX = "only."
-SINGLE_HOST = "late_fusion"
 #: metrics shown beside the primary one (those present in the records)
 SECONDARY = {
     "classification": ("acc2", "wf1"),

@@ -41,7 +41,14 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from pgm_plugins.bench.arms import Arm, count_parameters, get_arm, lr_scale_grid
+from pgm_plugins.bench.arms import (
+    SINGLE_HOST,
+    SINGLE_PREFIX,
+    Arm,
+    count_parameters,
+    get_arm,
+    lr_scale_grid,
+)
 from pgm_plugins.bench.data.bench_data import BenchData, Fold
 from pgm_plugins.bench.metrics import (
     LOWER_IS_BETTER,
@@ -64,7 +71,6 @@ __all__ = [
     "suite_lock",
 ]
 
-SINGLE_HOST = "late_fusion"
 PARTS_ROWS = 200
 
 
@@ -377,18 +383,18 @@ class Runner:
         arms_ = _subset("arms", arms, s.arms)
         # the only.<m> cells run under late_fusion even where the suite's hosts do not list it
         valid_hosts = list(s.hosts)
-        if SINGLE_HOST not in valid_hosts and any(a.startswith("only.") for a in s.arms):
+        if SINGLE_HOST not in valid_hosts and any(a.startswith(SINGLE_PREFIX) for a in s.arms):
             valid_hosts.append(SINGLE_HOST)
         hosts_ = _subset("hosts", hosts, valid_hosts)
         fusion_hosts = [h for h in hosts_ if h in s.hosts]
         seeds_ = _subset("seeds", seeds, s.seeds)
         for host in {
             *hosts_,
-            *([SINGLE_HOST] if any(a.startswith("only.") for a in arms_) else []),
+            *([SINGLE_HOST] if any(a.startswith(SINGLE_PREFIX) for a in arms_) else []),
         }:
             self.registry.bench_hosts.entry(host)  # unknown -> error with the registered ones
         data = self.load_data()
-        singles = [a for a in arms_ if a.startswith("only.")]
+        singles = [a for a in arms_ if a.startswith(SINGLE_PREFIX)]
         for a in singles:
             m = a[5:]
             if m not in data.modalities:
@@ -425,7 +431,7 @@ class Runner:
             )
         all_folds = list(range(s.folds or n_folds))
         folds_ = _subset("folds", folds, all_folds)
-        fusions = [a for a in arms_ if not a.startswith("only.")]
+        fusions = [a for a in arms_ if not a.startswith(SINGLE_PREFIX)]
         cells = []
         for seed in seeds_:
             for fold in folds_:
@@ -496,7 +502,7 @@ class Runner:
                 raise RunnerError(
                     f"bench host {host!r} cannot take data set {data.name} ({data.protocol}): {exc}"
                 ) from exc
-            if host == SINGLE_HOST and all(a.startswith("only.") for a in arms):
+            if host == SINGLE_HOST and all(a.startswith(SINGLE_PREFIX) for a in arms):
                 continue
             for arm in blocks:
                 config: dict[str, Any] = {

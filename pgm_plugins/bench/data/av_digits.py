@@ -527,7 +527,6 @@ def av_digits(
             "speaker": data.audio_speaker,
             "image_row": data.pair_image,
             "frame_count": data.audio_frame_count,
-            "metrics": ("acc", "wf1"),
         },
         redraw=_image_redraw(data, flat, train) if redraw else None,
     )

@@ -24,8 +24,6 @@ import numpy as np
 from pgm_plugins.errors import ConfigError, UnknownNameError, choices_text, did_you_mean
 
 __all__ = [
-    "CLASSIFICATION_METRICS",
-    "REGRESSION_METRICS",
     "BenchData",
     "Fold",
     "check_protocol",
@@ -35,10 +33,6 @@ __all__ = [
 ]
 
 Task = Literal["classification", "regression"]
-
-#: the metrics a runner reports per task (names as the report reads them)
-CLASSIFICATION_METRICS = ("acc2", "wf1")
-REGRESSION_METRICS = ("mae", "corr", "acc7", "acc2_has0", "acc2_non0", "f1_has0", "f1_non0")
 
 
 @dataclass(frozen=True)

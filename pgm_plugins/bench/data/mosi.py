@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 
 from pgm_plugins.bench.data.bench_data import (
-    CLASSIFICATION_METRICS,
     BenchData,
     Fold,
     check_protocol,
@@ -347,7 +346,6 @@ def _clean_bench_data(
             "video": data.video,
             "position": data.position,
             "utterance": data.utterance,
-            "metrics": CLASSIFICATION_METRICS,
         },
     )
 
@@ -385,6 +383,5 @@ def _standard_bench_data(
             "video": std.video,
             "position": std.position,
             "utterance": std.utterance,
-            "metrics": CLASSIFICATION_METRICS,
         },
     )

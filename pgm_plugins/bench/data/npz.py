@@ -226,7 +226,6 @@ def _bench_data(
     extras: dict[str, Any] = {
         "path": str(file),
         **({"classes": classes} if classes is not None else {}),
-        "metrics": ("acc", "wf1") if classification else ("mae", "corr"),
     }
     return BenchData(
         name="npz",

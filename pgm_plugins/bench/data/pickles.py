@@ -25,8 +25,6 @@ from typing import Any
 import numpy as np
 
 from pgm_plugins.bench.data.bench_data import (
-    CLASSIFICATION_METRICS,
-    REGRESSION_METRICS,
     BenchData,
     check_protocol,
     fixed_folds,
@@ -277,7 +275,6 @@ def mmsa_pkl(
         + (("binary labels from the scores",) if labels == "binary" else ()),
         {
             "metric_dataset": dataset,
-            "metrics": REGRESSION_METRICS if labels == "regression" else CLASSIFICATION_METRICS,
         },
         num_classes=2 if labels == "binary" else None,
     )
@@ -319,7 +316,7 @@ def mult_pkl(
             f"MulT IEMOCAP features {file.name}, emotion {emotion!r} present vs absent",
             {},
             (f"one binary task: {emotion} (MulT trains the four emotions jointly)",),
-            {"emotion": emotion, "metrics": CLASSIFICATION_METRICS},
+            {"emotion": emotion},
             num_classes=2,
         )
     return _pkl_data(
@@ -333,6 +330,5 @@ def mult_pkl(
         ("audio -inf set to 0 (as MulT's loader does)",),
         {
             "metric_dataset": "mosei" if dataset == "mosei_senti" else "mosi",
-            "metrics": REGRESSION_METRICS,
         },
     )

@@ -205,7 +205,6 @@ def synthetic(
             "factors": {k: np.concatenate(v) for k, v in factors.items()},
             "seed": np.concatenate(seed_of),
             "split": np.concatenate(split_of),
-            "metrics": ("acc", "wf1"),
             "independent_seeds": True,
         },
     )
