@@ -12,6 +12,7 @@ import pytest
 from pgm_plugins import hookimpl
 from pgm_plugins.bench.arms import ARMS, lr_scale_grid
 from pgm_plugins.bench.data.bench_data import BenchData, Fold
+from pgm_plugins.bench.record import REQUIRED
 from pgm_plugins.bench.runner import (
     LockError,
     Runner,
@@ -23,33 +24,8 @@ from pgm_plugins.bench.runner import (
 )
 from pgm_plugins.bench.suite import parse_suite
 
-#: what every record must hold (docs/results.md)
-RECORD_KEYS = {
-    "key",
-    "status",
-    "suite",
-    "data",
-    "host",
-    "arm",
-    "setting",
-    "selection",
-    "primary",
-    "higher_is_better",
-    "metrics",
-    "sizes",
-    "curves",
-    "best_epoch",
-    "epochs_run",
-    "epoch_cap",
-    "patience",
-    "train",
-    "parameters",
-    "time",
-    "shares",
-    "parts",
-    "truth",
-    "env",
-}
+#: what every record must hold (the schema, docs/results.md)
+RECORD_KEYS = set(REQUIRED)
 
 
 def tiny(protocol=None, data_dir=None, n=96, task="classification", redraw=None):

@@ -54,6 +54,11 @@ HOST_DESCRIPTION = (
 )
 
 
+def _env(raw: dict[str, Any]) -> dict[str, Any]:
+    """The ``env`` field from a first-layout record's versions, git and machine fields."""
+    return {k: raw.get(k) or {} for k in ("versions", "git", "machine")}
+
+
 def is_method_study(record: Any) -> bool:
     """Is ``record`` a file of the method study's layout?"""
     key = record.get("key") if isinstance(record, dict) else None
@@ -139,11 +144,7 @@ def _cell(raw: dict[str, Any], suite: str) -> dict[str, Any]:
         "shares": raw.get("shares") or None,
         "parts": None,
         "truth": {"true_uni_share": raw["truth"]} if raw.get("truth") else None,
-        "env": {
-            "versions": raw.get("versions") or {},
-            "git": raw.get("git") or {},
-            "machine": raw.get("machine") or {},
-        },
+        "env": _env(raw),
         "block_config": raw.get("block_config"),
         "extra": {k: raw[k] for k in EXTRA if k in raw},
     }
@@ -312,11 +313,7 @@ def retrieval_record(raw: dict[str, Any], suite: str) -> dict[str, Any]:
         "shares": None,
         "parts": None,
         "truth": None,
-        "env": {
-            "versions": raw.get("versions") or {},
-            "git": raw.get("git") or {},
-            "machine": raw.get("machine") or {},
-        },
+        "env": _env(raw),
         "block_config": raw.get("block_config"),
         "extra": {k: raw[k] for k in ("betas", "limit") if k in raw},
     }
