@@ -166,3 +166,27 @@ def test_provenance_flags_name_what_a_comparison_mixes():
         "1/4 with an older digest scheme",
     ]
     assert provenance_flags([{**clean, "commit": None}, clean])[0].startswith("2 commits")
+
+
+def test_results_go_under_the_current_folder_unless_told_otherwise(tmp_path, monkeypatch):
+    from pgm_plugins.bench.results import default_results_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PGM_RESULTS_DIR", raising=False)
+    assert default_results_dir() == tmp_path / "pgm-results"
+    monkeypatch.setenv("PGM_RESULTS_DIR", str(tmp_path / "elsewhere"))
+    assert default_results_dir() == tmp_path / "elsewhere"
+    monkeypatch.setenv("PGM_RESULTS_DIR", "  ")  # set but blank: the default
+    assert default_results_dir() == tmp_path / "pgm-results"
+
+
+def test_a_results_variable_naming_a_file_is_named_in_the_error(registry, tmp_path, monkeypatch):  # noqa: F811
+    from pgm_plugins.bench.runner import Runner
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    monkeypatch.setenv("PGM_RESULTS_DIR", str(afile))
+    suite = _runner(registry, tmp_path / "ok", seeds=[0]).suite
+    with pytest.raises(RunnerError, match=r"afile \(from \$PGM_RESULTS_DIR\) is a file"):
+        Runner(suite, registry=registry, quiet=True)
+    assert afile.read_text() == "x"

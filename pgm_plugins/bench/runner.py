@@ -57,7 +57,12 @@ from pgm_plugins.bench.metrics import (
     regression_metrics,
 )
 from pgm_plugins.bench.record import DIGEST_SCHEME, SCHEMA_VERSION, check_record
-from pgm_plugins.bench.results import ResultStore, default_results_dir, environment
+from pgm_plugins.bench.results import (
+    RESULTS_ENV,
+    ResultStore,
+    default_results_dir,
+    environment,
+)
 from pgm_plugins.bench.suite import Suite, SuiteError
 from pgm_plugins.errors import NonFiniteError, PgMError, choices_text, did_you_mean
 
@@ -306,8 +311,9 @@ class Runner:
         for path in (self.root, self.folder):
             if path.exists() and not path.is_dir():
                 raise RunnerError(
-                    f"results folder {path} is a file, not a folder; give --results a folder "
-                    "(it is created when missing), e.g. --results /tmp/bench-results."
+                    f"results folder {path}{_results_source(self.root)} is a file, not a "
+                    "folder; give --results a folder (it is created when missing), e.g. "
+                    f"--results /tmp/bench-results, or set ${RESULTS_ENV} to one."
                 )
         self.store = ResultStore(self.folder, check=self._check_record)
         self.data_dir = data_dir
@@ -945,6 +951,12 @@ class Runner:
 
             out[m] = {"uni": pool(p.uni), "paired": pool(p.paired), "y": data.y[idx].tolist()}
         return out
+
+
+def _results_source(root: Path) -> str:
+    """`` (from $PGM_RESULTS_DIR)`` when that variable chose ``root``, else ``""``."""
+    value = os.environ.get(RESULTS_ENV, "").strip()
+    return f" (from ${RESULTS_ENV})" if value and Path(value).expanduser() == root else ""
 
 
 def _block_defaults() -> dict[str, Any]:
