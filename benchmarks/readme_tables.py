@@ -1,8 +1,10 @@
-"""Write the README's results tables from the committed records.
+"""Write the results tables of README.md and docs/method.md from the committed records.
 
 ``python benchmarks/readme_tables.py`` rewrites every block ``<!-- table:NAME -->`` ...
-``<!-- /table:NAME -->`` of README.md (or ``--file``) with the table :data:`TABLES` names,
-computed by :func:`pgm_plugins.bench.summary.summarise` from ``benchmarks/results``;
+``<!-- /table:NAME -->`` of README.md (or ``--file``, e.g. ``docs/method.md``) with the table
+:data:`TABLES` names, computed by :func:`pgm_plugins.bench.summary.summarise` from
+``benchmarks/results``, or the report table :data:`REPORTS` names (the rows of one host table of
+``pgm bench report``, on test or validation scores);
 ``--check`` changes nothing and exits 1 with a diff when a block differs. A file without any
 block, or a block naming an unknown table, is an error (exit 2).
 """
@@ -70,8 +72,54 @@ TABLES: dict[str, Table] = {
 }
 
 
+@dataclass(frozen=True)
+class ReportTable:
+    """Rows of one host table of a suite's report: ``root`` (under the results folder),
+    ``suite``, the table's ``heading`` (``dataset / protocol / host `name```), the ``split``
+    scored and the ``arms`` shown (all when empty)."""
+
+    root: str
+    suite: str
+    heading: str
+    split: str = "test"
+    arms: tuple[str, ...] = ()
+
+
+_LF = "host `late_fusion`"
+REPORTS: dict[str, ReportTable] = {
+    # docs/method.md: the first method study, read through the one reader
+    "method-design": ReportTable("method", "design", f"synthetic / default / {_LF}", "valid"),
+    "method-selection": ReportTable(
+        "method",
+        "synthetic",
+        f"synthetic / default / {_LF}",
+        "valid",
+        ("baseline", "capacity", "pgm-project", "pgm-gate"),
+    ),
+    "method-synthetic": ReportTable("method", "synthetic", f"synthetic / default / {_LF}"),
+    "method-mosi": ReportTable("method", "mosi", f"mosi-utterance / clean / {_LF}"),
+}
+
+
+def _report_rows(spec: ReportTable, results: Path) -> str:
+    import tempfile
+
+    from pgm_plugins.bench.report import build_report
+
+    with tempfile.TemporaryDirectory() as out:  # the committed reports stay as they are
+        report = build_report(results / spec.root, spec.suite, out, plots=False, split=spec.split)
+    lines = report.markdown.splitlines()
+    start = lines.index(f"### {spec.heading}") + 2
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("|"))
+    rows = lines[start:end]
+    keep = rows[:2] + [r for r in rows[2:] if not spec.arms or r.split("`")[1] in spec.arms]
+    return "\n".join(keep) + "\n"
+
+
 def render(name: str, results: Path) -> str:
     """The Markdown of table ``name`` (one line per row, a final newline)."""
+    if name in REPORTS:
+        return _report_rows(REPORTS[name], results)
     table = TABLES[name]
     suites = list(dict.fromkeys(r.suite for r in table.rows))
     summary = summarise(results, suites, ARMS, rows=table.rows)
@@ -85,11 +133,12 @@ def rewrite(text: str, results: Path) -> str:
         raise ValueError(
             f"no <!-- table:NAME --> ... <!-- /table:NAME --> block; tables: {choices_text(TABLES)}"
         )
-    unknown = [n for n in names if n not in TABLES]
+    known = [*TABLES, *REPORTS]
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(
-            f"unknown table {unknown[0]!r}; valid: {choices_text(TABLES)}."
-            + did_you_mean(unknown[0], TABLES)
+            f"unknown table {unknown[0]!r}; valid: {choices_text(known)}."
+            + did_you_mean(unknown[0], known)
         )
     return BLOCK.sub(lambda m: m[1] + render(m["name"], results) + m[4], text)
 

@@ -174,6 +174,7 @@ def _cmd_bench_report(args: argparse.Namespace) -> int:
             out_dir=out / name if several and out is not None else out,
             fmt=args.format,
             step_times=steps,
+            split=args.split,
         )
         for name in args.suite or [None]
     ]
@@ -268,6 +269,12 @@ def _add_bench(sub: Any) -> None:
         metavar="ARM",
         help="print only the compact table of the suites: host | mean primary metric per ARM | "
         "pgm - baseline [95 %%] p (Holm over its rows); writes nothing",
+    )
+    p.add_argument(
+        "--split",
+        default="test",
+        help="score the cells on 'test' (default) or 'valid' (for choosing between settings "
+        "without reading test data; written to report-valid/)",
     )
     p.set_defaults(func=_cmd_bench_report)
     p = bsub.add_parser(

@@ -104,6 +104,14 @@ def test_the_committed_readme_tables_match_the_records():
     assert tables.main(["--file", str(REPO / "README.md"), "--check"]) == 0
 
 
+def test_the_method_pages_tables_are_the_reports_rows():
+    tables = _readme_tables()
+    assert tables.main(["--file", str(REPO / "docs" / "method.md"), "--check"]) == 0
+    selection = tables.render("method-selection", REPO / "benchmarks" / "results")
+    # the design selection on validation, as the records give it
+    assert "+0.0151 [-0.0021, +0.0323] p=0.078" in selection and "`pgm-gate`" in selection
+
+
 def test_readme_tables_rewrites_marked_blocks_and_checks_them(tmp_path, capsys):
     tables = _readme_tables()
     page = tmp_path / "README.md"

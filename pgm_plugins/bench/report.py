@@ -82,6 +82,9 @@ SECONDARY = {
 NO_STEP_TIMES = "no step-time microbenchmark was given (pass --step-times FILE...)"
 _ARM_ORDER = ("baseline", "pgm", "capacity", "uni_heads", "mslr", "interaction")
 FORMATS = ("markdown", "csv", "none")
+#: the splits a report can score: ``test`` (the default) or ``valid`` (to choose between
+#: settings or designs without reading test data; written to ``report-valid/``)
+SPLITS = ("test", "valid")
 
 
 class ReportError(PgMError, ValueError):
@@ -127,7 +130,9 @@ def find_suites(results_dir: Path) -> list[str]:
     return sorted(p.name for p in results_dir.iterdir() if p.is_dir() and any(p.glob("*.json")))
 
 
-def _cells(records: Sequence[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
+def _cells(records: Sequence[tuple[Path, dict[str, Any]]], split: str = "test") -> pd.DataFrame:
+    """One row per record; its ``split`` scores in the columns ``test.<metric>`` (the report's
+    one score column per metric, whichever split it holds: see :data:`SPLITS`)."""
     rows = []
     for path, r in records:
         key = r["key"]
@@ -167,7 +172,7 @@ def _cells(records: Sequence[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
             "digest_scheme": provenance(r)["scheme"],
             "path": str(path),
         }
-        for m, v in r["metrics"]["test"].items():
+        for m, v in r["metrics"][split].items():
             row[f"test.{m}"] = float(v)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -1103,6 +1108,7 @@ def build_report(
     *,
     step_time_files: Iterable[Path] | None = None,
     plots: bool = True,
+    split: str = "test",
 ) -> Report:
     """Read ``results_dir/<suite>/*.json``, write ``report.md``, ``report.csv`` and the plots
     into ``out_dir`` (default ``results_dir/<suite>/report/``) and return the :class:`Report`.
@@ -1110,8 +1116,14 @@ def build_report(
     ``suite=None`` takes the only suite under ``results_dir`` (several: an error listing them).
     ``step_time_files``: the step-time microbenchmark results to show beside the cells (the
     adapters' ``benchmarks/results/step_time*.json``); none: the report says none was given.
+    ``split="valid"`` scores every cell on its validation split instead (into ``report-valid/``
+    by default): what a selection among settings may read.
     Raises :class:`ReportError` when there is nothing to report.
     """
+    if split not in SPLITS:
+        raise ReportError(
+            f"unknown split {split!r}; valid: {choices_text(SPLITS)}." + did_you_mean(split, SPLITS)
+        )
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise ReportError(
@@ -1148,7 +1160,7 @@ def build_report(
             f"suite {suite!r}: none of the {len(problems)} result file(s) in {source} is usable:\n"
             + "\n".join(f"  {p.text()}" for p in problems)
         )
-    cells = _cells(records)
+    cells = _cells(records, split)
     notes: list[str] = []
     for (ds, proto), g in cells.groupby(["dataset", "protocol"]):
         for col in ("primary", "higher_is_better", "task"):
@@ -1158,7 +1170,15 @@ def build_report(
                     f"); the most common one is used"
                 )
     markdown, table, comps, notes = _build(suite, source, cells, problems, notes, step_paths)
-    out = Path(out_dir) if out_dir is not None else source / "report"
+    out = (
+        Path(out_dir)
+        if out_dir is not None
+        else source / ("report" if split == "test" else f"report-{split}")
+    )
+    if split != "test":
+        markdown = markdown.replace(
+            "\n\n", f"\n\n- scores: the **{split}** split of every cell (not test)\n", 1
+        )
     report = Report(suite, source, out, markdown, table, cells, comps, problems, notes)
     if plots:
         from pgm_plugins.bench.plots import parts_plots, share_plots
@@ -1182,6 +1202,7 @@ def main(
     out_dir: Path | None = None,
     fmt: str = "markdown",
     step_times: Sequence[Path] = (),
+    split: str = "test",
 ) -> int:
     """``pgm bench report [SUITE]``: write the report(s) and print one as ``fmt`` (``markdown``,
     ``csv`` or ``none``) with the ``step_times`` microbenchmark files. ``suite=None`` reports
@@ -1208,7 +1229,9 @@ def main(
     for name in names:
         target = out_dir if out_dir is None or len(names) == 1 else Path(out_dir) / name
         try:
-            report = build_report(results_dir, name, target, step_time_files=step_times)
+            report = build_report(
+                results_dir, name, target, step_time_files=step_times, split=split
+            )
         except ReportError as exc:
             print(f"pgm bench report: {exc}", file=sys.stderr)
             if suite is not None:
