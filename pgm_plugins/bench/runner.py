@@ -34,7 +34,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -288,6 +288,75 @@ def _differences(old: Any, new: dict[str, Any]) -> list[str]:
 
 class Diverged(Exception):
     """Training of a cell went non-finite (loss, predictions, or the block's finite check)."""
+
+
+@dataclass
+class _Training:
+    """The state of one setting's training: the host run and its block, the recipe, the
+    curves and the best epoch so far (what :meth:`Runner._train`'s phases share)."""
+
+    run: Any
+    rng: np.random.Generator
+    handle: Any
+    block_config: dict[str, Any] | None
+    host_params: int
+    block_params: int
+    recipe: dict[str, Any]
+    batch: int
+    threads: int
+    lr_scale: Any
+    best_state: dict[str, Any]
+    curves: dict[str, list[float]] = field(
+        default_factory=lambda: {"train_loss": [], "valid_loss": [], "valid_primary": []}
+    )
+    best_score: tuple[float, float] | None = None
+    best_epoch: int = -1
+    train_s: float = 0.0
+    steps: int = 0
+
+    def track(
+        self, epoch: int, train_loss: float, valid: dict[str, float], primary: str, higher: bool
+    ) -> None:
+        """Record an epoch's curves; keep its weights when its validation score is the best
+        (the primary metric, ties broken by the lower validation loss)."""
+        self.curves["train_loss"].append(train_loss)
+        self.curves["valid_loss"].append(valid["loss"])
+        self.curves["valid_primary"].append(valid[primary])
+        score = (valid[primary], valid["loss"])
+        if _better(score, self.best_score, higher):
+            self.best_score, self.best_epoch = score, epoch
+            self.best_state = copy.deepcopy(self.run.model.state_dict())
+
+    def outcome(self, **fields: Any) -> dict[str, Any]:
+        """What a cell's record says about its training, as it stands; ``fields`` win."""
+        return {
+            "curves": self.curves,
+            "best_epoch": self.best_epoch,
+            "epochs_run": len(self.curves["valid_loss"]),
+            "changes": tuple(getattr(self.run, "changes", ())),
+            "train": {
+                **self.recipe,
+                "batch": self.batch,
+                "threads": self.threads,
+                "lr_scale": self.lr_scale,
+            },
+            "parameters": {"host": self.host_params, "block": self.block_params},
+            "time": {
+                "train_s": self.train_s,
+                "steps": self.steps,
+                "step_ms": 1000 * self.train_s / max(self.steps, 1),
+            },
+            "shares": None,
+            "parts": None,
+            "block_config": self.block_config,
+            **fields,
+        }
+
+    def fail(self, why: str) -> NoReturn:
+        """End the cell as failed (non-finite): take the block out, raise :class:`Diverged`."""
+        if self.handle is not None:
+            self.handle.remove()
+        raise Diverged(self.outcome(), why)
 
 
 class Runner:
@@ -812,6 +881,38 @@ class Runner:
         modalities: tuple[str, ...],
         setting: dict[str, Any],
     ) -> dict[str, Any]:
+        """Train one setting of a cell: build and inject (:meth:`_prepare`), epochs with early
+        stopping on the validation primary metric (:meth:`_epoch`, :meth:`_Training.track`),
+        then score the best epoch (:meth:`_score_best`). Raises :class:`Diverged` with what
+        the record says when the training goes non-finite."""
+        t = self._prepare(cell, arm, data, modalities, setting)
+        rng = t.rng
+        higher = raw.primary not in LOWER_IS_BETTER
+        stopped = "patience"
+        epoch_data = data
+        for epoch in range(self.suite.epochs):
+            if raw.redraw is not None:
+                epoch_data = _redrawn(data, raw, fold.train, stats, rng)
+            train_loss, valid = self._epoch(t, epoch, epoch_data, data, fold)
+            t.track(epoch, train_loss, valid, raw.primary, higher)
+            if epoch - t.best_epoch >= self.suite.patience:
+                break
+        else:
+            stopped = "epoch cap"
+        done = self._score_best(t, data, fold)
+        done["train"] = {**done["train"], "stopped": stopped}
+        return done
+
+    def _prepare(
+        self,
+        cell: Cell,
+        arm: Arm,
+        data: BenchData,
+        modalities: tuple[str, ...],
+        setting: dict[str, Any],
+    ) -> _Training:
+        """Build the host from the cell's seed, inject the arm's block (or control) at the
+        host's sites, attach the optimizer groups, and read the recipe's batch size."""
         import pgm_plugins as pp
 
         s = self.suite
@@ -833,98 +934,67 @@ class Runner:
         block_params = count_parameters(run.model) - host_params
         run.attach(handle, lr_scale=setting.get("lr_scale"))
         recipe = dict(getattr(run, "recipe", {}) or {})
-        batch = s.batch or int(recipe.get("batch", 64))
-        higher = raw.primary not in LOWER_IS_BETTER
-        curves: dict[str, list[float]] = {"train_loss": [], "valid_loss": [], "valid_primary": []}
-        best_score: tuple[float, float] | None = None
-        best_epoch, best_state = -1, copy.deepcopy(run.model.state_dict())
-        train_s, steps, stopped = 0.0, 0, "patience"
-        epoch_data = data
+        return _Training(
+            run=run,
+            rng=rng,
+            handle=handle,
+            block_config=block_config,
+            host_params=host_params,
+            block_params=block_params,
+            recipe=recipe,
+            batch=s.batch or int(recipe.get("batch", 64)),
+            threads=self.threads,
+            lr_scale=setting.get("lr_scale"),
+            best_state=copy.deepcopy(run.model.state_dict()),
+        )
 
-        def outcome(**fields: Any) -> dict[str, Any]:
-            """What a cell's record says about its training, as it stands; ``fields`` win."""
-            return {
-                "curves": curves,
-                "best_epoch": best_epoch,
-                "epochs_run": len(curves["valid_loss"]),
-                "changes": tuple(getattr(run, "changes", ())),
-                "train": {
-                    **recipe,
-                    "batch": batch,
-                    "threads": self.threads,
-                    "lr_scale": setting.get("lr_scale"),
-                },
-                "parameters": {"host": host_params, "block": block_params},
-                "time": {
-                    "train_s": train_s,
-                    "steps": steps,
-                    "step_ms": 1000 * train_s / max(steps, 1),
-                },
-                "shares": None,
-                "parts": None,
-                "block_config": block_config,
-                **fields,
-            }
+    def _epoch(
+        self, t: _Training, epoch: int, epoch_data: BenchData, data: BenchData, fold: Fold
+    ) -> tuple[float, dict[str, float]]:
+        """One epoch over the training rows, then the validation metrics: ``(mean training
+        loss, valid metrics)``. A non-finite loss or prediction ends the cell as failed."""
+        t0 = time.perf_counter()
+        total, n = 0.0, 0
+        try:
+            for inputs, targets, rows in t.run.batches(epoch_data, fold.train, t.batch, t.rng):
+                terms = t.run.step(inputs, targets, rows)
+                loss = float(terms["loss"])
+                if not math.isfinite(loss):
+                    raise Diverged(f"non-finite training loss ({loss}) at epoch {epoch + 1}")
+                total += loss * len(rows)
+                n += len(rows)
+                t.steps += 1
+            t.run.next_epoch()
+            t.train_s += time.perf_counter() - t0
+            out, _ = self._predict(t.run, data, fold.valid, t.batch, None)
+            if not np.isfinite(out).all():
+                raise Diverged(f"non-finite validation predictions at epoch {epoch + 1}")
+        except Diverged as exc:
+            t.fail(str(exc))
+        except NonFiniteError as exc:
+            t.fail(f"the block refused non-finite inputs at epoch {epoch + 1} ({exc})")
+        return total / max(n, 1), metrics_of(data, fold.valid, out)
 
-        def fail(why: str) -> NoReturn:
-            if handle is not None:
-                handle.remove()
-            raise Diverged(outcome(), why)
-
-        for epoch in range(s.epochs):
-            if raw.redraw is not None:
-                epoch_data = _redrawn(data, raw, fold.train, stats, rng)
-            t0 = time.perf_counter()
-            total, n = 0.0, 0
-            try:
-                for inputs, targets, rows in run.batches(epoch_data, fold.train, batch, rng):
-                    terms = run.step(inputs, targets, rows)
-                    loss = float(terms["loss"])
-                    if not math.isfinite(loss):
-                        raise Diverged(f"non-finite training loss ({loss}) at epoch {epoch + 1}")
-                    total += loss * len(rows)
-                    n += len(rows)
-                    steps += 1
-                run.next_epoch()
-                train_s += time.perf_counter() - t0
-                out, _ = self._predict(run, data, fold.valid, batch, None)
-                if not np.isfinite(out).all():
-                    raise Diverged(f"non-finite validation predictions at epoch {epoch + 1}")
-            except Diverged as exc:
-                fail(str(exc))
-            except NonFiniteError as exc:
-                fail(f"the block refused non-finite inputs at epoch {epoch + 1} ({exc})")
-            valid = metrics_of(data, fold.valid, out)
-            curves["train_loss"].append(total / max(n, 1))
-            curves["valid_loss"].append(valid["loss"])
-            curves["valid_primary"].append(valid[raw.primary])
-            score = (valid[raw.primary], valid["loss"])
-            if _better(score, best_score, higher):
-                best_score, best_epoch = score, epoch
-                best_state = copy.deepcopy(run.model.state_dict())
-            if epoch - best_epoch >= s.patience:
-                break
-        else:
-            stopped = "epoch cap"
-        run.model.load_state_dict(best_state)
+    def _score_best(self, t: _Training, data: BenchData, fold: Fold) -> dict[str, Any]:
+        """Restore the best epoch, score validation and test (the block's shares on test),
+        sample the uni / paired parts, and take the block out."""
+        t.run.model.load_state_dict(t.best_state)
         metrics = {}
         shares = None
         for split, rows in (("valid", fold.valid), ("test", fold.test)):
             try:
-                out, got = self._predict(run, data, rows, batch, handle)
+                out, got = self._predict(t.run, data, rows, t.batch, t.handle)
             except NonFiniteError as exc:
-                fail(f"the block refused non-finite inputs on {split} ({exc})")
+                t.fail(f"the block refused non-finite inputs on {split} ({exc})")
             if not np.isfinite(out).all():
-                fail(f"non-finite {split} predictions of the best epoch")
+                t.fail(f"non-finite {split} predictions of the best epoch")
             metrics[split] = metrics_of(data, rows, out)
             if split == "test":
                 shares = got
-        parts = self._parts(run, data, fold.test, handle) if handle is not None else None
-        if handle is not None:
-            handle.remove()
-        done = outcome(metrics=metrics, shares=shares if shares else None, parts=parts)
-        done["train"] = {**done["train"], "stopped": stopped}
-        return done
+        parts = self._parts(t.run, data, fold.test, t.handle) if t.handle is not None else None
+        if t.handle is not None:
+            t.handle.remove()
+        return t.outcome(metrics=metrics, shares=shares if shares else None, parts=parts)
 
     def _parts(
         self, run: Any, data: BenchData, test: np.ndarray, handle: Any
