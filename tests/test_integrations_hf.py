@@ -133,7 +133,7 @@ def test_the_optimizer_uses_the_blocks_groups_at_the_trainers_rate(tmp_path):
 def test_an_optimizer_that_builds_its_own_groups_is_refused(tmp_path):
     trainer = PgMTrainer(model=injected(), args=args(tmp_path))
     trainer.get_optimizer_cls_and_kwargs = lambda a, m=None: (torch.optim.SGD, {"params": []})
-    with pytest.raises(ConfigError, match="optimizers=.*handle.param_groups"):
+    with pytest.raises(ConfigError, match=r"optimizers=.*handle\.param_groups"):
         trainer.create_optimizer()
 
 
