@@ -31,7 +31,12 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'pgm_plugins.integrations' has no attribute {name!r}")
+        from pgm_plugins.errors import choices_text, did_you_mean
+
+        raise AttributeError(
+            f"module 'pgm_plugins.integrations' has no attribute {name!r}; it has "
+            f"{choices_text(_LAZY)}.{did_you_mean(name, _LAZY)}"
+        )
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
