@@ -30,7 +30,7 @@ wheel-check: $(STAMP)  ## the wheel, installed with [bench] into a fresh venv, r
 $(STAMP): $(INSTALL_INPUTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip "setuptools>=68" wheel
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench,hf,lightning]'
 	for d in adapters/*/ examples/*/; do \
 	  if [ -x $$d/install.sh ]; then PY=$(abspath $(PY)) $$d/install.sh || exit 1; \
 	  elif [ -f $$d/pyproject.toml ]; then $(PY) -m pip install -q -c constraints.txt --no-build-isolation -e $$d || exit 1; fi; \

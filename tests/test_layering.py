@@ -1,5 +1,6 @@
-"""Imports go one way, block <- injection <- registry <- api <- bench <- cli, and the core package
-imports no adapter distribution: the adapters plug into the core, never the reverse.
+"""Imports go one way, block <- injection <- registry <- api <- integrations <- bench <- cli, and
+the core package imports no adapter distribution: the adapters plug into the core, never the
+reverse.
 
 An import is any way a module names another: ``import`` and ``from`` statements wherever they
 are (module level or lazily, inside a function), relative ones resolved, and
@@ -18,7 +19,7 @@ import pgm_plugins
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "pgm_plugins"
 # each layer may import only the layers before it (and the shared helpers)
-ORDER = ["block", "injection", "registry", "api", "bench", "cli"]
+ORDER = ["block", "injection", "registry", "api", "integrations", "bench", "cli"]
 SHARED = {"errors", "_io", "_text", "_version", "toy"}
 #: the distributions under adapters/ and examples/ that a core module might reach for
 ADAPTER_PACKAGES = {
