@@ -202,6 +202,22 @@ def inject(
     return plan(model, adapter, sites, config, **kwargs).apply()
 
 
+def _saved_config(directory: str | Path, meta: Mapping[str, Any]) -> PgMConfig:
+    """The checkpoint's block config; fields this version does not know are refused (a block
+    built without them would compute something else), not dropped with a warning."""
+    saved = dict(meta["config"])
+    known = {f.name for f in dataclasses.fields(PgMConfig)} | {"pgm_plugins_version"}
+    unknown = sorted(k for k in saved if k not in known)
+    if unknown:
+        raise CheckpointError(
+            f"{directory}: the saved block config has fields this pgm-plugins does not know "
+            f"({', '.join(map(repr, unknown))}; written by pgm-plugins "
+            f"{saved.get('pgm_plugins_version', '?')}): a block built without them would give "
+            "other outputs. Upgrade (pip install -U pgm-plugins) to load it."
+        )
+    return PgMConfig.from_dict(saved)
+
+
 def load(model: nn.Module, directory: str | Path, **kwargs: Any) -> PgMHandle:
     """Re-inject a block saved with :func:`pgm_plugins.save` into ``model`` (same architecture);
     returns its ``PgMHandle``.
@@ -226,7 +242,7 @@ def load(model: nn.Module, directory: str | Path, **kwargs: Any) -> PgMHandle:
                 else v
                 for k, v in spelled.items()
             }
-        config = PgMConfig.from_dict(meta["config"])
+        config = _saved_config(directory, meta)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         if isinstance(exc, CheckpointError):
             raise
