@@ -91,3 +91,14 @@ def test_a_matched_adapter_finding_one_modality_names_the_adapter_and_extend():
         pp.inject(model, adapter)
     handle = pp.inject(model, adapter, sites={"audio": "encoders.audio"})
     assert origins(handle.plan) == {"text": "adapter 'toy.one'", "audio": "user"}
+
+
+def test_a_junction_says_whether_the_adapter_or_the_user_gave_it():
+    from tiny_models import Concat
+
+    junction = pp.Junction("mix", widths={"a": 5, "b": 6})
+    x = (torch.randn(2, 3), torch.randn(2, 4))
+    p = pp.plan(Concat(), pp.Adapter("toy.mix", junction=junction), example_inputs=x)
+    assert {rs.origin for rs in p.sites.values()} == {"adapter 'toy.mix'"}
+    assert "(junction)" in str(p) and "adapter 'toy.mix'" in str(p)
+    assert {rs.origin for rs in pp.plan(Concat(), junction=junction).sites.values()} == {"user"}

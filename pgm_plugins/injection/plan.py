@@ -308,6 +308,10 @@ def build_plan(
     mode and the host's reads; then the block is built and the plan assembled.
     """
     _check_host(model, prefix)
+    if junction is None and sites is None and adapter is not None and adapter.junction:
+        origins_junction = f"adapter {adapter.name!r}"
+    else:
+        origins_junction = "user"
     spelled_sites, origins, junction, mode = _resolve_request(
         model, sites, junction, adapter, mode, extend
     )
@@ -318,7 +322,7 @@ def build_plan(
         probe = probe_sites(model, site_objs, example_inputs, check_reads=check)
     resolved = _resolve_sites(model, site_objs, modules, probe, mode, junction)
     for key, rs in resolved.items():
-        rs.origin = origins.get(key, "user")
+        rs.origin = origins_junction if junction is not None else origins.get(key, "user")
     allow_single = allow_single or (adapter is not None and adapter.allow_single)
     if junction is None and len(resolved) < 2 and not allow_single:
         raise InjectionError(_too_few(model, resolved, adapter, extend))
