@@ -19,6 +19,7 @@ from pgm_plugins.block import PgMConfig
 from pgm_plugins.errors import CheckpointError, InjectionError, PluginError
 from pgm_plugins.injection import Adapter, Junction, PgMHandle, Plan, Site, build_plan
 from pgm_plugins.injection.checkpoint import read_checkpoint
+from pgm_plugins.injection.freeze import FreezeSpec
 from pgm_plugins.registry import get_registry
 
 __all__ = [
@@ -135,14 +136,20 @@ def plan(
     example_inputs: Any = None,
     prefix: str = "pgm_block",
     block_factory: Callable[[PgMConfig], nn.Module] | None = None,
+    extend: bool = False,
+    allow_single: bool = False,
+    freeze_host: FreezeSpec = False,
 ) -> Plan:
     """What :func:`inject` would do, as a ``Plan`` that ``print()`` shows; changes nothing.
 
     Args:
         model: any ``nn.Module``.
-        adapter: a registered adapter name or an ``Adapter``. None with no ``sites`` either:
-            the registry recognises the model (``match_adapter``).
-        sites: ``{modality: layer path | Site}``; overrides the adapter's sites.
+        adapter: a registered adapter name or an ``Adapter``. None with no ``sites`` either
+            (or with ``extend=True``): the registry recognises the model (``match_adapter``).
+        sites: ``{modality: layer path | Site}``. Alone, they are the sites (no adapter). With
+            an adapter named or ``extend=True``, they override the adapter's sites by modality
+            name and add new ones (``{modality: None}`` drops one of the adapter's); ``print(plan)``
+            says where each site came from.
         config: a dict of ``PgMConfig`` fields (the sites give the widths) or a full config.
         junction: one layer carrying all modalities, instead of sites.
         mode: ``"joint"`` or ``"independent"``; default the adapter's, else joint.
@@ -152,8 +159,17 @@ def plan(
         block_factory: ``config -> module`` building the block (default ``PgMBlock``); how the
             benchmark's control arms (same sites, same engine, another block) are injected. The
             module must take ``{modality: tensor}`` and return a ``PgMOutput``.
+        extend: with ``sites`` and no adapter named, recognise the model's adapter and extend
+            its sites with ``sites`` (a timm image tower found by ``timm.towers`` plus your own
+            text tower: ``sites={"text": "text_encoder"}, extend=True``).
+        allow_single: accept a plan with one modality (uni-modal learners only: the paired
+            learner has no partner). Without it such a plan is an error naming what was found.
+        freeze_host: ``True`` freezes every host parameter (the block trains alone); a module
+            name, an ``fnmatch`` pattern or a list of them freeze the host modules they match.
+            ``handle.remove()`` restores ``requires_grad`` exactly; see
+            ``handle.print_trainable_parameters()``.
     """
-    recognise = sites is None and junction is None
+    recognise = junction is None and (sites is None or extend)
     model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper: inject into the module
     return build_plan(
         model,
@@ -165,6 +181,9 @@ def plan(
         example_inputs=example_inputs,
         prefix=prefix,
         block_factory=block_factory,
+        extend=extend or adapter is not None,
+        allow_single=allow_single,
+        freeze_host=freeze_host,
     )
 
 
@@ -181,6 +200,22 @@ def inject(
     is unchanged.
     """
     return plan(model, adapter, sites, config, **kwargs).apply()
+
+
+def _saved_config(directory: str | Path, meta: Mapping[str, Any]) -> PgMConfig:
+    """The checkpoint's block config; fields this version does not know are refused (a block
+    built without them would compute something else), not dropped with a warning."""
+    saved = dict(meta["config"])
+    known = {f.name for f in dataclasses.fields(PgMConfig)} | {"pgm_plugins_version"}
+    unknown = sorted(k for k in saved if k not in known)
+    if unknown:
+        raise CheckpointError(
+            f"{directory}: the saved block config has fields this pgm-plugins does not know "
+            f"({', '.join(map(repr, unknown))}; written by pgm-plugins "
+            f"{saved.get('pgm_plugins_version', '?')}): a block built without them would give "
+            "other outputs. Upgrade (pip install -U pgm-plugins) to load it."
+        )
+    return PgMConfig.from_dict(saved)
 
 
 def load(model: nn.Module, directory: str | Path, **kwargs: Any) -> PgMHandle:
@@ -207,7 +242,7 @@ def load(model: nn.Module, directory: str | Path, **kwargs: Any) -> PgMHandle:
                 else v
                 for k, v in spelled.items()
             }
-        config = PgMConfig.from_dict(meta["config"])
+        config = _saved_config(directory, meta)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         if isinstance(exc, CheckpointError):
             raise
@@ -223,7 +258,7 @@ def load(model: nn.Module, directory: str | Path, **kwargs: Any) -> PgMHandle:
         junction=junction,
         mode=meta["mode"],
         prefix=meta["prefix"],
-        **kwargs,
+        **{"allow_single": len(config.modalities) < 2, **kwargs},
     )
     p.adapter = meta.get("adapter")
     try:

@@ -35,6 +35,9 @@ class Adapter:
         config: default ``PgMConfig`` fields (the user's config overrides them).
         matches: ``model -> bool``; lets ``pgm_plugins.match_adapter`` recognise the family.
         description: one line for ``pgm adapters``.
+        allow_single: the family has one modality on purpose (mmf's unimodal baselines), so a
+            plan with this adapter may build a one-modality block without the caller's
+            ``allow_single=True``; otherwise a plan with fewer than two modalities is an error.
     """
 
     name: str
@@ -46,6 +49,7 @@ class Adapter:
     config: Mapping[str, Any] = field(default_factory=dict)
     matches: Callable[[nn.Module], bool] | None = None
     description: str = ""
+    allow_single: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAME_RE.match(self.name):

@@ -5,6 +5,12 @@
 architecture fingerprint and the tensor file's SHA-256), each atomically, tensors first: a
 directory with a config always has the matching tensors. ``load`` checks the fingerprint and the
 digest before touching the model.
+
+Besides the one digest over everything, the config keeps a short digest of every field (one level
+into the mappings: ``config.rho``, ``sites.text``) and of every tensor, and the tensor file's size:
+when the digest does not match, the error names the field or tensor that differs, or says the
+file was truncated. A checkpoint of a newer format than this version reads is refused, never
+loaded as something else.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -30,7 +37,32 @@ __all__ = ["CONFIG_FILE", "FORMAT", "TENSORS_FILE", "read_checkpoint", "save"]
 
 TENSORS_FILE = "pgm_block.safetensors"
 CONFIG_FILE = "pgm_config.json"
-FORMAT = 2  #: 2: one digest over tensors and configuration
+FORMAT = 3  #: 2: one digest over tensors and configuration; 3: and one per field and tensor
+READS = (2, 3)  #: the formats this version reads
+
+
+def _short(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _tensor_digest(t: torch.Tensor) -> str:
+    """Digest of one tensor's dtype, shape and bytes."""
+    t = t.detach().cpu().contiguous()
+    raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    return _short(f"{t.dtype}{tuple(t.shape)}".encode() + raw)
+
+
+def _field_digests(meta: dict[str, Any]) -> dict[str, str]:
+    """Digest of every field of the config except the digests, one level into mappings."""
+    out: dict[str, str] = {}
+    for key, value in meta.items():
+        if key in ("sha256", "parts"):
+            continue
+        items = value.items() if isinstance(value, dict) and value else [(None, value)]
+        for sub, v in items:
+            name = key if sub is None else f"{key}.{sub}"
+            out[name] = _short(json.dumps(v, sort_keys=True, separators=(",", ":")).encode())
+    return out
 
 
 def _digest(data: bytes, meta: dict[str, Any]) -> str:
@@ -68,7 +100,11 @@ def save(handle: PgMHandle, directory: str | Path) -> Path:
             "class": f"{type(model).__module__}.{type(model).__qualname__}",
             "fingerprint": host_fingerprint(model, inj.prefix),
         },
-        "tensors": {"file": TENSORS_FILE},
+        "tensors": {"file": TENSORS_FILE, "bytes": len(data)},
+    }
+    meta["parts"] = {
+        "fields": _field_digests(meta),
+        "tensors": {k: _tensor_digest(v) for k, v in state.items()},
     }
     meta["sha256"] = _digest(data, meta)
     atomic_write_bytes(directory / TENSORS_FILE, data)
@@ -122,11 +158,7 @@ def read_checkpoint(
         raise CheckpointError(
             f"{cfg_path} is not valid JSON ({exc}); the checkpoint is corrupt."
         ) from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{cfg_path} is not a PgM checkpoint of format {FORMAT} "
-            f"(format={meta.get('format') if isinstance(meta, dict) else None})."
-        )
+    _check_format(cfg_path, meta)
     for name, kind in _FIELDS.items():
         if name not in meta:
             raise CheckpointError(f"{cfg_path} has no field {name!r}; the checkpoint is corrupt.")
@@ -137,10 +169,12 @@ def read_checkpoint(
             )
     data = st_path.read_bytes()
     if _digest(data, meta) != meta["sha256"]:
+        where = _what_differs(data, meta)
         raise CheckpointError(
             f"{directory}: the tensors or the configuration differ from what was saved (the "
-            f"SHA-256 over {TENSORS_FILE} and {CONFIG_FILE} does not match): corrupt or edited "
-            "files; save the block again."
+            f"SHA-256 over {TENSORS_FILE} and {CONFIG_FILE} does not match"
+            + (f"; {where}" if where else "")
+            + "): corrupt or edited files; save the block again."
         )
     try:
         tensors = st_load(data)
@@ -157,3 +191,63 @@ def read_checkpoint(
                 "a model built with the same architecture and configuration."
             )
     return meta, tensors
+
+
+def _check_format(cfg_path: Path, meta: Any) -> None:
+    """A checkpoint of a format this version reads; a newer one is refused with the upgrade."""
+    found = meta.get("format") if isinstance(meta, dict) else None
+    if isinstance(found, int) and not isinstance(found, bool) and found > FORMAT:
+        raise CheckpointError(
+            f"{cfg_path} declares checkpoint format {found}, newer than this pgm-plugins "
+            f"({__version__}) reads (formats {READS[0]} to {READS[-1]}); it was written by "
+            f"pgm-plugins {meta.get('pgm_plugins_version', 'of a later version')}. Upgrade "
+            "(pip install -U pgm-plugins) to load it; loading it here could give other outputs."
+        )
+    if found not in READS or isinstance(found, bool):
+        raise CheckpointError(
+            f"{cfg_path} is not a PgM checkpoint this version reads (format={found!r}; "
+            f"readable formats: {', '.join(map(str, READS))}); write it with pgm_plugins.save."
+        )
+
+
+def _what_differs(data: bytes, meta: dict[str, Any]) -> str:
+    """Which fields and tensors differ from the per-part digests saved with them ("" when the
+    checkpoint keeps none, format 2)."""
+    parts = meta.get("parts")
+    if not isinstance(parts, dict):
+        return ""
+    found: list[str] = []
+    saved_fields = parts.get("fields")
+    if isinstance(saved_fields, dict):
+        now = _field_digests(meta)
+        for name in sorted(set(now) | set(saved_fields)):
+            if name not in saved_fields:
+                found.append(f"field {name!r} was added")
+            elif name not in now:
+                found.append(f"field {name!r} was removed")
+            elif now[name] != saved_fields[name]:
+                found.append(f"field {name!r} was changed")
+    size = meta.get("tensors", {}).get("bytes") if isinstance(meta.get("tensors"), dict) else None
+    if isinstance(size, int) and size != len(data):
+        found.append(
+            f"{TENSORS_FILE} is {len(data):,} bytes, {size:,} when saved"
+            + (" (truncated)" if len(data) < size else "")
+        )
+    saved_tensors = parts.get("tensors")
+    if isinstance(saved_tensors, dict):
+        try:
+            tensors = st_load(data)
+        except (SafetensorError, ValueError, RuntimeError) as exc:
+            found.append(f"{TENSORS_FILE} cannot be parsed ({exc})")
+        else:
+            for name in sorted(set(tensors) | set(saved_tensors)):
+                if name not in saved_tensors:
+                    found.append(f"tensor {name!r} was added")
+                elif name not in tensors:
+                    found.append(f"tensor {name!r} is missing")
+                elif _tensor_digest(tensors[name]) != saved_tensors[name]:
+                    found.append(f"tensor {name!r} differs")
+    if not found:
+        return "the per-field digests match: the 'sha256' or 'parts' entries were edited"
+    more = f" and {len(found) - 8} more" if len(found) > 8 else ""
+    return "; ".join(found[:8]) + more

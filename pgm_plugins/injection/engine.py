@@ -123,6 +123,7 @@ class _Forward:
         "captured",
         "clones",
         "committed",
+        "empty",
         "exc",
         "frame",
         "kwargs",
@@ -143,6 +144,7 @@ class _Forward:
         self.packed: dict[str, tuple[Tensor, PackedSequence]] = {}  #: data clone, the original
         self.calls: dict[str, int] = {}
         self.committed = False
+        self.empty = False  #: a site saw a batch of 0 samples and passed it through
         self.read = False  #: a read inside this forward (a zoo's forward computing its losses)
         self.outputs: list[PgMOutput] = []
         #: the exception being handled when the forward began (a forward run inside a caller's
@@ -308,6 +310,8 @@ class PgMInjection(nn.Module):
         self.removed = False
         self.warned_missing = False
         self.max_pending = DEFAULT_MAX_PENDING
+        #: names of the host parameters ``freeze_host`` switched off (they trained before)
+        self.frozen: list[str] = []
         self.uid = uuid.uuid4().hex
         self._local = _Local()
         self._check_lock = threading.Lock()
@@ -356,8 +360,28 @@ class PgMInjection(nn.Module):
             self.detach(model)
             raise
 
+    def freeze(self, model: nn.Module, names: Sequence[str]) -> None:
+        """Switch off ``requires_grad`` of the host parameters ``names`` that train now, and
+        remember them (see :mod:`pgm_plugins.injection.freeze`)."""
+        params = dict(model.named_parameters())
+        for name in names:
+            p = params[name]
+            if p.requires_grad and name not in self.frozen:
+                p.requires_grad_(False)
+                self.frozen.append(name)
+
+    def unfreeze(self, model: nn.Module) -> None:
+        """Switch back on every host parameter :meth:`freeze` switched off."""
+        params = dict(model.named_parameters())
+        for name in self.frozen:
+            if name in params:
+                params[name].requires_grad_(True)
+        self.frozen = []
+
     def detach(self, model: nn.Module) -> None:
-        """Take this module's hooks off every layer of ``model`` and the module out of it."""
+        """Take this module's hooks off every layer of ``model`` and the module out of it, and
+        give back the ``requires_grad`` of the host parameters it froze."""
+        self.unfreeze(model)
         for module in model.modules():
             for hooks, extras in (
                 (
@@ -422,7 +446,12 @@ class PgMInjection(nn.Module):
             # some modalities never arrived: the host already consumed the others unchanged, so
             # the block runs on those present only for its losses and parts
             fwd.outputs.append(self._run(fwd.captured, fwd.masks))
-        self._record(fwd.outputs, complete=fwd.committed or not fwd.captured, read=fwd.read)
+        self._record(
+            fwd.outputs,
+            complete=fwd.committed or not fwd.captured,
+            read=fwd.read,
+            empty=fwd.empty,
+        )
         if (
             self.training
             and torch.is_grad_enabled()
@@ -470,6 +499,13 @@ class PgMInjection(nn.Module):
                 "site's index."
             )
         layout = _check_layout(slot, t)
+        if t.shape[1 if layout == "TBD" else 0] == 0:
+            # a batch of 0 samples (the last shard of a data set): nothing for the block to do
+            if fwd is not None:
+                fwd.empty = True
+            elif not recompute:
+                self._record([], complete=True, empty=True)
+            return None
         full = to_block(t, layout)
         index = None if slot.site.token is None else _token_index(self, slot, full)
         x = full if index is None else full[index]
@@ -600,8 +636,12 @@ class PgMInjection(nn.Module):
         return torch.cat([out.outputs[m] for m in widths], dim=-1)
 
     # ------------------------------------------------------------------ records and reads
-    def _record(self, outputs: list[PgMOutput], complete: bool, read: bool = False) -> None:
-        if not outputs:
+    def _record(
+        self, outputs: list[PgMOutput], complete: bool, read: bool = False, empty: bool = False
+    ) -> None:
+        """Keep a forward's outputs for the next read (``empty``: a batch of 0 samples, kept with
+        no outputs so that the read covering it gives a zero loss, not an older forward's)."""
+        if not outputs and not empty:
             return
         local = self._local
         local.forwards += 1
@@ -804,12 +844,23 @@ class PgMInjection(nn.Module):
             )
         if _probing():
             return torch.zeros(())
+        if not terms:
+            # forwards of empty batches only: a zero that reaches every trainable block
+            # parameter, so ``(task_loss + aux).backward()`` and DDP work as on any step
+            params = [p for p in self.block.parameters() if p.requires_grad]
+            if params:
+                return torch.stack([p.reshape(-1)[:1].sum() for p in params]).sum() * 0.0
         like = next(iter(self._local.last[0].outputs.values())) if self._local.last else None
         if like is None:
             fwd = self._current()
-            assert fwd is not None and fwd.outputs
+            if fwd is None or not fwd.outputs:
+                return torch.zeros((), device=self._device())
             like = next(iter(fwd.outputs[0].outputs.values()))
         return sum_terms(terms, like)
+
+    def _device(self) -> torch.device:
+        p = next(self.block.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
 
     def last_parts(self) -> dict[str, ModalParts]:
         return {m: p.detach() for o in self._local.last for m, p in o.parts.items()}

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from pgm_plugins.block import ModalParts, PgMOutput
 from pgm_plugins.errors import InjectionError
 from pgm_plugins.injection.engine import PgMInjection, find_injections
+from pgm_plugins.injection.freeze import FreezeSpec, TrainableSummary, resolve_freeze, summarise
 
 if TYPE_CHECKING:
     from pgm_plugins.injection.plan import Plan
@@ -28,7 +29,8 @@ class PgMHandle:
     """A PgM block living inside a host model.
 
     Train with ``loss = task_loss + handle.aux_loss(targets)`` and an optimizer over
-    ``handle.param_groups(base_lr)``. ``remove()`` gives the host back exactly.
+    ``handle.param_groups(base_lr)``. ``remove()`` gives the host back exactly, the
+    ``requires_grad`` of the parameters ``freeze_host`` froze included.
 
     ``aux_loss`` covers every forward run with gradients since the previous read (per thread);
     reading twice before the next forward gives the same loss; at most ``max_pending`` unread
@@ -74,11 +76,39 @@ class PgMHandle:
 
     # ------------------------------------------------------------------ state
     def remove(self) -> nn.Module:
-        """Take the block out and the hooks off; the host is then the model it was."""
+        """Take the block out and the hooks off; the host is then the model it was.
+
+        A handle whose block is no longer in the model (taken out by another handle, and the
+        model injected again since) raises and leaves the newer block alone.
+        """
         self._check_live()
         self.injection.detach(self.model)
         self.injection.removed = True
         return self.model
+
+    # ------------------------------------------------------------------ which parameters train
+    def freeze_host(self, spec: FreezeSpec = True) -> None:
+        """Stop the host's parameters training: ``True`` all of them, or the host modules a name,
+        an ``fnmatch`` pattern or a list of them match (validated first: a name that matches no
+        module raises and freezes nothing). :meth:`unfreeze_host` and :meth:`remove` switch
+        exactly these back on."""
+        self._check_live()
+        self.injection.freeze(self.model, resolve_freeze(self.model, spec, self.injection.prefix))
+
+    def unfreeze_host(self) -> None:
+        """Let the host parameters that ``freeze_host`` froze train again (others as they are)."""
+        self._check_live()
+        self.injection.unfreeze(self.model)
+
+    def trainable_summary(self) -> TrainableSummary:
+        """Trainable and total parameter counts of the model, the block and the host."""
+        self._check_live()
+        return summarise(self.model, self.injection.prefix, self.injection.frozen)
+
+    def print_trainable_parameters(self) -> None:
+        """Print peft's line (``trainable params: ... || all params: ... || trainable%: ...``),
+        then the split between the PgM block and the host."""
+        print(self.trainable_summary())
 
     def enable(self) -> None:
         self._check_live()

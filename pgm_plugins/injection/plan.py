@@ -1,9 +1,14 @@
 """``plan``: everything ``inject`` will do, resolved and validated, before the model is touched.
 
-A :class:`Plan` names each site's layer, width, layout and where the width came from, the mode,
-the block's configuration and parameter count. ``print(plan)`` shows it; ``plan.apply()`` is what
-``inject`` runs. Validation collects every problem before raising, so one error lists all sites
-that do not match.
+A :class:`Plan` names each site's layer, width, layout, where the width came from and where the
+site came from (the adapter, the user, or the user over the adapter's), the mode, the block's
+configuration and parameter count, and the host parameters it freezes. ``print(plan)`` shows it;
+``plan.apply()`` is what ``inject`` runs. Validation collects every problem before raising, so one
+error lists all sites that do not match.
+
+A block needs two or more modalities: the paired-modal learner has no partner otherwise. A plan
+that finds fewer is an error naming what was found and how to add the rest, unless the caller
+passes ``allow_single=True`` (a block of uni-modal learners on one modality).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pgm_plugins._text import format_table
 from pgm_plugins.block import PgMBlock, PgMConfig
 from pgm_plugins.errors import InjectionError, SiteError
 from pgm_plugins.injection.adapter import Adapter
+from pgm_plugins.injection.freeze import FreezeSpec, resolve_freeze
 from pgm_plugins.injection.probe import ProbeResult, SiteProbe, probe_sites
 from pgm_plugins.injection.site import Junction, Site, feature_axis
 
@@ -39,6 +45,8 @@ class ResolvedSite:
     width: int
     layout: str | None  #: None: decided per call (2-D -> BD, 3-D -> BTD)
     width_from: str  #: "layer", "dry run" or "dim="
+    #: where the site came from: "adapter 'name'", "user" or "user, over adapter 'name'"
+    origin: str = "user"
 
 
 @dataclass
@@ -56,6 +64,8 @@ class Plan:
     order: list[str]  #: arrival order seen in the dry run (else the sites' order)
     read_check: str  #: "passed in the dry run", "on the first forward" or "not needed"
     spelled: dict[str, Any]  #: the sites as the user spelled them (saved in checkpoints)
+    #: the host parameters ``apply()`` freezes (``freeze_host``), by name
+    freeze: tuple[str, ...] = ()
 
     @property
     def block_parameters(self) -> int:
@@ -67,7 +77,7 @@ class Plan:
             + (f", adapter {self.adapter!r}" if self.adapter else "")
             + ")"
         ]
-        rows = [("modality", "site", "layer type", "width", "layout", "width from")]
+        rows = [("modality", "site", "layer type", "width", "layout", "width from", "site from")]
         if self.junction is not None:
             rs = next(iter(self.sites.values()))
             for m, w in self.junction.widths.items():
@@ -79,6 +89,7 @@ class Plan:
                         str(w),
                         rs.layout or "auto",
                         rs.width_from,
+                        rs.origin,
                     )
                 )
         else:
@@ -91,6 +102,7 @@ class Plan:
                         str(rs.width),
                         rs.layout or "auto",
                         rs.width_from,
+                        rs.origin,
                     )
                 )
         lines += format_table(rows, indent="  ")
@@ -109,6 +121,20 @@ class Plan:
             else:
                 when = "the block runs when the last of the modalities arrives"
             lines.append(f"  {when}; read check: {self.read_check}")
+        if len(self.config.modalities) < 2:
+            lines.append(
+                "  one modality (allow_single=True): uni-modal learners only, no paired partner"
+            )
+        if self.freeze:
+            from pgm_plugins.injection.freeze import host_parameters
+
+            host = host_parameters(self.model, self.prefix)
+            frozen = sum(host[n].numel() for n in self.freeze if n in host)
+            total = sum(p.numel() for p in host.values())
+            lines.append(
+                f"  freeze_host: {len(self.freeze)} host tensors, {frozen:,} of {total:,} host "
+                "parameters stop training (remove() lets them train again)"
+            )
         return "\n".join(lines)
 
     def apply(self) -> PgMHandle:
@@ -139,6 +165,7 @@ class Plan:
             if token is not None and not isinstance(token, int):
                 modules[f"token source:{k}"] = layers[token.layer]
         injection.attach(self.model, modules)
+        injection.freeze(self.model, self.freeze)
         return PgMHandle(self.model, injection, self)
 
 
@@ -267,22 +294,39 @@ def build_plan(
     example_inputs: Any = None,
     prefix: str = DEFAULT_PREFIX,
     block_factory: Callable[[PgMConfig], nn.Module] | None = None,
+    extend: bool = False,
+    allow_single: bool = False,
+    freeze_host: FreezeSpec = False,
 ) -> Plan:
     """Resolve and validate an injection without changing ``model`` (see ``pgm_plugins.plan``).
 
     Phases, each raising before the next runs: the host and attribute name, the request (the
-    adapter's sites, junction and mode unless given), the sites' layers, the dry run
-    (``example_inputs``), every site's width and layout, the block's configuration against the
+    adapter's sites, junction and mode unless given; with ``extend``, ``sites`` override the
+    adapter's by modality name and add new ones), the sites' layers, the dry run
+    (``example_inputs``), every site's width and layout, the number of modalities
+    (``allow_single``), the host parameters to freeze, the block's configuration against the
     mode and the host's reads; then the block is built and the plan assembled.
     """
     _check_host(model, prefix)
-    spelled_sites, junction, mode = _resolve_request(model, sites, junction, adapter, mode)
+    if junction is None and sites is None and adapter is not None and adapter.junction:
+        origins_junction = f"adapter {adapter.name!r}"
+    else:
+        origins_junction = "user"
+    spelled_sites, origins, junction, mode = _resolve_request(
+        model, sites, junction, adapter, mode, extend
+    )
     site_objs, modules = _locate_sites(model, spelled_sites, junction)
     probe: ProbeResult | None = None
     if example_inputs is not None:
         check = mode == "joint" and junction is None and len(site_objs) > 1
         probe = probe_sites(model, site_objs, example_inputs, check_reads=check)
     resolved = _resolve_sites(model, site_objs, modules, probe, mode, junction)
+    for key, rs in resolved.items():
+        rs.origin = origins_junction if junction is not None else origins.get(key, "user")
+    allow_single = allow_single or (adapter is not None and adapter.allow_single)
+    if junction is None and len(resolved) < 2 and not allow_single:
+        raise InjectionError(_too_few(model, resolved, adapter, extend))
+    freeze = resolve_freeze(model, freeze_host, prefix)
     widths = (
         dict(junction.widths)
         if junction is not None
@@ -307,6 +351,40 @@ def build_plan(
         order,
         read_check,
         _spelled(spelled_sites, junction),
+        freeze,
+    )
+
+
+def _too_few(
+    model: nn.Module, resolved: Mapping[str, ResolvedSite], adapter: Adapter | None, extend: bool
+) -> str:
+    """The error of a plan with fewer than two modalities: what was found, where from, the
+    host's top-level modules that hold no site (candidates for the others), and the calls that
+    add them or ask for one modality."""
+    found = "; ".join(
+        f"{k!r} at {rs.site.describe()} (from {rs.origin})" for k, rs in resolved.items()
+    )
+    layers = {rs.site.layer for rs in resolved.values()}
+    free = [
+        f"{name} ({type(child).__name__})"
+        for name, child in model.named_children()
+        if not any(layer == name or layer.startswith(name + ".") for layer in layers)
+    ]
+    if adapter is not None:
+        how = (
+            f"add the others to the adapter's: pgm_plugins.inject(model, {adapter.name!r}, "
+            "sites={'text': 'text_encoder'})"
+            + ("" if extend else " (or inject(model, extend=True, sites={...}) on the matched one)")
+        )
+    else:
+        how = "give every modality's site: sites={'image': '...', 'text': 'text_encoder'}"
+    return (
+        f"the plan finds {len(resolved)} modality ({found}) in {type(model).__name__}; a PgM "
+        "block pairs two or more modalities (its paired-modal learner has no partner "
+        f"otherwise). To add the rest, {how}"
+        + (f"; modules holding no site: {', '.join(free[:8])}" if free else "")
+        + ". pgm_plugins.list_layers(model) lists every layer. For a block on one modality on "
+        "purpose, pass allow_single=True."
     )
 
 
@@ -332,8 +410,12 @@ def _resolve_request(
     junction: Junction | None,
     adapter: Adapter | None,
     mode: str | None,
-) -> tuple[dict[str, Any], Junction | None, str]:
-    """The sites as spelled, the junction and the mode: the caller's, else the adapter's."""
+    extend: bool = False,
+) -> tuple[dict[str, Any], dict[str, str], Junction | None, str]:
+    """The sites as spelled, where each came from, the junction and the mode: the caller's,
+    else the adapter's. With ``extend`` (an adapter named, or asked for), the caller's sites
+    override the adapter's by modality name (``None`` drops one) and add new ones; an adapter's
+    junction is replaced by the caller's sites."""
     if sites is not None and not isinstance(sites, Mapping):
         example = (
             ", ".join(f"'m{i}': {s!r}" for i, s in enumerate(list(sites)[:2]))
@@ -344,11 +426,7 @@ def _resolve_request(
             f"sites must map each modality's name to its layer, got a {type(sites).__name__} "
             f"({sites!r}); write sites={{{example}}} (the names become the modalities)."
         )
-    spelled_sites = (
-        dict(sites)
-        if sites is not None
-        else (adapter.sites_for(model) if adapter is not None else {})
-    )
+    spelled_sites, origins = _merged_sites(model, sites, adapter, extend)
     junction = (
         junction
         if junction is not None or sites is not None
@@ -365,7 +443,46 @@ def _resolve_request(
     mode = mode or (adapter.mode if adapter is not None else "joint")
     if mode not in ("joint", "independent"):
         raise InjectionError(f"mode={mode!r} is not valid; choose 'joint' or 'independent'.")
-    return spelled_sites, junction, mode
+    return spelled_sites, origins, junction, mode
+
+
+def _merged_sites(
+    model: nn.Module, sites: Mapping[str, Any] | None, adapter: Adapter | None, extend: bool
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The sites to use and the origin of each (``ResolvedSite.origin``)."""
+    if adapter is None or (sites is not None and not extend):
+        user = dict(sites or {})
+        dropped = [k for k, v in user.items() if v is None]
+        if dropped:
+            raise InjectionError(
+                f"sites={{{dropped[0]!r}: None}} drops one of an adapter's sites; with no adapter "
+                "named there is none to drop. Give each modality's layer."
+            )
+        return user, {k: "user" for k in user}
+    own = adapter.sites_for(model)
+    origins = {k: f"adapter {adapter.name!r}" for k in own}
+    if sites is None:
+        return own, origins
+    if adapter.junction is not None and not own:
+        return dict(sites), {k: "user" for k in sites}
+    unknown = [k for k, v in sites.items() if v is None and k not in own]
+    if unknown:
+        raise InjectionError(
+            f"sites={{{unknown[0]!r}: None}} drops a site the adapter {adapter.name!r} does not "
+            f"have; its sites: {', '.join(map(repr, own)) or 'none'}."
+            + "".join(
+                f" Did you mean {c!r}?" for c in difflib.get_close_matches(unknown[0], own, 1)
+            )
+        )
+    merged = dict(own)
+    for key, spec in sites.items():
+        if spec is None:
+            merged.pop(key)
+            origins.pop(key)
+            continue
+        origins[key] = f"user, over adapter {adapter.name!r}" if key in own else "user"
+        merged[key] = spec
+    return merged, origins
 
 
 def _locate_sites(

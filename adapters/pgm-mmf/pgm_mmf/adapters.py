@@ -178,6 +178,7 @@ def adapters() -> list[Adapter]:
             config={"task": "none"},
             matches=_matches(f.model),
             description=f.description,
+            allow_single=f.model.startswith("unimodal_"),  # one modality on purpose
         )
         for f in FAMILIES
     ]

@@ -307,7 +307,7 @@ def test_towers_by_name_with_size_overrides():
     host = factory(towers={"image": "timm:resnet18"}, tower_options={"image": {"in_chans": 1}})
     with torch.no_grad():
         assert host(torch.randn(2, 1, 28, 28)).shape == (2, 10)
-    assert {k: rs.site.layer for k, rs in pp.plan(host).sites.items()} == {
+    assert {k: rs.site.layer for k, rs in pp.plan(host, allow_single=True).sites.items()} == {
         "image": "image_encoder.global_pool"
     }
     with pytest.raises(ConfigError, match="did you mean 'timm:resnet18'"):

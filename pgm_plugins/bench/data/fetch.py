@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pgm_plugins._io import new_file_mode
 from pgm_plugins.errors import PgMError
 
 __all__ = [
@@ -123,6 +124,7 @@ def fetch(
                 f"nothing was written to {dest}. The source changed or the transfer was "
                 "corrupted: check the URL, or report it if the source moved."
             )
+        os.chmod(tmp, new_file_mode(dest))  # a temporary file is 0o600: respect the umask
         os.replace(tmp, dest)
     finally:
         if fd != -1:
