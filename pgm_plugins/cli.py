@@ -107,7 +107,7 @@ def _cmd_layers(args: argparse.Namespace) -> int:
         raise UnknownNameError(
             f"no layer matches --filter {args.filter!r} ({len(names)} layers, e.g. "
             f"{', '.join(names[:3]) or '(none)'}).{did_you_mean(args.filter, names)} "
-            "Patterns are fnmatch: 'encoder.*' or '*attn*'."
+            f"Patterns are fnmatch: '{names[0] if names else 'encoder'}.*' or '*attn*'."
         )
     total = sum(p.numel() for p in model.parameters())
     print(f"{args.factory}: {type(model).__name__}, {total:,} parameters")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import importlib.util
 import inspect
 import json
 import pkgutil
@@ -210,6 +211,11 @@ def resolve_factory(spec: str, what: str = "FACTORY") -> Callable[..., Any]:
             continue
         if i == 0 and (made := _zoo_factory(module, attr)) is not None:
             return made
+        if i == 0 and importlib.util.find_spec(f"{module_name}.{part}") is not None:
+            raise ConfigError(
+                f"{spec!r}: {module_name}.{part} is a module; name what builds the model in "
+                f"it: {module_name}.{part}:NAME."
+            )
         if i == 0:
             names = _public_names(module)
             zoo = _zoo(module)
@@ -373,7 +379,7 @@ def build_model(
         model = builder(*args, **kwargs)
     except Exception as exc:
         hint = "pass its arguments with --kwargs KEY=VALUE (JSON values)" + (
-            ", a config with --config MODULE:CLASS and --config-kwargs" if cfg is None else ""
+            " or a config with --config MODULE:CLASS and --config-kwargs" if cfg is None else ""
         )
         raise ConfigError(
             f"building {spec} failed: {type(exc).__name__}: {exc}. It takes "
