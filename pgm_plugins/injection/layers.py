@@ -161,6 +161,16 @@ def _public_names(module: types.ModuleType) -> list[str]:
     ]
 
 
+def _is_submodule(module: types.ModuleType, name: str) -> bool:
+    """Whether ``module`` is a package with a submodule ``name`` (not imported yet)."""
+    if not hasattr(module, "__path__"):
+        return False
+    try:
+        return importlib.util.find_spec(f"{module.__name__}.{name}") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _zoo(module: types.ModuleType) -> tuple[Callable[..., Any], Callable[..., Any]] | None:
     """``(create_model, list_models)`` of a module with a model registry (timm, open_clip)."""
     create, listing = getattr(module, "create_model", None), getattr(module, "list_models", None)
@@ -211,7 +221,7 @@ def resolve_factory(spec: str, what: str = "FACTORY") -> Callable[..., Any]:
             continue
         if i == 0 and (made := _zoo_factory(module, attr)) is not None:
             return made
-        if i == 0 and importlib.util.find_spec(f"{module_name}.{part}") is not None:
+        if i == 0 and _is_submodule(module, part):
             raise ConfigError(
                 f"{spec!r}: {module_name}.{part} is a module; name what builds the model in "
                 f"it: {module_name}.{part}:NAME."
@@ -220,9 +230,7 @@ def resolve_factory(spec: str, what: str = "FACTORY") -> Callable[..., Any]:
             names = _public_names(module)
             zoo = _zoo(module)
             models = [str(m) for m in zoo[1]()] if zoo else []
-            hint = _suggest(attr, models, f"{module_name}:") or _suggest(
-                attr, names, f"{module_name}:"
-            )
+            hint = _suggest(attr, models) or _suggest(attr, names)
             kind = f" (neither a name it defines nor a model of {module_name}.list_models())"
             raise UnknownNameError(
                 f"{module_name} has no {attr!r}{kind if zoo else ''}.{hint or ''}"
@@ -232,10 +240,15 @@ def resolve_factory(spec: str, what: str = "FACTORY") -> Callable[..., Any]:
             f"{spec!r}: {'.'.join(attr.split('.')[:i])} has no {part!r}."
             f"{_suggest(part, [n for n in dir(obj) if not n.startswith('_')])}"
         )
-    if isinstance(obj, types.ModuleType) or not callable(obj):
+    if isinstance(obj, types.ModuleType):
         raise ConfigError(
-            f"{spec!r} is a {type(obj).__name__}, not something to call; name a class or "
-            f"function in it, e.g. {module_name}:{(_public_names(module) or ['Model'])[0]}."
+            f"{spec!r}: {obj.__name__} is a module; name what builds the model in it: "
+            f"{obj.__name__}:NAME."
+        )
+    if not callable(obj):
+        raise ConfigError(
+            f"{spec!r} is a {type(obj).__name__}, not a class or function that builds a "
+            f"model; {module_name} defines {', '.join(sorted(_public_names(module))[:20])}."
         )
     return obj
 
