@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -43,42 +42,76 @@ def _cmd_adapters(args: argparse.Namespace) -> int:
     return 0
 
 
-def _shape(text: str) -> tuple[int, ...]:
+def _input_spec(text: str) -> Any:
+    from pgm_plugins.errors import ConfigError
+    from pgm_plugins.injection.layers import InputSpec
+
     try:
-        return tuple(int(v) for v in text.lower().replace(",", "x").split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"shape {text!r}: write it as 2x16 or 2,16") from None
+        return InputSpec.parse(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _load_factory(spec: str) -> Any:
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise SystemExit(
-            f"pgm layers: {spec!r} must be MODULE:FACTORY, e.g. pgm_plugins.toy:LateFusion"
+def _example(args: argparse.Namespace, model: Any) -> Any:
+    """The dry run's inputs: ``--example-shapes`` specs or what ``--example-inputs`` returns."""
+    import inspect
+
+    from pgm_plugins.errors import ConfigError
+    from pgm_plugins.injection.layers import example_inputs, resolve_factory
+
+    if args.example_shapes and args.example_inputs:
+        raise ConfigError("give --example-shapes or --example-inputs, not both.")
+    if args.example_shapes:
+        return example_inputs(args.example_shapes, model)
+    if not args.example_inputs:
+        return None
+    make = resolve_factory(args.example_inputs, "CALLABLE")
+    try:
+        needs_model = any(
+            p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            for p in inspect.signature(make).parameters.values()
         )
+    except (TypeError, ValueError):
+        needs_model = False
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SystemExit(f"pgm layers: cannot import {module_name!r}: {exc}") from exc
-    if not hasattr(module, attr):
-        public = [n for n in dir(module) if not n.startswith("_")]
-        from pgm_plugins.errors import did_you_mean
-
-        raise SystemExit(f"pgm layers: {module_name} has no {attr!r}.{did_you_mean(attr, public)}")
-    return getattr(module, attr)
+        return make(model) if needs_model else make()
+    except Exception as exc:
+        raise ConfigError(
+            f"--example-inputs {args.example_inputs} failed: {type(exc).__name__}: {exc}. It is "
+            "called with the model when it takes an argument, else with none, and returns a "
+            "tuple (positional inputs), a dict (keyword inputs) or one tensor."
+        ) from exc
 
 
 def _cmd_layers(args: argparse.Namespace) -> int:
-    import torch
-
+    from pgm_plugins.errors import ConfigError, UnknownNameError, did_you_mean
     from pgm_plugins.injection import format_layers, list_layers
+    from pgm_plugins.injection.layers import build_model, describe_forward, parse_assignments
 
-    model = _load_factory(args.factory)()
-    example = None
-    if args.example_shapes:
-        gen = torch.Generator().manual_seed(0)
-        example = tuple(torch.randn(*s, generator=gen) for s in args.example_shapes)
-    print(format_layers(list_layers(model, args.filter, example)))
+    model = build_model(
+        args.factory,
+        kwargs=parse_assignments(args.kwargs or (), "--kwargs"),
+        config=args.config,
+        config_kwargs=parse_assignments(args.config_kwargs or (), "--config-kwargs"),
+    )
+    model.eval()
+    example = _example(args, model)
+    names = [n for n, _ in model.named_modules() if n]
+    try:
+        layers = list_layers(model, args.filter, example)
+    except Exception as exc:
+        if example is None:
+            raise
+        raise ConfigError(describe_forward(model, example, exc)) from exc
+    if not layers:
+        raise UnknownNameError(
+            f"no layer matches --filter {args.filter!r} ({len(names)} layers, e.g. "
+            f"{', '.join(names[:3]) or '(none)'}).{did_you_mean(args.filter, names)} "
+            f"Patterns are fnmatch: '{names[0] if names else 'encoder'}.*' or '*attn*'."
+        )
+    total = sum(p.numel() for p in model.parameters())
+    print(f"{args.factory}: {type(model).__name__}, {total:,} parameters")
+    print(format_layers(layers))
     return 0
 
 
@@ -289,6 +322,67 @@ def _add_bench(sub: Any) -> None:
     p.set_defaults(func=_cmd_bench_fetch)
 
 
+def _add_layers(sub: Any) -> None:
+    p = sub.add_parser(
+        "layers",
+        help="named layers of a model built by MODULE:FACTORY (random weights, no download)",
+        description="List a model's named layers (to choose PgM sites), optionally with call "
+        "counts and output shapes from one dry run. Nothing is downloaded: the model gets "
+        "random weights.",
+        epilog="examples:\n"
+        "  pgm layers pgm_plugins.toy:LateFusion --example-shapes 2x16 2x8\n"
+        "  pgm layers timm:resnet18 --example-shapes 1x3x64x64\n"
+        "  pgm layers transformers:CLIPModel --config-kwargs text_config.num_hidden_layers=2 \\\n"
+        "      vision_config.num_hidden_layers=2 vision_config.image_size=32 \\\n"
+        "      --example-shapes input_ids=2x7:int pixel_values=2x3x32x32\n"
+        "  pgm layers transformers:AutoModel --config path/to/config.json "
+        "--example-shapes input_ids=2x7:int",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "factory",
+        metavar="MODULE:FACTORY",
+        help="a class or function that builds the model (pkg.mod:Name), or a model of a zoo "
+        "with create_model/list_models (timm:resnet18, open_clip:RN50)",
+    )
+    p.add_argument("--filter", default="*", help="fnmatch pattern on layer names")
+    p.add_argument(
+        "--kwargs",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help='arguments for FACTORY; VALUE is JSON (32, true, [1,2], {"a": 1}) or else a '
+        "string; a dotted KEY sets one field of a nested mapping",
+    )
+    p.add_argument(
+        "--config",
+        metavar="MODULE:CLASS|FILE.json",
+        help="build FACTORY(config) (or FACTORY.from_config(config)) from this config class or "
+        "a config.json; a Hugging Face model class uses its own config_class by default",
+    )
+    p.add_argument(
+        "--config-kwargs",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="values for the config, as in --kwargs (text_config.hidden_size=32)",
+    )
+    p.add_argument(
+        "--example-shapes",
+        nargs="+",
+        type=_input_spec,
+        metavar="[NAME=]SHAPE[:int[:HIGH]]",
+        help="inputs for a dry run that adds call counts and output shapes: random floats "
+        "(2x16 2x8), token ids (2x7:int, below the smallest nn.Embedding size, or 2x7:int:1000), "
+        "by keyword when named (input_ids=2x7:int pixel_values=2x3x32x32)",
+    )
+    p.add_argument(
+        "--example-inputs",
+        metavar="MODULE:CALLABLE",
+        help="a function returning the dry run's inputs (a tuple, a dict of keyword inputs or "
+        "one tensor); it gets the model when it takes an argument",
+    )
+    p.set_defaults(func=_cmd_layers)
+
+
 class _Parser(argparse.ArgumentParser):
     """No prefix matching of long options (``--arm`` is not taken for ``--arms``): a typo gets
     an error, never another option; subcommand parsers inherit the class."""
@@ -308,18 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("adapters", help="registered adapters (fnmatch FILTER)")
     p.add_argument("filter", nargs="?", default="*")
     p.set_defaults(func=_cmd_adapters)
-    p = sub.add_parser("layers", help="named layers of a model built by MODULE:FACTORY()")
-    p.add_argument("factory", metavar="MODULE:FACTORY")
-    p.add_argument("--filter", default="*", help="fnmatch pattern on layer names")
-    p.add_argument(
-        "--example-shapes",
-        nargs="+",
-        type=_shape,
-        metavar="SHAPE",
-        help="random positional inputs of these shapes (e.g. 2x16 2x8) for a dry "
-        "run that adds call counts and output shapes",
-    )
-    p.set_defaults(func=_cmd_layers)
+    _add_layers(sub)
     _add_bench(sub)
     for leaf in _leaves(parser):
         leaf.set_defaults(parser_=leaf)
