@@ -44,7 +44,7 @@ def _cmd_adapters(args: argparse.Namespace) -> int:
 
 def _input_spec(text: str) -> Any:
     from pgm_plugins.errors import ConfigError
-    from pgm_plugins.injection.layers import InputSpec
+    from pgm_plugins.injection.model_spec import InputSpec
 
     try:
         return InputSpec.parse(text)
@@ -57,7 +57,7 @@ def _example(args: argparse.Namespace, model: Any) -> Any:
     import inspect
 
     from pgm_plugins.errors import ConfigError
-    from pgm_plugins.injection.layers import example_inputs, resolve_factory
+    from pgm_plugins.injection.model_spec import example_inputs, resolve_factory
 
     if args.example_shapes and args.example_inputs:
         raise ConfigError("give --example-shapes or --example-inputs, not both.")
@@ -86,7 +86,7 @@ def _example(args: argparse.Namespace, model: Any) -> Any:
 def _cmd_layers(args: argparse.Namespace) -> int:
     from pgm_plugins.errors import ConfigError, UnknownNameError, did_you_mean
     from pgm_plugins.injection import format_layers, list_layers
-    from pgm_plugins.injection.layers import build_model, describe_forward, parse_assignments
+    from pgm_plugins.injection.model_spec import build_model, describe_forward, parse_assignments
 
     model = build_model(
         args.factory,

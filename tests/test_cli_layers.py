@@ -15,7 +15,7 @@ from torch import nn
 
 from pgm_plugins.cli import main
 from pgm_plugins.errors import ConfigError
-from pgm_plugins.injection.layers import InputSpec, example_inputs, parse_assignments
+from pgm_plugins.injection.model_spec import InputSpec, example_inputs, parse_assignments
 
 #: a CLIP small enough to build and run in a fraction of a second
 TINY_CLIP = [
