@@ -52,7 +52,7 @@ from pgm_plugins.bench.record import (
     read_records,
 )
 from pgm_plugins.bench.record import provenance as provenance
-from pgm_plugins.bench.stats import compare, holm, rank_correlation
+from pgm_plugins.bench.stats import NO_VARIATION, compare, holm, rank_correlation
 from pgm_plugins.errors import PgMError, choices_text, did_you_mean
 
 __all__ = [
@@ -210,10 +210,13 @@ def _host_rows(cells: pd.DataFrame, host: str) -> pd.DataFrame:
 
 
 def _pair(a: pd.DataFrame, b: pd.DataFrame, col: str) -> tuple[pd.DataFrame, int, int]:
-    """Cells of ``a`` and ``b`` matched on (fold, seed); counts of unmatched cells of each."""
+    """Cells of ``a`` and ``b`` matched on (fold, seed); counts of unmatched cells of each.
+    A cell whose ``col`` is NaN or infinite has no value to pair and is left out."""
     cols = ["fold", "seed", col, "n_train", "n_test", "train_digest", "independent_seeds"]
-    left = a[[c for c in cols if c in a]].dropna(subset=[col])
-    right = b[["fold", "seed", col]].dropna(subset=[col])
+    left = a[[c for c in cols if c in a]]
+    left = left[np.isfinite(left[col].astype(float))]
+    right = b[["fold", "seed", col]]
+    right = right[np.isfinite(right[col].astype(float))]
     merged = left.merge(right, on=["fold", "seed"], suffixes=("_arm", "_ref"))
     return merged, len(left) - len(merged), len(right) - len(merged)
 
@@ -289,6 +292,7 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
                             "high": np.nan,
                             "p": np.nan,
                             "wins": np.nan,
+                            "varies": np.nan,
                             "provenance": "; ".join(provenance_flags(_provs(paired))),
                         }
                         if len(merged) >= 2:
@@ -312,6 +316,7 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
                                 high=c.high,
                                 p=c.p,
                                 wins=c.wins,
+                                varies=c.varies,
                             )
                         rows.append(row)
     columns = ["dataset", "protocol", "host", "arm", "reference", "metric", "n"]
@@ -328,6 +333,7 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
             "high",
             "p",
             "wins",
+            "varies",
             "provenance",
         ],
     )
@@ -480,9 +486,19 @@ def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"={p:.3f}"
 
 
+def _constant(row: Mapping[str, Any]) -> bool:
+    """Whether a comparison's paired differences did not vary (``compare``'s ``varies``)."""
+    v = row.get("varies")
+    return isinstance(v, bool | np.bool_) and not v
+
+
 def _cmp_text(row: Mapping[str, Any]) -> str:
+    """A comparison as the host table shows it: the mean difference with its 95 % interval, p,
+    Holm's p and the wins; differences that do not vary get no interval and no p."""
     if row["n"] < 2:
         return f"- (n={row['n']})"
+    if _constant(row):
+        return f"{row['diff']:+.4f} {NO_VARIATION} ({int(row['wins'])}/{row['n']} better)"
     return (
         f"{row['diff']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}] "
         f"p{_p(row['p'])} p_Holm{_p(row['p_holm'])} ({int(row['wins'])}/{row['n']} better)"
@@ -941,6 +957,8 @@ def _csv_row(suite: str, s: DataSection, t: HostTable, r: ArmRow) -> dict[str, A
         for _, c in r.comparisons[r.comparisons["reference"] == ref].iterrows():
             for k in ("diff", "low", "high", "p", "p_holm", "n", "test"):
                 row[f"vs_{ref}_{c['metric']}_{k}"] = c[k]
+            if _constant(c):
+                row[f"vs_{ref}_{c['metric']}_test"] = "no variation"
             row[f"vs_{ref}_{c['metric']}_unpaired"] = c["unpaired_arm"] + c["unpaired_ref"]
     return row
 
