@@ -125,7 +125,12 @@ def _cmd_bench_run(args: argparse.Namespace) -> int:
     from pgm_plugins.bench import report
 
     return int(
-        report.main(suite.name, _results_dir(args), fmt="none" if args.quiet else "markdown")
+        report.main(
+            suite.name,
+            _results_dir(args),
+            fmt="none" if args.quiet else "markdown",
+            conclude=not args.quiet,
+        )
     )
 
 
