@@ -158,7 +158,12 @@ def _cmd_bench_run(args: argparse.Namespace) -> int:
     from pgm_plugins.bench import report
 
     return int(
-        report.main(suite.name, _results_dir(args), fmt="none" if args.quiet else "markdown")
+        report.main(
+            suite.name,
+            _results_dir(args),
+            fmt="none" if args.quiet else "markdown",
+            conclude=not args.quiet,
+        )
     )
 
 
@@ -167,8 +172,9 @@ def _cmd_bench_list(args: argparse.Namespace) -> int:
     from pgm_plugins.registry import get_registry
 
     root = _results_dir(args)
+    builtin = list_suites()
     print(f"suites (built in; results under {root}):")
-    for name in list_suites():
+    for name in builtin:
         try:
             s = load_suite(name)
         except SuiteError as exc:
@@ -182,12 +188,72 @@ def _cmd_bench_list(args: argparse.Namespace) -> int:
             f"  {name:<16} {s.dataset} ({s.protocol or 'default'}); hosts {', '.join(s.hosts)}; "
             f"arms {', '.join(s.arms)}; seeds {len(s.seeds)}; cells {cells}; done {done}"
         )
+    others = _other_suites(root, builtin)
+    if others:
+        print(f"other suites with results under {root} (pgm bench report NAME):")
+        for name, (done, file) in others.items():
+            print(f"  {name:<16} done {done}; from {file}")
     reg = get_registry()
     for title, registry in (("data sets", reg.datasets), ("bench hosts", reg.bench_hosts)):
         print(f"{title}:")
         for entry in registry.entries():
             print(f"  {entry.name:<16} {entry.plugin:<24} {entry.description}")
     return 0
+
+
+def _other_suites(root: Any, builtin: Sequence[str]) -> dict[str, tuple[int, str]]:
+    """Suite folders under ``root`` that are not built-in suites: name -> (records, the suite
+    file their newest record names, "(gone)" when it no longer exists)."""
+    import json
+    from pathlib import Path
+
+    from pgm_plugins.bench.report import find_suites
+
+    out = {}
+    for name in find_suites(root):
+        if name in builtin:
+            continue
+        files = sorted((root / name).glob("*.json"), key=lambda p: p.stat().st_mtime)
+        file = "(no suite file recorded)"
+        try:
+            suite = json.loads(files[-1].read_text(encoding="utf-8")).get("suite") or {}
+            if isinstance(suite.get("file"), str) and suite["file"]:
+                file = suite["file"] + ("" if Path(suite["file"]).is_file() else " (gone)")
+        except (OSError, ValueError, AttributeError):
+            file = "(its newest record does not parse)"
+        out[name] = (len(files), file)
+    return out
+
+
+def _report_names(names: Sequence[str], root: Any) -> list[str]:
+    """The results folders ``pgm bench report`` reads for ``names``: a ``.toml`` path is the
+    folder ``pgm bench run`` gives that file (:func:`~pgm_plugins.bench.suite.suite_name`); a
+    bare name without a folder of its own is the one ``<name>-<8 hex>`` folder of a suite file
+    of that stem, when there is exactly one."""
+    import re
+
+    from pgm_plugins.bench.report import ReportError, find_suites
+    from pgm_plugins.bench.suite import suite_name
+
+    out = []
+    for name in names:
+        if name.endswith(".toml"):
+            out.append(suite_name(name))
+            continue
+        if (root / name).is_dir():
+            out.append(name)
+            continue
+        pattern = re.compile(re.escape(name) + "-[0-9a-f]{8}")
+        found = [s for s in find_suites(root) if pattern.fullmatch(s)]
+        if len(found) > 1:
+            raise ReportError(
+                f"several suite files named {name}.toml have results under {root}: "
+                f"{', '.join(found)}; name one of those folders, or give the suite file's path "
+                f"(pgm bench report path/to/{name}.toml). `pgm bench list` shows which file "
+                "wrote each."
+            )
+        out.append(found[0] if found else name)
+    return out
 
 
 def _cmd_bench_report(args: argparse.Namespace) -> int:
@@ -200,16 +266,17 @@ def _cmd_bench_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     steps = [Path(f) for f in args.step_times or ()]
     several = len(args.suite) > 1 and out is not None  # then each suite under out/<suite>
+    names: list[str | None] = [*_report_names(args.suite, _results_dir(args))] or [None]
     codes = [
         report.main(
             name,
             _results_dir(args),
-            out_dir=out / name if several and out is not None else out,
+            out_dir=out / name if several and out is not None and name else out,
             fmt=args.format,
             step_times=steps,
             split=args.split,
         )
-        for name in args.suite or [None]
+        for name in names
     ]
     return max(codes)
 
@@ -223,7 +290,8 @@ def _bench_summary(args: argparse.Namespace) -> int:
         print("pgm bench report --summary: name the suite(s) to combine", file=sys.stderr)
         return 2
     try:
-        table = summarise(_results_dir(args), args.suite, args.summary)
+        names = _report_names(args.suite, _results_dir(args))
+        table = summarise(_results_dir(args), names, args.summary)
     except ReportError as exc:
         print(f"pgm bench report: {exc}", file=sys.stderr)
         return 2
@@ -281,11 +349,20 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     p.add_argument("--no-report", action="store_true", help="do not print the report after")
     p.set_defaults(func=_cmd_bench_run)
-    p = bsub.add_parser("list", help="suites (cells, done), data sets and bench hosts")
+    p = bsub.add_parser(
+        "list",
+        help="suites (cells, done; built-in ones and any others with results), data sets and "
+        "bench hosts",
+    )
     p.add_argument("--results", help=RESULTS_HELP)
     p.set_defaults(func=_cmd_bench_list)
     p = bsub.add_parser("report", help="tables, statistics and plots of a suite's results")
-    p.add_argument("suite", nargs="*", help="suite name(s) (default: every suite with results)")
+    p.add_argument(
+        "suite",
+        nargs="*",
+        help="suite name(s) or suite file path(s), as given to `pgm bench run` (default: every "
+        "suite with results)",
+    )
     p.add_argument("--results", help=RESULTS_HELP)
     p.add_argument("--out", help="folder for report.md / report.csv / plots")
     p.add_argument("--format", default="markdown", help="markdown, csv or none")

@@ -10,6 +10,7 @@ import pytest
 
 from pgm_plugins import hookimpl
 from pgm_plugins.bench.data.bench_data import BenchData, Fold
+from pgm_plugins.bench.suite import SUITES_DIR, suite_name
 from pgm_plugins.cli import main
 
 
@@ -98,14 +99,15 @@ def test_seed_that_is_not_a_number(env, capsys):
 
 def test_run_prints_the_table_and_resumes(env, capsys):
     suite, results = env
+    folder = results / suite_name(str(suite))
     assert _run("run", suite, "--results", results, "--arms", "baseline", "pgm") == 0
     out = capsys.readouterr()
     assert "| `pgm` |" in out.out and "| `baseline` |" in out.out
-    assert len(list((results / "tiny").glob("*.json"))) == 4
+    assert len(list(folder.glob("*.json"))) == 4
     assert _run("run", suite, "--results", results, "--quiet", "--seeds", "0") == 0
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert len(list((results / "tiny").glob("*.json"))) == 5  # only.a on seed 0 added
+    assert len(list(folder.glob("*.json"))) == 5  # only.a on seed 0 added
 
 
 @pytest.mark.parametrize("option", ["--arm", "--result"])
@@ -148,3 +150,65 @@ def test_fetch_says_which_folder_to_use(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(catalog, "fetch_dataset", lambda name, cache_dir: tmp_path / "cache")
     assert main(["bench", "fetch", "av-digits", "--cache-dir", str(tmp_path)]) == 0
     assert f"--data-dir {tmp_path / 'cache'}" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------- a suite's identity is its file
+
+
+def test_a_users_suite_named_like_a_builtin_one_leaves_the_builtin_results_alone(
+    env, capsys, tmp_path
+):
+    # the issue: `pgm bench run mosi.toml` from another folder wrote into results/mosi and
+    # re-rendered the committed MOSI report
+    _, results = env
+    committed = results / "mosi"
+    (committed / "report").mkdir(parents=True)
+    (committed / "cell.json").write_text("{}")
+    (committed / "report" / "report.md").write_text("the committed report\n")
+    before = sorted((p.relative_to(committed), p.read_bytes()) for p in committed.rglob("*.*"))
+    mine = tmp_path / "elsewhere" / "mosi.toml"
+    mine.parent.mkdir()
+    mine.write_text(SUITE)
+    assert _run("run", mine, "--results", results, "--seeds", "0", "--arms", "baseline") == 0
+    err = capsys.readouterr().err
+    after = sorted((p.relative_to(committed), p.read_bytes()) for p in committed.rglob("*.*"))
+    assert after == before
+    name = suite_name(str(mine))
+    assert name.startswith("mosi-") and len(name) == len("mosi-") + 8
+    assert f"results in {results / name}" in err
+    assert len(list((results / name).glob("*.json"))) == 1
+    assert (results / name / "report" / "report.md").is_file()
+    # report and list find it: by the file's path, by its folder, by the bare stem
+    for given in (mine, name):
+        assert _run("report", given, "--results", results, "--format", "none") == 0
+    assert f"report of suite {name!r}" in capsys.readouterr().err
+    assert _run("list", "--results", results) == 0
+    out = capsys.readouterr().out
+    assert f"  {name:<16} done 1; from {mine}" in out
+
+
+def test_two_suite_files_named_alike_never_share_a_folder(env, capsys, tmp_path):
+    _, results = env
+    files = []
+    for where in ("a", "b"):
+        path = tmp_path / where / "exp.toml"
+        path.parent.mkdir()
+        path.write_text(SUITE)
+        files.append(path)
+        assert _run("run", path, "--results", results, "--quiet", "--seeds", "0") == 0
+    names = [suite_name(str(p)) for p in files]
+    assert names[0] != names[1] and all(n.startswith("exp-") for n in names)
+    for n in names:
+        assert len(list((results / n).glob("*.json"))) == 3
+    capsys.readouterr()
+    # the bare stem is ambiguous now: refused, naming both folders and the fix
+    assert _run("report", "exp", "--results", results) == 2
+    err = capsys.readouterr().err
+    assert names[0] in err and names[1] in err and "path/to/exp.toml" in err
+
+
+def test_builtin_suites_keep_their_names():
+    assert suite_name("quick") == "quick"
+    assert suite_name(str(SUITES_DIR / "quick.toml")) == "quick"
+    # a copy of a built-in file elsewhere is another suite
+    assert suite_name("/somewhere/else/quick.toml").startswith("quick-")

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from pgm_plugins.bench.suite import suite_name
+
 #: a process that registers a tiny data set, then runs the ``pgm`` command line
 BOOT = """
 import sys
@@ -75,7 +77,7 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
     suite = tmp_path / "tiny.toml"
     suite.write_text(SUITE)
     results = tmp_path / "results"
-    folder = results / "tiny"
+    folder = results / suite_name(str(suite))  # a user's suite file: <stem>-<8 hex>
     cmd = [sys.executable, str(boot), "bench", "run", str(suite), "--results", str(results)]
     cmd += ["--quiet", "--no-report"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -441,6 +441,7 @@ def test_plots_are_written(tmp_path):
         "parts__mosi-utterance__clean__h1.png",
         "parts__mosi-utterance__clean__h2.png",
         "shares__mosi-utterance__clean.png",
+        "summary__mosi-utterance__clean.png",
     ]
     for p in rep.plots:
         assert p.parent == out

@@ -1,6 +1,7 @@
 """PNG plots of a benchmark report (matplotlib's Agg canvas; pyplot and its global state are not
-touched): the learned uni share per modality and data set, and a 2-D projection (PCA) of the uni
-and paired parts per modality, coloured by part with one marker per label (the paper's figure).
+touched): per data set the primary metric of every arm with its 95 % interval (the summary plot),
+the learned uni share per modality, and a 2-D projection (PCA) of the uni and paired parts per
+modality, coloured by part with one marker per label (the paper's figure).
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ import pandas as pd
 
 from pgm_plugins._io import atomic_write_bytes
 
-__all__ = ["parts_figure", "parts_plots", "pca_2d", "share_plots", "shares_figure"]
+__all__ = [
+    "mean_interval",
+    "parts_figure",
+    "parts_plots",
+    "pca_2d",
+    "share_plots",
+    "shares_figure",
+    "summary_figure",
+    "summary_plots",
+]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.=+-]+")
 _MARKERS = ("o", "^", "s", "D", "v", "P", "X", "*", "<", ">")
@@ -169,6 +179,89 @@ def parts_figure(parts: Mapping[str, Mapping[str, Any]], title: str) -> Any:
         ax.legend(fontsize=6, loc="best")
     fig.suptitle(title, fontsize=9, y=1.03)
     return fig
+
+
+def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """The mean of the finite ``values`` and its 95 % t interval (the interval is the mean
+    itself for one value, NaN throughout for none)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return (float("nan"),) * 3
+    mean = float(v.mean())
+    if len(v) == 1:
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.975, len(v) - 1)) * float(v.std(ddof=1)) / np.sqrt(len(v))
+    return mean, mean - half, mean + half
+
+
+def summary_figure(
+    rows: Mapping[str, Sequence[tuple[str, Sequence[float]]]], metric: str, title: str
+) -> Any:
+    """One row per arm, one marker per host: the mean ``metric`` over the arm's cells with its
+    95 % interval; ``rows`` maps a host to its ``(arm, values)`` in display order (top first).
+    A dashed line marks each host's ``baseline`` mean."""
+    arms = list(dict.fromkeys(a for entries in rows.values() for a, _ in entries))
+    fig = _figure(6.4, 0.9 + 0.32 * max(1, len(arms)))
+    ax = fig.add_subplot(1, 1, 1)
+    hosts = list(rows)
+    step = 0.6 / max(1, len(hosts))
+    for h, host in enumerate(hosts):
+        colour = f"C{h % 10}"
+        offset = (h - (len(hosts) - 1) / 2) * step
+        for arm, values in rows[host]:
+            mean, low, high = mean_interval(values)
+            if np.isnan(mean):
+                continue
+            y = arms.index(arm) + offset
+            ax.errorbar(
+                mean,
+                y,
+                xerr=[[mean - low], [high - mean]],
+                fmt="o",
+                color=colour,
+                markersize=4,
+                capsize=3,
+            )
+            if arm == "baseline":
+                ax.axvline(mean, color=colour, linestyle="--", linewidth=0.8, alpha=0.7)
+        ax.plot([], [], color=colour, marker="o", linestyle="", label=host)
+    ax.set_yticks(range(len(arms)), arms)
+    ax.set_ylim(len(arms) - 0.5, -0.5)
+    ax.set_xlabel(f"test {metric} (mean over cells, 95 % interval; dashed: baseline)")
+    ax.grid(axis="x", alpha=0.3)
+    if len(hosts) > 1:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="host")
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def summary_plots(
+    cells: pd.DataFrame, out_dir: Path, order: Callable[[Iterable[str]], list[str]] = sorted
+) -> list[Path]:
+    """One PNG per (data set, protocol): the primary metric per arm and host with its 95 %
+    interval over the cells that did not diverge (the ``only.<m>`` arms under their own host)."""
+    written = []
+    for (ds, proto), data in cells.groupby(["dataset", "protocol"], sort=True):
+        primary = str(data["primary"].mode().iloc[0])
+        col = f"test.{primary}"
+        ok = data[~data["failed"]] if "failed" in data else data
+        if col not in ok or ok.empty:
+            continue
+        rows = {
+            str(host): [(arm, g.loc[g["arm"] == arm, col].tolist()) for arm in order(set(g["arm"]))]
+            for host, g in ok.groupby("host", sort=True)
+        }
+        higher = bool(data["higher_is_better"].mode().iloc[0])
+        fig = summary_figure(
+            rows,
+            primary,
+            f"{ds} / {proto}: test {primary} per arm ({'higher' if higher else 'lower'} is better)",
+        )
+        written.append(_save(fig, out_dir / _name("summary", ds, proto)))
+    return written
 
 
 def _name(*parts: str) -> str:

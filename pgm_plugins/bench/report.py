@@ -53,7 +53,7 @@ from pgm_plugins.bench.record import (
     read_records,
 )
 from pgm_plugins.bench.record import provenance as provenance
-from pgm_plugins.bench.stats import compare, holm, rank_correlation
+from pgm_plugins.bench.stats import NO_VARIATION, compare, holm, rank_correlation
 from pgm_plugins.errors import PgMError, choices_text, did_you_mean
 
 __all__ = [
@@ -68,6 +68,7 @@ __all__ = [
     "read_records",
     "shown_path",
     "truth_agreement",
+    "verdict",
 ]
 
 #: arms every other arm is compared with, in this order
@@ -78,6 +79,8 @@ SECONDARY = {
     "regression": ("mae", "corr", "acc7", "acc2_non0", "acc2_has0"),
     "retrieval": ("map_a2i", "map_i2a"),
 }
+#: Holm's p below which the verdict calls a difference confident
+CONFIDENCE = 0.05
 #: what the report says when no step-time microbenchmark file was given
 NO_STEP_TIMES = "no step-time microbenchmark was given (pass --step-times FILE...)"
 _ARM_ORDER = ("baseline", "pgm", "capacity", "uni_heads", "mslr", "interaction")
@@ -214,10 +217,13 @@ def _host_rows(cells: pd.DataFrame, host: str) -> pd.DataFrame:
 
 
 def _pair(a: pd.DataFrame, b: pd.DataFrame, col: str) -> tuple[pd.DataFrame, int, int]:
-    """Cells of ``a`` and ``b`` matched on (fold, seed); counts of unmatched cells of each."""
+    """Cells of ``a`` and ``b`` matched on (fold, seed); counts of unmatched cells of each.
+    A cell whose ``col`` is NaN or infinite has no value to pair and is left out."""
     cols = ["fold", "seed", col, "n_train", "n_test", "train_digest", "independent_seeds"]
-    left = a[[c for c in cols if c in a]].dropna(subset=[col])
-    right = b[["fold", "seed", col]].dropna(subset=[col])
+    left = a[[c for c in cols if c in a]]
+    left = left[np.isfinite(left[col].astype(float))]
+    right = b[["fold", "seed", col]]
+    right = right[np.isfinite(right[col].astype(float))]
     merged = left.merge(right, on=["fold", "seed"], suffixes=("_arm", "_ref"))
     return merged, len(left) - len(merged), len(right) - len(merged)
 
@@ -293,6 +299,7 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
                             "high": np.nan,
                             "p": np.nan,
                             "wins": np.nan,
+                            "varies": np.nan,
                             "provenance": "; ".join(provenance_flags(_provs(paired))),
                         }
                         if len(merged) >= 2:
@@ -316,6 +323,7 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
                                 high=c.high,
                                 p=c.p,
                                 wins=c.wins,
+                                varies=c.varies,
                             )
                         rows.append(row)
     columns = ["dataset", "protocol", "host", "arm", "reference", "metric", "n"]
@@ -332,6 +340,7 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
             "high",
             "p",
             "wins",
+            "varies",
             "provenance",
         ],
     )
@@ -484,9 +493,19 @@ def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"={p:.3f}"
 
 
+def _constant(row: Mapping[str, Any]) -> bool:
+    """Whether a comparison's paired differences did not vary (``compare``'s ``varies``)."""
+    v = row.get("varies")
+    return isinstance(v, bool | np.bool_) and not v
+
+
 def _cmp_text(row: Mapping[str, Any]) -> str:
+    """A comparison as the host table shows it: the mean difference with its 95 % interval, p,
+    Holm's p and the wins; differences that do not vary get no interval and no p."""
     if row["n"] < 2:
         return f"- (n={row['n']})"
+    if _constant(row):
+        return f"{row['diff']:+.4f} {NO_VARIATION} ({int(row['wins'])}/{row['n']} better)"
     return (
         f"{row['diff']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}] "
         f"p{_p(row['p'])} p_Holm{_p(row['p_holm'])} ({int(row['wins'])}/{row['n']} better)"
@@ -945,6 +964,8 @@ def _csv_row(suite: str, s: DataSection, t: HostTable, r: ArmRow) -> dict[str, A
         for _, c in r.comparisons[r.comparisons["reference"] == ref].iterrows():
             for k in ("diff", "low", "high", "p", "p_holm", "n", "test"):
                 row[f"vs_{ref}_{c['metric']}_{k}"] = c[k]
+            if _constant(c):
+                row[f"vs_{ref}_{c['metric']}_test"] = "no variation"
             row[f"vs_{ref}_{c['metric']}_unpaired"] = c["unpaired_arm"] + c["unpaired_ref"]
     return row
 
@@ -1098,6 +1119,71 @@ def _microbench_md(step: Mapping[str, list[dict[str, Any]]], hosts: set[str]) ->
     return md
 
 
+# --------------------------------------------------------------------------------- verdict
+
+
+def _judge(c: Mapping[str, Any], higher: bool, what: str) -> tuple[str, str]:
+    """(the word, the numbers) of one comparison with ``what`` (``the host``, ``capacity``)."""
+    n = int(c["n"])
+    if n < 2:
+        return "untested", f"{n} paired cell(s); a comparison needs 2"
+    wins = f"({int(c['wins'])}/{n} better)"
+    if _constant(c):
+        diff = float(c["diff"])
+        if abs(diff) < 5e-5:  # shown as +0.0000
+            word = f"the same as {what} in every cell"
+        else:
+            word = f"{'ahead of' if (diff > 0) == higher else 'behind'} {what} in every cell"
+        return word, f"{diff:+.4f}, {NO_VARIATION}, so no test {wins}"
+    numbers = f"{c['diff']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}] p_Holm{_p(c['p_holm'])} {wins}"
+    if c["p_holm"] < CONFIDENCE:
+        better = c["diff"] > 0 if higher else c["diff"] < 0
+        return (f"beats {what}" if better else f"worse than {what}"), numbers
+    return f"level with {what}", numbers
+
+
+def verdict(report: Report) -> list[str]:
+    """The report's short reading for a newcomer: per data set and host, one line per arm on the
+    primary metric against ``baseline`` (the host without a block: beats it with confidence,
+    level with it, or worse, with the difference, its 95 % interval and Holm's p) and, for the
+    arms other than the single modalities, against ``capacity`` (the same-size control)."""
+    lines: list[str] = []
+    comps = report.comparisons
+    for (ds, proto), data in report.cells.groupby(["dataset", "protocol"], sort=True):
+        primary = str(data["primary"].mode().iloc[0])
+        higher = bool(data["higher_is_better"].mode().iloc[0])
+        mine = comps[
+            (comps["dataset"] == ds) & (comps["protocol"] == proto) & (comps["metric"] == primary)
+        ]
+        for host in _hosts(data):
+            rows = mine[mine["host"] == host]
+            arms = [a for a in _arm_sort(rows["arm"]) if a != REFERENCES[0]]
+            if not arms:
+                continue
+            seeds = data.loc[data["host"] == host, "seed"].nunique()
+            lines.append(
+                f"Verdict on {ds}/{proto}, host {host}: test {primary} "
+                f"({'higher' if higher else 'lower'} is better), {seeds} seed(s); "
+                f"confident = Holm's p < {CONFIDENCE} over the hosts:"
+            )
+            width = max(len(a) for a in arms)
+            for arm in arms:
+                parts = []
+                for ref, what in zip(REFERENCES, ("the host", "capacity"), strict=True):
+                    hit = rows[(rows["arm"] == arm) & (rows["reference"] == ref)]
+                    if len(hit):
+                        word, numbers = _judge(hit.iloc[0], higher, what)
+                        parts.append(f"{word}: {numbers}")
+                if parts:
+                    lines.append(f"  {arm:<{width}}  " + "; ".join(parts))
+    if lines:
+        lines.append(
+            "  (the host = arm baseline; capacity = the host grown to the block's size without "
+            "PgM; level = no difference shown at this many seeds, not proof of equality)"
+        )
+    return lines
+
+
 # ---------------------------------------------------------------------------------- entry
 
 
@@ -1181,9 +1267,13 @@ def build_report(
         )
     report = Report(suite, source, out, markdown, table, cells, comps, problems, notes)
     if plots:
-        from pgm_plugins.bench.plots import parts_plots, share_plots
+        from pgm_plugins.bench.plots import parts_plots, share_plots, summary_plots
 
-        report.plots = share_plots(cells, out, _arm_sort) + parts_plots(cells, out)
+        report.plots = (
+            summary_plots(cells, out, _arm_sort)
+            + share_plots(cells, out, _arm_sort)
+            + parts_plots(cells, out)
+        )
         if report.plots:
             report.markdown += (
                 "\n## Plots\n\n"
@@ -1196,6 +1286,24 @@ def build_report(
     return report
 
 
+def _where(report: Report, results_dir: Path) -> list[str]:
+    """Where the report and plots are, and the commands that find them again."""
+    from pgm_plugins.bench.results import default_results_dir
+
+    same = Path(results_dir).resolve() == default_results_dir().resolve()
+    root = "" if same else f" --results {shown_path(results_dir)}"
+    lines = [f"Full report: {shown_path(report.out_dir / 'report.md')} (table: report.csv)"]
+    if report.plots:
+        lines.append(
+            f"Plots in {shown_path(report.out_dir)}: " + ", ".join(p.name for p in report.plots)
+        )
+    lines.append(
+        f"Again later: `pgm bench report {report.suite}{root}`; every suite and its cells: "
+        f"`pgm bench list{root}`"
+    )
+    return lines
+
+
 def main(
     suite: str | None,
     results_dir: Path,
@@ -1203,10 +1311,13 @@ def main(
     fmt: str = "markdown",
     step_times: Sequence[Path] = (),
     split: str = "test",
+    *,
+    conclude: bool = False,
 ) -> int:
     """``pgm bench report [SUITE]``: write the report(s) and print one as ``fmt`` (``markdown``,
     ``csv`` or ``none``) with the ``step_times`` microbenchmark files. ``suite=None`` reports
-    every suite under ``results_dir``. Returns the
+    every suite under ``results_dir``. ``conclude``: end with the :func:`verdict` and where
+    the report and plots are (what ``pgm bench run`` prints last). Returns the
     exit code: 0 (skipped result files are listed in the report and on stderr), 2 when there
     was nothing to report (no folder, no suite, no usable record) or ``fmt`` is unknown."""
     if fmt not in FORMATS:
@@ -1248,7 +1359,10 @@ def main(
             f"report of suite {name!r}: {len(report.cells)} cells, {len(report.problems)} "
             f"skipped; wrote " + ", ".join(str(f) for f in report.files),
             file=sys.stderr,
+            flush=True,
         )
+        if conclude:
+            print("\n".join(["", *verdict(report), *_where(report, results_dir)]), flush=True)
     if failed:
         print(
             f"pgm bench report: {len(failed)} of {len(names)} folder(s) under {results_dir} had "

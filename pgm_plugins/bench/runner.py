@@ -15,6 +15,9 @@ under a hard epoch cap, restores the best epoch and scores validation and test.
   set under host ``late_fusion``.
 - Deterministic per (seed, threads): ``torch.manual_seed(seed)``, ``np.random.default_rng(seed)``
   and ``torch.set_num_threads(threads)``.
+- Progress: a bar with the time left on a terminal; elsewhere (a log, CI) one line per finished
+  cell with its result, the elapsed time and the estimated time left (the mean time of the cells
+  run so far times the cells left).
 - Finished cells are skipped (their file exists and parses); files appear whole (written to a
   temporary file, then renamed); a lock (``fcntl.flock`` on ``<root>/<suite>/.lock``) stops a
   second run of the same suite at once.
@@ -715,12 +718,13 @@ class Runner:
                     if bar is not None:
                         bar.set_postfix_str(cell.text(), refresh=True)
                     record = self.run_cell(cell)
-                    path = self.store.write(cell.key(self.suite.name), record)
+                    self.store.write(cell.key(self.suite.name), record)
                     ran += 1
                     if bar is not None:
                         bar.update(1)
                     elif not self.quiet:
                         primary = record["primary"]
+                        elapsed = time.perf_counter() - start
                         print(
                             f"[{skipped + ran}/{len(cells)}] {cell.text()}: "
                             + (
@@ -728,7 +732,8 @@ class Runner:
                                 if record.get("stopped") == "non-finite"
                                 else f"test {primary} {record['metrics']['test'][primary]:.4f} "
                             )
-                            + f"({record['time']['wall_s']:.1f} s) -> {path.name}",
+                            + f"({record['time']['wall_s']:.1f} s); elapsed {_clock(elapsed)}, "
+                            f"ETA {_clock(elapsed / ran * (len(todo) - ran))}",
                             file=sys.stderr,
                             flush=True,
                         )
@@ -1053,6 +1058,16 @@ def _code_versions(registry: Any, plugin: str) -> dict[str, str | None]:
     if info is not None and info.distribution:
         out[info.distribution] = info.version
     return out
+
+
+def _clock(seconds: float) -> str:
+    """``42 s``, ``3:07`` or ``1:02:03``: a duration as a progress line shows it."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _seed_all(seed: int) -> None:

@@ -1,6 +1,14 @@
 """Benchmark suites as TOML files, validated before anything runs. The built-in suites ship
 with the package (``pgm_plugins/bench/suites/*.toml``); any other suite is run by its path.
 
+A suite's identity is its file, not its name: its results go to ``<results>/<name>/`` where
+``name`` (:func:`suite_name`) is the file's stem for a built-in suite and
+``<stem>-<8 hex digits of the resolved path's SHA-256>`` for any other file, so a user's
+``mosi.toml`` never writes into the built-in ``mosi`` folder and two files named alike never
+share one. The path rather than the content names it: editing a suite keeps its folder, so
+finished cells are reused where nothing that shapes them changed and refused, by the runner's
+cell digest, where something did (``docs/results.md``).
+
 Keys (``dataset``, ``hosts``, ``arms``, ``seeds`` required):
 
 - ``dataset``, ``protocol``: a data set registered through ``pgm_register_datasets`` and its
@@ -28,7 +36,16 @@ import tomllib
 from pgm_plugins.bench.arms import ARMS, MSLR_SCALES
 from pgm_plugins.errors import PgMError, choices_text, did_you_mean
 
-__all__ = ["SUITES_DIR", "Suite", "SuiteError", "list_suites", "load_suite", "parse_suite"]
+__all__ = [
+    "SUITES_DIR",
+    "Suite",
+    "SuiteError",
+    "is_builtin",
+    "list_suites",
+    "load_suite",
+    "parse_suite",
+    "suite_name",
+]
 
 #: the built-in suites (package data)
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
@@ -57,7 +74,7 @@ class SuiteError(PgMError, ValueError):
 
 @dataclass(frozen=True)
 class Suite:
-    name: str
+    name: str  #: the results folder's name (:func:`suite_name`): the stem, or stem-<8 hex>
     dataset: str
     protocol: str | None
     hosts: tuple[str, ...]
@@ -204,7 +221,29 @@ def parse_suite(
 
 
 def list_suites(suites_dir: Path = SUITES_DIR) -> list[str]:
+    """The names of the built-in suites (files in ``suites_dir``)."""
     return sorted(p.stem for p in Path(suites_dir).glob("*.toml"))
+
+
+def _path_of(name: str, suites_dir: Path) -> Path:
+    return Path(name).expanduser() if name.endswith(".toml") else Path(suites_dir) / f"{name}.toml"
+
+
+def is_builtin(name: str, suites_dir: Path = SUITES_DIR) -> bool:
+    """Whether ``name`` (a suite name or a ``.toml`` path) is a built-in suite's own file."""
+    path = _path_of(name, suites_dir).resolve()
+    return path.parent == Path(suites_dir).resolve() and path.is_file()
+
+
+def suite_name(name: str, suites_dir: Path = SUITES_DIR) -> str:
+    """The name a suite's results are filed under (``<results>/<name>/``) for ``name``, a
+    built-in suite's name or the path of a ``.toml`` file (which need not exist any more):
+    the stem for a built-in suite's own file, ``<stem>-<8 hex>`` of the resolved path for
+    any other file."""
+    if not name.endswith(".toml") or is_builtin(name, suites_dir):
+        return Path(name).stem if name.endswith(".toml") else name
+    path = _path_of(name, suites_dir).resolve()
+    return f"{path.stem}-{hashlib.sha256(str(path).encode('utf-8')).hexdigest()[:8]}"
 
 
 def load_suite(
@@ -214,8 +253,10 @@ def load_suite(
     datasets: Collection[str] | None = None,
     hosts: Collection[str] | None = None,
 ) -> Suite:
-    """The suite ``name`` (a file in ``suites_dir``) or a path ending in ``.toml``."""
-    path = Path(name) if name.endswith(".toml") else Path(suites_dir) / f"{name}.toml"
+    """The suite ``name`` (a file in ``suites_dir``) or a path ending in ``.toml``; its
+    :attr:`Suite.name` is :func:`suite_name`'s (the results folder), its ``file`` the
+    resolved path."""
+    path = _path_of(name, suites_dir)
     if not path.is_file():
         known = list_suites(suites_dir)
         raise SuiteError(
@@ -229,11 +270,11 @@ def load_suite(
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise SuiteError(f"{path}: not a valid TOML file ({exc}).") from exc
     return parse_suite(
-        path.stem,
+        suite_name(name, suites_dir),
         table,
         where=str(path),
         datasets=datasets,
         hosts=hosts,
-        file=str(path),
+        file=str(path.resolve()),
         digest=hashlib.sha256(raw).hexdigest(),
     )

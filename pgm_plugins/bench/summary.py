@@ -2,6 +2,9 @@
 of each arm, and one arm minus a reference paired over (fold, seed) with its 95 % interval, p
 and Holm's p over the rows of the table.
 
+Where a row's paired differences do not vary across cells the comparison shows the mean
+difference and "no variation across cells", no interval or p, and Holm leaves the row out.
+
 The numbers are the report's own (:mod:`pgm_plugins.bench.report`: the same cells, the same test
 per comparison, corrected resampled t across folds, plain paired t for one split); only Holm's
 family differs: here it is the table's rows, in the report the hosts of one data set. This is
@@ -16,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pgm_plugins.bench.report import (
@@ -28,7 +32,7 @@ from pgm_plugins.bench.report import (
     find_suites,
     read_records,
 )
-from pgm_plugins.bench.stats import holm
+from pgm_plugins.bench.stats import NO_VARIATION, holm
 from pgm_plugins.errors import choices_text, did_you_mean
 
 __all__ = ["Row", "Summary", "summarise"]
@@ -58,6 +62,7 @@ class Summary:
     high: list[float]
     p: list[float]
     p_holm: list[float]  #: Holm's correction over the rows of this table
+    varies: list[bool] | None = None  #: per row: False where the differences do not vary
 
     def markdown(self, digits: int = 3, p_digits: int = 3, holm: bool = True) -> list[str]:
         """The table as Markdown lines: host | one column per arm | the comparison."""
@@ -71,6 +76,8 @@ class Summary:
         return lines
 
     def _cmp(self, i: int, p_digits: int, holm: bool) -> str:
+        if self.varies is not None and not self.varies[i] and not math.isnan(self.diff[i]):
+            return f"{self.diff[i]:+.3f} ({NO_VARIATION})"
         if math.isnan(self.p[i]):
             return "-"
         text = (
@@ -120,6 +127,7 @@ def summarise(
     low: list[float] = []
     high: list[float] = []
     p: list[float] = []
+    varies: list[bool] = []
     for row in rows:
         cells, comps = frames[row.suite]
         hosts = _hosts(cells)
@@ -141,8 +149,21 @@ def summarise(
         c = hit.iloc[0] if len(hit) else pd.Series(dtype=float)
         for out, key in ((diff, "diff"), (low, "low"), (high, "high"), (p, "p")):
             out.append(float(c.get(key, math.nan)))
+        flag = c.get("varies", True)
+        varies.append(not isinstance(flag, bool | np.bool_) or bool(flag))
     return Summary(
-        list(rows), list(arms), primary, arm, reference, means, diff, low, high, p, holm(p)
+        list(rows),
+        list(arms),
+        primary,
+        arm,
+        reference,
+        means,
+        diff,
+        low,
+        high,
+        p,
+        holm(p),
+        varies,
     )
 
 
