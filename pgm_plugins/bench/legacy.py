@@ -59,6 +59,30 @@ def _env(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: raw.get(k) or {} for k in ("versions", "git", "machine")}
 
 
+def _training(
+    raw: dict[str, Any], curves: dict[str, Any], stopped: str, early_stopping: str
+) -> dict[str, Any]:
+    """The training fields of a first-layout record (curves, epochs, recipe, sizes of the
+    model, wall time); ``early_stopping`` says what the loop stopped on."""
+    spec = raw.get("train_spec") or raw["spec"]
+    return {
+        "curves": curves,
+        "best_epoch": int(raw["best_epoch"]),
+        "epochs_run": int(raw["epochs_run"]),
+        "epoch_cap": int(spec["max_epochs"]),
+        "patience": int(spec["patience"]),
+        "train": {
+            **spec,
+            "optimizer": "AdamW",
+            "early_stopping": early_stopping,
+            "threads": (raw.get("machine") or {}).get("threads"),
+            "stopped": stopped,
+        },
+        "parameters": {k: int(v) for k, v in raw["parameters"].items()},
+        "time": {"wall_s": float(raw["wall_s"])},
+    }
+
+
 def is_method_study(record: Any) -> bool:
     """Is ``record`` a file of the method study's layout?"""
     key = record.get("key") if isinstance(record, dict) else None
@@ -127,20 +151,7 @@ def _cell(raw: dict[str, Any], suite: str) -> dict[str, Any]:
         "higher_is_better": True,
         "metrics": {s: _metrics(raw["metrics"][s]) for s in ("valid", "test")},
         "sizes": dict(raw.get("sizes") or SYNTHETIC_SIZES),
-        "curves": curves,
-        "best_epoch": int(raw["best_epoch"]),
-        "epochs_run": epochs_run,
-        "epoch_cap": int(spec["max_epochs"]),
-        "patience": int(spec["patience"]),
-        "train": {
-            **spec,
-            "optimizer": "AdamW",
-            "early_stopping": "validation loss",
-            "threads": (raw.get("machine") or {}).get("threads"),
-            "stopped": stopped,
-        },
-        "parameters": {k: int(v) for k, v in raw["parameters"].items()},
-        "time": {"wall_s": float(raw["wall_s"])},
+        **_training(raw, curves, stopped, "validation loss"),
         "shares": raw.get("shares") or None,
         "parts": None,
         "truth": {"true_uni_share": raw["truth"]} if raw.get("truth") else None,
@@ -297,19 +308,7 @@ def retrieval_record(raw: dict[str, Any], suite: str) -> dict[str, Any]:
         "higher_is_better": True,
         "metrics": {s: retrieval_scores(raw["metrics"][s]) for s in ("valid", "test")},
         "sizes": sizes,
-        "curves": curves,
-        "best_epoch": int(raw["best_epoch"]),
-        "epochs_run": epochs_run,
-        "epoch_cap": int(spec["max_epochs"]),
-        "patience": int(spec["patience"]),
-        "train": {
-            **spec,
-            "optimizer": "AdamW",
-            "early_stopping": "validation map",
-            "stopped": stopped,
-        },
-        "parameters": {k: int(v) for k, v in raw["parameters"].items()},
-        "time": {"wall_s": float(raw["wall_s"])},
+        **_training(raw, curves, stopped, "validation map"),
         "shares": None,
         "parts": None,
         "truth": None,
