@@ -190,3 +190,52 @@ def test_a_results_variable_naming_a_file_is_named_in_the_error(registry, tmp_pa
     with pytest.raises(RunnerError, match=r"afile \(from \$PGM_RESULTS_DIR\) is a file"):
         Runner(suite, registry=registry, quiet=True)
     assert afile.read_text() == "x"
+
+
+def test_the_code_digest_follows_code_not_prose(tmp_path, monkeypatch):
+    from pgm_plugins.bench.results import code_digest
+
+    pkg = tmp_path / "pgm_digest_probe"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text('"""A package."""\n')
+    mod = pkg / "host.py"
+    mod.write_text('"""Docs."""\n\n\ndef build(width=8):  # a comment\n    return width\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code_digest.cache_clear()
+    first = code_digest("pgm_digest_probe")
+    mod.write_text(
+        '"""Other docs."""\n\n\ndef build(width=8):\n    """Said."""\n    return width\n'
+    )
+    code_digest.cache_clear()
+    assert code_digest("pgm_digest_probe") == first  # prose changed, not code
+    mod.write_text('"""Docs."""\n\n\ndef build(width=16):\n    return width\n')
+    code_digest.cache_clear()
+    assert code_digest("pgm_digest_probe") != first  # a default changed
+    assert code_digest("pgm_no_such_package") is None
+    code_digest.cache_clear()
+
+
+def test_changed_code_never_reuses_a_record(registry, tmp_path, monkeypatch):  # noqa: F811
+    runner = _runner(registry, tmp_path, seeds=[0])
+    cells = runner.plan(folds=[0])
+    runner.run(cells)
+    for r in _records(tmp_path / "t").values():
+        assert r["cell_settings"]["code"]["pgm_plugins code"]
+    monkeypatch.setattr("pgm_plugins.bench.runner.code_digest", lambda package: "0" * 16)
+    again = _runner(registry, tmp_path, seeds=[0])
+    with pytest.raises(RunnerError, match=r"(?s)2 finished cell\(s\).*code"):
+        again.run(cells)
+
+
+def test_a_record_of_a_newer_pgm_plugins_is_never_run_over(registry, tmp_path):  # noqa: F811
+    runner = _runner(registry, tmp_path, seeds=[0])
+    cells = runner.plan(folds=[0])
+    runner.run(cells)
+    path = sorted((tmp_path / "t").glob("*.json"))[0]
+    raw = json.loads(path.read_text())
+    raw.update(schema_version=SCHEMA_VERSION + 1, future_field=1)
+    path.write_text(json.dumps(raw))
+    before = path.read_text()
+    with pytest.raises(RunnerError, match=r"(?s)newer pgm-plugins.*Upgrade pgm-plugins"):
+        _runner(registry, tmp_path, seeds=[0]).run(cells)
+    assert path.read_text() == before

@@ -8,6 +8,7 @@ file that does not parse is reported, never counted as done.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -20,7 +21,14 @@ from typing import Any
 
 from pgm_plugins._io import atomic_write_text
 
-__all__ = ["RESULTS_ENV", "ResultStore", "default_results_dir", "environment", "key_file_name"]
+__all__ = [
+    "RESULTS_ENV",
+    "ResultStore",
+    "code_digest",
+    "default_results_dir",
+    "environment",
+    "key_file_name",
+]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.=+-]+")
 #: the environment variable that sets the default results root
@@ -32,6 +40,40 @@ def default_results_dir() -> Path:
     under the current directory (never inside the installed package)."""
     value = os.environ.get(RESULTS_ENV, "").strip()
     return Path(value).expanduser() if value else Path.cwd() / "pgm-results"
+
+
+@functools.cache
+def code_digest(package: str) -> str | None:
+    """SHA-256 (first 16 hex) of what the installed ``package``'s Python code does: every
+    module's syntax tree without docstrings or comments, so a change of code (a default, a
+    recipe, a loader) changes it and an edit of prose does not. None when ``package`` cannot be
+    found or read as source."""
+    import ast
+    import hashlib
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    digest = hashlib.sha256()
+    for root in sorted(spec.submodule_search_locations):
+        for path in sorted(Path(root).rglob("*.py")):
+            try:
+                tree = ast.parse(path.read_text(encoding="utf-8"))
+            except (OSError, SyntaxError, UnicodeDecodeError):
+                return None
+            for node in ast.walk(tree):
+                body = getattr(node, "body", None)
+                first = body[0] if isinstance(body, list) and body else None
+                if (
+                    isinstance(first, ast.Expr)
+                    and isinstance(first.value, ast.Constant)
+                    and isinstance(first.value.value, str)
+                ):
+                    node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined,index]
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(ast.dump(tree, include_attributes=False).encode())
+    return digest.hexdigest()[:16]
 
 
 def key_file_name(key: Mapping[str, Any]) -> str:

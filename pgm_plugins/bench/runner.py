@@ -63,6 +63,7 @@ from pgm_plugins.bench.record import DIGEST_SCHEME, SCHEMA_VERSION, check_record
 from pgm_plugins.bench.results import (
     RESULTS_ENV,
     ResultStore,
+    code_digest,
     default_results_dir,
     environment,
 )
@@ -615,9 +616,10 @@ class Runner:
     def cell_settings(self, cell: Cell) -> dict[str, Any]:
         """What shapes ``cell`` beyond its key (``digest_scheme`` 2, see
         :mod:`pgm_plugins.bench.record`): the data digest, the suite settings that reach it, the
-        arm's kind and changes, the block defaults of the installed code (so a changed default
-        never reuses an old record) and the code version (this package's and the host plugin's
-        distribution). Threads do not count: they change speed, not what is computed."""
+        arm's kind and changes, the block defaults of the installed code, and the code itself
+        (versions and a digest of what this package's and the host's package's code does, so a
+        changed default, recipe or loader never reuses an old record). Threads do not count:
+        they change speed, not what is computed."""
         s = self.suite
         data = self.load_data()
         arm = get_arm(cell.arm)
@@ -626,7 +628,7 @@ class Runner:
         host_options = dict(s.host_options.get(cell.host, {}))
         settings: dict[str, Any] = {
             "digest_scheme": DIGEST_SCHEME,
-            "code": _code_versions(self.registry, entry.plugin),
+            "code": _code_versions(self.registry, entry.plugin, factory),
             "arm": {"kind": arm.kind, "changes": dict(arm.changes)},
             "data_digest": data.digest,
             "options": dict(s.options),
@@ -667,6 +669,27 @@ class Runner:
                 out.append((c, _differences(record.get("cell_settings"), now)))
         return out
 
+    def _refuse_newer(self, cells: Sequence[Cell]) -> None:
+        """Refuse, changing nothing, when a cell's file was written by a newer pgm-plugins (a
+        record this version cannot read is kept, never rerun over)."""
+        newer = []
+        for c in cells:
+            path = self.store.path(c.key(self.suite.name))
+            try:
+                version = json.loads(path.read_text(encoding="utf-8")).get("schema_version", 1)
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(version, int) and version > SCHEMA_VERSION:
+                newer.append(f"  {c.text()}: {path.name} (schema version {version})")
+        if newer:
+            raise RunnerError(
+                f"{len(newer)} record(s) in {self.folder} were written by a newer pgm-plugins "
+                f"(schema version above {SCHEMA_VERSION}):\n"
+                + "\n".join(newer[:10])
+                + "\nNothing was run. Upgrade pgm-plugins to resume this suite, or give another "
+                "results root with --results."
+            )
+
     def _refuse_stale(self, stale: list[tuple[Cell, list[str]]]) -> None:
         lines = [f"  {c.text()}: {'; '.join(d) or 'digest differs'}" for c, d in stale[:10]]
         more = f"\n  ... and {len(stale) - 10} more" if len(stale) > 10 else ""
@@ -704,6 +727,7 @@ class Runner:
         with suite_lock(self.folder):
             for stale in self.folder.glob(".*.tmp"):  # left by a killed run; we hold the lock
                 stale.unlink(missing_ok=True)
+            self._refuse_newer(cells)
             loaded = [self.store.load(c.key(self.suite.name)) for c in cells]
             changed = self.stale(cells, loaded)
             if changed:
@@ -1049,12 +1073,21 @@ def _block_defaults() -> dict[str, Any]:
     return json.loads(json.dumps(out, sort_keys=True, default=str))
 
 
-def _code_versions(registry: Any, plugin: str) -> dict[str, str | None]:
-    """This package's version and that of the distribution whose plugin registered the host."""
+def _code_versions(registry: Any, plugin: str, factory: Any) -> dict[str, str | None]:
+    """The code a cell runs: this package's version and code digest
+    (:func:`~pgm_plugins.bench.results.code_digest`: any change to what the code does, a default,
+    a recipe, a loader), and the same for the package that defines the host's factory and the
+    distribution whose plugin registered it."""
     from pgm_plugins._version import __version__
 
+    out: dict[str, str | None] = {
+        "pgm_plugins": __version__,
+        "pgm_plugins code": code_digest("pgm_plugins"),
+    }
+    top = str(getattr(factory, "__module__", "") or "").split(".")[0]
+    if top and top != "pgm_plugins":
+        out[f"{top} code"] = code_digest(top)
     info = registry.plugins.get(plugin)
-    out: dict[str, str | None] = {"pgm_plugins": __version__}
     if info is not None and info.distribution:
         out[info.distribution] = info.version
     return out
