@@ -91,3 +91,19 @@ def test_a_partial_study_file_is_left_out_by_reason(tmp_path):
     good, problems = read_records(folder, "design")
     assert len(good) == 2 and len(problems) == 1
     assert "'metrics'" in problems[0].reason and problems[0].path.name == src[0].name
+
+
+def test_a_validation_report_scores_validation_rows_only(tmp_path):
+    from pgm_plugins.bench.report import build_report
+
+    report = build_report(METHOD, "mosi", tmp_path, split="valid")
+    good, _ = read_records(METHOD / "mosi", "mosi")
+    valid = {(r["key"]["arm"], r["key"]["seed"], r["key"]["fold"]): r for _, r in good}
+    pgm = [r["metrics"]["valid"]["acc"] for k, r in valid.items() if k[0] == "pgm"]
+    assert f"{np.mean(pgm):.4f} +- {np.std(pgm, ddof=1):.4f}" in report.markdown
+    ratio = np.mean([r["sizes"]["valid"] / r["sizes"]["train"] for r in valid.values()])
+    corrected = report.comparisons[report.comparisons["test"] == "corrected"]
+    assert np.allclose(corrected["ratio"], ratio, rtol=0.05)  # valid rows, not test rows
+    assert "learned uni share" not in report.markdown  # shares were measured on test rows
+    assert "scores: the **valid** split" in report.markdown
+    assert [p.name for p in report.plots] == ["summary__mosi-utterance__clean.png"]

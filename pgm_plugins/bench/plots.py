@@ -198,7 +198,10 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
 
 
 def summary_figure(
-    rows: Mapping[str, Sequence[tuple[str, Sequence[float]]]], metric: str, title: str
+    rows: Mapping[str, Sequence[tuple[str, Sequence[float]]]],
+    metric: str,
+    title: str,
+    split: str = "test",
 ) -> Any:
     """One row per arm, one marker per host: the mean ``metric`` over the arm's cells with its
     95 % interval; ``rows`` maps a host to its ``(arm, values)`` in display order (top first).
@@ -230,7 +233,7 @@ def summary_figure(
         ax.plot([], [], color=colour, marker="o", linestyle="", label=host)
     ax.set_yticks(range(len(arms)), arms)
     ax.set_ylim(len(arms) - 0.5, -0.5)
-    ax.set_xlabel(f"test {metric} (mean over cells, 95 % interval; dashed: baseline)")
+    ax.set_xlabel(f"{split} {metric} (mean over cells, 95 % interval; dashed: baseline)")
     ax.grid(axis="x", alpha=0.3)
     if len(hosts) > 1:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="host")
@@ -239,7 +242,10 @@ def summary_figure(
 
 
 def summary_plots(
-    cells: pd.DataFrame, out_dir: Path, order: Callable[[Iterable[str]], list[str]] = sorted
+    cells: pd.DataFrame,
+    out_dir: Path,
+    order: Callable[[Iterable[str]], list[str]] = sorted,
+    split: str = "test",
 ) -> list[Path]:
     """One PNG per (data set, protocol): the primary metric per arm and host with its 95 %
     interval over the cells that did not diverge (the ``only.<m>`` arms under their own host)."""
@@ -258,7 +264,9 @@ def summary_plots(
         fig = summary_figure(
             rows,
             primary,
-            f"{ds} / {proto}: test {primary} per arm ({'higher' if higher else 'lower'} is better)",
+            f"{ds} / {proto}: {split} {primary} per arm "
+            f"({'higher' if higher else 'lower'} is better)",
+            split,
         )
         written.append(_save(fig, out_dir / _name("summary", ds, proto)))
     return written

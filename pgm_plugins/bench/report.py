@@ -154,7 +154,7 @@ def _cells(records: Sequence[tuple[Path, dict[str, Any]]], split: str = "test") 
             "primary": r["primary"],
             "higher_is_better": r["higher_is_better"],
             "n_train": sizes["train"],
-            "n_test": sizes["test"],
+            "n_test": sizes.get(split, np.nan),  # rows scored (the split's), for the t-test
             "host_params": r["parameters"]["host"],
             "block_params": r["parameters"]["block"],
             "wall_s": float(tm["wall_s"]),
@@ -162,8 +162,12 @@ def _cells(records: Sequence[tuple[Path, dict[str, Any]]], split: str = "test") 
             "patience": r["patience"] if _is_int(r["patience"]) else np.nan,
             "epochs_run": r["epochs_run"] if _is_int(r["epochs_run"]) else np.nan,
             "step_ms": float(tm["step_ms"]) if _is_number(tm.get("step_ms")) else np.nan,
-            "shares": r["shares"],
-            "parts": r["parts"],
+            # what early stopping watched: the runner's records, the validation primary metric
+            "stopped_on": (r.get("train") or {}).get("early_stopping")
+            or f"validation {r['primary']}",
+            # measured on test rows: left out of a report on another split
+            "shares": r["shares"] if split == "test" else None,
+            "parts": r["parts"] if split == "test" else None,
             "truth": r["truth"],
             "failed": r.get("stopped") == "non-finite",
             "partitioner": (r.get("block_config") or {}).get("partitioner"),
@@ -833,7 +837,8 @@ def _section_md(s: DataSection) -> list[str]:
         hit = int((data["epochs_run"] >= data["epoch_cap"]).sum())
         md.append(
             f"- training: epoch cap {'/'.join(map(str, s.caps))}, early stopping on the "
-            f"validation {s.primary} with patience {'/'.join(map(str, s.patience))}; epochs run "
+            f"{' / '.join(sorted(set(data['stopped_on'])))} with patience "
+            f"{'/'.join(map(str, s.patience))}; epochs run "
             f"mean {data['epochs_run'].mean():.1f}, {hit}/{len(data)} cells reached the cap"
         )
     md += [f"- wall time of these cells: {data['wall_s'].sum():.0f} s", ""]
@@ -1247,6 +1252,12 @@ def build_report(
             + "\n".join(f"  {p.text()}" for p in problems)
         )
     cells = _cells(records, split)
+    if cells["n_test"].isna().any():
+        raise ReportError(
+            f"suite {suite!r}: {int(cells['n_test'].isna().sum())} record(s) do not say how many "
+            f"{split} rows they scored (sizes.{split}), which the paired t-test needs; report "
+            "them on --split test."
+        )
     notes: list[str] = []
     for (ds, proto), g in cells.groupby(["dataset", "protocol"]):
         for col in ("primary", "higher_is_better", "task"):
@@ -1270,7 +1281,7 @@ def build_report(
         from pgm_plugins.bench.plots import parts_plots, share_plots, summary_plots
 
         report.plots = (
-            summary_plots(cells, out, _arm_sort)
+            summary_plots(cells, out, _arm_sort, split=split)
             + share_plots(cells, out, _arm_sort)
             + parts_plots(cells, out)
         )
