@@ -124,13 +124,12 @@ def _results_dir(args: argparse.Namespace) -> Any:
 
 
 def _cmd_bench_run(args: argparse.Namespace) -> int:
-    import os
 
     from pgm_plugins.bench.runner import Runner
     from pgm_plugins.bench.suite import load_suite
 
     suite = load_suite(args.suite)
-    data_dir = args.data_dir or os.environ.get("PGM_DATA_DIR") or None
+    data_dir = args.data_dir or None  # else the data set reads $PGM_DATA_DIR and says so
     runner = Runner(
         suite, _results_dir(args), data_dir=data_dir, threads=args.threads, quiet=args.quiet
     )
@@ -185,7 +184,9 @@ def _cmd_bench_list(args: argparse.Namespace) -> int:
         cells = str(per_fold * s.folds) if s.folds else f"{per_fold} x folds"
         done = len(list((root / name).glob("*.json"))) if (root / name).is_dir() else 0
         print(
-            f"  {name:<16} {s.dataset} ({s.protocol or 'default'}); hosts {', '.join(s.hosts)}; "
+            f"  {name:<16} {s.dataset} "
+            f"({s.protocol or _default_protocol(get_registry(), s.dataset)}); "
+            f"hosts {', '.join(s.hosts)}; "
             f"arms {', '.join(s.arms)}; seeds {len(s.seeds)}; cells {cells}; done {done}"
         )
     others = _other_suites(root, builtin)
@@ -233,7 +234,7 @@ def _report_names(names: Sequence[str], root: Any) -> list[str]:
     import re
 
     from pgm_plugins.bench.report import ReportError, find_suites
-    from pgm_plugins.bench.suite import suite_name
+    from pgm_plugins.bench.suite import list_suites, suite_name
 
     out = []
     for name in names:
@@ -241,6 +242,9 @@ def _report_names(names: Sequence[str], root: Any) -> list[str]:
             out.append(suite_name(name))
             continue
         if (root / name).is_dir():
+            out.append(name)
+            continue
+        if name in list_suites():  # a built-in name never means a user's file of that stem
             out.append(name)
             continue
         pattern = re.compile(re.escape(name) + "-[0-9a-f]{8}")
@@ -254,6 +258,15 @@ def _report_names(names: Sequence[str], root: Any) -> list[str]:
             )
         out.append(found[0] if found else name)
     return out
+
+
+def _default_protocol(reg: Any, dataset: str) -> str:
+    """The protocol a suite without one runs: its data set's first (its default)."""
+    try:
+        protocols = tuple(getattr(reg.datasets.entry(dataset).value, "protocols", ()) or ())
+    except Exception:  # an unknown data set is reported by the suite's own line
+        protocols = ()
+    return protocols[0] if protocols else "default"
 
 
 def _cmd_bench_report(args: argparse.Namespace) -> int:

@@ -105,7 +105,28 @@ def _check(kind: str, given: Any, valid: Collection[str], where: str) -> None:
         raise SuiteError(
             f"{where}: unknown {kind} {given!r}; valid: {choices_text(sorted(valid))}."
             + did_you_mean(str(given), sorted(valid))
+            + _bench_plugin_hint()
         )
+
+
+def _bench_plugin_hint() -> str:
+    """Where the core's own data sets and hosts went when a plugin filter left them out."""
+    import os
+
+    from pgm_plugins.registry import get_registry
+
+    if "pgm_plugins.bench" in get_registry().plugins:
+        return ""
+    return (
+        " The benchmark's own data sets and hosts (plugin pgm_plugins.bench) are not loaded: "
+        "add pgm_plugins.bench to PGM_LOAD_PLUGINS"
+        + (
+            f" (now {os.environ.get('PGM_LOAD_PLUGINS')!r})"
+            if "PGM_LOAD_PLUGINS" in os.environ
+            else ""
+        )
+        + " or take it out of PGM_BLOCK_PLUGINS."
+    )
 
 
 def _registered(kind: str) -> list[str]:
