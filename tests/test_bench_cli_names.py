@@ -37,10 +37,8 @@ def test_a_filtered_out_bench_plugin_is_named_in_the_error(monkeypatch):
 
 def test_the_data_folder_error_names_the_variable_that_chose_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PGM_DATA_DIR", str(tmp_path / "nothing"))
-    code = cli.main(
-        ["bench", "run", "mosi", "--seeds", "0", "--hosts", "late_fusion", "--arms", "baseline"]
-        + ["--results", str(tmp_path / "r"), "--quiet"]
-    )
+    args = ["bench", "run", "mosi", "--seeds", "0", "--hosts", "late_fusion", "--arms"]
+    code = cli.main([*args, "baseline", "--results", str(tmp_path / "r"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2
     assert "is $PGM_DATA_DIR" in err and "the data_dir argument" not in err
