@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -62,10 +63,10 @@ from pgm_plugins._io import atomic_write_text
 from pgm_plugins.bench.arms import ARMS, count_parameters
 from pgm_plugins.bench.data import av_digits
 from pgm_plugins.bench.hosts import AudioTower
-from pgm_plugins.bench.legacy import retrieval_record
+from pgm_plugins.bench.legacy import RETRIEVAL_KINDS, RETRIEVAL_SPEAKERS, retrieval_record
 from pgm_plugins.bench.metrics import RETRIEVAL_DIRECTIONS
 from pgm_plugins.bench.record import DIGEST_SCHEME, read_records
-from pgm_plugins.bench.results import ResultStore, environment
+from pgm_plugins.bench.results import ResultStore, code_digest, environment
 from pgm_plugins.bench.runner import cell_digest
 from pgm_plugins.bench.stats import compare
 
@@ -369,6 +370,27 @@ def summarise_loso(folds: Mapping[str, list[dict[str, Any]]], seed: int = 0) -> 
     return "\n".join(lines) + "\n"
 
 
+def _cell_settings(
+    arm: str, spec: Spec, digest: str | None, held: str, limit: int, env: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What decides a retrieval cell besides its key (the runner's digest scheme): the arm, the
+    recipe, the data, the held-out speaker, and the code (this script's and the packages')."""
+    return {
+        "digest_scheme": DIGEST_SCHEME,
+        "code": {
+            "pgm_plugins": env["versions"]["pgm_plugins"],
+            "pgm_plugins code": code_digest("pgm_plugins"),
+            "pgm_timm code": code_digest("pgm_timm"),
+            "script": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16],
+        },
+        "arm": {"kind": RETRIEVAL_KINDS.get(arm, "pgm")},
+        "data_digest": digest,
+        "spec": asdict(spec),
+        "held_out": held,
+        "limit": limit,
+    }
+
+
 def _records(folder: Path, suite: str | None = None) -> list[dict[str, Any]]:
     """The folder's cell records through the one reader (unusable files reported)."""
     good, problems = read_records(folder, suite or folder.name)
@@ -450,14 +472,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             split[drop] = "unused"
             data = replace(data, audio_split=split)  # the caller's object stays as it was
         env = environment()
-        done = {(r["key"]["arm"], r["key"]["seed"]) for r in _records(store.root, suite)}
+        held = args.held_out or "theo"
+        fold = RETRIEVAL_SPEAKERS.index(held)
+        done = {
+            (r["key"]["arm"], r["key"]["seed"], r["key"]["fold"]): r
+            for r in _records(store.root, suite)
+        }
+        changed = []
+        for (arm, seed, f), r in done.items():
+            now = _cell_settings(arm, spec, digest, held, args.limit, env)
+            if f == fold and r.get("cell_digest") and r["cell_digest"] != cell_digest(now):
+                old = r.get("cell_settings") or {}
+                diff = [k for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k)]
+                changed.append(f"  {arm} seed {seed}: {', '.join(diff)}")
+        if changed:
+            print(
+                f"{len(changed)} finished cell(s) in {store.root} ran with other settings, data "
+                "or code than now:\n" + "\n".join(changed) + "\nNothing was run. Move the "
+                "folder away, or give another suite with --suite / --results to keep both.",
+                file=sys.stderr,
+            )
+            return 2
         for seed in args.seeds:
             for arm in args.arms:
-                if (arm, seed) in done:
+                if (arm, seed, fold) in done:
                     print(f"{arm} seed {seed}: done, skipped")
                     continue
                 raw = run_cell(arm, seed, data, spec, {})
-                held = args.held_out or "theo"
                 raw.update(
                     {
                         "key": {"arm": arm, "seed": seed},
@@ -468,15 +509,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     }
                 )
                 record = retrieval_record(raw, suite)
-                record["cell_settings"] = {
-                    "digest_scheme": DIGEST_SCHEME,
-                    "code": {"pgm_plugins": env["versions"]["pgm_plugins"]},
-                    "arm": {"kind": record["arm"]["kind"]},
-                    "data_digest": digest,
-                    "spec": raw["spec"],
-                    "held_out": held,
-                    "limit": args.limit,
-                }
+                record["cell_settings"] = _cell_settings(arm, spec, digest, held, args.limit, env)
                 record["cell_digest"] = cell_digest(record["cell_settings"])
                 path = store.write(record.pop("key"), record)
                 t = record["metrics"]["test"]

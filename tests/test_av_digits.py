@@ -165,6 +165,13 @@ def test_tiny_end_to_end_run_of_every_arm(data, tmp_path, monkeypatch):
     pgm = [r for r in records if r["key"]["arm"] == "pgm"]
     assert all(r["curves"]["aux_loss"][0] > 0 for r in pgm)  # its auxiliary loss was trained
     assert pgm[0]["block_config"]["paired"] == "shared" and pgm[0]["block_config"]["task"] == "none"
+    # a rerun with another recipe is refused, touching nothing; the same recipe skips every cell
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "main").glob("*.json")}
+    args = ["--results", str(tmp_path), "--seeds", "0", "1", "--limit", "40", "--max-epochs", "1"]
+    args += ["--batch", "20", "--image-tower", "timm:test_resnet"]
+    assert bench.main([*args, "--lr", "0.01"]) == 2
+    assert bench.main(args) == 0
+    assert stamps == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "main").glob("*.json")}
     # the same records through the report of pgm bench
     from pgm_plugins.bench.report import build_report
 
