@@ -106,3 +106,12 @@ def test_a_tied_weight_is_frozen_through_either_name():
     assert model.encoders["text"][0].bias.requires_grad
     handle.remove()
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_a_mapping_is_not_a_list_of_modules():
+    model = LateFusion({"text": 16, "audio": 8})
+    before = {n: p.requires_grad for n, p in model.named_parameters()}
+    with pytest.raises(InjectionError, match=r"freeze_host=.*is not valid"):
+        pp.inject(model, "toy.late_fusion", freeze_host={"encoders": True})
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == before
+    assert not hasattr(model, "pgm_block")

@@ -10,7 +10,7 @@ those back on and a parameter the user had frozen stays frozen.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +45,7 @@ def resolve_freeze(model: nn.Module, spec: Any, prefix: str) -> tuple[str, ...]:
     if spec is True:
         return tuple(params)
     patterns = [spec] if isinstance(spec, str) else spec
-    if not isinstance(patterns, Iterable) or isinstance(spec, bytes):
+    if not isinstance(patterns, Iterable) or isinstance(spec, bytes | Mapping):
         raise InjectionError(
             f"freeze_host={spec!r} is not valid; give True (the whole host), a module name or "
             "pattern ('text_encoder', 'vision.*'), or a list of them."
