@@ -103,6 +103,12 @@ def _cmd_layers(args: argparse.Namespace) -> int:
         if example is None:
             raise
         raise ConfigError(describe_forward(model, example, exc)) from exc
+    if not layers and not names:
+        raise ConfigError(
+            f"{args.factory} built a {type(model).__name__} with no submodules: it has no "
+            "layers to put a site on; a site is a layer inside a model (pgm layers "
+            "pgm_plugins.toy:LateFusion shows one)."
+        )
     if not layers:
         raise UnknownNameError(
             f"no layer matches --filter {args.filter!r} ({len(names)} layers, e.g. "

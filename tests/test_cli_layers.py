@@ -230,3 +230,11 @@ def test_input_specs_and_assignments():
         "a": {"b": 1, "c": [1, 2], "e": True},
         "d": "gelu",
     }
+
+
+def test_a_model_without_submodules_says_so(capsys):
+    from pgm_plugins import cli
+
+    code = cli.main(["layers", "torch.nn:Linear", "--kwargs", "in_features=4", "out_features=2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no submodules" in err and "--filter" not in err

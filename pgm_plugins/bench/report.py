@@ -1025,7 +1025,11 @@ def _shares_md(data: pd.DataFrame) -> list[str]:
     md += ["### learned uni share per modality (test data; mean +- std over cells)", ""]
     for (host, arm), g in with_shares.groupby(["host", "arm"], sort=True):
         frame = pd.DataFrame(list(g["shares"]))
-        parts = [f"{m}={frame[m].mean():.3f} +- {frame[m].std():.3f}" for m in frame.columns]
+        parts = [
+            f"{m}={frame[m].mean():.3f}"
+            + (f" +- {frame[m].std():.3f}" if frame[m].count() > 1 else " (one cell)")
+            for m in frame.columns
+        ]
         md.append(f"- `{host}` / `{arm}` ({len(g)} cells): " + ", ".join(parts))
         truths = [(s, t) for s, t in zip(g["shares"], g["truth"], strict=True) if t]
         kinds = set(g["partitioner"].dropna()) if "partitioner" in g else set()
