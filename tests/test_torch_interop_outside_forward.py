@@ -9,6 +9,20 @@ from torch_interop import SITES, WIDTHS, host, inputs, targets
 import pgm_plugins as pp
 
 
+def _independent(**config):
+    """The test host with a block in independent mode (``shared`` learner), its inputs."""
+    model = host()
+    x, y = inputs(), targets()
+    handle = pp.inject(
+        model,
+        sites=SITES,
+        mode="independent",
+        config={"paired": "shared", "task": "regression", **config},
+        example_inputs=x,
+    )
+    return model, handle, x, y
+
+
 def test_joint_mode_outside_the_forward_gives_the_host_output():
     model = host()
     x = inputs()
@@ -20,15 +34,7 @@ def test_joint_mode_outside_the_forward_gives_the_host_output():
 
 
 def test_independent_mode_embeds_one_modality_per_call_many_times():
-    model = host()
-    x, y = inputs(), targets()
-    handle = pp.inject(
-        model,
-        sites=SITES,
-        mode="independent",
-        config={"paired": "shared", "mix": "replace", "task": "regression"},
-        example_inputs=x,
-    )
+    model, handle, x, y = _independent(mix="replace")
     text = model.encoders["text"]
     first = text(x[0])
     for _ in range(5):
@@ -46,15 +52,7 @@ def test_independent_mode_embeds_one_modality_per_call_many_times():
 
 
 def test_calls_inside_one_host_forward_are_paired_among_themselves():
-    model = host()
-    x, y = inputs(), targets()
-    handle = pp.inject(
-        model,
-        sites=SITES,
-        mode="independent",
-        config={"paired": "shared", "task": "regression"},
-        example_inputs=x,
-    )
+    model, handle, x, y = _independent()
     model(*x)
     alone = handle.loss_terms(y)["align"].detach()
     # a logging call of one tower before the training forward does not shift the pairing
@@ -65,15 +63,7 @@ def test_calls_inside_one_host_forward_are_paired_among_themselves():
 
 
 def test_the_paired_head_trains_across_the_calls_of_a_step():
-    model = host()
-    x, y = inputs(), targets()
-    handle = pp.inject(
-        model,
-        sites=SITES,
-        mode="independent",
-        config={"paired": "shared", "task": "regression"},
-        example_inputs=x,
-    )
+    model, handle, x, y = _independent()
     for m, xi in zip(WIDTHS, x, strict=True):
         model.encoders[m](xi)
     terms = handle.loss_terms(y)

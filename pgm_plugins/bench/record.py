@@ -34,6 +34,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "CellKey",
     "CellRecord",
+    "NewerRecordError",
     "Problem",
     "check_record",
     "provenance",
@@ -160,6 +161,23 @@ def file_name(key: Mapping[str, Any]) -> str:
     from pgm_plugins.bench.results import key_file_name
 
     return key_file_name(key)
+
+
+class NewerRecordError(ValueError):
+    """A record written by a newer pgm-plugins: this version cannot read it, and must not run
+    over it (``path``, ``version``)."""
+
+    def __init__(self, path: Path, version: int) -> None:
+        super().__init__(f"{path.name} (schema version {version})")
+        self.path, self.version = path, version
+
+
+def newer_version(record: Any) -> int | None:
+    """The ``schema_version`` of ``record`` when a newer pgm-plugins wrote it, else None."""
+    version = record.get("schema_version") if isinstance(record, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        return version
+    return None
 
 
 def upgrade(record: dict[str, Any]) -> dict[str, Any]:
@@ -301,18 +319,25 @@ def check_record(record: Any, path: Path, suite: str | None = None) -> str | Non
     return None
 
 
-def read_record(path: Path, suite: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
-    """``(record, None)`` upgraded to :data:`SCHEMA_VERSION`, or ``(None, why)``."""
+def _parse(path: Path) -> tuple[Any, str | None]:
+    """The JSON of ``path``, or ``(None, why)``."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8")), None
     except json.JSONDecodeError as exc:
         return None, f"corrupt JSON ({exc}); truncated or partly written?"
     except (OSError, UnicodeDecodeError) as exc:
         return None, f"unreadable ({exc})"
-    reason = check_record(record, path, suite)
-    if reason is not None:
-        return None, reason
-    return upgrade(record), None
+
+
+def _accept(raw: Any, path: Path, suite: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    reason = check_record(raw, path, suite)
+    return (None, reason) if reason is not None else (upgrade(raw), None)
+
+
+def read_record(path: Path, suite: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
+    """``(record, None)`` upgraded to :data:`SCHEMA_VERSION`, or ``(None, why)``."""
+    raw, why = _parse(path)
+    return (None, why) if why is not None else _accept(raw, path, suite)
 
 
 def read_records(
@@ -323,49 +348,32 @@ def read_records(
     Files of the first method study's layout and of the retrieval benchmark's first layout
     (:mod:`pgm_plugins.bench.legacy`) are converted as a folder (the study chose each arm's
     setting over all of its cells)."""
+    from pgm_plugins.bench import legacy
+
     good: list[tuple[Path, dict[str, Any]]] = []
     problems: list[Problem] = []
-    legacy: list[tuple[Path, dict[str, Any]]] = []
-    retrieval: list[tuple[Path, dict[str, Any]]] = []
+    older: dict[Any, list[tuple[Path, dict[str, Any]]]] = {
+        legacy.convert: [],
+        legacy.convert_retrieval: [],
+    }
     for path in sorted(folder.glob("*.json")):
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            raw = None
-        if isinstance(raw, dict) and _is_method_study(raw):
-            legacy.append((path, raw))
-            continue
-        if isinstance(raw, dict) and _is_retrieval_layout(raw):
-            retrieval.append((path, raw))
-            continue
-        record, reason = read_record(path, suite)
-        if record is None:
-            problems.append(Problem(path, str(reason)))
+        raw, why = _parse(path)
+        if legacy.is_method_study(raw):
+            older[legacy.convert].append((path, raw))
+        elif legacy.is_retrieval_layout(raw):
+            older[legacy.convert_retrieval].append((path, raw))
         else:
-            good.append((path, record))
-    if legacy:
-        from pgm_plugins.bench.legacy import convert
-
-        converted, bad = convert(legacy, suite or folder.name)
-        good = sorted(good + converted, key=lambda t: str(t[0]))
-        problems += bad
-    if retrieval:
-        from pgm_plugins.bench.legacy import convert_retrieval
-
-        converted, bad = convert_retrieval(retrieval, suite or folder.name)
-        good = sorted(good + converted, key=lambda t: str(t[0]))
-        problems += bad
-    return good, problems
-
-
-def _is_retrieval_layout(raw: dict[str, Any]) -> bool:
-    key = raw.get("key")
-    return isinstance(key, dict) and set(key) == {"arm", "seed"} and "spec" in raw
-
-
-def _is_method_study(raw: dict[str, Any]) -> bool:
-    key = raw.get("key")
-    return isinstance(key, dict) and "data" in key and "dataset" not in key
+            record, why = (None, why) if why is not None else _accept(raw, path, suite)
+            if record is None:
+                problems.append(Problem(path, str(why)))
+            else:
+                good.append((path, record))
+    for convert, files in older.items():
+        if files:
+            converted, bad = convert(files, suite or folder.name)
+            good += converted
+            problems += bad
+    return sorted(good, key=lambda t: str(t[0])), problems
 
 
 def provenance(record: Mapping[str, Any]) -> dict[str, Any]:

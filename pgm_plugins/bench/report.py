@@ -49,10 +49,10 @@ from pgm_plugins.bench.record import REQUIRED as CONTRACT
 from pgm_plugins.bench.record import (
     Problem,
     check_record,
+    provenance,
     provenance_flags,
     read_records,
 )
-from pgm_plugins.bench.record import provenance as provenance
 from pgm_plugins.bench.stats import NO_VARIATION, compare, holm, rank_correlation
 from pgm_plugins.errors import PgMError, choices_text, did_you_mean
 

@@ -166,7 +166,11 @@ class ResultStore:
         return self.root / key_file_name(key)
 
     def load(self, key: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The finished record of ``key``, or None (missing, or corrupt: reported on stderr)."""
+        """The finished record of ``key``, or None (missing, or corrupt: reported on stderr).
+        Raises :class:`~pgm_plugins.bench.record.NewerRecordError` for a record a newer
+        pgm-plugins wrote: it is kept, never treated as missing."""
+        from pgm_plugins.bench.record import NewerRecordError, newer_version
+
         path = self.path(key)
         if not path.is_file():
             return None
@@ -178,6 +182,9 @@ class ResultStore:
         if not isinstance(record, dict) or record.get("key") != dict(key):
             print(f"warning: result file {path} does not hold cell {dict(key)}", file=sys.stderr)
             return None
+        version = newer_version(record)
+        if version is not None:
+            raise NewerRecordError(path, version)
         reason = self.check(record, path) if self.check is not None else None
         if reason is not None:
             print(

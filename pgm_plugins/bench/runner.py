@@ -59,7 +59,12 @@ from pgm_plugins.bench.metrics import (
     metrics_of,
     regression_metrics,
 )
-from pgm_plugins.bench.record import DIGEST_SCHEME, SCHEMA_VERSION, check_record
+from pgm_plugins.bench.record import (
+    DIGEST_SCHEME,
+    SCHEMA_VERSION,
+    NewerRecordError,
+    check_record,
+)
 from pgm_plugins.bench.results import (
     RESULTS_ENV,
     ResultStore,
@@ -656,7 +661,7 @@ class Runner:
         an older digest scheme are compared on the settings they list (the report flags both).
         ``records``: the cells' loaded records (default: loaded here)."""
         if records is None:
-            records = [self.store.load(c.key(self.suite.name)) for c in cells]
+            records = self._load(cells)
         out = []
         for c, record in zip(cells, records, strict=True):
             if record is None or "cell_digest" not in record:
@@ -669,18 +674,16 @@ class Runner:
                 out.append((c, _differences(record.get("cell_settings"), now)))
         return out
 
-    def _refuse_newer(self, cells: Sequence[Cell]) -> None:
-        """Refuse, changing nothing, when a cell's file was written by a newer pgm-plugins (a
-        record this version cannot read is kept, never rerun over)."""
-        newer = []
+    def _load(self, cells: Sequence[Cell]) -> list[dict[str, Any] | None]:
+        """The cells' usable records (None: to run), read once; refuses, changing nothing,
+        when a cell's file was written by a newer pgm-plugins (kept, never run over)."""
+        loaded: list[dict[str, Any] | None] = []
+        newer: list[str] = []
         for c in cells:
-            path = self.store.path(c.key(self.suite.name))
             try:
-                version = json.loads(path.read_text(encoding="utf-8")).get("schema_version", 1)
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-                continue
-            if isinstance(version, int) and version > SCHEMA_VERSION:
-                newer.append(f"  {c.text()}: {path.name} (schema version {version})")
+                loaded.append(self.store.load(c.key(self.suite.name)))
+            except NewerRecordError as exc:
+                newer.append(f"  {c.text()}: {exc}")
         if newer:
             raise RunnerError(
                 f"{len(newer)} record(s) in {self.folder} were written by a newer pgm-plugins "
@@ -689,6 +692,7 @@ class Runner:
                 + "\nNothing was run. Upgrade pgm-plugins to resume this suite, or give another "
                 "results root with --results."
             )
+        return loaded
 
     def _refuse_stale(self, stale: list[tuple[Cell, list[str]]]) -> None:
         lines = [f"  {c.text()}: {'; '.join(d) or 'digest differs'}" for c, d in stale[:10]]
@@ -727,8 +731,7 @@ class Runner:
         with suite_lock(self.folder):
             for stale in self.folder.glob(".*.tmp"):  # left by a killed run; we hold the lock
                 stale.unlink(missing_ok=True)
-            self._refuse_newer(cells)
-            loaded = [self.store.load(c.key(self.suite.name)) for c in cells]
+            loaded = self._load(cells)
             changed = self.stale(cells, loaded)
             if changed:
                 self._refuse_stale(changed)

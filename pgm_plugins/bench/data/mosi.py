@@ -119,26 +119,40 @@ class MosiFold:
     seed: int
 
 
+def _read_protocol(
+    what: str,
+    files: dict[str, str],
+    data_dir: str | os.PathLike[str] | None,
+    verify: bool,
+) -> tuple[Path, dict[str, Path], dict[str, bytes], str]:
+    """The folder, the paths and the bytes of a protocol's ``files`` (key -> path under
+    ``mosi-utterance/``), each checked against its pinned SHA-256 unless ``verify`` is False,
+    and the SHA-256 of what was read; every missing file is named, with where the folder came
+    from."""
+    where = locate_data(data_dir)
+    root = where.path / DATASET
+    paths = {k: root / v for k, v in files.items()}
+    missing = [p for p in paths.values() if not p.is_file()]
+    if missing:
+        raise missing_files_error(what, DATASET, missing, where)
+    h = hashlib.sha256()
+    raw = {}
+    for key, rel in files.items():
+        raw[key] = paths[key].read_bytes()
+        if verify:
+            verify_bytes(paths[key], raw[key], EXPECTED_SHA256.get(rel))
+        h.update(key.encode())
+        h.update(raw[key])
+    return root, paths, raw, h.hexdigest()
+
+
 def load_clean(data_dir: str | os.PathLike[str] | None = None, verify: bool = True) -> MosiClean:
     """Read the 752 test-file utterances; a missing file is a ``FileNotFoundError`` naming it and
     where it looked, a file whose SHA-256 differs from :data:`EXPECTED_SHA256` a
     :class:`DigestError` (``verify=False`` skips that check, for modified copies)."""
     import pandas as pd
 
-    where = locate_data(data_dir)
-    root = where.path / DATASET
-    paths = {k: root / v for k, v in CLEAN_FILES.items()}
-    missing = [p for p in paths.values() if not p.is_file()]
-    if missing:
-        raise missing_files_error("MOSI clean protocol", DATASET, missing, where)
-    h = hashlib.sha256()
-    raw = {}
-    for key, rel in CLEAN_FILES.items():
-        raw[key] = paths[key].read_bytes()
-        if verify:
-            verify_bytes(paths[key], raw[key], EXPECTED_SHA256.get(rel))
-        h.update(key.encode())
-        h.update(raw[key])
+    root, paths, raw, digest = _read_protocol("MOSI clean protocol", CLEAN_FILES, data_dir, verify)
     frames = {k: pd.read_csv(io.BytesIO(raw[k]), header=None) for k in ("text", "audio", "video")}
     index = pd.read_csv(io.BytesIO(raw["index"]), header=None)
     transcripts = pd.read_csv(io.BytesIO(raw["transcripts"]), header=None)
@@ -162,7 +176,7 @@ def load_clean(data_dir: str | os.PathLike[str] | None = None, verify: bool = Tr
     label_t = transcripts.iloc[rows, 3].to_numpy(dtype=np.int64)
     if not (label_t == labels[0]).all():
         raise ValueError(f"labels of {paths['transcripts']} and the feature files disagree.")
-    return MosiClean(x, labels[0], video, utterance, h.hexdigest(), root)
+    return MosiClean(x, labels[0], video, utterance, digest, root)
 
 
 @dataclass
@@ -192,20 +206,9 @@ def load_standard(
 
     import pandas as pd
 
-    where = locate_data(data_dir)
-    root = where.path / DATASET
-    paths = {k: root / v for k, v in STANDARD_FILES.items()}
-    missing = [p for p in paths.values() if not p.is_file()]
-    if missing:
-        raise missing_files_error("MOSI standard protocol", DATASET, missing, where)
-    h = hashlib.sha256()
-    raw = {}
-    for key, rel in STANDARD_FILES.items():
-        raw[key] = paths[key].read_bytes()
-        if verify:
-            verify_bytes(paths[key], raw[key], EXPECTED_SHA256.get(rel))
-        h.update(key.encode())
-        h.update(raw[key])
+    root, paths, raw, digest = _read_protocol(
+        "MOSI standard protocol", STANDARD_FILES, data_dir, verify
+    )
     transcripts = pd.read_csv(io.BytesIO(raw["transcripts"]), header=None, keep_default_na=False)
     n = len(transcripts)
     audio = np.full((n, WIDTHS["audio"]), np.nan, dtype=np.float32)
@@ -239,7 +242,7 @@ def load_standard(
             f"{sum(len(f) for f in folds.values())} of {n} utterances."
         )
     text = transcripts.iloc[:, 1].astype(str).tolist()
-    return MosiStandard(audio, y, text, video, utterance, folds, h.hexdigest(), root)
+    return MosiStandard(audio, y, text, video, utterance, folds, digest, root)
 
 
 def clean_folds(
