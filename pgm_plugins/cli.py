@@ -137,14 +137,21 @@ def _cmd_bench_run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     data_dir = args.data_dir or None  # else the data set reads $PGM_DATA_DIR and says so
     runner = Runner(
-        suite, _results_dir(args), data_dir=data_dir, threads=args.threads, quiet=args.quiet
+        suite,
+        _results_dir(args),
+        data_dir=data_dir,
+        threads=args.threads,
+        quiet=args.quiet,
+        device=args.device,
+        precision=args.precision,
     )
     cells = runner.plan(hosts=args.hosts, arms=args.arms, seeds=args.seeds, folds=args.folds)
     if not args.quiet:
         data = runner.load_data()
         print(
             f"suite {suite.name}: {data.name} ({data.protocol}), {len(cells)} cells "
-            f"({sum(runner.done(cells))} done), {runner.threads} thread(s), results in "
+            f"({sum(runner.done(cells))} done), {runner.threads} thread(s) on "
+            f"{runner.device} ({runner.precision}), results in "
             f"{runner.folder}",
             file=sys.stderr,
         )
@@ -365,6 +372,16 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--data-dir", help="folder holding the data sets (else $PGM_DATA_DIR)")
     p.add_argument("--results", help=RESULTS_HELP)
     p.add_argument("--threads", type=_positive, help="torch threads (default: the suite's, else 1)")
+    p.add_argument(
+        "--device",
+        help="cpu, cuda, cuda:N or auto (default: the suite's, else cpu)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        help="fp32 (default: the suite's), or bf16 / fp16 autocast (fp16 with a grad scaler); "
+        "a precision other than fp32 is a different cell",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     p.add_argument("--no-report", action="store_true", help="do not print the report after")
     p.set_defaults(func=_cmd_bench_run)

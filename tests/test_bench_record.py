@@ -166,6 +166,9 @@ def test_provenance_flags_name_what_a_comparison_mixes():
         "1/4 with an older digest scheme",
     ]
     assert provenance_flags([{**clean, "commit": None}, clean])[0].startswith("2 commits")
+    gpu = {**clean, "device": "cuda:0 (NVIDIA H100 80GB HBM3)"}
+    assert provenance_flags([gpu, {**gpu, "device": "cuda:1 (NVIDIA H100 80GB HBM3)"}]) == []
+    assert provenance_flags([clean, gpu, gpu]) == ["devices cpu x1, cuda x2"]
 
 
 def test_results_go_under_the_current_folder_unless_told_otherwise(tmp_path, monkeypatch):

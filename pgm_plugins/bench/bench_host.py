@@ -1,10 +1,15 @@
 """What a benchmark host is: a factory that builds a model for a :class:`BenchData` and knows
-how to feed it, train it with its own recipe, and read its predictions (:class:`HostRun`).
+how to feed it, which losses its own recipe trains, and how to read its predictions
+(:class:`HostRun`).
 
 Registered through ``pgm_register_bench_hosts``: ``register(name, factory, description="")``
 with ``factory(data: BenchData, seed: int, modalities: tuple[str, ...]) -> HostRun``. The
-runner injects the arm's block (or none) into ``run.model`` at ``run.sites``, calls
-``run.attach(handle)`` and then only the methods below, so one runner trains every host.
+runner injects the arm's block (or none) into ``run.model`` at ``run.sites``, moves the run to
+its device (``run.to(device)``), asks for its optimizers (``run.optimizers(handle)``) and then
+trains it: the host gives each batch's forward and loss terms as stages
+(:class:`~pgm_plugins.bench.step.Stage`), and the runner owns backward, clipping and the
+optimizer steps (:class:`~pgm_plugins.bench.step.Stepper`), so it can add mixed precision,
+distributed data parallel and the block's auxiliary loss to every host alike.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from pgm_plugins.bench.data.bench_data import BenchData
+from pgm_plugins.bench.step import Stage
 
-__all__ = ["HostFactory", "HostRun", "batch_rows"]
+__all__ = ["HostFactory", "HostRun", "ResidentRows", "batch_rows", "to_device"]
 
 
 def batch_rows(
@@ -58,22 +65,34 @@ class HostRun(Protocol):
         ``"fusion"`` (the rest). Every host parameter in exactly one part."""
         ...
 
-    def attach(self, handle: Any, lr_scale: dict[str, float] | None = None) -> None:
-        """Build the optimizer(s): the host's own groups, each modality's encoder part scaled
-        by ``lr_scale[modality]`` (default 1), plus ``handle.param_groups`` when a block is
-        injected (``handle`` None: the host alone). Called once, before the first step."""
+    def to(self, device: torch.device) -> None:
+        """Move the model, and whatever the host keeps beside it, to ``device``. Called once,
+        after the block is injected and before :meth:`optimizers`; ``batches`` then yields
+        tensors on ``device`` (data moved once per cell where they fit)."""
+        ...
+
+    def optimizers(
+        self, handle: Any, lr_scale: dict[str, float] | None = None
+    ) -> dict[str, torch.optim.Optimizer]:
+        """The recipe's optimizer(s) by name (``"main"`` when there is one): the host's own
+        groups, each modality's encoder part scaled by ``lr_scale[modality]`` (default 1), plus
+        ``handle.param_groups`` when a block is injected (``handle`` None: the host alone).
+        Called once, before the first step."""
         ...
 
     def batches(
         self, data: BenchData, rows: np.ndarray, batch: int, rng: np.random.Generator | None
     ) -> Iterator[tuple[Any, Tensor, np.ndarray]]:
         """``(inputs, targets, rows)`` over ``rows``; shuffled when ``rng`` is given (training),
-        in order otherwise. ``inputs`` is what ``step`` and ``predict`` take."""
+        in order otherwise. ``inputs`` is what ``stages`` and ``predict`` take."""
         ...
 
-    def step(self, inputs: Any, targets: Tensor, rows: np.ndarray) -> dict[str, float]:
-        """One training step with the host's own losses (+ the block's ``aux_loss``), gradient
-        clipping and optimizer(s); returns the loss terms as floats (``"loss"`` the total)."""
+    def stages(self, inputs: Any, targets: Tensor, rows: np.ndarray) -> Iterator[Stage]:
+        """One training step's forward(s) and loss terms, as a generator of stages (one per
+        backward; most recipes have one). The runner clears gradients, adds the block's
+        ``aux_loss``, runs backward, the stage's clipping and its optimizer's step, then
+        resumes the generator (work after the step, e.g. a label update, goes after the
+        ``yield``). Put the model in training mode first."""
         ...
 
     def predict(self, inputs: Any) -> Tensor:
@@ -87,3 +106,55 @@ class HostRun(Protocol):
 
 class HostFactory(Protocol):
     def __call__(self, data: BenchData, seed: int, modalities: tuple[str, ...]) -> HostRun: ...
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """``obj`` with every tensor in it (nested tuples, lists, dicts) on ``device``."""
+    if isinstance(obj, Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
+class ResidentRows:
+    """A data set's arrays as tensors on a device, made once and indexed by rows per batch.
+
+    ``get(data, make)`` returns ``make(data)`` (name -> array over every row) as tensors on the
+    device, kept while the same ``data`` object comes back (a data set redrawn each epoch is a
+    new object: the previous two are kept, training and evaluation data). On CUDA the arrays
+    stay on the host when they would take more than ``fraction`` of the free device memory;
+    ``rows`` then moves each batch instead."""
+
+    def __init__(self, device: torch.device | str = "cpu", fraction: float = 0.25) -> None:
+        self.device = torch.device(device)
+        self.fraction = fraction
+        # (data, tensors): the data object is held, so its id cannot be reused while kept
+        self._kept: list[tuple[Any, dict[str, Tensor]]] = []
+
+    def get(self, data: Any, make: Any) -> dict[str, Tensor]:
+        for held, tensors in self._kept:
+            if held is data:
+                return tensors
+        arrays = {k: np.ascontiguousarray(v) for k, v in make(data).items()}
+        tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        if self.device.type != "cpu" and self._fits(sum(v.nbytes for v in arrays.values())):
+            tensors = {k: v.to(self.device) for k, v in tensors.items()}
+        self._kept = [*self._kept[-1:], (data, tensors)]
+        return tensors
+
+    def _fits(self, nbytes: int) -> bool:
+        if self.device.type != "cuda":
+            return True
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return nbytes <= self.fraction * free
+
+    def rows(self, tensors: dict[str, Tensor], idx: np.ndarray) -> dict[str, Tensor]:
+        """The rows ``idx`` of every tensor, on the device."""
+        out = {}
+        for k, t in tensors.items():
+            index = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+            out[k] = t[index.to(t.device)].to(self.device, non_blocking=True)
+        return out

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pgm_plugins.bench.bench_host import batch_rows
+from pgm_plugins.bench.bench_host import ResidentRows, batch_rows
 from pgm_plugins.bench.data.bench_data import BenchData
 from pgm_plugins.bench.hosts import EncoderFusion, LateFusionHost, host_sites
+from pgm_plugins.bench.step import Clip, Stage
 
 __all__ = ["DESCRIPTION", "LateFusionRun", "pooled"]
 
@@ -85,8 +86,7 @@ class LateFusionRun:
             "optimizer": "AdamW",
         }
         self.lr, self.weight_decay, self.clip = lr, weight_decay, clip
-        self.handle: Any = None
-        self.optimizer: torch.optim.Optimizer | None = None
+        self.resident = ResidentRows("cpu")
 
     def _build(self, data: BenchData, hidden: int, out_dim: int, dropout: float) -> EncoderFusion:
         """The model (``[B, hidden]`` per encoder); subclasses build other encoders."""
@@ -99,7 +99,13 @@ class LateFusionRun:
         out["fusion"] = list(self.model.head.parameters())
         return out
 
-    def attach(self, handle: Any, lr_scale: dict[str, float] | None = None) -> None:
+    def to(self, device: torch.device) -> None:
+        self.model.to(device)
+        self.resident = ResidentRows(device)
+
+    def optimizers(
+        self, handle: Any, lr_scale: dict[str, float] | None = None
+    ) -> dict[str, torch.optim.Optimizer]:
         scale = lr_scale or {}
         groups: list[dict[str, Any]] = [
             {
@@ -114,41 +120,37 @@ class LateFusionRun:
             groups = handle.param_groups(
                 base_lr=self.lr, host_groups=groups, weight_decay=self.weight_decay
             )
-        self.handle = handle
-        self.optimizer = torch.optim.AdamW(groups)
+        return {"main": torch.optim.AdamW(groups)}
+
+    def arrays(self, data: BenchData) -> dict[str, np.ndarray]:
+        """Every row's model inputs (``"x.<modality>"``) and targets (``"y"``) as arrays; what
+        :meth:`batches` indexes (on the run's device, made once per data set)."""
+        every = np.arange(len(data.y))
+        out = {
+            f"x.{m}": np.asarray(pooled(data, m, every), dtype=np.float32) for m in self.modalities
+        }
+        y = np.asarray(data.y)
+        out["y"] = y.astype(np.int64) if self.task == "classification" else y.astype(np.float32)
+        return out
 
     def batches(
         self, data: BenchData, rows: np.ndarray, batch: int, rng: np.random.Generator | None
     ) -> Iterator[tuple[Any, Tensor, np.ndarray]]:
+        tensors = self.resident.get(data, self.arrays)
         for idx in batch_rows(rows, batch, rng):
-            inputs = {
-                m: torch.from_numpy(np.ascontiguousarray(pooled(data, m, idx), dtype=np.float32))
-                for m in self.modalities
-            }
-            y = torch.from_numpy(data.y[idx])
-            yield inputs, (y.long() if self.task == "classification" else y.float()), idx
+            got = self.resident.rows(tensors, idx)
+            y = got.pop("y")
+            yield {k.removeprefix("x."): v for k, v in got.items()}, y, idx
 
     def _loss(self, out: Tensor, targets: Tensor) -> Tensor:
         if self.task == "classification":
             return F.cross_entropy(out, targets)
         return F.mse_loss(out[:, 0], targets)
 
-    def step(self, inputs: Any, targets: Tensor, rows: np.ndarray) -> dict[str, float]:
-        assert self.optimizer is not None, "attach() before step()"
+    def stages(self, inputs: Any, targets: Tensor, rows: np.ndarray) -> Iterator[Stage]:
         self.model.train()
         task = self._loss(self.model(**inputs), targets)
-        loss = task
-        terms = {"task": float(task.detach())}
-        if self.handle is not None:
-            aux = self.handle.aux_loss(targets)
-            terms["pgm"] = float(aux.detach())
-            loss = loss + aux
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, self.clip)
-        self.optimizer.step()
-        return {**terms, "loss": float(loss.detach())}
+        yield Stage({"task": task}, clip=Clip("norm", self.clip))
 
     def predict(self, inputs: Any) -> Tensor:
         self.model.eval()

@@ -96,7 +96,8 @@ class CellRecord(TypedDict, total=False):
     epochs_run: int  # epochs trained before stopping
     epoch_cap: int  # the suite's epoch cap
     patience: int  # the suite's early-stopping patience
-    train: dict[str, Any]  # the recipe: optimizer, lr, batch, clip, threads, lr_scale, stopped
+    train: dict[str, Any]  # the recipe: optimizer, lr, batch, clip, threads, lr_scale, device,
+    # precision, stopped
     parameters: dict[str, int]  # host and block (or control) parameter counts
     time: dict[str, Any]  # wall_s, train_s, steps, step_ms (measured under whatever load)
     shares: dict[str, float] | None  # PgM arms: uni-modal share per modality on test data
@@ -378,7 +379,8 @@ def read_records(
 
 def provenance(record: Mapping[str, Any]) -> dict[str, Any]:
     """Where a record came from, for the report's checks: ``commit``, ``dirty``,
-    ``digest`` (the cell digest or None), ``scheme`` (what the digest covers: 0 none, 1, 2)."""
+    ``digest`` (the cell digest or None), ``scheme`` (what the digest covers: 0 none, 1, 2),
+    ``device`` (``cpu``, ``cuda:N (name)``; records before devices trained on the CPU)."""
     git = (record.get("env") or {}).get("git") or {}
     settings = record.get("cell_settings")
     scheme = 0
@@ -389,6 +391,7 @@ def provenance(record: Mapping[str, Any]) -> dict[str, Any]:
         "dirty": git.get("dirty"),
         "digest": record.get("cell_digest"),
         "scheme": scheme,
+        "device": str((record.get("train") or {}).get("device") or "cpu"),
     }
 
 
@@ -396,7 +399,8 @@ def provenance_flags(provs: Sequence[Mapping[str, Any]]) -> list[str]:
     """What a comparison's records do not share, each as a short phrase (empty: nothing to
     flag). ``provs``: :func:`provenance` of every record the comparison pairs. Flags records
     from more than one commit, from a working tree with uncommitted changes, without a cell
-    digest, or with a digest of an older scheme (what it covers: the module docstring)."""
+    digest, with a digest of an older scheme (what it covers: the module docstring), or trained
+    on more than one kind of device (the same cell differs in the last bits between devices)."""
     n = len(provs)
     out = []
     commits: dict[str, int] = {}
@@ -415,4 +419,10 @@ def provenance_flags(provs: Sequence[Mapping[str, Any]]) -> list[str]:
     older = sum(1 for p in provs if p.get("scheme") and p["scheme"] < DIGEST_SCHEME)
     if older:
         out.append(f"{older}/{n} with an older digest scheme")
+    devices: dict[str, int] = {}
+    for p in provs:
+        kind = str(p.get("device") or "cpu").split(":")[0].split(" ")[0]
+        devices[kind] = devices.get(kind, 0) + 1
+    if len(devices) > 1:
+        out.append("devices " + ", ".join(f"{d} x{k}" for d, k in sorted(devices.items())))
     return out

@@ -72,6 +72,7 @@ from pgm_plugins.bench.results import (
     default_results_dir,
     environment,
 )
+from pgm_plugins.bench.step import PRECISIONS, Stepper, autocast, resolve_device
 from pgm_plugins.bench.suite import Suite, SuiteError
 from pgm_plugins.errors import NonFiniteError, PgMError, choices_text, did_you_mean
 
@@ -315,6 +316,9 @@ class _Training:
     threads: int
     lr_scale: Any
     best_state: dict[str, Any]
+    stepper: Stepper
+    device: str = "cpu"
+    precision: str = "fp32"
     curves: dict[str, list[float]] = field(
         default_factory=lambda: {"train_loss": [], "valid_loss": [], "valid_primary": []}
     )
@@ -348,6 +352,8 @@ class _Training:
                 "batch": self.batch,
                 "threads": self.threads,
                 "lr_scale": self.lr_scale,
+                "device": self.device,
+                "precision": self.precision,
             },
             "parameters": {"host": self.host_params, "block": self.block_params},
             "time": {
@@ -380,6 +386,8 @@ class Runner:
         threads: int | None = None,
         quiet: bool = False,
         registry: Any = None,
+        device: str | None = None,
+        precision: str | None = None,
     ) -> None:
         from pgm_plugins.registry import get_registry
 
@@ -396,6 +404,16 @@ class Runner:
         self.store = ResultStore(self.folder, check=self._check_record)
         self.data_dir = data_dir
         self.threads = threads or suite.threads
+        try:
+            self.device = resolve_device(device or suite.device)
+        except ValueError as exc:
+            raise RunnerError(str(exc)) from None
+        self.precision = precision or suite.precision
+        if self.precision not in PRECISIONS:
+            raise RunnerError(
+                f"precision {self.precision!r} is not one of {choices_text(list(PRECISIONS))}."
+                + did_you_mean(self.precision, PRECISIONS)
+            )
         self.quiet = quiet
         self.registry = registry or get_registry()
         self.data: BenchData | None = None
@@ -616,15 +634,27 @@ class Runner:
             if value is not None and key not in kwargs and _accepts(factory, key):
                 kwargs[key] = value
         _seed_all(seed)
-        return factory(data, seed, modalities, **kwargs)
+        run = factory(data, seed, modalities, **kwargs)
+        missing = [m for m in ("to", "optimizers", "stages") if not callable(getattr(run, m, None))]
+        if missing:
+            old = " (it has the old step() / attach(): the runner owns the step now)"
+            raise RunnerError(
+                f"bench host {host!r} ({type(run).__name__}) lacks {', '.join(missing)}"
+                + (old if hasattr(run, "step") else "")
+                + "; a bench host gives to(device), optimizers(handle, lr_scale) and "
+                "stages(inputs, targets, rows): see pgm_plugins.bench.bench_host.HostRun."
+            )
+        return run
 
     def cell_settings(self, cell: Cell) -> dict[str, Any]:
         """What shapes ``cell`` beyond its key (``digest_scheme`` 2, see
         :mod:`pgm_plugins.bench.record`): the data digest, the suite settings that reach it, the
         arm's kind and changes, the block defaults of the installed code, and the code itself
         (versions and a digest of what this package's and the host's package's code does, so a
-        changed default, recipe or loader never reuses an old record). Threads do not count:
-        they change speed, not what is computed."""
+        changed default, recipe or loader never reuses an old record), and the precision when it
+        is not fp32 (bf16 / fp16 compute something else). Threads and the device do not count:
+        they change speed and the order of float operations, not what is computed; the record
+        keeps both (``train.threads``, ``train.device``) and the report flags mixed devices."""
         s = self.suite
         data = self.load_data()
         arm = get_arm(cell.arm)
@@ -648,6 +678,8 @@ class Runner:
                 settings[key] = value
         if arm.kind == "mslr":
             settings["mslr_scales"] = list(s.mslr_scales)
+        if self.precision != "fp32":  # fp32 records stay what they were; the device does not count
+            settings["precision"] = self.precision
         if arm.factory() is not None:
             settings["block"] = dict(s.block)
             settings["block_defaults"] = _block_defaults()
@@ -794,6 +826,13 @@ class Runner:
             total=total, initial=initial, desc=self.suite.name, unit="cell", file=sys.stderr
         )
 
+    def _device_text(self) -> str:
+        """``cpu``, or ``cuda:N (the device's name)``: what the record's ``train.device`` says."""
+        if self.device.type != "cuda":
+            return str(self.device)
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+
     def _standardised(self, fold: Fold, seed: int) -> tuple[BenchData, dict[str, Any]]:
         key = (seed, fold.fold)
         if self._std is None or self._std[0] != key:
@@ -804,6 +843,9 @@ class Runner:
     def run_cell(self, cell: Cell) -> dict[str, Any]:
         """Train one cell (with the arm's validation grid, if any) and return its record."""
         start = time.perf_counter()
+        if self.device.type == "cuda":  # fp32 means fp32: no TF32 matmuls or convolutions
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
         s = self.suite
         raw = self.load_data()
         fold = self.folds(cell.seed)[cell.fold]
@@ -893,7 +935,9 @@ class Runner:
         shares: dict[str, float] = {}
         weight = 0
         for inputs, _, idx in run.batches(data, rows, batch, None):
-            outs.append(run.predict(inputs).detach().float().cpu().numpy())
+            with autocast(self.device, self.precision):
+                out = run.predict(inputs)
+            outs.append(out.detach().float().cpu().numpy())
             if handle is not None:
                 got = handle.stats().get("shares") or {}
                 for m, v in got.items():
@@ -964,7 +1008,11 @@ class Runner:
             handle = pp.inject(run.model, sites=run.sites, config=config, block_factory=factory)
             block_config = handle.block.config.to_dict()
         block_params = count_parameters(run.model) - host_params
-        run.attach(handle, lr_scale=setting.get("lr_scale"))
+        run.to(self.device)
+        optimizers = run.optimizers(handle, lr_scale=setting.get("lr_scale"))
+        stepper = Stepper(
+            run.model, optimizers, handle=handle, device=self.device, precision=self.precision
+        )
         recipe = dict(getattr(run, "recipe", {}) or {})
         return _Training(
             run=run,
@@ -978,6 +1026,9 @@ class Runner:
             threads=self.threads,
             lr_scale=setting.get("lr_scale"),
             best_state=copy.deepcopy(run.model.state_dict()),
+            stepper=stepper,
+            device=self._device_text(),
+            precision=self.precision,
         )
 
     def _epoch(
@@ -989,7 +1040,7 @@ class Runner:
         total, n = 0.0, 0
         try:
             for inputs, targets, rows in t.run.batches(epoch_data, fold.train, t.batch, t.rng):
-                terms = t.run.step(inputs, targets, rows)
+                terms = t.stepper.step(t.run.stages(inputs, targets, rows), targets)
                 loss = float(terms["loss"])
                 if not math.isfinite(loss):
                     raise Diverged(f"non-finite training loss ({loss}) at epoch {epoch + 1}")
@@ -1036,7 +1087,8 @@ class Runner:
 
         rows = np.asarray(test)[:PARTS_ROWS]
         inputs, _, idx = next(iter(run.batches(data, rows, len(rows), None)))
-        run.predict(inputs)
+        with autocast(self.device, self.precision):
+            run.predict(inputs)
         try:
             parts = handle.parts
         except Exception:  # controls have no partition
@@ -1048,7 +1100,7 @@ class Runner:
 
             def pool(t: torch.Tensor, mask: Any = p.mask) -> list[list[float]]:
                 t = t if t.dim() == 3 else t.unsqueeze(1)
-                v = masked_mean(t.float(), mask).numpy()
+                v = masked_mean(t.float(), mask).cpu().numpy()
                 return np.round(v, 4).tolist()
 
             out[m] = {"uni": pool(p.uni), "paired": pool(p.paired), "y": data.y[idx].tolist()}

@@ -21,6 +21,9 @@ Keys (``dataset``, ``hosts``, ``arms``, ``seeds`` required):
 - ``lr``, ``window``: given to every host factory that takes them; ``batch``: the batch size
   (default: the host's own); ``threads``: torch threads (default 1); ``mslr_scales``: the
   learning-rate scales of the ``mslr`` arm; ``block``: PgM config fields for every block arm.
+- ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``; default ``cpu``) and ``precision``
+  (``fp32``, ``bf16``, ``fp16``; default ``fp32``): where and how cells train, unless
+  ``pgm bench run --device / --precision`` say otherwise.
 """
 
 from __future__ import annotations
@@ -65,7 +68,11 @@ _KEYS = {
     "mslr_scales",
     "host_options",
     "block",
+    "device",
+    "precision",
 }
+#: ``precision`` values (see :data:`pgm_plugins.bench.step.PRECISIONS`)
+PRECISION_NAMES = ("fp32", "bf16", "fp16")
 
 
 class SuiteError(PgMError, ValueError):
@@ -92,6 +99,8 @@ class Suite:
     mslr_scales: tuple[float, ...] = MSLR_SCALES
     host_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     block: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    precision: str = "fp32"
     file: str = ""
     digest: str = ""
 
@@ -213,6 +222,17 @@ def parse_suite(
         if not isinstance(value, dict):
             raise SuiteError(f"{where}: {key} must be a table, got {value!r}.")
         tables[key] = value
+    device = data.get("device", "cpu")
+    if not isinstance(device, str) or not (
+        device in ("cpu", "cuda", "auto") or (device.startswith("cuda:") and device[5:].isdigit())
+    ):
+        raise SuiteError(f"{where}: device must be cpu, cuda, cuda:N or auto, got {device!r}.")
+    precision = data.get("precision", "fp32")
+    if precision not in PRECISION_NAMES:
+        raise SuiteError(
+            f"{where}: precision must be one of {choices_text(PRECISION_NAMES)}, got "
+            f"{precision!r}." + did_you_mean(str(precision), PRECISION_NAMES)
+        )
     for host, opts in tables["host_options"].items():
         _check("host in host_options", host, data["hosts"], where)
         if not isinstance(opts, dict):
@@ -236,6 +256,8 @@ def parse_suite(
         mslr_scales=tuple(float(s) for s in scales),
         host_options={h: dict(o) for h, o in tables["host_options"].items()},
         block=dict(tables["block"]),
+        device=device,
+        precision=precision,
         file=file,
         digest=digest,
     )

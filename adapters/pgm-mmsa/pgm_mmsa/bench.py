@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from pgm_mmsa.adapters import KINDS
 from pgm_mmsa.data import context_windows
-from pgm_plugins.bench.bench_host import batch_rows
+from pgm_plugins.bench.bench_host import batch_rows, to_device
+from pgm_plugins.bench.step import Stage
 
 __all__ = ["DEFAULT_WINDOW", "MmsaRun", "bench_hosts"]
 
@@ -117,6 +118,7 @@ class MmsaRun:
         self.train_samples = len(data)
         self.block_config = {"task": "regression", "num_classes": None}
         self.trainer: Any = None
+        self.device = torch.device("cpu")
         self._changes = tuple(self.info.changes) + tuple(changes)
         self.changes: tuple[str, ...] = self._changes
         self.recipe = {
@@ -136,7 +138,13 @@ class MmsaRun:
         out["fusion"] = [p for k in ("fusion", "heads") for _, p in parts.get(k, [])]
         return out
 
-    def attach(self, handle: Any, lr_scale: dict[str, float] | None = None) -> None:
+    def to(self, device: torch.device) -> None:
+        self.model.to(device)
+        self.device = torch.device(device)
+
+    def optimizers(
+        self, handle: Any, lr_scale: dict[str, float] | None = None
+    ) -> dict[str, torch.optim.Optimizer]:
         from pgm_mmsa.recipes import HostTrainer, _adam, host_param_groups
 
         self.trainer = HostTrainer(
@@ -164,6 +172,7 @@ class MmsaRun:
             if handle is not None:
                 split = handle.param_groups(base_lr=main_lr, host_groups=split)
             self.trainer.optimizer = _adam(split)
+        return self.trainer.optimizers
 
     def _labels(self, y: np.ndarray) -> Tensor:
         if self.task == "classification":
@@ -209,11 +218,13 @@ class MmsaRun:
         self, data: Any, rows: np.ndarray, batch: int, rng: np.random.Generator | None
     ) -> Iterator[tuple[Any, Tensor, np.ndarray]]:
         for idx in batch_rows(rows, batch, rng):
-            yield self._inputs(data, idx), self._labels(data.y[idx]), idx
+            inputs, labels = self._inputs(data, idx), self._labels(data.y[idx])
+            yield to_device(inputs, self.device), to_device(labels, self.device), idx
 
-    def step(self, inputs: Any, targets: Tensor, rows: np.ndarray) -> dict[str, float]:
-        assert self.trainer is not None, "attach() before step()"
-        return dict(self.trainer.step(inputs, targets, torch.from_numpy(np.asarray(rows))))
+    def stages(self, inputs: Any, targets: Tensor, rows: np.ndarray) -> Iterator[Stage]:
+        if self.trainer is None:
+            raise RuntimeError("MmsaRun: call optimizers() before stages().")
+        return self.trainer.stages(inputs, targets, torch.from_numpy(np.asarray(rows)))
 
     def predict(self, inputs: Any) -> Tensor:
         self.model.eval()

@@ -25,7 +25,7 @@ With a PgM handle, the block's groups (``handle.param_groups``) join the host's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from pgm_mmsa.adapters import _inner, host_kind
 from pgm_mmsa.hosts import TEXT_MODULE, host_info, host_parts
+from pgm_plugins.bench.step import Clip, Stage, Stepper
 
 SELFMM_TASKS = {"M": "fusion", "T": "text", "A": "audio", "V": "vision"}
 SELFMM_FEATURES = {
@@ -270,20 +271,30 @@ class HostTrainer:
         with torch.no_grad():
             for name, p in self.net.named_parameters():
                 if p.dim() > 1 and not name.startswith((text, "pgm_")):
-                    nn.init.xavier_normal_(p, generator=gen)
+                    drawn = torch.empty(p.shape, dtype=p.dtype)  # on the CPU generator's device
+                    nn.init.xavier_normal_(drawn, generator=gen)
+                    p.copy_(drawn)
 
     def next_epoch(self) -> None:
         self.epoch += 1
         self.batches = 0
 
     # ------------------------------------------------------------------ the step
-    def _clip(self) -> None:
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+    def _clip(self) -> Clip | None:
         clip = self.cfg.get("grad_clip", -1.0)
         if self.kind in ("mult", "misa") and clip != -1.0:
-            nn.utils.clip_grad_value_(params, clip)
-        elif self.kind == "mmim":
-            nn.utils.clip_grad_norm_(params, clip)
+            return Clip("value", clip)
+        if self.kind == "mmim":
+            return Clip("norm", clip)
+        return None
+
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The recipe's optimizers by name: ``"main"``, and MMIM's ``"mmilb"``."""
+        out = {"main": self.optimizer}
+        if self.mmilb_optimizer is not None:
+            out["mmilb"] = self.mmilb_optimizer
+        return out
 
     def losses(
         self, outputs: Mapping[str, Any], labels: Tensor, index: Tensor | None = None
@@ -296,9 +307,12 @@ class HostTrainer:
             return self._selfmm_losses(outputs, labels, index)
         return {"task": F.l1_loss(outputs["M"], y)}
 
-    def step(
+    def stages(
         self, inputs: Sequence[Any], labels: Tensor, index: Tensor | None = None
-    ) -> dict[str, float]:
+    ) -> Iterator[Stage]:
+        """One training step as :class:`~pgm_plugins.bench.step.Stage` s (the runner, or
+        :meth:`step`, runs backward, clipping and the optimizer of each); the block's
+        ``aux_loss`` is added by whoever runs them."""
         if self.kind == "misa" and labels.numel() < 2:
             raise ValueError(
                 f"MISA's training step needs at least 2 samples per batch; got {labels.numel()}. "
@@ -309,41 +323,42 @@ class HostTrainer:
             )
         self.model.train()
         if self.kind == "mmim":
-            return self._mmim_step(inputs, labels)
-        self.optimizer.zero_grad()
+            yield from self._mmim_stages(inputs, labels)
+            return
         outputs = self.model(*inputs)
         terms = self.losses(outputs, labels, index)
-        if self.handle is not None:
-            terms["pgm"] = self.handle.aux_loss(labels.reshape(-1).to(outputs["M"].dtype))
-        loss = sum(terms.values(), torch.zeros(()))
-        loss.backward()
-        self._clip()
-        self.optimizer.step()
+        yield Stage(terms, clip=self._clip(), block_targets=labels.reshape(-1).float())
         if self.kind == "self_mm":
             self._selfmm_update(outputs, index)
         self.batches += 1
-        return {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())}
+
+    def step(
+        self, inputs: Sequence[Any], labels: Tensor, index: Tensor | None = None
+    ) -> dict[str, float]:
+        """Run :meth:`stages` with backward, clipping and the optimizer steps, in fp32 on the
+        model's device; returns the loss terms as floats (``"loss"`` the total)."""
+        stepper = Stepper(self.model, self.optimizers, handle=self.handle)
+        terms = stepper.step(self.stages(inputs, labels, index), labels)
+        return {k: float(v) for k, v in terms.items()}
 
     # ------------------------------------------------------------------ MMIM
-    def _mmim_step(self, inputs: Sequence[Any], labels: Tensor) -> dict[str, float]:
-        assert self.mmilb_optimizer is not None
+    def _mmim_stages(self, inputs: Sequence[Any], labels: Tensor) -> Iterator[Stage]:
         cfg = self.cfg
         text, audio, vision = inputs[:3]
-        # stage 1: maximise the lld lower bound with the MMILB optimizer
-        self.model.zero_grad()
+        aim = labels.reshape(-1).float()
+        # stage 1: maximise the lld lower bound with the MMILB optimizer. The block's losses of
+        # this forward join it, which keeps them out of stage 2's aux_loss (aux_loss covers
+        # every training forward since the last read); the gradients they leave on the block
+        # are cleared before stage 2, as MMSA's MMILB optimizer holds only the MMILB parameters
         out = self.model(text, audio, vision)
-        stage1 = -out["lld"]
-        if self.handle is not None:
-            # reading the block's losses of this forward keeps them out of stage 2's aux_loss
-            # (aux_loss covers every training forward since the last read); the gradients they
-            # leave on the block are cleared before stage 2, as MMSA's MMILB optimizer holds
-            # only the MMILB parameters
-            stage1 = stage1 + self.handle.aux_loss(labels.reshape(-1).float())
-        stage1.backward()
-        nn.utils.clip_grad_norm_(list(self.model.parameters()), cfg["grad_clip"])
-        self.mmilb_optimizer.step()
+        yield Stage(
+            {"lld": -out["lld"]},
+            optimizer="mmilb",
+            clip=Clip("norm", cfg["grad_clip"], over="model"),
+            block_targets=aim,
+            report=False,
+        )
         # stage 2: the main loss
-        self.model.zero_grad()
         y = labels.reshape(-1, 1).float()
         ready = self.batches >= cfg["mem_size"] and len(self.mem["tv"]) > 0
         mem = (
@@ -369,12 +384,7 @@ class HostTrainer:
         h = out["H"]
         if self.batches > cfg["mem_size"] and isinstance(h, Tensor) and torch.isfinite(h):
             terms["entropy"] = -cfg["beta"] * h
-        if self.handle is not None:
-            terms["pgm"] = self.handle.aux_loss(labels.reshape(-1).float())
-        loss = sum(terms.values(), torch.zeros(()))
-        loss.backward()
-        self._clip()
-        self.optimizer.step()
+        yield Stage(terms, clip=self._clip(), block_targets=aim)
         for k, pn in out["pn_dic"].items():
             if pn is None or pn.get("pos") is None:
                 continue
@@ -384,7 +394,6 @@ class HostTrainer:
             else:
                 self.mem[k][self.batches % cfg["mem_size"]] = entry
         self.batches += 1
-        return {k: float(v.detach()) for k, v in terms.items()} | {"loss": float(loss.detach())}
 
     # ------------------------------------------------------------------ Self-MM
 

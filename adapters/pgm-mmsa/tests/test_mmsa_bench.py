@@ -164,7 +164,7 @@ def test_per_modality_learning_rates_reach_the_optimizer(tmp_path):
     data = clean_like()
     torch.manual_seed(0)
     run = MmsaRun("tfn", data, 0, data.modalities, window=2)
-    run.attach(None, lr_scale={"text": 4.0, "audio": 0.25, "vision": 1.0})
+    run.optimizers(None, lr_scale={"text": 4.0, "audio": 0.25, "vision": 1.0})
     base = run.cfg["learning_rate"]
     lrs = {}
     parts = run.parts()
@@ -186,7 +186,7 @@ def test_a_data_set_without_text_and_audio_is_refused_before_any_cell(registry, 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_baseline_and_block_cells_of_a_seed_start_from_the_same_host(registry, tmp_path, kind):
-    """The runner's build -> inject -> attach order: the block's init must not change the
+    """The runner's build -> inject -> optimizers order: the block's init must not change the
     host's starting weights (MMIM re-initialises in its trainer: from the cell's seed)."""
     import pgm_plugins as pp
     from pgm_plugins.bench.arms import get_arm
@@ -204,7 +204,7 @@ def test_baseline_and_block_cells_of_a_seed_start_from_the_same_host(registry, t
             handle = pp.inject(
                 run.model, sites=run.sites, config=dict(run.block_config), block_factory=factory
             )
-        run.attach(handle)
+        run.optimizers(handle)
         states[arm_name] = {
             k: v.clone() for k, v in run.model.state_dict().items() if "pgm" not in k
         }

@@ -13,14 +13,12 @@ and the batches differ. The same towers as ``benchmarks/av_digits_retrieval.py``
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from pgm_plugins.bench.bench_host import batch_rows
 from pgm_plugins.bench.data.bench_data import BenchData
 from pgm_plugins.bench.hosts import AudioTower, EncoderFusion
 from pgm_plugins.bench.late_fusion import LateFusionRun
@@ -156,15 +154,12 @@ class AvTowersRun(LateFusionRun):
         coeffs = int(data.x["audio"].shape[-1])
         return AvTowers(self.tower, coeffs, hidden, out_dim, self.tower_options)
 
-    def batches(
-        self, data: BenchData, rows: np.ndarray, batch: int, rng: np.random.Generator | None
-    ) -> Iterator[tuple[Any, Tensor, np.ndarray]]:
-        for idx in batch_rows(rows, batch, rng):
-            image = np.ascontiguousarray(data.x["image"][idx], dtype=np.float32)
-            audio = np.ascontiguousarray(data.x["audio"][idx], dtype=np.float32)
-            inputs = {
-                "image": torch.from_numpy(image).reshape(-1, 1, self.side, self.side),
-                "audio": torch.from_numpy(audio),
-            }
-            y = torch.from_numpy(data.y[idx])
-            yield inputs, (y.long() if self.task == "classification" else y.float()), idx
+    def arrays(self, data: BenchData) -> dict[str, np.ndarray]:
+        """Every row's ``[1, side, side]`` image, ``[T, c]`` frames and target."""
+        image = np.asarray(data.x["image"], dtype=np.float32)
+        y = np.asarray(data.y)
+        return {
+            "x.image": image.reshape(-1, 1, self.side, self.side),
+            "x.audio": np.asarray(data.x["audio"], dtype=np.float32),
+            "y": y.astype(np.int64) if self.task == "classification" else y.astype(np.float32),
+        }
