@@ -14,7 +14,7 @@ distributed data parallel and the block's auxiliary loss to every host alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -108,14 +108,16 @@ class HostFactory(Protocol):
     def __call__(self, data: BenchData, seed: int, modalities: tuple[str, ...]) -> HostRun: ...
 
 
-def to_device(obj: Any, device: torch.device) -> Any:
-    """``obj`` with every tensor in it (nested tuples, lists, dicts) on ``device``."""
+def to_device(obj: Any, device: torch.device, keep: Callable[[Tensor], bool] | None = None) -> Any:
+    """``obj`` with every tensor in it (nested tuples, lists, dicts) on ``device``, except those
+    ``keep`` says stay where they are (e.g. sequence lengths, which ``pack_padded_sequence``
+    wants on the CPU)."""
     if isinstance(obj, Tensor):
-        return obj.to(device, non_blocking=True)
+        return obj if keep is not None and keep(obj) else obj.to(device, non_blocking=True)
     if isinstance(obj, dict):
-        return {k: to_device(v, device) for k, v in obj.items()}
+        return {k: to_device(v, device, keep) for k, v in obj.items()}
     if isinstance(obj, (tuple, list)):
-        return type(obj)(to_device(v, device) for v in obj)
+        return type(obj)(to_device(v, device, keep) for v in obj)
     return obj
 
 

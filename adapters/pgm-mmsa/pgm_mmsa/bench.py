@@ -16,6 +16,9 @@ clipping and batch size from MMSA's config), on any ``BenchData`` with modalitie
 - Token data (``text`` ``[N, L, d]`` with ``lengths["text"]``, e.g. MOSI ``standard``): the host
   is built for ``L`` steps; one-vector modalities are repeated over the steps; a missing
   ``vision`` is a constant zero input of width 1 (disclosed in ``changes``).
+- Devices: windows are built per batch on the CPU and moved to the run's device (their
+  lengths stay on the CPU, where MMSA's ``pack_padded_sequence`` reads them); the runner owns
+  the step (:meth:`MmsaRun.stages` gives :meth:`pgm_mmsa.recipes.HostTrainer.stages`).
 """
 
 from __future__ import annotations
@@ -219,7 +222,7 @@ class MmsaRun:
     ) -> Iterator[tuple[Any, Tensor, np.ndarray]]:
         for idx in batch_rows(rows, batch, rng):
             inputs, labels = self._inputs(data, idx), self._labels(data.y[idx])
-            yield to_device(inputs, self.device), to_device(labels, self.device), idx
+            yield to_device(inputs, self.device, _is_lengths), labels.to(self.device), idx
 
     def stages(self, inputs: Any, targets: Tensor, rows: np.ndarray) -> Iterator[Stage]:
         if self.trainer is None:
@@ -235,6 +238,11 @@ class MmsaRun:
     def next_epoch(self) -> None:
         if self.trainer is not None:
             self.trainer.next_epoch()
+
+
+def _is_lengths(t: Tensor) -> bool:
+    """Window lengths stay on the CPU (MMSA packs its sequences with them)."""
+    return t.dim() == 1 and t.dtype == torch.long
 
 
 def _factory(kind: str) -> Any:
