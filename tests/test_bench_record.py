@@ -169,6 +169,9 @@ def test_provenance_flags_name_what_a_comparison_mixes():
     gpu = {**clean, "device": "cuda:0 (NVIDIA H100 80GB HBM3)"}
     assert provenance_flags([gpu, {**gpu, "device": "cuda:1 (NVIDIA H100 80GB HBM3)"}]) == []
     assert provenance_flags([clean, gpu, gpu]) == ["devices cpu x1, cuda x2"]
+    assert provenance_flags([clean, {**clean, "precision": "bf16"}]) == [
+        "precisions bf16 x1, fp32 x1"
+    ]
 
 
 def test_results_go_under_the_current_folder_unless_told_otherwise(tmp_path, monkeypatch):

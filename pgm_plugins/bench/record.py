@@ -380,7 +380,8 @@ def read_records(
 def provenance(record: Mapping[str, Any]) -> dict[str, Any]:
     """Where a record came from, for the report's checks: ``commit``, ``dirty``,
     ``digest`` (the cell digest or None), ``scheme`` (what the digest covers: 0 none, 1, 2),
-    ``device`` (``cpu``, ``cuda:N (name)``; records before devices trained on the CPU)."""
+    ``device`` (``cpu``, ``cuda:N (name)``; records before devices trained on the CPU),
+    ``precision`` (``fp32``, ``bf16``, ``fp16``)."""
     git = (record.get("env") or {}).get("git") or {}
     settings = record.get("cell_settings")
     scheme = 0
@@ -392,6 +393,7 @@ def provenance(record: Mapping[str, Any]) -> dict[str, Any]:
         "digest": record.get("cell_digest"),
         "scheme": scheme,
         "device": str((record.get("train") or {}).get("device") or "cpu"),
+        "precision": str((record.get("train") or {}).get("precision") or "fp32"),
     }
 
 
@@ -400,7 +402,8 @@ def provenance_flags(provs: Sequence[Mapping[str, Any]]) -> list[str]:
     flag). ``provs``: :func:`provenance` of every record the comparison pairs. Flags records
     from more than one commit, from a working tree with uncommitted changes, without a cell
     digest, with a digest of an older scheme (what it covers: the module docstring), or trained
-    on more than one kind of device (the same cell differs in the last bits between devices)."""
+    on more than one kind of device (the same cell differs in the last bits between devices) or
+    in more than one precision (arms of one comparison run with different ``--precision``)."""
     n = len(provs)
     out = []
     commits: dict[str, int] = {}
@@ -425,4 +428,11 @@ def provenance_flags(provs: Sequence[Mapping[str, Any]]) -> list[str]:
         devices[kind] = devices.get(kind, 0) + 1
     if len(devices) > 1:
         out.append("devices " + ", ".join(f"{d} x{k}" for d, k in sorted(devices.items())))
+    precisions: dict[str, int] = {}
+    for p in provs:
+        precisions[str(p.get("precision") or "fp32")] = (
+            precisions.get(str(p.get("precision") or "fp32"), 0) + 1
+        )
+    if len(precisions) > 1:
+        out.append("precisions " + ", ".join(f"{d} x{k}" for d, k in sorted(precisions.items())))
     return out
