@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         get_adapter,
         inject,
         list_adapters,
+        list_arms,
         list_bench_hosts,
         list_datasets,
         list_models,
@@ -66,6 +67,7 @@ _LAZY = {
     "list_zoo_patches": "pgm_plugins.api",
     "list_models": "pgm_plugins.api",
     "list_bench_hosts": "pgm_plugins.api",
+    "list_arms": "pgm_plugins.api",
     "list_datasets": "pgm_plugins.api",
     "list_hosts": "pgm_plugins.api",  # deprecated: list_models (warns when called)
     "hookimpl": "pgm_plugins.registry",
@@ -88,6 +90,7 @@ __all__ = [
     "hookimpl",
     "inject",
     "list_adapters",
+    "list_arms",
     "list_bench_hosts",
     "list_datasets",
     "list_layers",

@@ -83,6 +83,12 @@ def list_bench_hosts(filter: Patterns = "*", exclude: Patterns = ()) -> list[str
     return get_registry().bench_hosts.names(filter, exclude)
 
 
+def list_arms(filter: Patterns = "*", exclude: Patterns = ()) -> list[str]:
+    """Names of the benchmark arms (hook ``pgm_register_arms``), as a suite's ``arms`` names
+    them (besides ``only.<modality>``)."""
+    return get_registry().arms.names(filter, exclude)
+
+
 def list_datasets(filter: Patterns = "*", exclude: Patterns = ()) -> list[str]:
     """Names of the benchmark data sets (hook ``pgm_register_datasets``), as a suite's
     ``dataset`` names them."""

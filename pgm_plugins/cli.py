@@ -212,6 +212,9 @@ def _cmd_bench_list(args: argparse.Namespace) -> int:
         print(f"{title}:")
         for entry in registry.entries():
             print(f"  {entry.name:<16} {entry.plugin:<24} {entry.description}")
+    print("arms (and only.<modality>: the late-fusion host on one modality):")
+    for entry in reg.arms.entries():
+        print(f"  {entry.name:<16} {entry.plugin:<24} {entry.description}")
     return 0
 
 

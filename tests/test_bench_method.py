@@ -12,7 +12,14 @@ import torch
 
 import pgm_plugins as pp
 from pgm_plugins import PgMBlock, PgMConfig
-from pgm_plugins.bench.arms import ABLATIONS, ARMS, CapacityControl, count_parameters, get_arm
+from pgm_plugins.bench.arms import (
+    ABLATIONS,
+    ARMS,
+    CapacityControl,
+    block_factory,
+    count_parameters,
+    get_arm,
+)
 from pgm_plugins.bench.data.synthetic import make_synthetic, truth
 from pgm_plugins.bench.hosts import LateFusionHost, host_sites
 from pgm_plugins.bench.metrics import binary_metrics
@@ -27,6 +34,12 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def _factory(name: str):
+    """The block factory of the built-in block arm ``name``."""
+    spec = get_arm(name)
+    return block_factory(spec.kind, spec.changes)
+
+
 def _config(widths: dict[str, int]) -> PgMConfig:
     return PgMConfig(modalities=widths, task="classification", num_classes=2)
 
@@ -37,12 +50,12 @@ def _config(widths: dict[str, int]) -> PgMConfig:
 def test_capacity_control_matches_the_pgm_block_within_5_percent(widths):
     cfg = _config(widths)
     target = count_parameters(PgMBlock(cfg))
-    control = ARMS["capacity"].factory()(cfg)
+    control = _factory("capacity")(cfg)
     assert isinstance(control, CapacityControl)
     assert abs(count_parameters(control) - target) <= 0.05 * target
 
 
-@pytest.mark.parametrize("arm", [a for a in ARMS if ARMS[a].has_block and a != "pgm-replace"])
+@pytest.mark.parametrize("arm", [a for a in ARMS if ARMS[a].block and a != "pgm-replace"])
 def test_every_arm_is_injected_by_the_engine_and_is_the_identity_at_init(arm):
     torch.manual_seed(0)
     widths = {"a": 6, "b": 5, "c": 4}
@@ -53,7 +66,7 @@ def test_every_arm_is_injected_by_the_engine_and_is_the_identity_at_init(arm):
         host,
         sites=host_sites(host),
         config={"task": "classification", "num_classes": 2},
-        block_factory=get_arm(arm).factory(),
+        block_factory=_factory(arm),
     )
     assert torch.equal(host(**x), ref)
     loss = torch.nn.functional.cross_entropy(host(**x), torch.tensor([0, 1, 1]))
@@ -82,7 +95,7 @@ def _names(block: torch.nn.Module) -> set[str]:
 def test_ablations_remove_exactly_what_they_name(ablation, removed_prefixes):
     cfg = _config({"a": 16, "b": 12})
     full = _names(PgMBlock(cfg))
-    ablated = _names(get_arm(ablation).factory()(cfg))
+    ablated = _names(_factory(ablation)(cfg))
     removed = full - ablated
     assert removed and all(n.startswith(removed_prefixes) for n in removed), removed
     assert ablated <= full  # nothing added
@@ -90,21 +103,21 @@ def test_ablations_remove_exactly_what_they_name(ablation, removed_prefixes):
 
 def test_the_gate_partitioner_adds_only_its_channel_logits():
     cfg = _config({"a": 16, "b": 12})
-    added = _names(get_arm("pgm-gate").factory()(cfg)) - _names(PgMBlock(cfg))
+    added = _names(_factory("pgm-gate")(cfg)) - _names(PgMBlock(cfg))
     assert added == {"partitioners.a.logits", "partitioners.b.logits"}
 
 
 def test_ablations_that_change_no_module_change_only_their_switch():
     cfg = _config({"a": 16, "b": 12})
     base = PgMBlock(cfg)
-    one_lr = get_arm("pgm-one-lr").factory()(cfg)
+    one_lr = _factory("pgm-one-lr")(cfg)
     assert {g["lr"] for g in one_lr.param_groups(1e-3)} == {1e-3}
     assert len({g["lr"] for g in base.param_groups(1e-3)}) > 1  # the default has lr_mult
-    scaled = get_arm("pgm-gradscale").factory()(cfg)
+    scaled = _factory("pgm-gradscale")(cfg)
     assert scaled.config.kappa("a", "uni") == 0.5 and base.config.kappa("a", "uni") == 1.0
     assert scaled.config.kappa("a", "paired") == 1.0
     for name in ("pgm-attention", "pgm-shared", "pgm-replace", "pgm-gate"):
-        changed = get_arm(name).factory()(cfg).config
+        changed = _factory(name)(cfg).config
         diff = {k for k in cfg.to_dict() if cfg.to_dict()[k] != changed.to_dict()[k]}
         assert diff <= set(ABLATIONS[name]), (name, diff)
 

@@ -234,7 +234,7 @@ def test_every_arm_runs_on_tiny_data(registry, tmp_path):
     for name, r in recs.items():
         assert 0 <= r["metrics"]["test"]["acc"] <= 1
         assert r["epochs_run"] == 1 and len(r["curves"]["valid_primary"]) == 1
-        if ARMS.get(name) is not None and ARMS[name].has_block:
+        if ARMS.get(name) is not None and ARMS[name].block:
             assert r["parameters"]["block"] > 0 and r["parameters"]["host"] == host_params
             assert "block_config" in r
         else:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from pgm_plugins import hookimpl
+from pgm_plugins.bench.arm import ArmContext, ArmRun
 from pgm_plugins.bench.runner import Runner, RunnerError
 from pgm_plugins.bench.step import Clip, Stage, Stepper, resolve_device
 from tests.test_bench_runner import _records, _suite, registry  # noqa: F401
@@ -86,11 +87,16 @@ def test_the_blocks_loss_joins_a_stage_and_after_backward_sees_unclipped_gradien
             return model[0].weight.sum() * 0 + 2.0
 
     grads = []
+
+    class Arm(ArmRun):
+        def after_backward(self, stage):
+            grads.append(model[1].weight.grad.abs().max().item())
+
     stepper = Stepper(
         model,
         {"main": torch.optim.SGD(model.parameters(), lr=0.1)},
         handle=Handle(),
-        after_backward=lambda stage: grads.append(model[1].weight.grad.abs().max().item()),
+        arm=Arm(ArmContext("a", "h", ("x",), "regression", None, 0)),
     )
     y = torch.ones(5)
 

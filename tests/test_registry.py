@@ -171,7 +171,11 @@ def test_the_benchmark_plugin_is_the_distributions_own_entry_point(monkeypatch):
     reg = PluginRegistry()
     info = reg.plugins["pgm_plugins.bench"]
     assert (info.distribution, info.error) == ("pgm-plugins", None)
-    assert info.hooks == ["pgm_register_bench_hosts", "pgm_register_datasets"]
+    assert info.hooks == [
+        "pgm_register_arms",
+        "pgm_register_bench_hosts",
+        "pgm_register_datasets",
+    ]
     data = reg.datasets.entry("synthetic").value(seeds=[0])
     assert data.name == "synthetic" and set(data.x) == {"a", "b", "c"}
     assert reg.datasets.entry("synthetic").plugin == "pgm_plugins.bench"

@@ -23,13 +23,14 @@ initialisation), optimizer and schedule; that is what makes them fair controls.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from pgm_plugins.bench.arm import ArmContext, ArmRun, ArmSpec
 from pgm_plugins.block import PgMBlock, PgMConfig, PgMOutput
 from pgm_plugins.block.mlp import masked_mean
 from pgm_plugins.block.optim import make_param_groups
@@ -37,9 +38,12 @@ from pgm_plugins.block.optim import make_param_groups
 __all__ = [
     "ABLATIONS",
     "ARMS",
-    "Arm",
+    "BlockArm",
     "CapacityControl",
+    "MslrArm",
     "UniHeadsControl",
+    "block_factory",
+    "builtin_arms",
     "count_parameters",
     "get_arm",
     "lr_scale_grid",
@@ -172,57 +176,91 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-@dataclass
-class Arm:
-    """One arm: a name, and how to build its block from the PgM config (None: the host alone)."""
+class BlockArm(ArmRun):
+    """An arm that injects a module built from the cell's ``PgMConfig`` with ``changes``: the
+    PgM block, or the control ``kind`` names (``capacity``, ``uni_heads``)."""
 
-    name: str
-    description: str
-    changes: dict[str, Any] = field(default_factory=dict)
-    #: 'host' (no block), 'pgm', 'capacity', 'uni_heads', 'mslr' (no block, lr grid),
-    #: 'single' (no block, one modality: ``modality``)
-    kind: str = "pgm"
-    modality: str | None = None
+    def __init__(
+        self, ctx: ArmContext, kind: str = "pgm", changes: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(ctx)
+        self.kind, self.changes = kind, dict(changes or {})
 
-    @property
-    def has_block(self) -> bool:
-        return self.kind not in ("host", "mslr", "single")
-
-    def factory(self) -> Callable[[PgMConfig], nn.Module] | None:
-        if not self.has_block:
-            return None
-        changes = self.changes
-
-        def build(config: PgMConfig) -> nn.Module:
-            cfg = config.replace(**changes) if changes else config
-            if self.kind == "capacity":
-                return CapacityControl.matching(cfg, count_parameters(PgMBlock(config)))
-            if self.kind == "uni_heads":
-                return UniHeadsControl(cfg)
-            return PgMBlock(cfg)
-
-        return build
+    def block_factory(self) -> Callable[[PgMConfig], nn.Module] | None:
+        return block_factory(self.kind, self.changes)
 
 
-ARMS: dict[str, Arm] = {
-    "baseline": Arm("baseline", "the host alone (its own losses and recipe)", kind="host"),
-    "mslr": Arm(
-        "mslr",
-        "the host alone with per-modality learning rates (MSLR-style), scales chosen on valid",
-        kind="mslr",
-    ),
-    "pgm": Arm("pgm", "host + PgM block (defaults)"),
-    "capacity": Arm(
-        "capacity", "host + residual MLP over all modalities, same size (+-5 %)", kind="capacity"
-    ),
-    "interaction": Arm(
-        "interaction",
-        "host + PgM's interaction layer without the partition (partitioner='none')",
-        {"partitioner": "none"},
-    ),
-    "uni_heads": Arm("uni_heads", "host + uni-modal heads alone", kind="uni_heads"),
-    **{name: Arm(name, f"PgM ablation {change}", change) for name, change in ABLATIONS.items()},
-}
+def block_factory(kind: str, changes: Mapping[str, Any]) -> Callable[[PgMConfig], nn.Module]:
+    """``factory(config) -> module`` of a block arm: PgM (with ``changes``), the same-size
+    capacity control or uni-modal heads."""
+
+    def build(config: PgMConfig) -> nn.Module:
+        cfg = config.replace(**changes) if changes else config
+        if kind == "capacity":
+            return CapacityControl.matching(cfg, count_parameters(PgMBlock(config)))
+        if kind == "uni_heads":
+            return UniHeadsControl(cfg)
+        return PgMBlock(cfg)
+
+    return build
+
+
+class MslrArm(ArmRun):
+    """Per-modality learning rates: each setting's ``lr_scale`` scales the host's parts."""
+
+    def lr_scale(self) -> dict[str, float] | None:
+        scale = self.ctx.setting.get("lr_scale")
+        return dict(scale) if scale else None
+
+
+def _mslr_settings(ctx: ArmContext) -> list[dict[str, Any]]:
+    return lr_scale_grid(ctx.modalities, tuple(ctx.options.get("scales", MSLR_SCALES)))
+
+
+def _block_spec(name: str, description: str, kind: str = "pgm", **changes: Any) -> ArmSpec:
+    return ArmSpec(
+        name,
+        description,
+        make=functools.partial(BlockArm, kind=kind, changes=changes),
+        kind=kind,
+        changes=changes,
+        block=True,
+    )
+
+
+def builtin_arms() -> list[ArmSpec]:
+    """The arms this package registers (through its bench plugin, as any plugin would)."""
+    return [
+        ArmSpec("baseline", "the host alone (its own losses and recipe)", kind="host"),
+        ArmSpec(
+            "mslr",
+            "the host alone with per-modality learning rates (MSLR-style), scales chosen on valid",
+            make=MslrArm,
+            kind="mslr",
+            paper="Yao & Mihalcea, Modality-specific learning rates, NAACL 2022",
+            settings=_mslr_settings,
+        ),
+        _block_spec("pgm", "host + PgM block (defaults)"),
+        _block_spec(
+            "capacity",
+            "host + residual MLP over all modalities, same size (+-5 %)",
+            kind="capacity",
+        ),
+        _block_spec(
+            "interaction",
+            "host + PgM's interaction layer without the partition (partitioner='none')",
+            partitioner="none",
+        ),
+        _block_spec("uni_heads", "host + uni-modal heads alone", kind="uni_heads"),
+        *(
+            _block_spec(name, f"PgM ablation {change}", **change)
+            for name, change in ABLATIONS.items()
+        ),
+    ]
+
+
+#: the built-in arms by name (the registry holds these and every plugin's)
+ARMS: dict[str, ArmSpec] = {spec.name: spec for spec in builtin_arms()}
 
 
 #: the learning-rate scales the ``mslr`` arm tries per modality (others at 1)
@@ -249,9 +287,9 @@ SINGLE_PREFIX = "only."
 SINGLE_HOST = "late_fusion"
 
 
-def single_arm(modality: str) -> Arm:
+def single_arm(modality: str) -> ArmSpec:
     """``only.<modality>``: the late-fusion host on one modality, no block."""
-    return Arm(
+    return ArmSpec(
         f"{SINGLE_PREFIX}{modality}",
         f"late-fusion host on {modality} alone",
         kind="single",
@@ -259,13 +297,18 @@ def single_arm(modality: str) -> Arm:
     )
 
 
-def get_arm(name: str) -> Arm:
+def get_arm(name: str, registry: Any = None) -> ArmSpec:
+    """The arm registered as ``name`` (``only.<modality>`` for any modality); an unknown name
+    is an error naming the registered arms and the nearest one."""
     from pgm_plugins.errors import UnknownNameError, choices_text, did_you_mean
+    from pgm_plugins.registry import get_registry
 
     if name.startswith(SINGLE_PREFIX) and len(name) > len(SINGLE_PREFIX):
-        return single_arm(name[5:])
-    if name not in ARMS:
+        return single_arm(name[len(SINGLE_PREFIX) :])
+    arms = (registry or get_registry()).arms
+    names = [*arms.names(), f"{SINGLE_PREFIX}<modality>"]
+    if name not in arms.names():
         raise UnknownNameError(
-            f"unknown arm {name!r}; valid: {choices_text(ARMS)}." + did_you_mean(name, ARMS)
+            f"unknown arm {name!r}; valid: {choices_text(names)}." + did_you_mean(name, names)
         )
-    return ARMS[name]
+    return arms.entry(name).value

@@ -1,5 +1,6 @@
-"""The benchmark's built-in plugin: its data sets and the late-fusion bench host, registered
-through the same hooks as any third-party plugin, from the ``pgm_plugins.bench`` entry point."""
+"""The benchmark's built-in plugin: its data sets, the late-fusion bench host and the built-in
+arms, registered through the same hooks as any third-party plugin, from the
+``pgm_plugins.bench`` entry point."""
 
 from __future__ import annotations
 
@@ -50,3 +51,11 @@ def pgm_register_bench_hosts(register: Any) -> None:
         "late fusion: per-modality MLP encoders (sequences: mean over real steps) -> concat -> "
         "MLP head; blocks at the encoders' outputs",
     )
+
+
+@hookimpl
+def pgm_register_arms(register: Any) -> None:
+    from pgm_plugins.bench.arms import builtin_arms
+
+    for spec in builtin_arms():
+        register(spec)

@@ -157,6 +157,10 @@ def _cells(records: Sequence[tuple[Path, dict[str, Any]]], split: str = "test") 
             "n_test": sizes.get(split, np.nan),  # rows scored (the split's), for the t-test
             "host_params": r["parameters"]["host"],
             "block_params": r["parameters"]["block"],
+            # the arm's tuning budget: settings trained per cell, the best kept on validation
+            "settings": int(
+                (r.get("arm") or {}).get("settings_tried") or len(r.get("selection") or []) or 1
+            ),
             "wall_s": float(tm["wall_s"]),
             "epoch_cap": r["epoch_cap"] if _is_int(r["epoch_cap"]) else np.nan,
             "patience": r["patience"] if _is_int(r["patience"]) else np.nan,
@@ -556,6 +560,7 @@ class ArmRow:
     host_params: int
     block_params: int
     overhead_pct: float  #: block parameters as % of the arm's host
+    settings: int  #: the tuning budget: settings trained per cell (the most of its cells)
     step_ms: float  #: the cells' own mean step time (under load)
     wall_s: float
     stats: dict[str, tuple[float, float, int]]  #: metric -> (mean, std, count)
@@ -723,6 +728,7 @@ def _arm_row(
         host_params=arm_host,
         block_params=block,
         overhead_pct=100.0 * block / arm_host if arm_host else float("nan"),
+        settings=int(a["settings"].max()),
         step_ms=float(a["step_ms"].mean()),
         wall_s=float(a["wall_s"].sum()),
         stats=stats,
@@ -850,6 +856,7 @@ def _host_md(s: DataSection, t: HostTable) -> list[str]:
     header = [
         "arm",
         "n (failed)",
+        "settings",
         *[f"{m} mean +- std" for m in s.metrics],
         "block params (+% of host)",
         *[f"vs {ref} ({s.primary})" for ref in REFERENCES],
@@ -867,6 +874,7 @@ def _host_md(s: DataSection, t: HostTable) -> list[str]:
             [
                 f"`{r.arm}`" + (" *" if r.best_single else ""),
                 f"{r.n}" + (f" ({r.failed} failed)" if r.failed else ""),
+                str(r.settings),
                 *[f"{_fmt(mean)} +- {_fmt(std)}" for mean, std, _ in r.stats.values()],
                 f"{r.block_params:,} ({r.overhead_pct:+.1f} %)" if r.block_params else "0",
                 *cmp_cells,
@@ -877,7 +885,8 @@ def _host_md(s: DataSection, t: HostTable) -> list[str]:
     md += [*_table_md(header, rows), ""]
     md.append(
         "\\* step ms: the cells' own mean training-step time, measured under load "
-        "(other jobs shared the machine); see the microbenchmark for the cost."
+        "(other jobs shared the machine); see the microbenchmark for the cost. settings: "
+        "the arm's tuning budget, trainings per cell with the best on validation kept."
     )
     hc = t.comparisons
     unpaired = hc[(hc["metric"] == s.primary) & (hc["unpaired_arm"] + hc["unpaired_ref"] > 0)]
@@ -957,6 +966,7 @@ def _csv_row(suite: str, s: DataSection, t: HostTable, r: ArmRow) -> dict[str, A
         "failed": r.failed,
         "host_params": r.host_params,
         "block_params": r.block_params,
+        "settings": r.settings,
         "overhead_pct": r.overhead_pct,
         "step_ms_mean_under_load": r.step_ms,
         "wall_s_total": r.wall_s,

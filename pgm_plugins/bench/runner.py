@@ -44,13 +44,12 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
+from pgm_plugins.bench.arm import ArmContext, ArmRun, ArmSpec
 from pgm_plugins.bench.arms import (
     SINGLE_HOST,
     SINGLE_PREFIX,
-    Arm,
     count_parameters,
     get_arm,
-    lr_scale_grid,
 )
 from pgm_plugins.bench.data.bench_data import BenchData, Fold
 from pgm_plugins.bench.metrics import (
@@ -364,6 +363,7 @@ class _Training:
             "shares": None,
             "parts": None,
             "block_config": self.block_config,
+            "arm_record": self.stepper.arm.record() if self.stepper.arm is not None else {},
             **fields,
         }
 
@@ -505,6 +505,13 @@ class Runner:
                     f"{choices_text(data.modalities)}." + did_you_mean(m, data.modalities)
                 )
         self._check_primary(data)
+        for a in arms_:
+            spec = self.arm(a)
+            if data.task not in spec.tasks:
+                raise RunnerError(
+                    f"arm {a!r} supports {' and '.join(spec.tasks)}; data set {data.name} "
+                    f"({data.protocol}) is {data.task}. Leave the arm out of this suite."
+                )
         counts = {}
         for seed in seeds_:  # every seed's folds now: a bad split fails before any cell
             try:
@@ -547,6 +554,41 @@ class Runner:
             data, sorted({c.host for c in cells}), seeds_[0], sorted({c.arm for c in cells})
         )
         return cells
+
+    def arm(self, name: str) -> ArmSpec:
+        """The arm ``name`` from this runner's registry (``only.<m>`` for any modality)."""
+        try:
+            return get_arm(name, self.registry)
+        except PgMError as exc:
+            raise RunnerError(str(exc)) from None
+
+    def _arm_options(self, arm: ArmSpec) -> dict[str, Any]:
+        """The suite's options for ``arm`` (``[arm_options.<name>]``; ``mslr_scales`` is the
+        ``mslr`` arm's ``scales``)."""
+        options = dict(self.suite.arm_options.get(arm.name, {}))
+        if arm.name == "mslr":
+            options.setdefault("scales", list(self.suite.mslr_scales))
+        return options
+
+    def _context(
+        self,
+        arm: ArmSpec,
+        host: str,
+        data: BenchData,
+        seed: int,
+        setting: dict[str, Any],
+        modalities: tuple[str, ...] | None = None,
+    ) -> ArmContext:
+        return ArmContext(
+            arm=arm.name,
+            host=host,
+            modalities=tuple(modalities or data.modalities),
+            task=data.task,
+            num_classes=data.num_classes if data.task == "classification" else None,
+            seed=seed,
+            setting=dict(setting),
+            options=self._arm_options(arm),
+        )
 
     def _check_primary(self, data: BenchData) -> None:
         dummy_rows = np.arange(min(len(data), 4))
@@ -596,7 +638,7 @@ class Runner:
                     f"hosts that take lr: {choices_text(take) if take else 'none'}. Remove lr, "
                     "or give it per host under [host_options.<host>] where the host takes it."
                 )
-        blocks = [a for a in arms if get_arm(a).factory() is not None]
+        blocks = [a for a in arms if self.arm(a).block]
         for host in hosts:
             try:
                 run = self._build(host, data, seed, data.modalities)
@@ -613,13 +655,10 @@ class Runner:
                     **s.block,
                     **dict(getattr(run, "block_config", None) or {}),
                 }
+                spec = self.arm(arm)
+                factory = spec.make(self._context(spec, host, data, seed, {})).block_factory()
                 try:
-                    pp.plan(
-                        run.model,
-                        sites=run.sites,
-                        config=config,
-                        block_factory=get_arm(arm).factory(),
-                    )
+                    pp.plan(run.model, sites=run.sites, config=config, block_factory=factory)
                 except Exception as exc:
                     raise RunnerError(
                         f"arm {arm!r} cannot put its block into host {host!r} (suite [block] "
@@ -657,7 +696,7 @@ class Runner:
         keeps both (``train.threads``, ``train.device``) and the report flags mixed devices."""
         s = self.suite
         data = self.load_data()
-        arm = get_arm(cell.arm)
+        arm = self.arm(cell.arm)
         entry = self.registry.bench_hosts.entry(cell.host)
         factory = entry.value
         host_options = dict(s.host_options.get(cell.host, {}))
@@ -676,11 +715,14 @@ class Runner:
             value = getattr(s, key)
             if value is not None and key not in host_options and _accepts(factory, key):
                 settings[key] = value
-        if arm.kind == "mslr":
-            settings["mslr_scales"] = list(s.mslr_scales)
+        options = self._arm_options(arm)
+        if arm.name == "mslr":  # its options' name in records before arms were plugins
+            settings["mslr_scales"] = list(options["scales"])
+        elif options:
+            settings["arm_options"] = dict(options)
         if self.precision != "fp32":  # fp32 records stay what they were; the device does not count
             settings["precision"] = self.precision
-        if arm.factory() is not None:
+        if arm.block:
             settings["block"] = dict(s.block)
             settings["block_defaults"] = _block_defaults()
         return settings
@@ -850,11 +892,9 @@ class Runner:
         raw = self.load_data()
         fold = self.folds(cell.seed)[cell.fold]
         data, stats = self._standardised(fold, cell.seed)
-        arm = get_arm(cell.arm)
-        modalities = (str(arm.modality),) if arm.kind == "single" else raw.modalities
-        grid: list[dict[str, Any]] = (
-            lr_scale_grid(modalities, s.mslr_scales) if arm.kind == "mslr" else [{}]
-        )
+        arm = self.arm(cell.arm)
+        modalities = (str(arm.modality),) if arm.modality else raw.modalities
+        grid = arm.grid(self._context(arm, cell.host, raw, cell.seed, {}, modalities))
         higher = raw.primary not in LOWER_IS_BETTER
         best: dict[str, Any] | None = None
         selection = []
@@ -904,6 +944,9 @@ class Runner:
                 "kind": arm.kind,
                 "description": arm.description,
                 "changes": dict(arm.changes),
+                "paper": arm.paper,
+                "settings_tried": len(grid),
+                **best.get("arm_record", {}),
             },
             "setting": best["setting"],
             "selection": selection,
@@ -929,7 +972,13 @@ class Runner:
         return record
 
     def _predict(
-        self, run: Any, data: BenchData, rows: np.ndarray, batch: int, handle: Any
+        self,
+        run: Any,
+        data: BenchData,
+        rows: np.ndarray,
+        batch: int,
+        handle: Any,
+        arm: ArmRun | None = None,
     ) -> tuple[np.ndarray, dict[str, float] | None]:
         outs: list[np.ndarray] = []
         shares: dict[str, float] = {}
@@ -937,6 +986,8 @@ class Runner:
         for inputs, _, idx in run.batches(data, rows, batch, None):
             with autocast(self.device, self.precision):
                 out = run.predict(inputs)
+                if arm is not None:
+                    out = arm.predict(out, inputs)
             outs.append(out.detach().float().cpu().numpy())
             if handle is not None:
                 got = handle.stats().get("shares") or {}
@@ -949,7 +1000,7 @@ class Runner:
     def _train(
         self,
         cell: Cell,
-        arm: Arm,
+        arm: ArmSpec,
         data: BenchData,
         raw: BenchData,
         fold: Fold,
@@ -982,7 +1033,7 @@ class Runner:
     def _prepare(
         self,
         cell: Cell,
-        arm: Arm,
+        arm: ArmSpec,
         data: BenchData,
         modalities: tuple[str, ...],
         setting: dict[str, Any],
@@ -997,7 +1048,8 @@ class Runner:
         host_params = count_parameters(run.model)
         handle = None
         block_config = None
-        factory = arm.factory()
+        arm_run = arm.make(self._context(arm, cell.host, data, cell.seed, setting, modalities))
+        factory = arm_run.block_factory()
         if factory is not None:
             config: dict[str, Any] = {
                 "task": data.task,
@@ -1009,9 +1061,16 @@ class Runner:
             block_config = handle.block.config.to_dict()
         block_params = count_parameters(run.model) - host_params
         run.to(self.device)
-        optimizers = run.optimizers(handle, lr_scale=setting.get("lr_scale"))
+        arm_run.attach(run, handle)
+        lr_scale = arm_run.lr_scale()
+        optimizers = run.optimizers(handle, lr_scale=lr_scale)
         stepper = Stepper(
-            run.model, optimizers, handle=handle, device=self.device, precision=self.precision
+            run.model,
+            optimizers,
+            handle=handle,
+            device=self.device,
+            precision=self.precision,
+            arm=arm_run,
         )
         recipe = dict(getattr(run, "recipe", {}) or {})
         return _Training(
@@ -1024,7 +1083,7 @@ class Runner:
             recipe=recipe,
             batch=s.batch or int(recipe.get("batch", 64)),
             threads=self.threads,
-            lr_scale=setting.get("lr_scale"),
+            lr_scale=lr_scale,
             best_state=copy.deepcopy(run.model.state_dict()),
             stepper=stepper,
             device=self._device_text(),
@@ -1048,8 +1107,9 @@ class Runner:
                 n += len(rows)
                 t.steps += 1
             t.run.next_epoch()
+            t.stepper.arm.after_epoch()
             t.train_s += time.perf_counter() - t0
-            out, _ = self._predict(t.run, data, fold.valid, t.batch, None)
+            out, _ = self._predict(t.run, data, fold.valid, t.batch, None, t.stepper.arm)
             if not np.isfinite(out).all():
                 raise Diverged(f"non-finite validation predictions at epoch {epoch + 1}")
         except Diverged as exc:
@@ -1066,7 +1126,7 @@ class Runner:
         shares = None
         for split, rows in (("valid", fold.valid), ("test", fold.test)):
             try:
-                out, got = self._predict(t.run, data, rows, t.batch, t.handle)
+                out, got = self._predict(t.run, data, rows, t.batch, t.handle, t.stepper.arm)
             except NonFiniteError as exc:
                 t.fail(f"the block refused non-finite inputs on {split} ({exc})")
             if not np.isfinite(out).all():

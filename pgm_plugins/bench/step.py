@@ -12,14 +12,15 @@ the step, it can add what no host has to know about: the block's auxiliary loss,
 Per stage, in order: the forward (the generator runs to its next ``yield``, under autocast when
 the precision asks); the block's auxiliary loss joins the terms as ``"pgm"``
 (``Stage.block_loss``); gradients of the model and of the stage's optimizer set to ``None``; the
-terms summed in the order given; backward (scaled for fp16); the optimizer's gradients unscaled;
-``after_backward``; clipping as the stage says; the optimizer step. See docs/architecture.md.
+terms summed in the order given; backward (scaled for fp16; an arm may run its own); the
+optimizer's gradients unscaled; the arm's ``after_backward``; clipping as the stage says; the
+optimizer step. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -122,8 +123,11 @@ class Stepper:
         handle: the injected block's handle (its ``aux_loss``), or None.
         device: where the model lives (autocast's device type).
         precision: ``fp32``, ``bf16`` or ``fp16`` (fp16 scales the loss with a ``GradScaler``).
-        after_backward: called as ``after_backward(stage)`` after backward and unscaling,
-            before clipping (where a method that modulates gradients acts).
+        arm: the arm's run (:class:`pgm_plugins.bench.arm.ArmRun`): its ``losses(terms,
+            stage)`` edits each stage's terms, ``backward(terms, loss, stage)`` may run backward
+            itself (returning True), ``after_backward(stage)`` acts on the gradients after
+            backward and unscaling, before clipping (where a method that modulates gradients
+            acts). None: none of these.
     """
 
     def __init__(
@@ -134,7 +138,7 @@ class Stepper:
         handle: Any = None,
         device: torch.device | str = "cpu",
         precision: str = "fp32",
-        after_backward: Callable[[Stage], None] | None = None,
+        arm: Any = None,
     ) -> None:
         if not optimizers:
             raise ValueError("a host gave no optimizers; its optimizers() must return one.")
@@ -145,7 +149,7 @@ class Stepper:
         if precision not in PRECISIONS:
             raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
         self.precision = precision
-        self.after_backward = after_backward
+        self.arm = arm
         self.scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
 
     def _optimizer(self, stage: Stage) -> torch.optim.Optimizer:
@@ -171,8 +175,10 @@ class Stepper:
                 if stage.block_loss and self.handle is not None:
                     aim = stage.block_targets if stage.block_targets is not None else targets
                     terms["pgm"] = self.handle.aux_loss(aim)
+            if self.arm is not None:
+                terms = self.arm.losses(terms, stage)
             if not terms:
-                raise ValueError("a host's stage gave no loss terms.")
+                raise ValueError("a stage has no loss terms (the host's, or the arm dropped all).")
             opt = self._optimizer(stage)
             self.model.zero_grad(set_to_none=True)
             opt.zero_grad(set_to_none=True)
@@ -180,13 +186,13 @@ class Stepper:
             loss = values[0]
             for term in values[1:]:
                 loss = loss + term
+            scaled = self.scaler.scale(loss) if self.scaler is not None else loss
+            if self.arm is None or not self.arm.backward(terms, scaled, stage):
+                scaled.backward()
             if self.scaler is not None:
-                self.scaler.scale(loss).backward()
                 self.scaler.unscale_(opt)
-            else:
-                loss.backward()
-            if self.after_backward is not None:
-                self.after_backward(stage)
+            if self.arm is not None:
+                self.arm.after_backward(stage)
             if stage.clip is not None:
                 self._clip(stage.clip, opt)
             if self.scaler is not None:

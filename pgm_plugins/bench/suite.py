@@ -15,7 +15,9 @@ Keys (``dataset``, ``hosts``, ``arms``, ``seeds`` required):
   protocol (default: the data set's own); ``options``: keyword arguments of its factory.
 - ``hosts``: bench hosts registered through ``pgm_register_bench_hosts``; ``host_options``: a
   table per host of keyword arguments for its factory (``[host_options.late_fusion]``).
-- ``arms``: names from :data:`pgm_plugins.bench.arms.ARMS`, and ``only.<modality>``.
+- ``arms``: arms registered through ``pgm_register_arms`` (the built-ins:
+  :data:`pgm_plugins.bench.arms.ARMS`), and ``only.<modality>``; ``arm_options``: a table per
+  arm of options its settings read (``[arm_options.mine]``; ``mslr_scales`` is ``mslr``'s).
 - ``seeds``; ``folds``: how many of the protocol's folds to run (default: all).
 - ``epochs`` (hard cap), ``patience`` (early stopping on the validation primary metric).
 - ``lr``, ``window``: given to every host factory that takes them; ``batch``: the batch size
@@ -36,7 +38,7 @@ from typing import Any
 
 import tomllib
 
-from pgm_plugins.bench.arms import ARMS, MSLR_SCALES
+from pgm_plugins.bench.arms import MSLR_SCALES
 from pgm_plugins.errors import PgMError, choices_text, did_you_mean
 
 __all__ = [
@@ -70,6 +72,7 @@ _KEYS = {
     "block",
     "device",
     "precision",
+    "arm_options",
 }
 #: ``precision`` values (see :data:`pgm_plugins.bench.step.PRECISIONS`)
 PRECISION_NAMES = ("fp32", "bf16", "fp16")
@@ -99,6 +102,7 @@ class Suite:
     mslr_scales: tuple[float, ...] = MSLR_SCALES
     host_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     block: dict[str, Any] = field(default_factory=dict)
+    arm_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "cpu"
     precision: str = "fp32"
     file: str = ""
@@ -142,13 +146,22 @@ def _registered(kind: str) -> list[str]:
     from pgm_plugins.registry import get_registry
 
     reg = get_registry()
+    if kind == "arms":
+        return reg.arms.names()
     return reg.datasets.names() if kind == "datasets" else reg.bench_hosts.names()
 
 
-def check_arm(name: Any, where: str) -> None:
+def check_arm(name: Any, where: str, arms: Collection[str] | None = None) -> None:
+    """``name`` is a registered arm (``arms``: the valid names, default the registry's) or
+    ``only.<modality>``."""
     if isinstance(name, str) and name.startswith("only.") and len(name) > 5:
         return
-    _check("arm", name, [*sorted(ARMS), "only.<modality>"], where)
+    _check(
+        "arm",
+        name,
+        [*sorted(_registered("arms") if arms is None else arms), "only.<modality>"],
+        where,
+    )
 
 
 def _int(data: dict[str, Any], key: str, default: Any, where: str, low: int = 1) -> Any:
@@ -167,11 +180,12 @@ def parse_suite(
     *,
     datasets: Collection[str] | None = None,
     hosts: Collection[str] | None = None,
+    arms: Collection[str] | None = None,
     file: str = "",
     digest: str = "",
 ) -> Suite:
-    """Validate a suite's table. ``datasets`` / ``hosts``: the valid names (default: the
-    registry's data sets and bench hosts)."""
+    """Validate a suite's table. ``datasets`` / ``hosts`` / ``arms``: the valid names (default:
+    the registry's data sets, bench hosts and arms)."""
     for key in data:
         _check("key", key, sorted(_KEYS), where)
     for key in _REQUIRED:
@@ -193,7 +207,7 @@ def parse_suite(
     for host in data["hosts"]:
         _check("host", host, hosts, where)
     for arm in data["arms"]:
-        check_arm(arm, where)
+        check_arm(arm, where, arms)
     seeds = data["seeds"]
     if (
         not isinstance(seeds, list)
@@ -217,7 +231,7 @@ def parse_suite(
     ):
         raise SuiteError(f"{where}: mslr_scales must be a list of numbers > 0, got {scales!r}.")
     tables = {}
-    for key in ("options", "block", "host_options"):
+    for key in ("options", "block", "host_options", "arm_options"):
         value = data.get(key, {})
         if not isinstance(value, dict):
             raise SuiteError(f"{where}: {key} must be a table, got {value!r}.")
@@ -233,6 +247,14 @@ def parse_suite(
             f"{where}: precision must be one of {choices_text(PRECISION_NAMES)}, got "
             f"{precision!r}." + did_you_mean(str(precision), PRECISION_NAMES)
         )
+    for arm, opts in tables["arm_options"].items():
+        if arm not in data["arms"]:
+            raise SuiteError(
+                f"{where}: arm_options.{arm} names an arm the suite does not run; its arms: "
+                f"{choices_text(data['arms'])}." + did_you_mean(str(arm), data["arms"])
+            )
+        if not isinstance(opts, dict):
+            raise SuiteError(f"{where}: arm_options.{arm} must be a table, got {opts!r}.")
     for host, opts in tables["host_options"].items():
         _check("host in host_options", host, data["hosts"], where)
         if not isinstance(opts, dict):
@@ -256,6 +278,7 @@ def parse_suite(
         mslr_scales=tuple(float(s) for s in scales),
         host_options={h: dict(o) for h, o in tables["host_options"].items()},
         block=dict(tables["block"]),
+        arm_options={a: dict(o) for a, o in tables["arm_options"].items()},
         device=device,
         precision=precision,
         file=file,

@@ -100,6 +100,30 @@ def pgm_register_bench_hosts(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def pgm_register_arms(register: Callable[..., None]) -> None:
+    """Add benchmark arms, the methods ``pgm bench`` compares with the host alone:
+    ``register(spec)`` with a ``pgm_plugins.bench.arm.ArmSpec`` for each.
+
+    The spec names the arm (lower case, dotted by family: ``"mine.ogm"``; ``only.<modality>``
+    is reserved), describes it in one line, cites its ``paper``, declares the tasks it supports,
+    its settings grid (``settings(ctx) -> [dict, ...]``: one training per setting, the best on
+    validation kept, so the grid's size is the tuning budget the report shows), the changes that
+    define it (part of each cell's digest), whether it injects a module at the host's sites
+    (``block=True``), and ``make(ctx) -> ArmRun`` for one training. ``ArmRun``'s hooks default to
+    doing nothing; override only what your method changes: ``block_factory`` (a module injected
+    at the sites), ``lr_scale`` (per-part learning rates), ``losses`` (add, replace or drop loss
+    terms of a stage), ``backward`` (run backward yourself), ``after_backward`` (act on the
+    gradients before clipping), ``predict`` (replace the host's prediction), ``after_epoch`` and
+    ``record`` (what the cell's record says about the arm). The runner builds and injects the
+    host, then calls ``run.attach(host_run, handle)`` and the hooks: see
+    ``pgm_plugins/bench/arm.py``'s table. Keep ``make`` and ``settings`` importable module-level
+    callables (``functools.partial`` of a class is fine): process-pool and Ray workers rebuild
+    arms from the registry of their own process. Listed by ``pgm bench list``.
+    Return value ignored.
+    """
+
+
+@hookspec
 def pgm_register_models(register: Callable[..., None]) -> None:
     """Add example models: ``register(name, factory, description="", adapter=None, example=None)``.
 

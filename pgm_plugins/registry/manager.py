@@ -79,6 +79,15 @@ def _check_model(value: Any) -> str | None:
     return _check_callable(value.factory)
 
 
+def _check_arm(value: Any) -> str | None:
+    # duck-typed: the registry layer does not import the bench (pgm_plugins.bench.arm.ArmSpec)
+    if not all(callable(getattr(value, a, None)) for a in ("make", "settings", "grid")):
+        return f"expected a pgm_plugins.bench.arm.ArmSpec, got {type(value).__name__}"
+    if value.name.startswith("only."):
+        return "names starting with 'only.' are the single-modality arms"
+    return None
+
+
 def _check_callable(value: Any) -> str | None:
     return None if callable(value) else f"expected a callable, got {type(value).__name__}"
 
@@ -100,6 +109,7 @@ class PluginRegistry:
         self.models: Registry[ModelSpec] = Registry("model", _check_model)
         self.bench_hosts: Registry[Callable[..., Any]] = Registry("bench host", _check_callable)
         self.zoo_patches: Registry[Callable[..., Any]] = Registry("zoo patch", _check_callable)
+        self.arms: Registry[Any] = Registry("arm", _check_arm)
         if builtins:
             from pgm_plugins.registry import builtin
 
@@ -182,9 +192,17 @@ class PluginRegistry:
 
     def refresh(self) -> None:
         """(Re)build the registries from every registered plugin's hooks."""
-        for reg in (self.adapters, self.datasets, self.bench_hosts, self.models, self.zoo_patches):
+        for reg in (
+            self.adapters,
+            self.datasets,
+            self.bench_hosts,
+            self.models,
+            self.zoo_patches,
+            self.arms,
+        ):
             reg._entries.clear()
         self._refresh_adapters()
+        self._refresh_arms()
         self._refresh_named()
         self._refresh_models()
 
@@ -201,6 +219,17 @@ class PluginRegistry:
                 )
 
             impl.function(register=add_adapter)
+
+    def _refresh_arms(self) -> None:
+        for impl in self.pm.hook.pgm_register_arms.get_hookimpls():
+            plugin = impl.plugin_name
+
+            def add_arm(spec: Any, _p: str = plugin) -> None:
+                self.arms.add(
+                    getattr(spec, "name", repr(spec)), spec, _p, getattr(spec, "description", "")
+                )
+
+            impl.function(register=add_arm)
 
     def _refresh_named(self) -> None:
         """The hooks whose ``register(name, value, description="")`` adds one callable."""
