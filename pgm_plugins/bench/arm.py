@@ -10,6 +10,8 @@ hook                   when the runner calls it, and what for
                        the host's sites (PgM, a control, uni-modal heads), or None for none
 ``lr_scale()``         before the optimizers are built: per-part learning-rate scales
                        (``{modality: s}`` of the host's ``parts()``; MSLR)
+``on_batch(x, y, r)``  before each training step, with the batch's inputs, targets and rows
+                       (e.g. a teacher's forward on the same batch)
 ``losses(terms, s)``   per stage, after the forward: add, replace or drop loss terms
 ``backward(t, l, s)``  per stage: run backward yourself (return True), e.g. MMPareto's
                        per-loss gradients; default False (the stepper runs ``loss.backward()``)
@@ -79,6 +81,9 @@ class ArmRun:
         return None
 
     def lr_scale(self) -> dict[str, float] | None:
+        return None
+
+    def on_batch(self, inputs: Any, targets: Tensor, rows: Any) -> None:
         return None
 
     def losses(self, terms: dict[str, Tensor], stage: Stage) -> dict[str, Tensor]:

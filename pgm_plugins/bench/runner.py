@@ -1099,6 +1099,8 @@ class Runner:
         total, n = 0.0, 0
         try:
             for inputs, targets, rows in t.run.batches(epoch_data, fold.train, t.batch, t.rng):
+                if t.stepper.arm is not None:
+                    t.stepper.arm.on_batch(inputs, targets, rows)
                 terms = t.stepper.step(t.run.stages(inputs, targets, rows), targets)
                 loss = float(terms["loss"])
                 if not math.isfinite(loss):

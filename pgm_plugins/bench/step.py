@@ -63,6 +63,8 @@ class Stage:
         block_loss: add the injected block's auxiliary loss as the term ``"pgm"``.
         block_targets: the targets the block's heads learn (default: the batch's targets).
         report: these terms are the step's reported terms (the last such stage wins).
+        targets: set by the :class:`Stepper`: the targets of this stage (``block_targets``, else
+            the batch's), for the arm's hooks.
     """
 
     terms: dict[str, Tensor]
@@ -72,6 +74,7 @@ class Stage:
     block_targets: Tensor | None = None
     report: bool = True
     extras: dict[str, Any] = field(default_factory=dict)
+    targets: Tensor | None = None
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -172,9 +175,9 @@ class Stepper:
                 except StopIteration:
                     break
                 terms = dict(stage.terms)
+                stage.targets = stage.block_targets if stage.block_targets is not None else targets
                 if stage.block_loss and self.handle is not None:
-                    aim = stage.block_targets if stage.block_targets is not None else targets
-                    terms["pgm"] = self.handle.aux_loss(aim)
+                    terms["pgm"] = self.handle.aux_loss(stage.targets)
             if self.arm is not None:
                 terms = self.arm.losses(terms, stage)
             if not terms:
