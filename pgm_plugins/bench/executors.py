@@ -148,6 +148,8 @@ class WorkerSpec:
     plugins: tuple[tuple[str, str, str | None, str | None], ...] = ()
     #: the driver's plugins that cannot reach a worker (registered inline)
     inline: tuple[str, ...] = ()
+    #: the driver's runner class (a subclass travels by reference: importable in workers)
+    runner_class: type | None = None
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @classmethod
@@ -161,6 +163,7 @@ class WorkerSpec:
             options=dict(options or {}),
             plugins=tuple(plugins),
             inline=tuple(inline),
+            runner_class=type(runner),
         )
 
     def check(self, runner: Runner, cells: Sequence[Cell]) -> None:
@@ -242,7 +245,7 @@ def _worker_runner(spec: WorkerSpec) -> Runner:
         options = dict(spec.options)
         if "device" in options:
             options["device"] = _worker_device(options["device"], _WORKER["index"])
-        _WORKER["runner"] = Runner(
+        _WORKER["runner"] = (spec.runner_class or Runner)(
             spec.suite,
             spec.results,
             data_dir=spec.data_dir,
