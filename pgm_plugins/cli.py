@@ -132,9 +132,13 @@ def _results_dir(args: argparse.Namespace) -> Any:
 def _bench_executor(args: argparse.Namespace) -> Any:
     """The executor ``--executor`` / ``--jobs`` / ``--address`` ask for (checked before anything
     runs; ``--jobs N`` > 1 alone means the process pool)."""
+    import os
+
     from pgm_plugins.bench.executors import make_executor
 
-    name = args.executor or ("pool" if args.jobs > 1 else "inprocess")
+    name = args.executor or ("pool" if (args.jobs or 1) > 1 else "inprocess")
+    if name == "pool" and args.jobs is None:
+        args.jobs = os.cpu_count() or 1  # a worker per core
     return make_executor(name, jobs=args.jobs, address=args.address)
 
 
@@ -149,7 +153,7 @@ def _cmd_bench_run(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or None  # else the data set reads $PGM_DATA_DIR and says so
     threads = args.threads
     if threads is None and executor.name != "inprocess":
-        threads = max(1, (os.cpu_count() or 1) // max(args.jobs, 1))  # the cores, shared
+        threads = max(1, (os.cpu_count() or 1) // (args.jobs or 1))  # the cores, shared
     #: the runner's keyword options; workers build theirs from the same
     options: dict[str, Any] = {}
     runner = Runner(
@@ -172,7 +176,8 @@ def _cmd_bench_run(args: argparse.Namespace) -> int:
         others = f", {summary['others']} finished by another run" if summary["others"] else ""
         print(
             f"suite {suite.name}: ran {summary['ran']} cells, skipped {summary['skipped']} "
-            f"finished ones{others}, {summary['wall_s']:.0f} s",
+            f"finished ones{others}, {summary['wall_s']:.0f} s"
+            + (f" (Ray started in {summary['start_s']:.1f} s)" if executor.name == "ray" else ""),
             file=sys.stderr,
         )
     if summary["failed"]:
@@ -419,8 +424,8 @@ def _add_bench(sub: Any) -> None:
     p.add_argument(
         "--jobs",
         type=_positive_of("jobs"),
-        default=1,
-        help="cells at once: N > 1 runs N worker processes (default 1: in this process)",
+        help="cells at once: N > 1 runs N worker processes (default: one cell at a time in "
+        "this process; with --executor pool a worker per core; with ray as many as fit)",
     )
     p.add_argument(
         "--executor",

@@ -546,9 +546,9 @@ def _import_ray() -> Any:
     return ray
 
 
-def make_executor(name: str, *, jobs: int = 1, address: str | None = None) -> Executor:
+def make_executor(name: str, *, jobs: int | None = None, address: str | None = None) -> Executor:
     """The executor ``--executor NAME`` (``--jobs``, ``--address``) asks for; checks that Ray is
-    installed for ``ray``."""
+    installed for ``ray``. ``jobs``: cells at once (Ray: default as many as the cluster fits)."""
     from pgm_plugins.bench.runner import RunnerError
     from pgm_plugins.errors import choices_text, did_you_mean
 
@@ -559,12 +559,12 @@ def make_executor(name: str, *, jobs: int = 1, address: str | None = None) -> Ex
         )
     if name == "ray":
         _import_ray()
-        return RayExecutor(address, jobs=jobs if jobs > 1 else None)
+        return RayExecutor(address, jobs=jobs)
     if address:
         raise RunnerError(f"--address is for --executor ray (given --executor {name}).")
     if name == "pool":
-        return ProcessPool(jobs)
-    if jobs > 1:
+        return ProcessPool(jobs or 1)
+    if jobs is not None and jobs > 1:
         raise RunnerError(
             f"--jobs {jobs} runs worker processes; --executor inprocess runs one cell at a time. "
             "Give --executor pool (or leave --executor out)."
@@ -762,7 +762,9 @@ def run_grid(
         name = runner.store.path(cell.key(runner.suite.name)).stem
         grid.jobs[job_id] = Job(name, cell.text(), cell=cell)
         cell_ids.append(job_id)
+    opened = time.perf_counter()
     executor.open(spec, runner)
+    opened = time.perf_counter() - opened
     try:
         grid.drive(list(prereq_ids.values()), poll)
         runnable = []
@@ -806,6 +808,7 @@ def run_grid(
             if grid.jobs[j].cell is not None
         ],
         "wall_s": time.perf_counter() - start,
+        "start_s": 0.0 if isinstance(executor, InProcess) else opened,
         "folder": str(runner.folder),
         "executor": executor.describe(),
     }
