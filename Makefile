@@ -37,7 +37,7 @@ $(STAMP): $(INSTALL_INPUTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@: > $(SETUP_LOG)
 	@$(QUIET) $(PY) -m pip install -q --disable-pip-version-check --upgrade pip "setuptools>=68" wheel
-	@$(QUIET) $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,bench,hf,lightning]'
+	@$(QUIET) $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev,bench,hf,lightning,ray]'
 	@for d in adapters/*/ examples/*/; do \
 	  if [ -x $$d/install.sh ]; then $(QUIET) env PY=$(abspath $(PY)) $$d/install.sh || exit 1; \
 	  elif [ -f $$d/pyproject.toml ]; then $(QUIET) $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt --no-build-isolation -e $$d || exit 1; fi; \

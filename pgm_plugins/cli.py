@@ -129,42 +129,69 @@ def _results_dir(args: argparse.Namespace) -> Any:
     return Path(args.results) if args.results else default_results_dir()
 
 
+def _bench_executor(args: argparse.Namespace) -> Any:
+    """The executor ``--executor`` / ``--jobs`` / ``--address`` ask for (checked before anything
+    runs; ``--jobs N`` > 1 alone means the process pool)."""
+    import os
+
+    from pgm_plugins.bench.executors import make_executor
+
+    name = args.executor or ("pool" if (args.jobs or 1) > 1 else "inprocess")
+    if name == "pool" and args.jobs is None:
+        args.jobs = os.cpu_count() or 1  # a worker per core
+    return make_executor(name, jobs=args.jobs, address=args.address)
+
+
 def _cmd_bench_run(args: argparse.Namespace) -> int:
+    import os
 
     from pgm_plugins.bench.runner import Runner
     from pgm_plugins.bench.suite import load_suite
 
+    executor = _bench_executor(args)
     suite = load_suite(args.suite)
     data_dir = args.data_dir or None  # else the data set reads $PGM_DATA_DIR and says so
+    threads = args.threads
+    if threads is None and executor.name != "inprocess":
+        threads = max(1, (os.cpu_count() or 1) // (args.jobs or 1))  # the cores, shared
+    #: the runner's keyword options; workers build theirs from the same
+    options: dict[str, Any] = {
+        "device": args.device or suite.device,
+        "precision": args.precision or suite.precision,
+    }
     runner = Runner(
-        suite,
-        _results_dir(args),
-        data_dir=data_dir,
-        threads=args.threads,
-        quiet=args.quiet,
-        device=args.device,
-        precision=args.precision,
+        suite, _results_dir(args), data_dir=data_dir, threads=threads, quiet=args.quiet, **options
     )
     cells = runner.plan(hosts=args.hosts, arms=args.arms, seeds=args.seeds, folds=args.folds)
     if not args.quiet:
         data = runner.load_data()
         print(
             f"suite {suite.name}: {data.name} ({data.protocol}), {len(cells)} cells "
-            f"({sum(runner.done(cells))} done), {runner.threads} thread(s) on "
-            f"{runner.device} ({runner.precision}), results in "
+            f"({sum(runner.done(cells))} done), {runner.threads} thread(s) per cell on "
+            f"{runner.device} ({runner.precision}), {executor.describe()}, results in "
             f"{runner.folder}",
             file=sys.stderr,
         )
     try:
-        summary = runner.run(cells)
+        summary = runner.run(cells, executor=executor, retries=args.retries, options=options)
     except KeyboardInterrupt:
         return 130
     if not args.quiet:
+        others = f", {summary['others']} finished by another run" if summary["others"] else ""
         print(
             f"suite {suite.name}: ran {summary['ran']} cells, skipped {summary['skipped']} "
-            f"finished ones, {summary['wall_s']:.0f} s",
+            f"finished ones{others}, {summary['wall_s']:.0f} s"
+            + (f" (Ray started in {summary['start_s']:.1f} s)" if executor.name == "ray" else ""),
             file=sys.stderr,
         )
+    if summary["failed"]:
+        lines = [f"  {text}: {why}" for text, why in summary["failed"]]
+        print(
+            f"suite {suite.name}: {len(lines)} cell(s) failed (nothing written for them; run "
+            "the same command again to retry them):\n" + "\n".join(lines),
+            file=sys.stderr,
+        )
+        return 1
     if args.no_report:
         return 0
     from pgm_plugins.bench import report
@@ -363,6 +390,32 @@ def _positive(text: str) -> int:
     return value
 
 
+def _positive_of(kind: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{kind} {text!r}: give an integer >= 1")
+        return value
+
+    return parse
+
+
+def _count_of(kind: str) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{kind} {text!r}: give an integer >= 0")
+        return value
+
+    return parse
+
+
 def _add_bench(sub: Any) -> None:
     bench = sub.add_parser("bench", help="benchmark suites: run, list, report")
     bsub = bench.add_subparsers(dest="bench_command", required=True)
@@ -384,6 +437,27 @@ def _add_bench(sub: Any) -> None:
         choices=("fp32", "bf16", "fp16"),
         help="fp32 (default: the suite's), or bf16 / fp16 autocast (fp16 with a grad scaler); "
         "a precision other than fp32 is a different cell",
+    )
+    p.add_argument(
+        "--jobs",
+        type=_positive_of("jobs"),
+        help="cells at once: N > 1 runs N worker processes (default: one cell at a time in "
+        "this process; with --executor pool a worker per core; with ray as many as fit)",
+    )
+    p.add_argument(
+        "--executor",
+        help="where cells run: inprocess (default), pool (worker processes, --jobs) or ray "
+        "(a Ray cluster: pip install 'pgm-plugins[ray]')",
+    )
+    p.add_argument(
+        "--address", help="Ray cluster address for --executor ray (default: a local cluster)"
+    )
+    p.add_argument(
+        "--retries",
+        type=_count_of("retries"),
+        default=1,
+        help="reruns of a cell after an infrastructure failure (a killed worker, out of "
+        "memory; default 1)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     p.add_argument("--no-report", action="store_true", help="do not print the report after")

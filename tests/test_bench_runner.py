@@ -14,13 +14,11 @@ from pgm_plugins.bench.arms import ARMS, lr_scale_grid
 from pgm_plugins.bench.data.bench_data import BenchData, Fold
 from pgm_plugins.bench.record import REQUIRED
 from pgm_plugins.bench.runner import (
-    LockError,
     Runner,
     RunnerError,
     classification_metrics,
     regression_metrics,
     standardise,
-    suite_lock,
 )
 from pgm_plugins.bench.suite import parse_suite
 
@@ -200,13 +198,29 @@ def test_resume_skips_finished_cells_and_reruns_a_corrupt_one(registry, tmp_path
     assert json.loads(broken.read_text())["status"] == "done"
 
 
-def test_lock_stops_a_second_run_naming_the_pid(registry, tmp_path):
-    runner = _runner(registry, tmp_path)
+def test_a_cell_claimed_elsewhere_is_waited_for_naming_the_pid(registry, tmp_path, capsys):
+    """Per-cell claims: a run skips a cell another process holds, runs the rest, waits (naming
+    the holder's PID), and takes the cell over once the claim is released."""
+    import threading
+
+    from pgm_plugins.bench.claims import Claims
+
+    runner = Runner(_suite(registry), tmp_path, registry=registry, quiet=False)
     cells = runner.plan()
-    with suite_lock(tmp_path / "t"), pytest.raises(LockError, match=f"PID {os.getpid()}"):
-        _runner(registry, tmp_path).run(cells)
-    assert not list((tmp_path / "t").glob("*.json"))
-    assert runner.run(cells)["ran"] == len(cells)  # released
+    held = cells[0]
+    claim = Claims(tmp_path / "t").take(runner.store.path(held.key("t")).stem)
+    assert claim is not None
+    timer = threading.Timer(1.0, claim.release)
+    timer.start()
+    try:
+        summary = runner.run(cells, retries=0)
+    finally:
+        timer.cancel()
+        claim.release()
+    err = capsys.readouterr().err
+    assert f"waiting for 1 job(s) held by another run (PID {os.getpid()}: {held.text()})" in err
+    assert summary["ran"] == len(cells) and not summary["failed"]
+    assert len(list((tmp_path / "t").glob("*.json"))) == len(cells)
 
 
 def _without_times(record):

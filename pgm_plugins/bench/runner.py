@@ -15,28 +15,28 @@ under a hard epoch cap, restores the best epoch and scores validation and test.
   set under host ``late_fusion``.
 - Deterministic per (seed, threads): ``torch.manual_seed(seed)``, ``np.random.default_rng(seed)``
   and ``torch.set_num_threads(threads)``.
-- Progress: a bar with the time left on a terminal; elsewhere (a log, CI) one line per finished
-  cell with its result, the elapsed time and the estimated time left (the mean time of the cells
-  run so far times the cells left).
+- Where cells run: :meth:`Runner.run` hands them to an executor (in this process, a pool of
+  worker processes, Ray; :mod:`pgm_plugins.bench.executors`); workers return records and only
+  this process writes them, so results do not depend on the executor.
 - Finished cells are skipped (their file exists and parses); files appear whole (written to a
-  temporary file, then renamed); a lock (``fcntl.flock`` on ``<root>/<suite>/.lock``) stops a
-  second run of the same suite at once.
+  temporary file, then renamed); per-cell claims (``fcntl.flock`` on
+  ``<root>/<suite>/.claims/<cell>.lock``, :mod:`pgm_plugins.bench.claims`) let two runs of one
+  suite share its cells. A cell may need prerequisites (:meth:`Runner.prerequisites`), built
+  once and reused.
+- Progress: one display whichever executor runs the grid (:mod:`pgm_plugins.bench.progress`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import fcntl
 import hashlib
 import inspect
 import json
 import math
 import os
 import random
-import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -58,6 +58,7 @@ from pgm_plugins.bench.metrics import (
     metrics_of,
     regression_metrics,
 )
+from pgm_plugins.bench.prerequisites import Prerequisite
 from pgm_plugins.bench.record import (
     DIGEST_SCHEME,
     SCHEMA_VERSION,
@@ -77,12 +78,11 @@ from pgm_plugins.errors import NonFiniteError, PgMError, choices_text, did_you_m
 
 __all__ = [
     "Cell",
-    "LockError",
+    "Prerequisite",
     "Runner",
     "RunnerError",
     "classification_metrics",
     "regression_metrics",
-    "suite_lock",
 ]
 
 PARTS_ROWS = 200
@@ -90,10 +90,6 @@ PARTS_ROWS = 200
 
 class RunnerError(PgMError, ValueError):
     """A run that cannot start (bad filter, a host that cannot take the data set, ...)."""
-
-
-class LockError(PgMError, RuntimeError):
-    """Another process is running the same suite."""
 
 
 # ---------------------------------------------------------------------- data
@@ -196,29 +192,6 @@ def _subset(kind: str, given: Sequence[Any] | None, valid: Sequence[Any]) -> lis
             f"{choices_text([str(v) for v in valid])}." + did_you_mean(str(bad[0]), map(str, valid))
         )
     return [v for v in valid if v in set(given)]
-
-
-@contextlib.contextmanager
-def suite_lock(folder: Path) -> Iterator[Path]:
-    """Hold ``<folder>/.lock`` (``fcntl.flock``) for the block; raise :class:`LockError` at
-    once, naming the holder's PID, when another process holds it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / ".lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise LockError(
-                f"another run of this suite holds {path} (PID {holder}); wait for it to finish "
-                f"or stop it (kill {holder}), then run again: finished cells are kept."
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield path
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def _accepts(factory: Any, name: str) -> bool:
@@ -799,74 +772,31 @@ class Runner:
             )
         return out
 
-    def run(self, cells: Sequence[Cell]) -> dict[str, Any]:
-        """Run every cell whose record is missing (or corrupt); returns counts and wall time."""
-        torch.set_num_threads(self.threads)
-        with suite_lock(self.folder):
-            for stale in self.folder.glob(".*.tmp"):  # left by a killed run; we hold the lock
-                stale.unlink(missing_ok=True)
-            loaded = self._load(cells)
-            changed = self.stale(cells, loaded)
-            if changed:
-                self._refuse_stale(changed)
-            todo = [c for c, r in zip(cells, loaded, strict=True) if r is None]
-            skipped = len(cells) - len(todo)
-            start = time.perf_counter()
-            bar = self._bar(len(cells), skipped)
-            ran = 0
-            try:
-                for cell in todo:
-                    if bar is not None:
-                        bar.set_postfix_str(cell.text(), refresh=True)
-                    record = self.run_cell(cell)
-                    self.store.write(cell.key(self.suite.name), record)
-                    ran += 1
-                    if bar is not None:
-                        bar.update(1)
-                    elif not self.quiet:
-                        primary = record["primary"]
-                        elapsed = time.perf_counter() - start
-                        print(
-                            f"[{skipped + ran}/{len(cells)}] {cell.text()}: "
-                            + (
-                                "diverged (non-finite), recorded as failed "
-                                if record.get("stopped") == "non-finite"
-                                else f"test {primary} {record['metrics']['test'][primary]:.4f} "
-                            )
-                            + f"({record['time']['wall_s']:.1f} s); elapsed {_clock(elapsed)}, "
-                            f"ETA {_clock(elapsed / ran * (len(todo) - ran))}",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-            except KeyboardInterrupt:
-                if bar is not None:
-                    bar.close()
-                print(
-                    f"\ninterrupted: {skipped + ran} of {len(cells)} cells done (files in "
-                    f"{self.folder}); the cell in progress was not written. Run the same command "
-                    "again to resume.",
-                    file=sys.stderr,
-                    flush=True,
-                )
-                raise
-            if bar is not None:
-                bar.close()
-        return {
-            "cells": len(cells),
-            "skipped": skipped,
-            "ran": ran,
-            "wall_s": time.perf_counter() - start,
-            "folder": str(self.folder),
-        }
+    def prerequisites(self, cell: Cell) -> list[Prerequisite]:
+        """What ``cell`` needs built first (a cached first training stage, say): each
+        :class:`~pgm_plugins.bench.prerequisites.Prerequisite` is built once, before the cells
+        that need it, and reused by later runs from ``<folder>/artifacts/<digest>/``. No arm
+        needs one today."""
+        return []
 
-    def _bar(self, total: int, initial: int) -> Any:
-        if self.quiet or not sys.stderr.isatty():
-            return None
-        from tqdm import tqdm
+    def run(
+        self,
+        cells: Sequence[Cell],
+        *,
+        executor: Any = None,
+        retries: int = 1,
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Run every cell whose record is missing (or corrupt) on ``executor`` (default: in
+        this process), sharing the folder with any other run of the suite; returns counts, the
+        cells that failed (``failed``: ``[(cell, last line of the error)]``; nothing is written
+        for them) and the wall time. ``retries``: how often a cell is run again after an
+        infrastructure failure (a killed worker, out of memory). ``options``: this runner's
+        keyword options, for workers to build theirs. See
+        :func:`pgm_plugins.bench.executors.run_grid`."""
+        from pgm_plugins.bench.executors import run_grid
 
-        return tqdm(
-            total=total, initial=initial, desc=self.suite.name, unit="cell", file=sys.stderr
-        )
+        return run_grid(self, cells, executor, retries=retries, options=options)
 
     def _device_text(self) -> str:
         """``cpu``, or ``cuda:N (the device's name)``: what the record's ``train.device`` says."""
@@ -1208,16 +1138,6 @@ def _code_versions(registry: Any, plugin: str, factory: Any) -> dict[str, str | 
     if info is not None and info.distribution:
         out[info.distribution] = info.version
     return out
-
-
-def _clock(seconds: float) -> str:
-    """``42 s``, ``3:07`` or ``1:02:03``: a duration as a progress line shows it."""
-    whole = round(seconds)
-    if whole < 60:
-        return f"{whole} s"
-    h, rest = divmod(whole, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _seed_all(seed: int) -> None:
