@@ -200,3 +200,58 @@ def test_the_example_arm_from_its_entry_point_runs_from_the_command_line(tmp_pat
     assert record["arm"]["settings_tried"] == 2
     assert record["arm"]["w"] in (0.5, 2.0)
     assert record["parameters"]["block"] > 0
+
+
+class UniOnly(ArmRun):
+    """A first stage: uni-modal heads at the sites, the host's fusion loss dropped."""
+
+    def block_factory(self):
+        from pgm_plugins.bench.arms import UniHeadsControl
+
+        return UniHeadsControl
+
+    def losses(self, terms, stage):
+        return {k: v for k, v in terms.items() if k != "task"}
+
+
+class Taught(ArmRun):
+    """Reads its first stage's site features on every batch; they must not change."""
+
+    def on_batch(self, inputs, targets, rows):
+        teacher = self.first_stages["test.uni"]
+        feats = teacher.features(inputs)
+        self.shapes = {m: tuple(t.shape[1:]) for m, t in feats.items()}
+        self.frozen = not any(p.requires_grad for p in teacher.run.model.parameters())
+
+    def record(self):
+        return {"teacher_shapes": self.shapes, "teacher_frozen": self.frozen}
+
+
+def test_a_first_stage_is_built_once_and_shared_by_the_arms_that_need_it(registry, tmp_path):  # noqa: F811
+    registry.register_plugin(
+        _plugin(
+            ArmSpec("test.uni", "uni-modal first stage", make=UniOnly, block=True),
+            ArmSpec("test.taught", "reads the first stage", make=Taught, first_stage="test.uni"),
+            ArmSpec("test.taught2", "reads it too", make=Taught, first_stage="test.uni"),
+        ),
+        "stages",
+    )
+    registry.refresh()
+    suite = _suite(registry, arms=["test.taught", "test.taught2"])
+    runner = Runner(suite, tmp_path, registry=registry, quiet=True)
+    cells = [c for c in runner.plan() if c.fold == 0]
+    assert len({p.digest for c in cells for p in runner.prerequisites(c)}) == 1
+    runner.run(cells)
+    records = _records(tmp_path / "t")
+    assert len(records) == 2
+    for record in records.values():
+        assert record["arm"]["teacher_frozen"] is True
+        assert set(record["arm"]["teacher_shapes"]) == {"a", "b"}
+        assert record["cell_settings"]["first_stage"]["arm"] == "test.uni"
+    (artifact,) = (tmp_path / "t" / "artifacts").iterdir()
+    assert {p.name for p in artifact.iterdir()} == {"model.pt", "record.json"}
+    stamp = (artifact / "model.pt").stat().st_mtime_ns
+    # a second run reuses the built first stage (and the finished cells)
+    again = Runner(suite, tmp_path, registry=registry, quiet=True)
+    again.run(cells)
+    assert (artifact / "model.pt").stat().st_mtime_ns == stamp

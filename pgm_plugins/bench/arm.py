@@ -12,6 +12,8 @@ hook                   when the runner calls it, and what for
                        (``{modality: s}`` of the host's ``parts()``; MSLR)
 ``on_batch(x, y, r)``  before each training step, with the batch's inputs, targets and rows
                        (e.g. a teacher's forward on the same batch)
+``aux_kwargs()``       per stage: keyword arguments of the block's ``aux_loss`` (e.g. the
+                       teacher features of PgM guided by uni-modal training)
 ``losses(terms, s)``   per stage, after the forward: add, replace or drop loss terms
 ``backward(t, l, s)``  per stage: run backward yourself (return True), e.g. MMPareto's
                        per-loss gradients; default False (the stepper runs ``loss.backward()``)
@@ -23,7 +25,10 @@ hook                   when the runner calls it, and what for
 
 A run sees its cell through :class:`ArmContext` (``self.ctx``) and, once the runner has built
 and injected the host, the host run and the block's handle (``self.host``, ``self.handle``,
-set by :meth:`ArmRun.attach`). The spec declares the arm's settings grid (each setting one
+set by :meth:`ArmRun.attach`), and the frozen first stages its spec names
+(``ArmSpec.first_stage``: ``self.first_stages[name]``, a
+:class:`~pgm_plugins.bench.stages.FirstStage`, trained once per host, fold and seed and cached).
+The spec declares the arm's settings grid (each setting one
 training, the best chosen on validation: the grid's size is the arm's tuning budget, shown in
 the report), the tasks it supports, and the PgM config changes that define it (they enter the
 cell digest). docs/architecture.md says where arms go; the built-ins are in
@@ -72,6 +77,8 @@ class ArmRun:
         self.ctx = ctx
         self.host: Any = None
         self.handle: Any = None
+        #: first stage arm name -> its frozen model (:class:`pgm_plugins.bench.stages.FirstStage`)
+        self.first_stages: dict[str, Any] = {}
 
     def attach(self, host: Any, handle: Any) -> None:
         """Called once the host is built, its block (if any) injected and moved to its device."""
@@ -85,6 +92,9 @@ class ArmRun:
 
     def on_batch(self, inputs: Any, targets: Tensor, rows: Any) -> None:
         return None
+
+    def aux_kwargs(self) -> dict[str, Any]:
+        return {}
 
     def losses(self, terms: dict[str, Tensor], stage: Stage) -> dict[str, Tensor]:
         return terms
@@ -128,6 +138,8 @@ class ArmSpec:
         block: whether it injects a module at the sites (the suite's ``[block]`` settings and
             the block defaults then enter the cell digest).
         modality: train on this modality alone (the ``only.<m>`` arms).
+        first_stage: the arm whose trained model this arm reuses, frozen (trained first, once
+            per host, fold and seed; see :mod:`pgm_plugins.bench.stages`).
     """
 
     name: str
@@ -140,6 +152,7 @@ class ArmSpec:
     changes: Mapping[str, Any] = field(default_factory=dict)
     block: bool = False
     modality: str | None = None
+    first_stage: str | None = None
 
     def __post_init__(self) -> None:
         bad = [t for t in self.tasks if t not in TASKS]

@@ -72,6 +72,7 @@ from pgm_plugins.bench.results import (
     default_results_dir,
     environment,
 )
+from pgm_plugins.bench.stages import MODEL_FILE, RECORD_FILE, FirstStage
 from pgm_plugins.bench.step import PRECISIONS, Stepper, autocast, resolve_device
 from pgm_plugins.bench.suite import Suite, SuiteError
 from pgm_plugins.errors import NonFiniteError, PgMError, choices_text, did_you_mean
@@ -695,6 +696,12 @@ class Runner:
             settings["arm_options"] = dict(options)
         if self.precision != "fp32":  # fp32 records stay what they were; the device does not count
             settings["precision"] = self.precision
+        if arm.first_stage:  # what the first stage's own cell digest covers shapes this one
+            first = self.first_stage_cell(arm.first_stage, cell)
+            settings["first_stage"] = {
+                "arm": arm.first_stage,
+                "cell_digest": cell_digest(self.cell_settings(first)),
+            }
         if arm.block:
             settings["block"] = dict(s.block)
             settings["block_defaults"] = _block_defaults()
@@ -775,9 +782,11 @@ class Runner:
     def prerequisites(self, cell: Cell) -> list[Prerequisite]:
         """What ``cell`` needs built first (a cached first training stage, say): each
         :class:`~pgm_plugins.bench.prerequisites.Prerequisite` is built once, before the cells
-        that need it, and reused by later runs from ``<folder>/artifacts/<digest>/``. No arm
-        needs one today."""
-        return []
+        that need it, and reused by later runs from ``<folder>/artifacts/<digest>/``: the
+        first stage of an arm that names one (``ArmSpec.first_stage``, see
+        :mod:`pgm_plugins.bench.stages`)."""
+        spec = self.arm(cell.arm)
+        return [self._first_stage_prerequisite(spec.first_stage, cell)] if spec.first_stage else []
 
     def run(
         self,
@@ -812,8 +821,10 @@ class Runner:
             self._std = (key, data, stats)
         return self._std[1], self._std[2]
 
-    def run_cell(self, cell: Cell) -> dict[str, Any]:
-        """Train one cell (with the arm's validation grid, if any) and return its record."""
+    def run_cell(self, cell: Cell, save_model: Path | None = None) -> dict[str, Any]:
+        """Train one cell (with the arm's validation grid, if any) and return its record.
+        ``save_model``: also write the chosen setting's best weights there (``torch.save`` of
+        the state dict, block included: what a first stage keeps)."""
         start = time.perf_counter()
         if self.device.type == "cuda":  # fp32 means fp32: no TF32 matmuls or convolutions
             torch.backends.cuda.matmul.allow_tf32 = False
@@ -899,6 +910,11 @@ class Runner:
         }
         if best["block_config"] is not None:
             record["block_config"] = best["block_config"]
+        if save_model is not None:
+            if "state" not in best:
+                raise RunnerError(f"{cell.text()}: every setting diverged; no model to save.")
+            Path(save_model).parent.mkdir(parents=True, exist_ok=True)
+            torch.save(best["state"], save_model)
         return record
 
     def _predict(
@@ -973,20 +989,22 @@ class Runner:
         import pgm_plugins as pp
 
         s = self.suite
+        # first stages are built before the host: building one seeds the RNG from the cell
+        first = (
+            {arm.first_stage: self._first_stage(arm.first_stage, cell, data, modalities)}
+            if arm.first_stage
+            else {}
+        )
         run = self._build(cell.host, data, cell.seed, modalities)
         rng = np.random.default_rng(cell.seed)
         host_params = count_parameters(run.model)
         handle = None
         block_config = None
         arm_run = arm.make(self._context(arm, cell.host, data, cell.seed, setting, modalities))
+        arm_run.first_stages = first
         factory = arm_run.block_factory()
         if factory is not None:
-            config: dict[str, Any] = {
-                "task": data.task,
-                "num_classes": data.num_classes if data.task == "classification" else None,
-                **s.block,
-                **dict(getattr(run, "block_config", None) or {}),
-            }
+            config = self._block_settings(run, data)
             handle = pp.inject(run.model, sites=run.sites, config=config, block_factory=factory)
             block_config = handle.block.config.to_dict()
         block_params = count_parameters(run.model) - host_params
@@ -1050,6 +1068,68 @@ class Runner:
             t.fail(f"the block refused non-finite inputs at epoch {epoch + 1} ({exc})")
         return total / max(n, 1), metrics_of(data, fold.valid, out)
 
+    def _block_settings(self, run: Any, data: BenchData) -> dict[str, Any]:
+        """The ``PgMConfig`` fields of a block in ``run``: the task, the suite's ``[block]``
+        table, and what the host needs (its ``block_config``)."""
+        return {
+            "task": data.task,
+            "num_classes": data.num_classes if data.task == "classification" else None,
+            **self.suite.block,
+            **dict(getattr(run, "block_config", None) or {}),
+        }
+
+    def first_stage_cell(self, name: str, cell: Cell) -> Cell:
+        """The cell of the first stage ``name`` that ``cell`` reuses (same host, fold, seed)."""
+        return Cell(cell.dataset, cell.protocol, cell.host, name, cell.fold, cell.seed)
+
+    def _first_stage_prerequisite(self, name: str, cell: Cell) -> Prerequisite:
+        """The prerequisite that trains and keeps the first stage ``name`` of ``cell``."""
+        first = self.first_stage_cell(name, cell)
+        return Prerequisite(
+            key={
+                **first.key(self.suite.name),
+                "cell_digest": cell_digest(self.cell_settings(first)),
+            },
+            build="pgm_plugins.bench.stages:build_first_stage",
+            description=f"first stage {first.text()}",
+        )
+
+    def _first_stage(
+        self, name: str, cell: Cell, data: BenchData, modalities: tuple[str, ...]
+    ) -> FirstStage:
+        """The first stage ``name`` of ``cell``, loaded from its built artifact and frozen."""
+        import pgm_plugins as pp
+
+        folder = self._first_stage_prerequisite(name, cell).path(self.folder)
+        if not (folder / MODEL_FILE).is_file():
+            raise RunnerError(
+                f"{cell.text()}: its first stage {name!r} is not built ({folder} has no "
+                f"{MODEL_FILE}); `pgm bench run` builds first stages before the cells that "
+                "need them."
+            )
+        record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
+        spec = self.arm(name)
+        run = self._build(cell.host, data, cell.seed, modalities)
+        made = spec.make(
+            self._context(spec, cell.host, data, cell.seed, record.get("setting") or {}, modalities)
+        )
+        factory = made.block_factory()
+        if factory is None:
+            raise RunnerError(
+                f"arm {cell.arm!r}: its first stage {name!r} injects no block, so it has no "
+                "site features to pass on; name an arm with a block as first_stage."
+            )
+        handle = pp.inject(
+            run.model,
+            sites=run.sites,
+            config=self._block_settings(run, data),
+            block_factory=factory,
+        )
+        state = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
+        run.model.load_state_dict(state)
+        run.to(self.device)
+        return FirstStage(name, run, handle, record)
+
     def _score_best(self, t: _Training, data: BenchData, fold: Fold) -> dict[str, Any]:
         """Restore the best epoch, score validation and test (the block's shares on test),
         sample the uni / paired parts, and take the block out."""
@@ -1069,7 +1149,10 @@ class Runner:
         parts = self._parts(t.run, data, fold.test, t.handle) if t.handle is not None else None
         if t.handle is not None:
             t.handle.remove()
-        return t.outcome(metrics=metrics, shares=shares if shares else None, parts=parts)
+        # the best epoch's weights with the block (a first stage saves them; not in the record)
+        return t.outcome(
+            metrics=metrics, shares=shares if shares else None, parts=parts, state=t.best_state
+        )
 
     def _parts(
         self, run: Any, data: BenchData, test: np.ndarray, handle: Any

@@ -177,7 +177,8 @@ class Stepper:
                 terms = dict(stage.terms)
                 stage.targets = stage.block_targets if stage.block_targets is not None else targets
                 if stage.block_loss and self.handle is not None:
-                    terms["pgm"] = self.handle.aux_loss(stage.targets)
+                    extra = self.arm.aux_kwargs() if self.arm is not None else {}
+                    terms["pgm"] = self.handle.aux_loss(stage.targets, **extra)
             if self.arm is not None:
                 terms = self.arm.losses(terms, stage)
             if not terms:
