@@ -16,6 +16,7 @@ batched product over a stack of equal-shape modalities (``stacked.py``).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,8 @@ from pgm_plugins.errors import (
 )
 
 __all__ = ["ModalParts", "PgMBlock", "PgMOutput"]
+
+_NON_LEAF_GRAD = "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed"
 
 
 @dataclass
@@ -258,10 +261,14 @@ class PgMBlock(nn.Module):
         order = [m for m in self.config.modalities if m in inputs]
         given = dict(masks or {})
         stacked = stackable(self, order, dict(inputs), given)
-        compute = self._phases
         if self.config.compile is not False and not torch.compiler.is_compiling():
-            compute = self._compiled_phases()
-        got = compute(dict(inputs), given, stacked)
+            with warnings.catch_warnings():
+                # dynamo reads ``.grad`` of every input tensor it wraps, which warns for a host's
+                # activations (non-leaf tensors); nothing of ours reads it
+                warnings.filterwarnings("ignore", _NON_LEAF_GRAD, UserWarning)
+                got = self._compiled_phases()(dict(inputs), given, stacked)
+        else:
+            got = self._phases(dict(inputs), given, stacked)
         loop_masks = {m: given.get(m) for m in order}
         parts = {
             m: ModalParts(
