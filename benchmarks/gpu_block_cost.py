@@ -182,6 +182,8 @@ class Arm:
         self.case, self.device = case, device
         self.model = case.build().to(device)
         self.handle = None
+        options = (changes or {}).get("compile")
+        self.graphs = isinstance(options, dict) and options.get("mode") == "reduce-overhead"
         if changes is not None:
             sites = case.sites
             kwargs: dict[str, Any] = (
@@ -209,6 +211,9 @@ class Arm:
         loss.backward()
 
     def step(self) -> None:
+        mark = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
+        if self.graphs and mark is not None:
+            mark()  # a new iteration: CUDA-graph outputs of the last one may be overwritten
         self.forward_backward()
         self.opt.step()
 
@@ -296,13 +301,22 @@ def run_case(
             "warmup_steps_s": warm,
         }
     for arm_name, arm in built.items():
-        record["arms"][arm_name].update(count_ops(arm))
-        record["arms"][arm_name]["syncs_per_step"] = count_syncs(arm)
+        try:
+            record["arms"][arm_name].update(count_ops(arm))
+            record["arms"][arm_name]["syncs_per_step"] = count_syncs(arm)
+        except Exception as exc:  # counting is information; the timings still run
+            record["arms"][arm_name]["count_error"] = f"{type(exc).__name__}: {exc}"[:2000]
     times: dict[str, list[float]] = {a: [] for a in built}
     order = list(built)
     for r in range(steps):
-        for arm_name in order if r % 2 == 0 else reversed(order):
-            times[arm_name].append(built[arm_name].timed_step())
+        for arm_name in order if r % 2 == 0 else list(reversed(order)):
+            try:
+                times[arm_name].append(built[arm_name].timed_step())
+            except Exception as exc:  # an arm that breaks mid-run is dropped, and said so
+                record["arms"][arm_name]["error"] = f"step {r}: {type(exc).__name__}: {exc}"
+                print(f"  {name} {arm_name}: failed: {exc}", file=sys.stderr, flush=True)
+                order.remove(arm_name)
+                del built[arm_name], times[arm_name]
     for arm_name, arm in built.items():
         arm.finish()
         entry = record["arms"][arm_name]
@@ -343,15 +357,16 @@ def _write(path: Path, record: dict[str, Any]) -> None:
 def _lines(record: dict[str, Any]) -> Iterator[str]:
     yield f"{record['case']}: {record['describe']}"
     for arm, e in record["arms"].items():
-        if "error" in e:
-            yield f"  {arm:9s} failed: {e['error'][:200]}"
+        if "error" in e or "step_ms" not in e:
+            yield f"  {arm:9s} failed: {e.get('error', '?')[:200]}"
             continue
         s = e["step_ms"]
         text = f"  {arm:9s} {s['median']:8.2f} ms [{s['q1']:.2f}, {s['q3']:.2f}]"
         if "ratio_to_host" in e:
             r = e["ratio_to_host"]
             text += f"  x{r['median']:.3f} [{r['q1']:.3f}, {r['q3']:.3f}]"
-        text += f"  aten {e['aten_calls_fwd_bwd']}+{e['aten_calls_optimizer']}"
+        if "aten_calls_fwd_bwd" in e:
+            text += f"  aten {e['aten_calls_fwd_bwd']}+{e['aten_calls_optimizer']}"
         if e.get("cuda_kernels_fwd_bwd") is not None:
             text += f"  kernels {e['cuda_kernels_fwd_bwd']}+{e['cuda_kernels_optimizer']}"
         if e.get("syncs_per_step") is not None:
