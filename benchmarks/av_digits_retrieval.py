@@ -127,17 +127,20 @@ def supcon_loss(za: Tensor, zb: Tensor, ya: Tensor, yb: Tensor, temperature: flo
 
 
 def _embed(fn: Any, x: Tensor, chunk: int = 500) -> np.ndarray:
-    return torch.cat([fn(x[i : i + chunk]) for i in range(0, len(x), chunk)]).numpy()
+    return torch.cat([fn(x[i : i + chunk]) for i in range(0, len(x), chunk)]).cpu().numpy()
 
 
-def evaluate(model: DualEncoder, data: av_digits.AvDigits, split: str) -> dict[str, Any]:
+def evaluate(
+    model: DualEncoder, data: av_digits.AvDigits, split: str, device: str = "cpu"
+) -> dict[str, Any]:
     """Retrieval on ``split``: its clips query its images and the reverse (embedded separately,
-    one modality per call, under ``no_grad``)."""
+    one modality per call, under ``no_grad``, on ``device``; the ranking runs on the CPU)."""
     clips, rows = data.clips(split), data.image_rows(split)
     model.eval()
     with torch.no_grad():
-        za = _embed(model.encode_audio, torch.from_numpy(data.audio_frames[clips]))
-        zi = _embed(model.encode_image, torch.from_numpy(data.images[rows]).unsqueeze(1))
+        frames = torch.from_numpy(data.audio_frames[clips]).to(device)
+        za = _embed(model.encode_audio, frames)
+        zi = _embed(model.encode_image, torch.from_numpy(data.images[rows]).unsqueeze(1).to(device))
     ya, yi = data.audio_label[clips], data.image_label[rows]
     out: dict[str, Any] = {
         "audio2image": av_digits.retrieval_metrics(za, ya, zi, yi),
@@ -148,13 +151,21 @@ def evaluate(model: DualEncoder, data: av_digits.AvDigits, split: str) -> dict[s
 
 
 def run_cell(
-    arm: str, seed: int, data: av_digits.AvDigits, spec: Spec, block_config: Mapping[str, Any]
+    arm: str,
+    seed: int,
+    data: av_digits.AvDigits,
+    spec: Spec,
+    block_config: Mapping[str, Any],
+    device: str = "cpu",
 ) -> dict[str, Any]:
+    """Train and score one cell on ``device``: the weights are drawn on the CPU (the same
+    initialisation on every device), the data set moves to the device once, and the batches'
+    order and pairs come from a NumPy generator (no torch generator is mixed across devices)."""
     import pgm_plugins as pp
 
     start = time.perf_counter()
     torch.manual_seed(seed)
-    model = DualEncoder(spec)
+    model = DualEncoder(spec).to(device)
     host_params = count_parameters(model)
     handle = None
     if arm != "baseline":
@@ -174,9 +185,9 @@ def run_cell(
     opt = torch.optim.AdamW(groups)
     rng = np.random.default_rng(seed)
     train_clips = data.clips("train")
-    frames = torch.from_numpy(data.audio_frames)
-    images = torch.from_numpy(data.images).unsqueeze(1)
-    labels = torch.from_numpy(data.audio_label)
+    frames = torch.from_numpy(data.audio_frames).to(device)
+    images = torch.from_numpy(data.images).unsqueeze(1).to(device)
+    labels = torch.from_numpy(data.audio_label).to(device)
     best: tuple[float, int, dict[str, Tensor]] = (-1.0, -1, {})
     curves: dict[str, list[float]] = {"train_loss": [], "aux_loss": [], "valid_map": []}
     for epoch in range(spec.max_epochs):
@@ -186,8 +197,8 @@ def run_cell(
         tot, tot_aux, n = 0.0, 0.0, 0
         for i in range(0, len(order), spec.batch):
             b = order[i : i + spec.batch]
-            clip_idx = torch.from_numpy(train_clips[b])
-            img_idx = torch.from_numpy(pair[b])
+            clip_idx = torch.from_numpy(train_clips[b]).to(device)
+            img_idx = torch.from_numpy(pair[b]).to(device)
             y = labels[clip_idx]
             zi, za = model(images[img_idx], frames[clip_idx])
             loss = supcon_loss(za, zi, y, y, spec.temperature)
@@ -201,7 +212,7 @@ def run_cell(
             torch.nn.utils.clip_grad_norm_(model.parameters(), spec.clip)
             opt.step()
             n += len(b)
-        valid = evaluate(model, data, "valid")
+        valid = evaluate(model, data, "valid", device)
         curves["train_loss"].append(tot / n)
         curves["aux_loss"].append(tot_aux / n)
         curves["valid_map"].append(valid["map_mean"])
@@ -219,7 +230,10 @@ def run_cell(
         "arm": arm,
         "seed": seed,
         "spec": asdict(spec),
-        "metrics": {"valid": evaluate(model, data, "valid"), "test": evaluate(model, data, "test")},
+        "metrics": {
+            "valid": evaluate(model, data, "valid", device),
+            "test": evaluate(model, data, "test", device),
+        },
         "best_epoch": best[1],
         "epochs_run": len(curves["valid_map"]),
         "curves": curves,
@@ -371,11 +385,21 @@ def summarise_loso(folds: Mapping[str, list[dict[str, Any]]], seed: int = 0) -> 
 
 
 def _cell_settings(
-    arm: str, spec: Spec, digest: str | None, held: str, limit: int, env: Mapping[str, Any]
+    arm: str,
+    spec: Spec,
+    digest: str | None,
+    held: str,
+    limit: int,
+    env: Mapping[str, Any],
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """What decides a retrieval cell besides its key (the runner's digest scheme): the arm, the
-    recipe, the data, the held-out speaker, and the code (this script's and the packages')."""
+    recipe, the data, the held-out speaker, the code (this script's and the packages') and the
+    device when it is not the CPU (another device rounds differently; the CPU cells' settings
+    are those of the records written before the option existed)."""
+    device_key = {} if device == "cpu" else {"device": device}
     return {
+        **device_key,
         "digest_scheme": DIGEST_SCHEME,
         "code": {
             "pgm_plugins": env["versions"]["pgm_plugins"],
@@ -389,6 +413,25 @@ def _cell_settings(
         "held_out": held,
         "limit": limit,
     }
+
+
+def _device(parser: argparse.ArgumentParser, name: str) -> str:
+    """``name`` as a torch device string; a clear error (nothing run) for one this torch
+    cannot use."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        parser.error(f"--device {name!r} is not a torch device; use cpu, cuda or cuda:N.")
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if not count or (device.index is not None and device.index >= count):
+            valid = f"cpu or cuda:0..{count - 1}" if count else "cpu (no GPU here)"
+            parser.error(
+                f"--device {name}: this machine's torch sees {count} CUDA device(s); use {valid}."
+            )
+    elif device.type != "cpu":
+        parser.error(f"--device {name!r}: only cpu and cuda devices are supported.")
+    return str(device)
 
 
 def _records(folder: Path, suite: str | None = None) -> list[dict[str, Any]]:
@@ -414,6 +457,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="train on the first N train clips (tests)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
+        "--device",
+        default="cpu",
+        help="where cells train: cpu (default), cuda, cuda:N (a GPU cell is its own cell: the "
+        "device is part of its settings)",
+    )
+    p.add_argument(
         "--held-out",
         default=None,
         metavar="SPEAKER",
@@ -435,6 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    device = _device(p, args.device)
     root = Path(args.results) if args.results else RESULTS
     if args.loso:
         folds = {
@@ -480,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         changed = []
         for (arm, seed, f), r in done.items():
-            now = _cell_settings(arm, spec, digest, held, args.limit, env)
+            now = _cell_settings(arm, spec, digest, held, args.limit, env, device)
             if f == fold and r.get("cell_digest") and r["cell_digest"] != cell_digest(now):
                 old = r.get("cell_settings") or {}
                 diff = [k for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k)]
@@ -498,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if (arm, seed, fold) in done:
                     print(f"{arm} seed {seed}: done, skipped")
                     continue
-                raw = run_cell(arm, seed, data, spec, {})
+                raw = run_cell(arm, seed, data, spec, {}, device)
                 raw.update(
                     {
                         "key": {"arm": arm, "seed": seed},
@@ -509,7 +559,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     }
                 )
                 record = retrieval_record(raw, suite)
-                record["cell_settings"] = _cell_settings(arm, spec, digest, held, args.limit, env)
+                record["cell_settings"] = _cell_settings(
+                    arm, spec, digest, held, args.limit, env, device
+                )
                 record["cell_digest"] = cell_digest(record["cell_settings"])
                 path = store.write(record.pop("key"), record)
                 t = record["metrics"]["test"]

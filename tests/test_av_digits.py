@@ -293,3 +293,41 @@ def test_held_out_speaker_fold_restandardises_on_its_train_speakers(data):
     assert (data.audio_split == "train").sum() == 2000  # the original is untouched
     with pytest.raises(KeyError, match=r"unknown speaker 'goerge'.*george"):
         av_digits.held_out_speaker(data, "goerge")
+
+
+def test_device_option_refuses_a_device_this_torch_cannot_use(capsys):
+    bench = _benchmark()
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--device", "cuda:99", "--summary-only"])
+    assert info.value.code == 2
+    count = torch.cuda.device_count()
+    assert f"--device cuda:99: this machine's torch sees {count} CUDA device(s)" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        bench.main(["--device", "gpu0", "--summary-only"])
+    assert "'gpu0' is not a torch device; use cpu, cuda or cuda:N" in capsys.readouterr().err
+
+
+def test_a_gpu_cell_is_its_own_cell_and_cpu_cells_keep_their_settings():
+    bench = _benchmark()
+    env = {"versions": {"pgm_plugins": "x"}}
+    cpu = bench._cell_settings("pgm", bench.Spec(), "d", "theo", 0, env)
+    assert "device" not in cpu  # the committed CPU records' settings, unchanged
+    assert bench._cell_settings("pgm", bench.Spec(), "d", "theo", 0, env, "cpu") == cpu
+    gpu = bench._cell_settings("pgm", bench.Spec(), "d", "theo", 0, env, "cuda:0")
+    assert gpu == {"device": "cuda:0", **cpu}
+
+
+@pytest.mark.data
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tiny_run_on_the_gpu(data, tmp_path, monkeypatch):
+    bench = _benchmark()
+    monkeypatch.setattr(bench.av_digits, "load", lambda *a, **k: data)
+    args = ["--results", str(tmp_path), "--seeds", "0", "--limit", "40", "--max-epochs", "1"]
+    args += ["--batch", "20", "--image-tower", "timm:test_resnet", "--device", "cuda"]
+    assert bench.main(args) == 0
+    good, problems = read_records(tmp_path / "main", "main")
+    assert problems == [] and len(good) == 3
+    assert all(r["cell_settings"]["device"] == "cuda" for _, r in good)

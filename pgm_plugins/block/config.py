@@ -32,7 +32,11 @@ ALIGN_KINDS = ("infonce", "cmd")
 PART_NAMES = ("uni", "paired", "partitioner", "decoder")
 #: the branches from a modality's representation into the block that carry a gradient scale
 BRANCH_NAMES = ("uni", "paired")
-_BOOL_FIELDS = ("uni_learner", "paired_learner", "decoder", "separate_lrs", "check_finite")
+_BOOL_FIELDS = ("uni_learner", "paired_learner", "decoder", "separate_lrs")
+#: ``check_finite`` values besides the booleans
+FINITE_MODES = ("deferred",)
+#: the keyword arguments of ``torch.compile`` that ``compile`` may give
+COMPILE_OPTIONS = ("backend", "mode", "fullgraph", "dynamic", "options")
 _WIDTH_FIELDS = ("bottleneck", "uni_width", "paired_width", "decoder_width")
 
 
@@ -52,6 +56,14 @@ def _check_choice(name: str, value: Any, valid: tuple[str, ...]) -> None:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _json_able(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def auto_bottleneck(width: int) -> int:
@@ -175,10 +187,21 @@ class PgMConfig:
         "pattern such as '*.paired') on every path from h_m through the block into the host",
         factory=dict,
     )
-    check_finite: bool = _help(
-        "raise a clear error naming the modality when an input holds NaN or inf "
-        "(skipped while torch.compile traces)",
+    check_finite: bool | str = _help(
+        "raise a clear error naming the modality when an input holds NaN or inf (skipped "
+        "while torch.compile traces): True checks every forward at once (one host sync per "
+        "forward); 'deferred' does the same on CPU and, on a GPU, checks without a sync: the "
+        "error is raised at a later forward, at most a few behind (or at "
+        "PgMBlock.raise_if_nonfinite()); False never checks",
         True,
+    )
+    compile: bool | dict[str, Any] = _help(
+        "run the block's computation (not its input checks) through torch.compile: False "
+        "(eager), True (torch.compile's defaults) or a mapping of its keyword arguments "
+        "(backend, mode, fullgraph, dynamic, options; e.g. {'mode': 'reduce-overhead'} for "
+        "CUDA graphs where shapes are static). Compiled lazily at the first forward; a "
+        "forward already inside torch.compile runs the block as it is",
+        False,
     )
 
     # ------------------------------------------------------------------ validation
@@ -204,6 +227,7 @@ class PgMConfig:
                     f"{name}={value!r} ({type(value).__name__}) must be True or False; strings "
                     "and numbers are not read as booleans."
                 )
+        self._validate_finite_and_compile()
         _check_choice("partitioner", self.partitioner, PARTITIONERS)
         _check_choice("paired", self.paired, PAIRED_KINDS)
         _check_choice("mix", self.mix, MIXES)
@@ -261,6 +285,43 @@ class PgMConfig:
         if self.partitioner in ("split", "project"):
             for m in self.modalities:  # raises on a part of zero width
                 self.part_widths(m)
+
+    def _validate_finite_and_compile(self) -> None:
+        if not isinstance(self.check_finite, bool) and self.check_finite not in FINITE_MODES:
+            raise ConfigError(
+                f"check_finite={self.check_finite!r} ({type(self.check_finite).__name__}) must be "
+                f"True or False, or {choices_text(FINITE_MODES)}; strings other than those and "
+                "numbers are not read as booleans."
+                + did_you_mean(str(self.check_finite), FINITE_MODES)
+            )
+        options = self.compile
+        if isinstance(options, bool):
+            return
+        if not isinstance(options, Mapping):
+            raise ConfigError(
+                f"compile={options!r} ({type(options).__name__}) must be True, False or a mapping "
+                f"of torch.compile keyword arguments ({choices_text(COMPILE_OPTIONS)}), e.g. "
+                "{'mode': 'reduce-overhead'}."
+            )
+        self.compile = dict(options)
+        for key, value in self.compile.items():
+            if key not in COMPILE_OPTIONS:
+                raise ConfigError(
+                    f"compile option {key!r} is not one PgMConfig passes to torch.compile; "
+                    f"valid: {choices_text(COMPILE_OPTIONS)}."
+                    + did_you_mean(str(key), COMPILE_OPTIONS)
+                )
+            kinds = {
+                "backend": (str,),
+                "mode": (str, type(None)),
+                "fullgraph": (bool,),
+                "dynamic": (bool, type(None)),
+                "options": (dict,),
+            }[key]
+            if not isinstance(value, kinds) or (key == "options" and not _json_able(value)):
+                want = " or ".join("None" if k is type(None) else k.__name__ for k in kinds)
+                note = " of JSON values (the config is saved as JSON)" if key == "options" else ""
+                raise ConfigError(f"compile[{key!r}]={value!r} must be {want}{note}.")
 
     def _validate_rho(self) -> None:
         values = self.rho.items() if isinstance(self.rho, Mapping) else [("rho", self.rho)]

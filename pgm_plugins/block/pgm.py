@@ -16,6 +16,7 @@ batched product over a stack of equal-shape modalities (``stacked.py``).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ from torch import Tensor, nn
 
 from pgm_plugins.block.config import PgMConfig
 from pgm_plugins.block.decoder import UniPairedDecoder
+from pgm_plugins.block.finite import DeferredFiniteCheck, check_finite_now
 from pgm_plugins.block.losses import (
     check_targets,
     cmd_loss,
@@ -45,13 +47,14 @@ from pgm_plugins.block.stacked import StackedOps, stack_groups, stackable
 from pgm_plugins.block.uni_learner import UniModalLearner
 from pgm_plugins.errors import (
     InputError,
-    NonFiniteError,
     UnknownNameError,
     choices_text,
     did_you_mean,
 )
 
 __all__ = ["ModalParts", "PgMBlock", "PgMOutput"]
+
+_NON_LEAF_GRAD = "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed"
 
 
 @dataclass
@@ -79,26 +82,6 @@ class ModalParts:
             d(self.gate),
             self.mask,
         )
-
-
-def _check_finite(inputs: Mapping[str, Tensor]) -> None:
-    """Raise :class:`NonFiniteError` naming the first modality holding NaN or inf.
-
-    One host sync per forward, not one per modality: NaN and inf carry into a sum, so a finite
-    sum of every input proves them all finite; a non-finite one (or a finite input large enough
-    to overflow it) is checked modality by modality."""
-    total: Tensor | None = None
-    for h in inputs.values():
-        s = h.sum(dtype=torch.float32) if h.dtype in (torch.float16, torch.bfloat16) else h.sum()
-        total = s if total is None else total + s
-    if total is None or bool(torch.isfinite(total)):
-        return
-    for m, h in inputs.items():
-        if not bool(torch.isfinite(h).all()):
-            raise NonFiniteError(
-                f"modality {m!r} holds NaN or inf values "
-                f"({int((~torch.isfinite(h)).sum())} of {h.numel()})."
-            )
 
 
 @dataclass
@@ -243,7 +226,10 @@ class PgMBlock(nn.Module):
             batch = h.shape[0]
         # a data-dependent check cannot be traced; eager training stays protected
         if cfg.check_finite and not torch.compiler.is_compiling():
-            _check_finite(inputs)
+            if cfg.check_finite == "deferred" and next(iter(inputs.values())).is_cuda:
+                self._finite_check().submit(inputs)
+            else:
+                check_finite_now(inputs)
         for m, mask in (masks or {}).items():
             if m not in inputs:
                 raise InputError(
@@ -272,7 +258,49 @@ class PgMBlock(nn.Module):
         self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None
     ) -> PgMOutput:
         self.check_inputs(inputs, masks)
-        ops = self._modality_ops(inputs, masks)
+        order = [m for m in self.config.modalities if m in inputs]
+        given = dict(masks or {})
+        stacked = stackable(self, order, dict(inputs), given)
+        if self.config.compile is not False and not torch.compiler.is_compiling():
+            with warnings.catch_warnings():
+                # dynamo reads ``.grad`` of every input tensor it wraps, which warns for a host's
+                # activations (non-leaf tensors); nothing of ours reads it
+                warnings.filterwarnings("ignore", _NON_LEAF_GRAD, UserWarning)
+                got = self._compiled_phases()(dict(inputs), given, stacked)
+        else:
+            got = self._phases(dict(inputs), given, stacked)
+        loop_masks = {m: given.get(m) for m in order}
+        parts = {
+            m: ModalParts(
+                got["uni"][m],
+                got["paired"][m],
+                got["uni_learned"][m],
+                got["paired_learned"].get(m),
+                got["rebuilt"].get(m),
+                got["gates"][m],
+                None if stacked else loop_masks[m],
+            )
+            for m in order
+        }
+        return PgMOutput(
+            got["outputs"],
+            parts,
+            got["shares"],
+            got["losses"],
+            got["logits"],
+            got["skipped"],
+            self.config,
+        )
+
+    def _phases(
+        self, inputs: dict[str, Tensor], masks: dict[str, Tensor], stacked: bool
+    ) -> dict[str, Any]:
+        """Every tensor of one forward, in plain containers (what ``torch.compile`` traces when
+        ``config.compile`` is set: the input checks and the :class:`PgMOutput` stay eager)."""
+        order = [m for m in self.config.modalities if m in inputs]
+        ops: ModalityOps = (
+            StackedOps(order, inputs[order[0]].shape) if stacked else LoopOps(order, masks)
+        )
         h = ops.gather(inputs)
         q = ops.code_maps(self.partitioners)
         split = self._partition(ops, h, q)
@@ -280,23 +308,52 @@ class PgMBlock(nn.Module):
         paired_learned, skipped = self._learn_paired(ops, split.paired)
         outputs, rebuilt = self._decode(ops, inputs, h, q, uni_learned, paired_learned)
         paired_pooled = self._pool_paired(ops, paired_learned)
-        losses = self._losses(ops, h, q, paired_pooled)
-        logits = self._logits(ops, uni_learned, paired_pooled)
-        parts = self._modal_parts(ops, split, uni_learned, paired_learned, rebuilt)
-        return PgMOutput(outputs, parts, split.shares, losses, logits, skipped, self.config)
+        return {
+            "outputs": outputs,
+            "uni": ops.tokens(split.uni),
+            "paired": ops.tokens(split.paired),
+            "uni_learned": ops.tokens(uni_learned),
+            "paired_learned": {} if paired_learned is None else ops.tokens(paired_learned),
+            "rebuilt": {} if rebuilt is None else ops.tokens(rebuilt),
+            "gates": split.gates,
+            "shares": split.shares,
+            "losses": self._losses(ops, h, q, paired_pooled),
+            "logits": self._logits(ops, uni_learned, paired_pooled),
+            "skipped": skipped,
+        }
+
+    def _compiled_phases(self) -> Any:
+        """``torch.compile(self._phases, **options)``, made at the first compiled forward and
+        kept out of copies and pickles (a copy compiles its own)."""
+        compiled = self.__dict__.get("_compiled")
+        if compiled is None:
+            options = self.config.compile
+            compiled = torch.compile(self._phases, **(options if isinstance(options, dict) else {}))
+            self.__dict__["_compiled"] = compiled
+        return compiled
+
+    def _finite_check(self) -> DeferredFiniteCheck:
+        check = self.__dict__.get("_deferred_finite")
+        if check is None:
+            check = self.__dict__["_deferred_finite"] = DeferredFiniteCheck()
+        return check
+
+    def raise_if_nonfinite(self) -> None:
+        """With ``check_finite='deferred'`` on a GPU: wait for the finite checks not read yet
+        and raise :class:`~pgm_plugins.errors.NonFiniteError` if any input held NaN or inf (call
+        it at the end of an epoch or before saving). Nothing to do otherwise."""
+        check = self.__dict__.get("_deferred_finite")
+        if check is not None:
+            check.flush()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the compiled function and queued device flags belong to this object, not to copies
+        state = dict(self.__dict__)
+        state.pop("_compiled", None)
+        state.pop("_deferred_finite", None)
+        return state
 
     # the phases of one forward, each over every modality through ``ops``
-    def _modality_ops(
-        self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None
-    ) -> ModalityOps:
-        """:class:`StackedOps` when this forward's modalities can run as one stack, else
-        :class:`LoopOps`; either way in config order, whatever the caller's."""
-        order = [m for m in self.config.modalities if m in inputs]
-        given = dict(masks or {})
-        if stackable(self, order, dict(inputs), given):
-            return StackedOps(order, inputs[order[0]].shape)
-        return LoopOps(order, given)
-
     def _partition(self, ops: ModalityOps, h: Values, q: Any) -> SplitCodes:
         """``u_m`` and ``p_m``, each read from its own gradient-scaled copy of ``h_m``."""
         cfg = self.config
@@ -384,35 +441,6 @@ class PgMBlock(nn.Module):
                 ops.rows(ops.each(self.paired_heads, paired_pooled))
             )
         return logits
-
-    def _modal_parts(
-        self,
-        ops: ModalityOps,
-        split: SplitCodes,
-        uni_learned: Values,
-        paired_learned: Values | None,
-        rebuilt: Values | None,
-    ) -> dict[str, ModalParts]:
-        """Every modality's tensors of this forward, token-wise."""
-        uni, paired, uni_l = (
-            ops.tokens(split.uni),
-            ops.tokens(split.paired),
-            ops.tokens(uni_learned),
-        )
-        paired_l = {} if paired_learned is None else ops.tokens(paired_learned)
-        rebuilt_t = {} if rebuilt is None else ops.tokens(rebuilt)
-        return {
-            m: ModalParts(
-                uni[m],
-                paired[m],
-                uni_l[m],
-                paired_l.get(m),
-                rebuilt_t.get(m),
-                split.gates[m],
-                ops.masks[m],
-            )
-            for m in ops.order
-        }
 
     def _paired_sum(self, per_modality: Mapping[str, Tensor]) -> Tensor:
         """``sum_m W_m pool(p~_m) + b`` from the ``W_m pool(p~_m)``."""
