@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -134,6 +135,11 @@ def _cmd_bench_run(args: argparse.Namespace) -> int:
     from pgm_plugins.bench.runner import Runner
     from pgm_plugins.bench.suite import load_suite
 
+    # under torchrun rank 0 speaks, writes and reports; the other ranks train in silence
+    follower = os.environ.get("WORLD_SIZE", "1") not in ("", "1") and os.environ.get(
+        "RANK", "0"
+    ) not in ("", "0")
+    quiet = args.quiet or follower
     suite = load_suite(args.suite)
     data_dir = args.data_dir or None  # else the data set reads $PGM_DATA_DIR and says so
     runner = Runner(
@@ -141,12 +147,12 @@ def _cmd_bench_run(args: argparse.Namespace) -> int:
         _results_dir(args),
         data_dir=data_dir,
         threads=args.threads,
-        quiet=args.quiet,
+        quiet=quiet,
         device=args.device,
         precision=args.precision,
     )
     cells = runner.plan(hosts=args.hosts, arms=args.arms, seeds=args.seeds, folds=args.folds)
-    if not args.quiet:
+    if not quiet:
         data = runner.load_data()
         print(
             f"suite {suite.name}: {data.name} ({data.protocol}), {len(cells)} cells "
@@ -159,13 +165,13 @@ def _cmd_bench_run(args: argparse.Namespace) -> int:
         summary = runner.run(cells)
     except KeyboardInterrupt:
         return 130
-    if not args.quiet:
+    if not quiet:
         print(
             f"suite {suite.name}: ran {summary['ran']} cells, skipped {summary['skipped']} "
             f"finished ones, {summary['wall_s']:.0f} s",
             file=sys.stderr,
         )
-    if args.no_report:
+    if args.no_report or follower:
         return 0
     from pgm_plugins.bench import report
 

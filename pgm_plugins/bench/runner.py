@@ -43,6 +43,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 import torch
+from torch import nn
 
 from pgm_plugins.bench.arms import (
     SINGLE_HOST,
@@ -52,7 +53,9 @@ from pgm_plugins.bench.arms import (
     get_arm,
     lr_scale_grid,
 )
+from pgm_plugins.bench.bench_host import batch_rows
 from pgm_plugins.bench.data.bench_data import BenchData, Fold
+from pgm_plugins.bench.distributed import Ranks, from_env
 from pgm_plugins.bench.metrics import (
     LOWER_IS_BETTER,
     classification_metrics,
@@ -319,6 +322,7 @@ class _Training:
     stepper: Stepper
     device: str = "cpu"
     precision: str = "fp32"
+    ranks: Ranks | None = None
     curves: dict[str, list[float]] = field(
         default_factory=lambda: {"train_loss": [], "valid_loss": [], "valid_primary": []}
     )
@@ -354,6 +358,8 @@ class _Training:
                 "lr_scale": self.lr_scale,
                 "device": self.device,
                 "precision": self.precision,
+                "world_size": self.ranks.world if self.ranks is not None else 1,
+                "backend": self.ranks.backend if self.ranks is not None else None,
             },
             "parameters": {"host": self.host_params, "block": self.block_params},
             "time": {
@@ -420,6 +426,7 @@ class Runner:
         self._folds: dict[int, list[Fold]] = {}
         self._env: dict[str, Any] | None = None
         self._std: tuple[tuple[int, int], BenchData, dict[str, Any]] | None = None
+        self._ranks: Ranks | None = None  # set by run() under torchrun
 
     def _check_record(self, record: dict[str, Any], path: Path) -> str | None:
         return check_record(record, path, self.suite.name)
@@ -680,6 +687,8 @@ class Runner:
             settings["mslr_scales"] = list(s.mslr_scales)
         if self.precision != "fp32":  # fp32 records stay what they were; the device does not count
             settings["precision"] = self.precision
+        if self._ranks is not None:  # batch-level terms and CPU batch norm see a rank's chunk
+            settings["world_size"] = self._ranks.world
         if arm.factory() is not None:
             settings["block"] = dict(s.block)
             settings["block_defaults"] = _block_defaults()
@@ -758,7 +767,15 @@ class Runner:
         return out
 
     def run(self, cells: Sequence[Cell]) -> dict[str, Any]:
-        """Run every cell whose record is missing (or corrupt); returns counts and wall time."""
+        """Run every cell whose record is missing (or corrupt); returns counts and wall time.
+        Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank trains each cell together and rank 0
+        writes (:meth:`_run_ranks`)."""
+        try:
+            ranks = from_env()
+        except ValueError as exc:
+            raise RunnerError(str(exc)) from None
+        if ranks is not None:
+            return self._run_ranks(ranks, cells)
         torch.set_num_threads(self.threads)
         with suite_lock(self.folder):
             for stale in self.folder.glob(".*.tmp"):  # left by a killed run; we hold the lock
@@ -815,6 +832,69 @@ class Runner:
             "ran": ran,
             "wall_s": time.perf_counter() - start,
             "folder": str(self.folder),
+        }
+
+    def _run_ranks(self, ranks: Ranks, cells: Sequence[Cell]) -> dict[str, Any]:
+        """:meth:`run` under torchrun: every rank trains each cell to run with DDP (see
+        :mod:`pgm_plugins.bench.distributed`). Rank 0 holds the suite's lock, decides which
+        cells run (the others learn it by broadcast), writes each record and reports progress;
+        the others wait at a barrier after each cell."""
+        try:
+            self.device = ranks.start(self.device)
+        except ValueError as exc:
+            raise RunnerError(str(exc)) from None
+        self._ranks = ranks
+        torch.set_num_threads(self.threads)
+        start = time.perf_counter()
+        ran = 0
+        try:
+            with contextlib.ExitStack() as stack:
+                failure: Exception | None = None
+                todo: list[int] = []
+                if ranks.main:
+                    try:
+                        stack.enter_context(suite_lock(self.folder))
+                        for stale in self.folder.glob(".*.tmp"):
+                            stale.unlink(missing_ok=True)
+                        loaded = self._load(cells)
+                        changed = self.stale(cells, loaded)
+                        if changed:
+                            self._refuse_stale(changed)
+                        todo = [i for i, r in enumerate(loaded) if r is None]
+                    except (LockError, RunnerError) as exc:
+                        failure = exc
+                error, todo = ranks.broadcast((None if failure is None else str(failure), todo))
+                if failure is not None:
+                    raise failure
+                if error is not None:
+                    raise RunnerError(f"rank 0 could not start the run: {error}")
+                for i in todo:
+                    cell = cells[i]
+                    record = self.run_cell(cell)
+                    ran += 1
+                    if ranks.main:
+                        self.store.write(cell.key(self.suite.name), record)
+                        if not self.quiet:
+                            primary = record["primary"]
+                            print(
+                                f"[{len(cells) - len(todo) + ran}/{len(cells)}] {cell.text()} "
+                                f"({ranks.world} ranks, {ranks.backend}): test {primary} "
+                                f"{record['metrics']['test'][primary]:.4f} "
+                                f"({record['time']['wall_s']:.1f} s)",
+                                file=sys.stderr,
+                                flush=True,
+                            )
+                    ranks.barrier()
+        finally:
+            ranks.stop()
+            self._ranks = None
+        return {
+            "cells": len(cells),
+            "skipped": len(cells) - len(todo),
+            "ran": ran,
+            "wall_s": time.perf_counter() - start,
+            "folder": str(self.folder),
+            "world_size": ranks.world,
         }
 
     def _bar(self, total: int, initial: int) -> Any:
@@ -1008,8 +1088,21 @@ class Runner:
             handle = pp.inject(run.model, sites=run.sites, config=config, block_factory=factory)
             block_config = handle.block.config.to_dict()
         block_params = count_parameters(run.model) - host_params
+        if self._ranks is not None and self.device.type == "cuda":
+            # batch statistics of the global batch (torch syncs batch norm on GPUs only)
+            run.model = nn.SyncBatchNorm.convert_sync_batchnorm(run.model)
         run.to(self.device)
         optimizers = run.optimizers(handle, lr_scale=setting.get("lr_scale"))
+        if self._ranks is not None:
+            if not isinstance(getattr(run, "train_model", None), nn.Module):
+                raise RunnerError(
+                    f"bench host {cell.host!r} ({type(run).__name__}) has no train_model: under "
+                    "torchrun the runner sets it to the model's DistributedDataParallel wrapper, "
+                    "and the host's stages must call it for the training forward (see "
+                    "pgm_plugins.bench.bench_host.HostRun); run it in one process."
+                )
+            run.train_model = self._ranks.wrap(run.model, self.device)
+            _seed_all(cell.seed * 1000 + self._ranks.rank)  # per-rank dropout masks
         stepper = Stepper(
             run.model, optimizers, handle=handle, device=self.device, precision=self.precision
         )
@@ -1029,6 +1122,7 @@ class Runner:
             stepper=stepper,
             device=self._device_text(),
             precision=self.precision,
+            ranks=self._ranks,
         )
 
     def _epoch(
@@ -1039,24 +1133,63 @@ class Runner:
         t0 = time.perf_counter()
         total, n = 0.0, 0
         try:
-            for inputs, targets, rows in t.run.batches(epoch_data, fold.train, t.batch, t.rng):
+            for inputs, targets, rows in self._train_batches(t, epoch_data, fold.train):
                 terms = t.stepper.step(t.run.stages(inputs, targets, rows), targets)
-                loss = float(terms["loss"])
+                if t.ranks is None:
+                    loss, size = float(terms["loss"]), len(rows)
+                else:  # the global batch's loss, on every rank: one decision
+                    loss, size = t.ranks.global_loss(terms["loss"], len(rows))
                 if not math.isfinite(loss):
                     raise Diverged(f"non-finite training loss ({loss}) at epoch {epoch + 1}")
-                total += loss * len(rows)
-                n += len(rows)
+                total += loss * size
+                n += size
                 t.steps += 1
             t.run.next_epoch()
             t.train_s += time.perf_counter() - t0
-            out, _ = self._predict(t.run, data, fold.valid, t.batch, None)
-            if not np.isfinite(out).all():
-                raise Diverged(f"non-finite validation predictions at epoch {epoch + 1}")
+            valid = self._validate(t, data, fold, epoch)
         except Diverged as exc:
             t.fail(str(exc))
         except NonFiniteError as exc:
             t.fail(f"the block refused non-finite inputs at epoch {epoch + 1} ({exc})")
-        return total / max(n, 1), metrics_of(data, fold.valid, out)
+        return total / max(n, 1), valid
+
+    def _train_batches(
+        self, t: _Training, data: BenchData, rows: np.ndarray
+    ) -> Iterator[tuple[Any, torch.Tensor, np.ndarray]]:
+        """The training batches of one epoch: the host's own, or under torchrun this rank's
+        chunk of each global batch (drawn from the cell's generator as one process draws them,
+        see :mod:`pgm_plugins.bench.distributed`)."""
+        if t.ranks is None:
+            yield from t.run.batches(data, rows, t.batch, t.rng)
+            return
+        for idx in batch_rows(rows, t.batch, t.rng):
+            part = t.ranks.split(idx)
+            yield from t.run.batches(data, part, len(part), None)
+
+    def _validate(self, t: _Training, data: BenchData, fold: Fold, epoch: int) -> dict[str, float]:
+        """The validation metrics after an epoch; under torchrun computed on rank 0 and
+        broadcast, so every rank stops early and keeps the same best epoch. Raises
+        :class:`Diverged` on non-finite predictions."""
+        why: str | None = None
+        valid: dict[str, float] | None = None
+        if t.ranks is None or t.ranks.main:
+            try:
+                out, _ = self._predict(t.run, data, fold.valid, t.batch, None)
+            except NonFiniteError as exc:
+                if t.ranks is None:
+                    raise
+                why = f"the block refused non-finite inputs at epoch {epoch + 1} ({exc})"
+            else:
+                if not np.isfinite(out).all():
+                    why = f"non-finite validation predictions at epoch {epoch + 1}"
+                else:
+                    valid = metrics_of(data, fold.valid, out)
+        if t.ranks is not None:
+            why, valid = t.ranks.broadcast((why, valid))
+        if why is not None:
+            raise Diverged(why)
+        assert valid is not None
+        return valid
 
     def _score_best(self, t: _Training, data: BenchData, fold: Fold) -> dict[str, Any]:
         """Restore the best epoch, score validation and test (the block's shares on test),
