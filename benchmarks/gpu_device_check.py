@@ -46,7 +46,7 @@ def pack(out: Path, data_dir: str | None) -> Path:
     from pgm_plugins.registry import get_registry
 
     data = get_registry().datasets.entry("av-digits").value(protocol=None, data_dir=data_dir)
-    fold = list(data.folds(0))[0]
+    fold = next(iter(data.folds(0)))
     split = np.full(len(data.y), "", dtype="<U5")
     for name in ("train", "valid", "test"):
         split[getattr(fold, name)] = name
