@@ -659,7 +659,9 @@ class Runner:
         arm's kind and changes, the block defaults of the installed code, and the code itself
         (versions and a digest of what this package's and the host's package's code does, so a
         changed default, recipe or loader never reuses an old record), and the precision when it
-        is not fp32 (bf16 / fp16 compute something else). Threads and the device do not count:
+        is not fp32 (bf16 / fp16 compute something else), and the world size under torchrun
+        (batch-level loss terms and CPU batch norm see each rank's chunk of the global batch,
+        see :mod:`pgm_plugins.bench.distributed`). Threads and the device do not count:
         they change speed and the order of float operations, not what is computed; the record
         keeps both (``train.threads``, ``train.device``) and the report flags mixed devices."""
         s = self.suite
