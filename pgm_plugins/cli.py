@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -132,7 +133,6 @@ def _results_dir(args: argparse.Namespace) -> Any:
 def _bench_executor(args: argparse.Namespace) -> Any:
     """The executor ``--executor`` / ``--jobs`` / ``--address`` ask for (checked before anything
     runs; ``--jobs N`` > 1 alone means the process pool)."""
-    import os
 
     from pgm_plugins.bench.executors import make_executor
 
@@ -143,12 +143,16 @@ def _bench_executor(args: argparse.Namespace) -> Any:
 
 
 def _cmd_bench_run(args: argparse.Namespace) -> int:
-    import os
 
     from pgm_plugins.bench.runner import Runner
     from pgm_plugins.bench.suite import load_suite
 
     executor = _bench_executor(args)
+    # under torchrun rank 0 speaks, writes and reports; the other ranks train in silence
+    follower = os.environ.get("WORLD_SIZE", "1") not in ("", "1") and os.environ.get(
+        "RANK", "0"
+    ) not in ("", "0")
+    quiet = args.quiet or follower
     suite = load_suite(args.suite)
     data_dir = args.data_dir or None  # else the data set reads $PGM_DATA_DIR and says so
     threads = args.threads
@@ -160,10 +164,10 @@ def _cmd_bench_run(args: argparse.Namespace) -> int:
         "precision": args.precision or suite.precision,
     }
     runner = Runner(
-        suite, _results_dir(args), data_dir=data_dir, threads=threads, quiet=args.quiet, **options
+        suite, _results_dir(args), data_dir=data_dir, threads=threads, quiet=quiet, **options
     )
     cells = runner.plan(hosts=args.hosts, arms=args.arms, seeds=args.seeds, folds=args.folds)
-    if not args.quiet:
+    if not quiet:
         data = runner.load_data()
         print(
             f"suite {suite.name}: {data.name} ({data.protocol}), {len(cells)} cells "
@@ -176,7 +180,7 @@ def _cmd_bench_run(args: argparse.Namespace) -> int:
         summary = runner.run(cells, executor=executor, retries=args.retries, options=options)
     except KeyboardInterrupt:
         return 130
-    if not args.quiet:
+    if not quiet:
         others = f", {summary['others']} finished by another run" if summary["others"] else ""
         print(
             f"suite {suite.name}: ran {summary['ran']} cells, skipped {summary['skipped']} "
@@ -192,7 +196,7 @@ def _cmd_bench_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    if args.no_report:
+    if args.no_report or follower:
         return 0
     from pgm_plugins.bench import report
 

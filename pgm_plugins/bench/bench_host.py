@@ -55,6 +55,10 @@ class HostRun(Protocol):
     sites: dict[str, str] | None
     #: what differs from the host's source, disclosed in reports
     changes: tuple[str, ...]
+    #: what :meth:`stages` calls for the training forward: ``model`` itself, unless the runner
+    #: replaces it (under torchrun, by ``model`` in DistributedDataParallel, whose forward
+    #: synchronises the gradients); ``predict`` keeps calling ``model``
+    train_model: nn.Module
     # Optional, read with getattr: ``recipe`` (dict: the host's training settings, recorded
     # under the record's ``train``; its ``batch`` is the default batch size) and
     # ``block_config`` (dict: PgMConfig fields this host needs, e.g. ``task="regression"`` for

@@ -71,6 +71,7 @@ class LateFusionRun:
         out_dim = int(data.num_classes or 2) if data.task == "classification" else 1
         torch.manual_seed(seed)
         self.model = self._build(data, hidden, out_dim, dropout)
+        self.train_model: nn.Module = self.model  # the training forward (the runner's DDP)
         self.sites: dict[str, str] | None = host_sites(self.model)
         seqs = [m for m in modalities if data.x[m].ndim == 3]
         self.changes: tuple[str, ...] = (
@@ -149,7 +150,7 @@ class LateFusionRun:
 
     def stages(self, inputs: Any, targets: Tensor, rows: np.ndarray) -> Iterator[Stage]:
         self.model.train()
-        task = self._loss(self.model(**inputs), targets)
+        task = self._loss(self.train_model(**inputs), targets)
         yield Stage({"task": task}, clip=Clip("norm", self.clip))
 
     def predict(self, inputs: Any) -> Tensor:

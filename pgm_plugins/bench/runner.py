@@ -28,6 +28,7 @@ under a hard epoch cap, restores the best epoch and scores validation and test.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import inspect
@@ -35,14 +36,16 @@ import json
 import math
 import os
 import random
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 import torch
+from torch import nn
 
 from pgm_plugins.bench.arm import ArmContext, ArmRun, ArmSpec
 from pgm_plugins.bench.arms import (
@@ -51,7 +54,9 @@ from pgm_plugins.bench.arms import (
     count_parameters,
     get_arm,
 )
+from pgm_plugins.bench.bench_host import batch_rows
 from pgm_plugins.bench.data.bench_data import BenchData, Fold
+from pgm_plugins.bench.distributed import Ranks, from_env
 from pgm_plugins.bench.metrics import (
     LOWER_IS_BETTER,
     classification_metrics,
@@ -292,6 +297,7 @@ class _Training:
     stepper: Stepper
     device: str = "cpu"
     precision: str = "fp32"
+    ranks: Ranks | None = None
     curves: dict[str, list[float]] = field(
         default_factory=lambda: {"train_loss": [], "valid_loss": [], "valid_primary": []}
     )
@@ -327,6 +333,8 @@ class _Training:
                 "lr_scale": self.lr_scale,
                 "device": self.device,
                 "precision": self.precision,
+                "world_size": self.ranks.world if self.ranks is not None else 1,
+                "backend": self.ranks.backend if self.ranks is not None else None,
             },
             "parameters": {"host": self.host_params, "block": self.block_params},
             "time": {
@@ -394,6 +402,7 @@ class Runner:
         self._folds: dict[int, list[Fold]] = {}
         self._env: dict[str, Any] | None = None
         self._std: tuple[tuple[int, int], BenchData, dict[str, Any]] | None = None
+        self._ranks: Ranks | None = None  # set by run() under torchrun
 
     def _check_record(self, record: dict[str, Any], path: Path) -> str | None:
         return check_record(record, path, self.suite.name)
@@ -665,7 +674,9 @@ class Runner:
         arm's kind and changes, the block defaults of the installed code, and the code itself
         (versions and a digest of what this package's and the host's package's code does, so a
         changed default, recipe or loader never reuses an old record), and the precision when it
-        is not fp32 (bf16 / fp16 compute something else). Threads and the device do not count:
+        is not fp32 (bf16 / fp16 compute something else), and the world size under torchrun
+        (batch-level loss terms and CPU batch norm see each rank's chunk of the global batch,
+        see :mod:`pgm_plugins.bench.distributed`). Threads and the device do not count:
         they change speed and the order of float operations, not what is computed; the record
         keeps both (``train.threads``, ``train.device``) and the report flags mixed devices."""
         s = self.suite
@@ -696,6 +707,8 @@ class Runner:
             settings["arm_options"] = dict(options)
         if self.precision != "fp32":  # fp32 records stay what they were; the device does not count
             settings["precision"] = self.precision
+        if self._ranks is not None:  # batch-level terms and CPU batch norm see a rank's chunk
+            settings["world_size"] = self._ranks.world
         if arm.first_stage:  # what the first stage's own cell digest covers shapes this one
             first = self.first_stage_cell(arm.first_stage, cell)
             settings["first_stage"] = {
@@ -802,10 +815,131 @@ class Runner:
         for them) and the wall time. ``retries``: how often a cell is run again after an
         infrastructure failure (a killed worker, out of memory). ``options``: this runner's
         keyword options, for workers to build theirs. See
-        :func:`pgm_plugins.bench.executors.run_grid`."""
+        :func:`pgm_plugins.bench.executors.run_grid`. Under ``torchrun`` (``WORLD_SIZE`` > 1)
+        every rank trains each cell together and rank 0 writes (:meth:`_run_ranks`)."""
         from pgm_plugins.bench.executors import run_grid
 
+        try:
+            ranks = from_env()
+        except ValueError as exc:
+            raise RunnerError(str(exc)) from None
+        if ranks is not None:
+            return self._run_ranks(ranks, cells)
         return run_grid(self, cells, executor, retries=retries, options=options)
+
+    def _run_ranks(self, ranks: Ranks, cells: Sequence[Cell]) -> dict[str, Any]:
+        """:meth:`run` under torchrun: every rank trains each cell with DDP (see
+        :mod:`pgm_plugins.bench.distributed`). Rank 0 claims the cells it runs (skipping those
+        another run holds or finished), builds their missing first stages with the others,
+        writes each record and reports progress; the other ranks learn the plan by broadcast and
+        wait at a barrier after each cell."""
+        try:
+            self.device = ranks.start(self.device)
+        except ValueError as exc:
+            raise RunnerError(str(exc)) from None
+        self._ranks = ranks
+        torch.set_num_threads(self.threads)
+        start = time.perf_counter()
+        ran = 0
+        todo: list[int] = []
+        try:
+            with contextlib.ExitStack() as stack:
+                failure: Exception | None = None
+                builds: list[int] = []
+                if ranks.main:
+                    try:
+                        todo, builds = self._claim_for_ranks(cells, stack)
+                    except RunnerError as exc:
+                        failure = exc
+                error, todo, builds = ranks.broadcast(
+                    (None if failure is None else str(failure), todo, builds)
+                )
+                if failure is not None:
+                    raise failure
+                if error is not None:
+                    raise RunnerError(f"rank 0 could not start the run: {error}")
+                for i in builds:  # first stages the cells need, trained by every rank
+                    prerequisite = self.prerequisites(cells[i])[0]
+                    final = prerequisite.path(self.folder)
+                    out = final.parent / f".{final.name}.{os.getpid()}.tmp"
+                    first = self.first_stage_cell(str(prerequisite.key["arm"]), cells[i])
+                    record = self.run_cell(
+                        first, save_model=out / MODEL_FILE if ranks.main else None
+                    )
+                    if ranks.main:
+                        (out / RECORD_FILE).write_text(
+                            json.dumps(record, indent=1, default=str), encoding="utf-8"
+                        )
+                        os.replace(out, final)
+                    ranks.barrier()
+                for i in todo:
+                    cell = cells[i]
+                    record = self.run_cell(cell)
+                    ran += 1
+                    if ranks.main:
+                        self.store.write(cell.key(self.suite.name), record)
+                        if not self.quiet:
+                            primary = record["primary"]
+                            print(
+                                f"[{len(cells) - len(todo) + ran}/{len(cells)}] {cell.text()} "
+                                f"({ranks.world} ranks, {ranks.backend}): test {primary} "
+                                f"{record['metrics']['test'][primary]:.4f} "
+                                f"({record['time']['wall_s']:.1f} s)",
+                                file=sys.stderr,
+                                flush=True,
+                            )
+                    ranks.barrier()
+        finally:
+            ranks.stop()
+            self._ranks = None
+        return {
+            "cells": len(cells),
+            "skipped": len(cells) - len(todo),
+            "ran": ran,
+            "others": 0,
+            "failed": [],
+            "wall_s": time.perf_counter() - start,
+            "folder": str(self.folder),
+            "world_size": ranks.world,
+        }
+
+    def _claim_for_ranks(
+        self, cells: Sequence[Cell], stack: contextlib.ExitStack
+    ) -> tuple[list[int], list[int]]:
+        """Rank 0's plan under torchrun: the indices of the unfinished cells it could claim
+        (claims held in ``stack``), and of those cells whose first stage is still to build (one
+        per prerequisite, claimed too)."""
+        from pgm_plugins.bench.claims import Claims
+
+        loaded = self._load(cells)
+        changed = self.stale(cells, loaded)
+        if changed:
+            self._refuse_stale(changed)
+        claims = Claims(self.folder)
+        todo, builds, seen = [], [], set()
+        for i, (cell, record) in enumerate(zip(cells, loaded, strict=True)):
+            if record is not None:
+                continue
+            path = self.store.path(cell.key(self.suite.name))
+            claim = claims.take(path.stem)
+            if claim is None:
+                continue  # another run holds it
+            stack.callback(claim.release)
+            claims.clean_temporaries(path)
+            todo.append(i)
+            for prerequisite in self.prerequisites(cell):
+                if prerequisite.digest in seen or prerequisite.path(self.folder).is_dir():
+                    continue
+                held = claims.take(prerequisite.claim)
+                if held is None:
+                    raise RunnerError(
+                        f"{prerequisite.text()} is being built by another run (PID "
+                        f"{claims.holder(prerequisite.claim)}); run again when it is done."
+                    )
+                stack.callback(held.release)
+                seen.add(prerequisite.digest)
+                builds.append(i)
+        return todo, builds
 
     def _device_text(self) -> str:
         """``cpu``, or ``cuda:N (the device's name)``: what the record's ``train.device`` says."""
@@ -1008,10 +1142,23 @@ class Runner:
             handle = pp.inject(run.model, sites=run.sites, config=config, block_factory=factory)
             block_config = handle.block.config.to_dict()
         block_params = count_parameters(run.model) - host_params
+        if self._ranks is not None and self.device.type == "cuda":
+            # batch statistics of the global batch (torch syncs batch norm on GPUs only)
+            run.model = nn.SyncBatchNorm.convert_sync_batchnorm(run.model)
         run.to(self.device)
         arm_run.attach(run, handle)
         lr_scale = arm_run.lr_scale()
         optimizers = run.optimizers(handle, lr_scale=lr_scale)
+        if self._ranks is not None:
+            if not isinstance(getattr(run, "train_model", None), nn.Module):
+                raise RunnerError(
+                    f"bench host {cell.host!r} ({type(run).__name__}) has no train_model: under "
+                    "torchrun the runner sets it to the model's DistributedDataParallel wrapper, "
+                    "and the host's stages must call it for the training forward (see "
+                    "pgm_plugins.bench.bench_host.HostRun); run it in one process."
+                )
+            run.train_model = self._ranks.wrap(run.model, self.device)
+            _seed_all(cell.seed * 1000 + self._ranks.rank)  # per-rank dropout masks
         stepper = Stepper(
             run.model,
             optimizers,
@@ -1036,6 +1183,7 @@ class Runner:
             stepper=stepper,
             device=self._device_text(),
             precision=self.precision,
+            ranks=self._ranks,
         )
 
     def _epoch(
@@ -1046,27 +1194,66 @@ class Runner:
         t0 = time.perf_counter()
         total, n = 0.0, 0
         try:
-            for inputs, targets, rows in t.run.batches(epoch_data, fold.train, t.batch, t.rng):
+            for inputs, targets, rows in self._train_batches(t, epoch_data, fold.train):
                 if t.stepper.arm is not None:
                     t.stepper.arm.on_batch(inputs, targets, rows)
                 terms = t.stepper.step(t.run.stages(inputs, targets, rows), targets)
-                loss = float(terms["loss"])
+                if t.ranks is None:
+                    loss, size = float(terms["loss"]), len(rows)
+                else:  # the global batch's loss, on every rank: one decision
+                    loss, size = t.ranks.global_loss(terms["loss"], len(rows))
                 if not math.isfinite(loss):
                     raise Diverged(f"non-finite training loss ({loss}) at epoch {epoch + 1}")
-                total += loss * len(rows)
-                n += len(rows)
+                total += loss * size
+                n += size
                 t.steps += 1
             t.run.next_epoch()
             t.stepper.arm.after_epoch()
             t.train_s += time.perf_counter() - t0
-            out, _ = self._predict(t.run, data, fold.valid, t.batch, None, t.stepper.arm)
-            if not np.isfinite(out).all():
-                raise Diverged(f"non-finite validation predictions at epoch {epoch + 1}")
+            valid = self._validate(t, data, fold, epoch)
         except Diverged as exc:
             t.fail(str(exc))
         except NonFiniteError as exc:
             t.fail(f"the block refused non-finite inputs at epoch {epoch + 1} ({exc})")
-        return total / max(n, 1), metrics_of(data, fold.valid, out)
+        return total / max(n, 1), valid
+
+    def _train_batches(
+        self, t: _Training, data: BenchData, rows: np.ndarray
+    ) -> Iterator[tuple[Any, torch.Tensor, np.ndarray]]:
+        """The training batches of one epoch: the host's own, or under torchrun this rank's
+        chunk of each global batch (drawn from the cell's generator as one process draws them,
+        see :mod:`pgm_plugins.bench.distributed`)."""
+        if t.ranks is None:
+            yield from t.run.batches(data, rows, t.batch, t.rng)
+            return
+        for idx in batch_rows(rows, t.batch, t.rng):
+            part = t.ranks.split(idx)
+            yield from t.run.batches(data, part, len(part), None)
+
+    def _validate(self, t: _Training, data: BenchData, fold: Fold, epoch: int) -> dict[str, float]:
+        """The validation metrics after an epoch; under torchrun computed on rank 0 and
+        broadcast, so every rank stops early and keeps the same best epoch. Raises
+        :class:`Diverged` on non-finite predictions."""
+        why: str | None = None
+        valid: dict[str, float] | None = None
+        if t.ranks is None or t.ranks.main:
+            try:
+                out, _ = self._predict(t.run, data, fold.valid, t.batch, None, t.stepper.arm)
+            except NonFiniteError as exc:
+                if t.ranks is None:
+                    raise
+                why = f"the block refused non-finite inputs at epoch {epoch + 1} ({exc})"
+            else:
+                if not np.isfinite(out).all():
+                    why = f"non-finite validation predictions at epoch {epoch + 1}"
+                else:
+                    valid = metrics_of(data, fold.valid, out)
+        if t.ranks is not None:
+            why, valid = t.ranks.broadcast((why, valid))
+        if why is not None:
+            raise Diverged(why)
+        assert valid is not None
+        return valid
 
     def _block_settings(self, run: Any, data: BenchData) -> dict[str, Any]:
         """The ``PgMConfig`` fields of a block in ``run``: the task, the suite's ``[block]``

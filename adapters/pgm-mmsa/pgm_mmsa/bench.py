@@ -114,6 +114,7 @@ class MmsaRun:
         self.model: nn.Module = build_host(
             kind, widths=widths, seq_len=seq_len, text_hidden=text_hidden
         )
+        self.train_model: nn.Module = self.model  # the training forward (the runner's DDP)
         self.seq_len = seq_len
         self.sites: dict[str, str] | None = None  # the adapter's default sites
         self.info = host_info(self.model)
@@ -227,6 +228,7 @@ class MmsaRun:
     def stages(self, inputs: Any, targets: Tensor, rows: np.ndarray) -> Iterator[Stage]:
         if self.trainer is None:
             raise RuntimeError("MmsaRun: call optimizers() before stages().")
+        self.trainer.train_model = self.train_model
         return self.trainer.stages(inputs, targets, torch.from_numpy(np.asarray(rows)))
 
     def predict(self, inputs: Any) -> Tensor:

@@ -234,6 +234,8 @@ class HostTrainer:
         if kind is None:
             raise ValueError(f"{type(model).__name__} is not an MMSA model.")
         self.kind, self.model, self.handle = kind, model, handle
+        #: what the training forwards call: ``model``, or its DistributedDataParallel wrapper
+        self.train_model: nn.Module = model
         self.info = host_info(model)
         self.cfg = self.info.config
         self.net, _ = _inner(model)
@@ -325,7 +327,7 @@ class HostTrainer:
         if self.kind == "mmim":
             yield from self._mmim_stages(inputs, labels)
             return
-        outputs = self.model(*inputs)
+        outputs = self.train_model(*inputs)
         terms = self.losses(outputs, labels, index)
         yield Stage(terms, clip=self._clip(), block_targets=labels.reshape(-1).float())
         if self.kind == "self_mm":
@@ -350,7 +352,7 @@ class HostTrainer:
         # this forward join it, which keeps them out of stage 2's aux_loss (aux_loss covers
         # every training forward since the last read); the gradients they leave on the block
         # are cleared before stage 2, as MMSA's MMILB optimizer holds only the MMILB parameters
-        out = self.model(text, audio, vision)
+        out = self.train_model(text, audio, vision)
         yield Stage(
             {"lld": -out["lld"]},
             optimizer="mmilb",
@@ -374,7 +376,7 @@ class HostTrainer:
             if ready
             else {"tv": None, "ta": None, "va": None}
         )
-        out = self.model(text, audio, vision, y=y, mem=mem)
+        out = self.train_model(text, audio, vision, y=y, mem=mem)
         terms = {"task": F.l1_loss(out["M"], y)}
         if cfg["contrast"]:
             terms["nce"] = cfg["alpha"] * out["nce"]

@@ -189,7 +189,7 @@ def test_baseline_and_block_cells_of_a_seed_start_from_the_same_host(registry, t
     """The runner's build -> inject -> optimizers order: the block's init must not change the
     host's starting weights (MMIM re-initialises in its trainer: from the cell's seed)."""
     import pgm_plugins as pp
-    from pgm_plugins.bench.arms import get_arm
+    from pgm_plugins.bench.arms import block_factory, get_arm
 
     runner = _runner(
         registry, tmp_path, dataset="clean-like", hosts=[f"mmsa.{kind}"], arms=["baseline"]
@@ -198,7 +198,8 @@ def test_baseline_and_block_cells_of_a_seed_start_from_the_same_host(registry, t
     states = {}
     for arm_name in ("baseline", "pgm", "capacity"):
         run = runner._build(f"mmsa.{kind}", data, 0, data.modalities)
-        factory = get_arm(arm_name).factory()
+        spec = get_arm(arm_name)
+        factory = block_factory(spec.kind, spec.changes) if spec.block else None
         handle = None
         if factory is not None:
             handle = pp.inject(
