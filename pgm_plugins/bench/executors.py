@@ -372,6 +372,7 @@ class ProcessPool(Executor):
     def _new_pool(self) -> None:
         self._started = self._ctx.SimpleQueue()
         self._pids, self._dead = {}, None
+        self._dead_known = threading.Event()
         self._pool = cf.ProcessPoolExecutor(
             self.slots,
             mp_context=self._ctx,
@@ -403,6 +404,7 @@ class ProcessPool(Executor):
             self._drain()
             alive = {p.pid for p in mp.active_children()}
             self._dead = {j for j, pid in self._pids.items() if pid not in alive}
+        self._dead_known.set()
 
     def wait(self, timeout: float | None) -> list[Outcome]:
         if not self._futures:
@@ -431,6 +433,8 @@ class ProcessPool(Executor):
         pool."""
         cf.wait(list(self._futures))  # the rest of the broken pool's futures
         broken += [self._futures.pop(f) for f in list(self._futures)]
+        # the waiters are woken before the callbacks run: wait for _on_done's verdict
+        self._dead_known.wait(timeout=30)
         with self._lock:
             self._drain()
             dead = set(self._dead or ())
