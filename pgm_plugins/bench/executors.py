@@ -402,8 +402,15 @@ class ProcessPool(Executor):
             if self._dead is not None:
                 return
             self._drain()
-            alive = {p.pid for p in mp.active_children()}
-            self._dead = {j for j, pid in self._pids.items() if pid not in alive}
+            # the dead worker's sentinel fires as its files close, a moment before its exit
+            # status can be read: look again for up to 2 s
+            deadline = time.monotonic() + 2.0
+            while True:
+                alive = {p.pid for p in mp.active_children()}
+                self._dead = {j for j, pid in self._pids.items() if pid not in alive}
+                if self._dead or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
         self._dead_known.set()
 
     def wait(self, timeout: float | None) -> list[Outcome]:
