@@ -372,6 +372,7 @@ class ProcessPool(Executor):
     def _new_pool(self) -> None:
         self._started = self._ctx.SimpleQueue()
         self._pids, self._dead = {}, None
+        self._dead_known = threading.Event()
         self._pool = cf.ProcessPoolExecutor(
             self.slots,
             mp_context=self._ctx,
@@ -401,8 +402,16 @@ class ProcessPool(Executor):
             if self._dead is not None:
                 return
             self._drain()
-            alive = {p.pid for p in mp.active_children()}
-            self._dead = {j for j, pid in self._pids.items() if pid not in alive}
+            # the dead worker's sentinel fires as its files close, a moment before its exit
+            # status can be read: look again for up to 2 s
+            deadline = time.monotonic() + 2.0
+            while True:
+                alive = {p.pid for p in mp.active_children()}
+                self._dead = {j for j, pid in self._pids.items() if pid not in alive}
+                if self._dead or time.monotonic() > deadline:
+                    break
+                time.sleep(0.01)
+        self._dead_known.set()
 
     def wait(self, timeout: float | None) -> list[Outcome]:
         if not self._futures:
@@ -431,6 +440,8 @@ class ProcessPool(Executor):
         pool."""
         cf.wait(list(self._futures))  # the rest of the broken pool's futures
         broken += [self._futures.pop(f) for f in list(self._futures)]
+        # the waiters are woken before the callbacks run: wait for _on_done's verdict
+        self._dead_known.wait(timeout=30)
         with self._lock:
             self._drain()
             dead = set(self._dead or ())
