@@ -36,6 +36,7 @@ import importlib
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -373,6 +374,7 @@ class ProcessPool(Executor):
         self._started = self._ctx.SimpleQueue()
         self._pids, self._dead = {}, None
         self._dead_known = threading.Event()
+        self._unsubmitted: list[tuple[int, Job]] = []
         self._pool = cf.ProcessPoolExecutor(
             self.slots,
             mp_context=self._ctx,
@@ -383,7 +385,11 @@ class ProcessPool(Executor):
 
     def submit(self, job_id: int, job: Job) -> None:
         assert self._pool is not None and self._spec is not None
-        future = self._pool.submit(work, self._spec, job_id, job)
+        try:
+            future = self._pool.submit(work, self._spec, job_id, job)
+        except BrokenProcessPool:  # a worker died since the last wait: submitted after rebuild
+            self._unsubmitted.append((job_id, job))
+            return
         self._futures[future] = (job_id, job)
         future.add_done_callback(self._on_done)
 
@@ -415,7 +421,7 @@ class ProcessPool(Executor):
 
     def wait(self, timeout: float | None) -> list[Outcome]:
         if not self._futures:
-            return []
+            return self._rebuild([]) if self._unsubmitted else []
         done, _ = cf.wait(list(self._futures), timeout, return_when=cf.FIRST_COMPLETED)
         out: list[Outcome] = []
         broken: list[tuple[int, Job]] = []
@@ -440,15 +446,24 @@ class ProcessPool(Executor):
         pool."""
         cf.wait(list(self._futures))  # the rest of the broken pool's futures
         broken += [self._futures.pop(f) for f in list(self._futures)]
+        failed_futures = bool(broken)
+        broken += self._unsubmitted
+        self._unsubmitted = []
         # the waiters are woken before the callbacks run: wait for _on_done's verdict
-        self._dead_known.wait(timeout=30)
+        self._dead_known.wait(timeout=30 if failed_futures else 0)
+        assert self._pool is not None
+        # then the exit codes settle it: the worker that died has its own; the pool terminated
+        # the survivors (SIGTERM) or they left on their own (0)
+        procs = dict(getattr(self._pool, "_processes", None) or {})
+        self._pool.shutdown(wait=True)
+        killed = {pid for pid, p in procs.items() if p.exitcode not in (None, 0, -signal.SIGTERM)}
         with self._lock:
             self._drain()
-            dead = set(self._dead or ())
+            dead = {j for j, pid in self._pids.items() if pid in killed}
+            if not dead:
+                dead = set(self._dead or ())
             if not dead:
                 dead = {j for j, _ in broken if j in self._pids}
-        assert self._pool is not None
-        self._pool.shutdown(wait=True)
         self._new_pool()
         out = []
         for job_id, job in sorted(broken, key=lambda b: b[0]):
