@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pgm_plugins._io import atomic_write_text
-from pgm_plugins.bench.arms import ARMS, count_parameters
+from pgm_plugins.bench.arms import block_factory, count_parameters
 from pgm_plugins.bench.data import av_digits
 from pgm_plugins.bench.hosts import AudioTower
 from pgm_plugins.bench.legacy import RETRIEVAL_KINDS, RETRIEVAL_SPEAKERS, retrieval_record
@@ -169,7 +169,7 @@ def run_cell(
     host_params = count_parameters(model)
     handle = None
     if arm != "baseline":
-        factory = ARMS["capacity"].factory() if arm == "capacity" else None
+        factory = block_factory("capacity", {}) if arm == "capacity" else None
         handle = pp.inject(
             model,
             sites={"image": "image_proj", "audio": "audio_proj"},

@@ -87,14 +87,12 @@ def _runner(data: Path, arm: str, device: str, results: Path, epochs: int) -> An
 def first_steps(runner: Any, steps: int) -> tuple[list[float], list[float]]:
     """The first ``steps`` training losses of the runner's one cell, and each step's seconds
     (the loss read, a host sync, ends the step)."""
-    from pgm_plugins.bench.arms import get_arm, lr_scale_grid
-
     cell = runner.plan()[0]
     raw = runner.load_data()
     fold = runner.folds(cell.seed)[cell.fold]
     data, _ = runner._standardised(fold, cell.seed)
-    arm = get_arm(cell.arm)
-    grid = lr_scale_grid(raw.modalities, runner.suite.mslr_scales) if arm.kind == "mslr" else [{}]
+    arm = runner.arm(cell.arm)
+    grid = arm.grid(runner._context(arm, cell.host, raw, cell.seed, {}, raw.modalities))
     t = runner._prepare(cell, arm, data, raw.modalities, grid[0])
     losses: list[float] = []
     seconds: list[float] = []
