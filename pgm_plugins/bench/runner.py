@@ -51,6 +51,7 @@ from pgm_plugins.bench.arms import (
     count_parameters,
     get_arm,
 )
+from pgm_plugins.bench.contributions import measure as measure_contributions
 from pgm_plugins.bench.data.bench_data import BenchData, Fold
 from pgm_plugins.bench.metrics import (
     LOWER_IS_BETTER,
@@ -336,6 +337,7 @@ class _Training:
             },
             "shares": None,
             "parts": None,
+            "contributions": None,
             "block_config": self.block_config,
             "arm_record": self.stepper.arm.record() if self.stepper.arm is not None else {},
             **fields,
@@ -905,6 +907,7 @@ class Runner:
             "time": {**best["time"], "wall_s": time.perf_counter() - start},
             "shares": best["shares"],
             "parts": best["parts"],
+            "contributions": best["contributions"],
             "truth": raw.extras.get("truth"),
             "env": self._env,
         }
@@ -1132,7 +1135,8 @@ class Runner:
 
     def _score_best(self, t: _Training, data: BenchData, fold: Fold) -> dict[str, Any]:
         """Restore the best epoch, score validation and test (the block's shares on test),
-        sample the uni / paired parts, and take the block out."""
+        sample the uni / paired parts, measure the contributions (``contributions.py``), and
+        take the block out."""
         t.run.model.load_state_dict(t.best_state)
         metrics = {}
         shares = None
@@ -1147,11 +1151,26 @@ class Runner:
             if split == "test":
                 shares = got
         parts = self._parts(t.run, data, fold.test, t.handle) if t.handle is not None else None
+        contributions = measure_contributions(
+            t.run,
+            data,
+            fold.train,
+            fold.test,
+            t.handle,
+            batch=t.batch,
+            device=self.device,
+            precision=self.precision,
+            arm=t.stepper.arm,
+        )
         if t.handle is not None:
             t.handle.remove()
         # the best epoch's weights with the block (a first stage saves them; not in the record)
         return t.outcome(
-            metrics=metrics, shares=shares if shares else None, parts=parts, state=t.best_state
+            metrics=metrics,
+            shares=shares if shares else None,
+            parts=parts,
+            contributions=contributions,
+            state=t.best_state,
         )
 
     def _parts(
