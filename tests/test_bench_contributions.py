@@ -223,6 +223,7 @@ def test_every_cell_records_its_contributions(registry, tmp_path):  # noqa: F811
         assert set(c["shapley"]) == {"a", "b"} and set(c["probes"]) == {"a", "b"}
         assert math.isclose(sum(c["shapley"].values()), c["intact"] - c["all_at_mean"])
         assert c["intact"] == r["metrics"]["test"][r["primary"]]
+        assert 0 < r["time"]["contributions_s"] < r["time"]["wall_s"]
         if r["key"]["arm"] == "pgm":
             assert set(c["parts"]) == {"a", "b"} and set(c["parts"]["a"]) == {"uni", "paired"}
         else:
@@ -231,3 +232,38 @@ def test_every_cell_records_its_contributions(registry, tmp_path):  # noqa: F811
     assert check_record(records[0], tmp_path / "t" / next(iter(named)), "t") is None
     why = check_record(bad, tmp_path / "t" / next(iter(named)), "t")
     assert why is not None and "contributions.shapley" in why
+
+
+# ---------------------------------------------------------------------- the report
+def test_the_report_summarises_and_plots_contributions_and_says_when_there_are_none(tmp_path):
+    from pgm_plugins.bench.report import build_report
+
+    from .test_bench_report import SUITE, record, write
+
+    for seed in range(3):
+        for arm in ("baseline", "pgm"):
+            key, body = record(arm=arm, seed=seed, shares={"a": 0.5, "b": 0.5})
+            write(tmp_path / "old", key, body)
+            body["contributions"] = {
+                "metric": "acc2",
+                "intact": 0.7,
+                "all_at_mean": 0.5,
+                "parts": {"a": {"uni": -0.1, "paired": -0.02 * seed}} if arm == "pgm" else None,
+                "shapley": {"a": 0.15 + 0.01 * seed, "b": 0.05 - 0.01 * seed},
+                "probes": {"a": 0.66, "b": 0.55},
+                "train_rows": 80,
+            }
+            write(tmp_path / "new", key, body)
+    old = build_report(tmp_path / "old", SUITE, tmp_path / "old-out")
+    assert "predate the contributions measure" in old.markdown
+    assert not any(p.name.startswith(("contributions", "shares")) for p in old.plots)
+    rep = build_report(tmp_path / "new", SUITE, tmp_path / "out")
+    md = rep.markdown
+    assert "- `h1` / `pgm` (3 cells):" in md
+    # mean 0.16 over seeds, t-interval 0.16 +- 4.303 * 0.01 / sqrt(3)
+    assert "Shapley value: a +0.160 [+0.135, +0.185], b +0.040 [+0.015, +0.065]" in md
+    assert "probe: a 0.660" in md and "uni part: a -0.100" in md
+    names = sorted(p.name for p in rep.plots)
+    # fixed shares (0.5 everywhere) are not plotted as if learned
+    assert "contributions__mosi-utterance__clean__h1.png" in names
+    assert not any(n.startswith("shares") for n in names)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -280,7 +279,6 @@ def measure(
     (retrieval) or sites that carry several modalities in one tensor."""
     if data.task not in ("classification", "regression"):
         return None
-    start = time.perf_counter()
     views = site_views(run.model, run.sites, handle)
     if views is None:
         return None
@@ -365,5 +363,4 @@ def measure(
         "shapley": values,
         "probes": probes,
         "train_rows": len(train),
-        "seconds": time.perf_counter() - start,
     }

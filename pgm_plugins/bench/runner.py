@@ -300,6 +300,7 @@ class _Training:
     best_epoch: int = -1
     train_s: float = 0.0
     steps: int = 0
+    contributions_s: float = 0.0
 
     def track(
         self, epoch: int, train_loss: float, valid: dict[str, float], primary: str, higher: bool
@@ -334,6 +335,7 @@ class _Training:
                 "train_s": self.train_s,
                 "steps": self.steps,
                 "step_ms": 1000 * self.train_s / max(self.steps, 1),
+                "contributions_s": self.contributions_s,
             },
             "shares": None,
             "parts": None,
@@ -1151,6 +1153,7 @@ class Runner:
             if split == "test":
                 shares = got
         parts = self._parts(t.run, data, fold.test, t.handle) if t.handle is not None else None
+        t0 = time.perf_counter()
         contributions = measure_contributions(
             t.run,
             data,
@@ -1162,6 +1165,7 @@ class Runner:
             precision=self.precision,
             arm=t.stepper.arm,
         )
+        t.contributions_s = time.perf_counter() - t0
         if t.handle is not None:
             t.handle.remove()
         # the best epoch's weights with the block (a first stage saves them; not in the record)
