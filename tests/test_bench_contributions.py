@@ -267,3 +267,11 @@ def test_the_report_summarises_and_plots_contributions_and_says_when_there_are_n
     # fixed shares (0.5 everywhere) are not plotted as if learned
     assert "contributions__mosi-utterance__clean__h1.png" in names
     assert not any(n.startswith("shares") for n in names)
+
+
+def test_a_trained_blocks_parts_move_a_continuous_metric(registry, tmp_path):  # noqa: F811
+    runner = _runner(registry, tmp_path, dataset="tiny-reg", arms=["pgm"], seeds=[0])
+    (record,) = (runner.run_cell(c) for c in runner.plan(folds=[0]))
+    parts = record["contributions"]["parts"]
+    assert record["primary"] == "mae"
+    assert all(v != 0.0 for p in parts.values() for v in p.values())
