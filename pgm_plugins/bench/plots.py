@@ -1,6 +1,8 @@
 """PNG plots of a benchmark report (matplotlib's Agg canvas; pyplot and its global state are not
 touched): per data set the primary metric of every arm with its 95 % interval (the summary plot),
-the learned uni share per modality, and a 2-D projection (PCA) of the uni and paired parts per
+per host the measured contributions (each modality's Shapley value, its encoder's probe, the
+block's uni / paired parts), the learned uni share per modality (arms whose shares are learned,
+not set), and a 2-D projection (PCA) of the uni and paired parts per
 modality, coloured by part with one marker per label (the paper's figure).
 """
 
