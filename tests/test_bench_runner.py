@@ -210,12 +210,23 @@ def test_a_cell_claimed_elsewhere_is_waited_for_naming_the_pid(registry, tmp_pat
     held = cells[0]
     claim = Claims(tmp_path / "t").take(runner.store.path(held.key("t")).stem)
     assert claim is not None
-    timer = threading.Timer(1.0, claim.release)
-    timer.start()
+    done = threading.Event()
+
+    def release_when_the_rest_are_written() -> None:
+        # released once every other cell is written and the run had a second to see it held,
+        # however long the cells take on a loaded machine
+        while not done.is_set() and len(list((tmp_path / "t").glob("*.json"))) < len(cells) - 1:
+            done.wait(0.05)
+        done.wait(1.0)
+        claim.release()
+
+    releaser = threading.Thread(target=release_when_the_rest_are_written)
+    releaser.start()
     try:
         summary = runner.run(cells, retries=0)
     finally:
-        timer.cancel()
+        done.set()
+        releaser.join()
         claim.release()
     err = capsys.readouterr().err
     assert f"waiting for 1 job(s) held by another run (PID {os.getpid()}: {held.text()})" in err

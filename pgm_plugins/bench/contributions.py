@@ -275,8 +275,9 @@ def measure(
     """The record's ``contributions`` of a trained host run (the module docstring): part
     contributions, Shapley values and probes on ``test``, from the means and probes of up to
     :data:`TRAIN_ROWS` of ``train``; ``arm``: the cell's arm run, whose ``predict(outputs,
-    inputs)`` reads the host's outputs as the scored predictions do. None for a task without a primary metric of this kind
-    (retrieval) or sites that carry several modalities in one tensor."""
+    inputs)`` reads the host's outputs as the scored predictions do. None for a task without
+    a primary metric of this kind (retrieval) or sites that carry several modalities in one
+    tensor."""
     if data.task not in ("classification", "regression"):
         return None
     views = site_views(run.model, run.sites, handle)

@@ -204,7 +204,8 @@ class PgMBlock(nn.Module):
         replaced, at every token and row, by the vector before the learners, the decoder, the
         losses and the heads read it: what the model does without that part's information
         (the bench's part contributions replace a part by its mean over the training rows).
-        Forwards inside take the eager per-modality path (never the stacked or compiled one). Validated before anything changes.
+        Forwards inside take the eager per-modality path (never the stacked or compiled one).
+        Validated before anything changes.
         """
         cfg = self.config
         parsed: dict[tuple[str, str], Tensor] = {}
