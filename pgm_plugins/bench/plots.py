@@ -1,6 +1,8 @@
 """PNG plots of a benchmark report (matplotlib's Agg canvas; pyplot and its global state are not
 touched): per data set the primary metric of every arm with its 95 % interval (the summary plot),
-the learned uni share per modality, and a 2-D projection (PCA) of the uni and paired parts per
+per host the measured contributions (each modality's Shapley value, its encoder's probe, the
+block's uni / paired parts), the learned uni share per modality (arms whose shares are learned,
+not set), and a 2-D projection (PCA) of the uni and paired parts per
 modality, coloured by part with one marker per label (the paper's figure).
 """
 
@@ -18,6 +20,8 @@ import pandas as pd
 from pgm_plugins._io import atomic_write_bytes
 
 __all__ = [
+    "contribution_plots",
+    "contributions_figure",
     "mean_interval",
     "parts_figure",
     "parts_plots",
@@ -276,14 +280,85 @@ def _name(*parts: str) -> str:
     return "__".join(_SAFE.sub("-", p) for p in parts) + ".png"
 
 
+#: the panels of a contributions figure: measure(s) -> the panel's axis label
+_CONTRIBUTION_PANELS = {
+    ("shapley",): "Shapley value of the modality",
+    ("probe",): "linear probe on the site features",
+    ("uni", "paired"): "part replaced by its mean: change",
+}
+
+
+def contributions_figure(table: pd.DataFrame, arms: Sequence[str], title: str) -> Any:
+    """One host's contributions (rows of ``report.contributions_table``): a panel per measure
+    (Shapley values, probes, and the uni / paired parts where an arm has them), one group of
+    bars per modality, one bar per arm (and part), the 95 % interval as an error bar."""
+    panels = {k: v for k, v in _CONTRIBUTION_PANELS.items() if table["measure"].isin(k).any()}
+    fig = _figure(4.4 * max(1, len(panels)), 3.6)
+    mods = list(dict.fromkeys(table["modality"]))
+    for k, (measures, label) in enumerate(panels.items()):
+        ax = fig.add_subplot(1, len(panels), k + 1)
+        series = [
+            (arm, measure)
+            for arm in arms
+            for measure in measures
+            if ((table["arm"] == arm) & (table["measure"] == measure)).any()
+        ]
+        width = 0.8 / max(1, len(series))
+        for j, (arm, measure) in enumerate(series):
+            rows = table[(table["arm"] == arm) & (table["measure"] == measure)]
+            got = {r.modality: r for r in rows.itertuples()}
+            xs = [i - 0.4 + width * (j + 0.5) for i, m in enumerate(mods) if m in got]
+            means = np.array([got[m].mean for m in mods if m in got])
+            lo = np.array([got[m].lo for m in mods if m in got])
+            hi = np.array([got[m].hi for m in mods if m in got])
+            err = np.nan_to_num(np.vstack([means - lo, hi - means]), nan=0.0)
+            hatch = "//" if measure == "paired" else None
+            name = arm if len(measures) == 1 else f"{arm} {measure}"
+            ax.bar(xs, means, width * 0.9, yerr=err, capsize=2, label=name, hatch=hatch,
+                   color=f"C{arms.index(arm) % 10}", alpha=0.8)  # fmt: skip
+        ax.axhline(0, color="grey", linewidth=0.6)
+        ax.set_xticks(range(len(mods)), mods)
+        ax.set_ylabel(label, fontsize=8)
+        ax.legend(fontsize=6, loc="best")
+    fig.suptitle(title, fontsize=9, y=1.03)
+    return fig
+
+
+def contribution_plots(
+    table: pd.DataFrame, out_dir: Path, order: Callable[[Iterable[str]], list[str]] = sorted
+) -> list[Path]:
+    """One PNG per (data set, protocol, host) with contributions measured (``table``: the
+    report's ``contributions_table``): Shapley values, probes and parts per modality and arm."""
+    written = []
+    for (ds, proto, host), g in table.groupby(["dataset", "protocol", "host"], sort=True):
+        fig = contributions_figure(
+            g,
+            order(set(g["arm"])),
+            f"{ds} / {proto} / {host}: contributions on test (mean, 95 % interval over cells)",
+        )
+        written.append(_save(fig, out_dir / _name("contributions", ds, proto, host)))
+    return written
+
+
+def _fixed(shares: Sequence[Mapping[str, float]]) -> bool:
+    """Do ``shares`` (one mapping per cell) hold one value per modality: a set value (the
+    fixed partitioners' ``rho``), not something learned?"""
+    frame = pd.DataFrame(list(shares))
+    return bool(len(frame) > 1 and (frame.std().fillna(0.0) < 1e-12).all())
+
+
 def share_plots(
     cells: pd.DataFrame, out_dir: Path, order: Callable[[Iterable[str]], list[str]] = sorted
 ) -> list[Path]:
     """One PNG per (data set, protocol): the learned uni share per modality over cells, one
-    panel per arm that has shares (in ``order``), one box per host."""
+    panel per arm that has shares (in ``order``), one box per host. Arms whose shares are the
+    same in every cell (a set ``rho``, not learned) are left out: the contributions plots
+    measure what the parts do."""
     written = []
     for (ds, proto), data in cells.groupby(["dataset", "protocol"], sort=True):
         have = data[data["shares"].map(bool)]
+        fixed = {a for a, g in have.groupby("arm") if _fixed(list(g["shares"]))}
+        have = have[~have["arm"].isin(fixed)]
         if have.empty:
             continue
         panels = {}

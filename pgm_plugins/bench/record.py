@@ -103,6 +103,9 @@ class CellRecord(TypedDict, total=False):
     shares: dict[str, float] | None  # PgM arms: uni-modal share per modality on test data
     parts: dict[str, Any] | None  # PgM arms: pooled uni / paired parts of up to 200 test rows
     truth: dict[str, Any] | None  # synthetic data: the generator's ground truth
+    # measured on test at scoring time (contributions.py): parts, shapley, probes, ...; optional
+    # (older records lack it; null for retrieval and junction sites)
+    contributions: dict[str, Any] | None
     env: dict[str, Any]  # package versions, git commit and dirty flag, machine, threads
     block_config: dict[str, Any]  # the block's or control's resolved config (arms with a block)
     upgraded_from: int  # set by the reader: the version the file was written with (0: legacy)
@@ -293,6 +296,27 @@ def _check_block_fields(record: dict[str, Any]) -> str | None:
     for name in ("parts", "truth"):
         if record[name] is not None and not isinstance(record[name], dict):
             return f"'{name}' must be null or an object"
+    return _check_contributions(record.get("contributions"))
+
+
+def _check_contributions(got: Any) -> str | None:
+    """``contributions`` (optional): null, or ``parts`` (null or modality -> {uni, paired}),
+    ``shapley`` (null or modality -> number) and ``probes`` (modality -> number)."""
+    if got is None:
+        return None
+    if not isinstance(got, dict) or not {"parts", "shapley", "probes"} <= set(got):
+        return f"'contributions' must be null or an object with parts, shapley, probes; got {got!r}"
+
+    def numbers(v: Any) -> bool:
+        return isinstance(v, dict) and all(_is_number(x) for x in v.values())
+
+    parts = got["parts"]
+    if parts is not None and not (isinstance(parts, dict) and all(map(numbers, parts.values()))):
+        return f"'contributions.parts' must be null or modality -> {{uni, paired}}, got {parts!r}"
+    if got["shapley"] is not None and not numbers(got["shapley"]):
+        return f"'contributions.shapley' must be null or modality -> number, got {got['shapley']!r}"
+    if not numbers(got["probes"]):
+        return f"'contributions.probes' must be modality -> number, got {got['probes']!r}"
     return None
 
 

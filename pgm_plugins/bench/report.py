@@ -15,7 +15,8 @@ atomically into ``<results_dir>/<suite>/report/`` (or ``out_dir``).
 Phases: read and check the records (:func:`read_records`), pair and test them
 (``_comparisons``), build the table model once (:class:`DataSection` > :class:`HostTable` >
 :class:`ArmRow`), then render it: Markdown (``_header_md``, ``_section_md``, ``_host_md``,
-``_cost_md``, ``_shares_md``, ``_microbench_md``) and CSV (``_csv_row``). The step-time
+``_cost_md``, ``_contributions_md``, ``_shares_md``, ``_microbench_md``) and CSV
+(``_csv_row``). The step-time
 microbenchmark files are an input (``step_time_files``); nothing is read from the repository.
 """
 
@@ -63,6 +64,7 @@ __all__ = [
     "ReportError",
     "build_report",
     "check_record",
+    "contributions_table",
     "find_suites",
     "main",
     "read_records",
@@ -172,6 +174,7 @@ def _cells(records: Sequence[tuple[Path, dict[str, Any]]], split: str = "test") 
             # measured on test rows: left out of a report on another split
             "shares": r["shares"] if split == "test" else None,
             "parts": r["parts"] if split == "test" else None,
+            "contributions": r.get("contributions") if split == "test" else None,
             "truth": r["truth"],
             "failed": r.get("stopped") == "non-finite",
             "partitioner": (r.get("block_config") or {}).get("partitioner"),
@@ -754,6 +757,7 @@ def _markdown(
         for table in section.hosts:
             md += _host_md(section, table)
             md += [*_cost_md(table, step), f"- host parameters: {table.host_params:,}", ""]
+        md += _contributions_md(section.cells)
         md += _shares_md(section.cells)
     md += _microbench_md(step, {_host_kind(h) for h in cells["host"]})
     if problems:
@@ -1027,6 +1031,106 @@ def _csv_frame(rows: list[dict[str, Any]], cells: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+#: the measures of a record's ``contributions``, as the report names them
+CONTRIBUTION_MEASURES = {
+    "shapley": "Shapley value",
+    "probe": "probe",
+    "uni": "uni part",
+    "paired": "paired part",
+}
+
+
+def contributions_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """The records' ``contributions`` (docs/results.md), summarised per (data set, protocol,
+    host, arm, measure, modality): ``mean``, ``lo`` / ``hi`` (95 % t-interval over the cells;
+    NaN for one cell) and ``n``. Measures: ``shapley``, ``probe``, ``uni``, ``paired``."""
+    from scipy import stats
+
+    rows = []
+    keys = ["dataset", "protocol", "host", "arm"]
+    for key, g in cells.groupby(keys, sort=True):
+        values: dict[tuple[str, str], list[float]] = {}
+        for c in g["contributions"]:
+            if not c:
+                continue
+            for m, v in (c.get("shapley") or {}).items():
+                values.setdefault(("shapley", m), []).append(float(v))
+            for m, v in (c.get("probes") or {}).items():
+                values.setdefault(("probe", m), []).append(float(v))
+            for m, got in (c.get("parts") or {}).items():
+                for part, v in got.items():
+                    values.setdefault((part, m), []).append(float(v))
+        for (measure, m), vs in values.items():
+            arr = np.asarray(vs, dtype=float)
+            arr = arr[np.isfinite(arr)]
+            n = len(arr)
+            mean = float(arr.mean()) if n else math.nan
+            half = (
+                float(stats.t.ppf(0.975, n - 1) * arr.std(ddof=1) / math.sqrt(n))
+                if n > 1
+                else math.nan
+            )
+            rows.append(
+                dict(zip(keys, key, strict=True))
+                | {"measure": measure, "modality": m, "mean": mean}
+                | {"lo": mean - half, "hi": mean + half, "n": n}
+            )
+    columns = [*keys, "measure", "modality", "mean", "lo", "hi", "n"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _contributions_md(data: pd.DataFrame) -> list[str]:
+    """Per host and arm: each measure per modality, mean [95 % interval] over cells."""
+    have = data[data["contributions"].map(bool)]
+    if have.empty:
+        if len(data):
+            return [
+                "### contributions",
+                "",
+                "- none measured: these records predate the contributions measure (each "
+                "modality's Shapley value, its encoder's probe, the uni / paired parts); rerun "
+                "the suite to measure them",
+                "",
+            ]
+        return []
+    primary = str(have["primary"].iloc[0])
+    higher = bool(have["higher_is_better"].iloc[0])
+    md = [
+        f"### contributions (test {primary}; {'higher' if higher else 'lower'} is better)",
+        "",
+        f"Mean [95 % interval] over cells. **Shapley value**: the modality's share of the test "
+        f"{primary} when an absent modality's site features are replaced by their training mean "
+        "(the values sum to the full model's metric minus the metric with every modality at its "
+        f"mean). **probe**: the test {primary} of a linear probe on that modality's site "
+        "features (the encoder's own quality). **uni / paired part**: the change of the test "
+        f"{primary} when that part of the PgM block is replaced by its training mean.",
+        "",
+    ]
+    table = contributions_table(have)
+    for (host, arm), g in table.groupby(["host", "arm"], sort=True):
+        n = int(g["n"].max())
+        md.append(f"- `{host}` / `{arm}` ({n} cell{'s' if n != 1 else ''}):")
+        for measure, word in CONTRIBUTION_MEASURES.items():
+            rows = g[g["measure"] == measure]
+            if rows.empty:
+                continue
+            sign = "" if measure == "probe" else "+"
+            shown = ", ".join(
+                f"{r.modality} {r.mean:{sign}.3f}"
+                + (f" [{r.lo:{sign}.3f}, {r.hi:{sign}.3f}]" if math.isfinite(r.lo) else "")
+                for r in rows.itertuples()
+            )
+            md.append(f"  - {word}: {shown}")
+    missing = len(data) - len(have)
+    if missing:
+        md.append(
+            f"- {missing} of {len(data)} cells have no contributions (records written before "
+            "the measure existed, or retrieval cells)"
+        )
+    md.append("")
+    return md
+
+
 def _shares_md(data: pd.DataFrame) -> list[str]:
     md: list[str] = []
     with_shares = data[data["shares"].map(lambda s: bool(s))]
@@ -1292,10 +1396,16 @@ def build_report(
         )
     report = Report(suite, source, out, markdown, table, cells, comps, problems, notes)
     if plots:
-        from pgm_plugins.bench.plots import parts_plots, share_plots, summary_plots
+        from pgm_plugins.bench.plots import (
+            contribution_plots,
+            parts_plots,
+            share_plots,
+            summary_plots,
+        )
 
         report.plots = (
             summary_plots(cells, out, _arm_sort, split=split)
+            + contribution_plots(contributions_table(cells), out, _arm_sort)
             + share_plots(cells, out, _arm_sort)
             + parts_plots(cells, out)
         )

@@ -55,6 +55,7 @@ from pgm_plugins.bench.arms import (
     get_arm,
 )
 from pgm_plugins.bench.bench_host import batch_rows
+from pgm_plugins.bench.contributions import measure as measure_contributions
 from pgm_plugins.bench.data.bench_data import BenchData, Fold
 from pgm_plugins.bench.distributed import Ranks, from_env
 from pgm_plugins.bench.metrics import (
@@ -305,6 +306,7 @@ class _Training:
     best_epoch: int = -1
     train_s: float = 0.0
     steps: int = 0
+    contributions_s: float = 0.0
 
     def track(
         self, epoch: int, train_loss: float, valid: dict[str, float], primary: str, higher: bool
@@ -341,9 +343,11 @@ class _Training:
                 "train_s": self.train_s,
                 "steps": self.steps,
                 "step_ms": 1000 * self.train_s / max(self.steps, 1),
+                "contributions_s": self.contributions_s,
             },
             "shares": None,
             "parts": None,
+            "contributions": None,
             "block_config": self.block_config,
             "arm_record": self.stepper.arm.record() if self.stepper.arm is not None else {},
             **fields,
@@ -1039,6 +1043,7 @@ class Runner:
             "time": {**best["time"], "wall_s": time.perf_counter() - start},
             "shares": best["shares"],
             "parts": best["parts"],
+            "contributions": best["contributions"],
             "truth": raw.extras.get("truth"),
             "env": self._env,
         }
@@ -1319,7 +1324,8 @@ class Runner:
 
     def _score_best(self, t: _Training, data: BenchData, fold: Fold) -> dict[str, Any]:
         """Restore the best epoch, score validation and test (the block's shares on test),
-        sample the uni / paired parts, and take the block out."""
+        sample the uni / paired parts, measure the contributions (``contributions.py``), and
+        take the block out."""
         t.run.model.load_state_dict(t.best_state)
         metrics = {}
         shares = None
@@ -1334,11 +1340,28 @@ class Runner:
             if split == "test":
                 shares = got
         parts = self._parts(t.run, data, fold.test, t.handle) if t.handle is not None else None
+        t0 = time.perf_counter()
+        contributions = measure_contributions(
+            t.run,
+            data,
+            fold.train,
+            fold.test,
+            t.handle,
+            batch=t.batch,
+            device=self.device,
+            precision=self.precision,
+            arm=t.stepper.arm,
+        )
+        t.contributions_s = time.perf_counter() - t0
         if t.handle is not None:
             t.handle.remove()
         # the best epoch's weights with the block (a first stage saves them; not in the record)
         return t.outcome(
-            metrics=metrics, shares=shares if shares else None, parts=parts, state=t.best_state
+            metrics=metrics,
+            shares=shares if shares else None,
+            parts=parts,
+            contributions=contributions,
+            state=t.best_state,
         )
 
     def _parts(

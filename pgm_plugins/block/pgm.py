@@ -16,8 +16,9 @@ batched product over a stack of equal-shape modalities (``stacked.py``).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,10 @@ from pgm_plugins.errors import (
     did_you_mean,
 )
 
-__all__ = ["ModalParts", "PgMBlock", "PgMOutput"]
+__all__ = ["PART_NAMES", "ModalParts", "PgMBlock", "PgMOutput"]
+
+#: the two parts of a modality's code, as :meth:`PgMBlock.replaced_parts` names them
+PART_NAMES = ("uni", "paired")
 
 _NON_LEAF_GRAD = "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed"
 
@@ -187,6 +191,46 @@ class PgMBlock(nn.Module):
         #: modalities run as one stacked computation when they arrive with one shape, unmasked
         #: (``stacked.py``); None: every forward takes the per-modality path
         self._stack_group = stack_groups(cfg)
+        #: (modality, part) -> the vector that replaces that part in every forward, set only
+        #: inside :meth:`replaced_parts`
+        self._replaced: dict[tuple[str, str], Tensor] = {}
+
+    @contextlib.contextmanager
+    def replaced_parts(self, vectors: Mapping[str, Tensor]) -> Iterator[None]:
+        """Within the block, every forward uses a fixed vector for the named parts.
+
+        ``vectors``: ``{"<modality>.uni" | "<modality>.paired": tensor [k]}``, ``k`` the
+        part's width (:meth:`PgMConfig.part_widths`). The partition's ``u_m`` / ``p_m`` is
+        replaced, at every token and row, by the vector before the learners, the decoder, the
+        losses and the heads read it: what the model does without that part's information
+        (the bench's part contributions replace a part by its mean over the training rows).
+        Forwards inside take the eager per-modality path (never the stacked or compiled one).
+        Validated before anything changes.
+        """
+        cfg = self.config
+        parsed: dict[tuple[str, str], Tensor] = {}
+        for name, vec in vectors.items():
+            m, _, part = str(name).rpartition(".")
+            valid = [f"{n}.{p}" for n in cfg.modalities for p in PART_NAMES]
+            if m not in cfg.modalities or part not in PART_NAMES:
+                raise UnknownNameError(
+                    f"no part {name!r} in the block; valid: {choices_text(valid)}."
+                    + did_you_mean(str(name), valid)
+                )
+            width = cfg.part_widths(m)[PART_NAMES.index(part)]
+            if not isinstance(vec, Tensor) or tuple(vec.shape) != (width,):
+                shape = tuple(vec.shape) if isinstance(vec, Tensor) else type(vec).__name__
+                raise InputError(
+                    f"part {name!r} is {width} wide: give a tensor of shape ({width},), got "
+                    f"{shape}."
+                )
+            parsed[m, part] = vec
+        before = self._replaced
+        self._replaced = {**before, **parsed}
+        try:
+            yield
+        finally:
+            self._replaced = before
 
     # ------------------------------------------------------------------ forward
     def check_inputs(
@@ -260,8 +304,13 @@ class PgMBlock(nn.Module):
         self.check_inputs(inputs, masks)
         order = [m for m in self.config.modalities if m in inputs]
         given = dict(masks or {})
-        stacked = stackable(self, order, dict(inputs), given)
-        if self.config.compile is not False and not torch.compiler.is_compiling():
+        # replaced parts (``replaced_parts``): the eager per-modality path, the reference
+        stacked = not self._replaced and stackable(self, order, dict(inputs), given)
+        if (
+            self.config.compile is not False
+            and not self._replaced
+            and not torch.compiler.is_compiling()
+        ):
             with warnings.catch_warnings():
                 # dynamo reads ``.grad`` of every input tensor it wraps, which warns for a host's
                 # activations (non-leaf tensors); nothing of ours reads it
@@ -359,7 +408,12 @@ class PgMBlock(nn.Module):
         cfg = self.config
         kappas = {(m, b): cfg.kappa(m, b) for m in ops.order for b in ("uni", "paired")}
         h_uni, h_paired = ops.branches(h, kappas)
-        return ops.partition(self.partitioners, h_uni, h_paired, q)
+        split = ops.partition(self.partitioners, h_uni, h_paired, q)
+        for (m, part), vec in self._replaced.items():  # only on the per-modality path
+            if m in ops.order:
+                values = split.uni if part == "uni" else split.paired
+                values[m] = vec.to(values[m]).expand_as(values[m])
+        return split
 
     def _learn_uni(self, ops: ModalityOps, uni: Values) -> Values:
         """``u~_m``: each modality's uni part through its own learner (or as it is)."""
