@@ -132,6 +132,10 @@ def test_ogm_ge_coefficients_for_more_than_two_modalities():
     scores = {"a": 3.0, "b": 1.0, "c": 2.0}
     assert discrepancy_ratios(scores) == {"a": 2.0, "b": 1.0 / 2.5, "c": 1.0}
     assert coefficients(scores, 0.3) == {"a": 1.0 - math.tanh(0.6), "b": 1.0, "c": 1.0}
+    # two modalities ahead of a weak third: only the dominant one is slowed
+    scores = {"a": 5.0, "b": 4.5, "c": 3.0}
+    assert discrepancy_ratios(scores)["b"] > 1.0
+    assert coefficients(scores, 0.3) == {"a": 1.0 - math.tanh(0.3 * 5.0 / 3.75), "b": 1.0, "c": 1.0}
     assert coefficients({"a": 2.0, "b": 1.0}, 0.1) == {"a": 1.0 - math.tanh(0.2), "b": 1.0}
     assert coefficients({"a": 1.0}, 0.1) == {"a": 1.0}
 
@@ -333,3 +337,22 @@ def test_a_misspelt_arm_names_every_registered_arm(registry):  # noqa: F811
     with pytest.raises(SuiteError) as got:
         _suite(registry, arms=["mmpareto", "mm_pareto"])
     assert all(repr(n) in str(got.value) for n in names)
+
+
+def test_mmpareto_backward_of_a_scaled_loss_gives_scaled_gradients():
+    """Under fp16 the stepper hands backward the grad scaler's scaled loss: every gradient the
+    arm writes must carry the same scale, so unscaling gives the fp32 result."""
+    grads = []
+    for scale in (1.0, 1024.0):
+        run, inputs, y = _host()
+        arm = MMParetoRun(_ctx("mmpareto"))
+        handle = _inject(run, arm.block_factory())
+        arm.attach(run, handle)
+        stage = _task_stage(run, inputs, y)
+        stage.targets = y
+        terms = arm.losses({**stage.terms, "pgm": handle.aux_loss(y)}, stage)
+        loss = sum(terms.values())
+        assert arm.backward(terms, loss * scale, stage)
+        grads.append({n: p.grad.clone() for n, p in run.model.named_parameters()})
+    for name, g in grads[0].items():
+        assert torch.allclose(grads[1][name] / 1024.0, g, rtol=1e-5, atol=1e-7), name

@@ -23,8 +23,9 @@ logits ``z_m = W_m h_m + b / 2`` come for free):
   auxiliary terms ``probe.<m>``, weight 1) and give the encoders no gradient, so the only change
   to the host's training is the modulation itself.
 - **More than two modalities**: ``rho_m = s_m / mean_{n != m} s_n`` (for two modalities the
-  paper's ``s_a / s_v``), and every modality whose ratio exceeds 1 is slowed by its own ``k_m``
-  (for two modalities, only the dominant one).
+  paper's ``s_a / s_v``); the dominant modality (the largest ratio, when it exceeds 1) is slowed
+  by its ``k_m``, the others keep ``k = 1``, as with two. (BalanceBenchmark instead slows every
+  modality whose ratio exceeds 1; with a weak third modality that slows both strong ones.)
 - **Schedule**: the modulation runs on every step of every epoch (the public implementation
   modulates a chosen epoch window; the bench's epoch caps and early stopping differ per host).
 
@@ -106,12 +107,15 @@ def discrepancy_ratios(scores: Mapping[str, float]) -> dict[str, float]:
 
 
 def coefficients(scores: Mapping[str, float], alpha: float) -> dict[str, float]:
-    """The paper's Eq. 10 per modality: ``1 - tanh(alpha * rho_m)`` where ``rho_m > 1``,
-    else 1."""
-    return {
-        m: (1.0 - math.tanh(alpha * rho)) if rho > 1.0 else 1.0
-        for m, rho in discrepancy_ratios(scores).items()
-    }
+    """The paper's Eq. 10: the dominant modality ``u`` (the largest ratio) gets
+    ``1 - tanh(alpha * rho_u)`` when ``rho_u > 1``; every other modality 1."""
+    ratios = discrepancy_ratios(scores)
+    out = {m: 1.0 for m in ratios}
+    if ratios:
+        u = max(ratios, key=lambda m: ratios[m])
+        if ratios[u] > 1.0:
+            out[u] = 1.0 - math.tanh(alpha * ratios[u])
+    return out
 
 
 def modulate_(params: Iterable[nn.Parameter], k: float, noise: bool = True) -> None:
