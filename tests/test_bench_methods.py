@@ -356,3 +356,47 @@ def test_mmpareto_backward_of_a_scaled_loss_gives_scaled_gradients():
         grads.append({n: p.grad.clone() for n, p in run.model.named_parameters()})
     for name, g in grads[0].items():
         assert torch.allclose(grads[1][name] / 1024.0, g, rtol=1e-5, atol=1e-7), name
+
+
+@pytest.mark.slow
+def test_both_arms_run_from_the_command_line(tmp_path):
+    """``pgm bench run`` of a suite file naming the arms: registered by the bench plugin's entry
+    point, their grids read from ``[arm_options]``."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    suite = tmp_path / "methods.toml"
+    suite.write_text(
+        'dataset = "synthetic"\nhosts = ["late_fusion"]\narms = ["ogm_ge", "mmpareto"]\n'
+        "seeds = [0]\nepochs = 1\npatience = 1\nbatch = 100\n"
+        "[arm_options.ogm_ge]\nalphas = [0.1, 0.8]\nnoise = false\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pgm_plugins.cli",
+            "bench",
+            "run",
+            str(suite),
+            "--results",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--no-report",
+            "--folds",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    recs = {
+        r["arm"]["name"]: r
+        for r in (json.loads(p.read_text()) for p in (tmp_path / "out").glob("*/*.json"))
+    }
+    assert recs["ogm_ge"]["arm"]["settings_tried"] == 2 and recs["ogm_ge"]["arm"]["noise"] is False
+    assert recs["mmpareto"]["arm"]["settings_tried"] == 1
