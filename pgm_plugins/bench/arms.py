@@ -309,6 +309,7 @@ def get_arm(name: str, registry: Any = None) -> ArmSpec:
     names = [*arms.names(), f"{SINGLE_PREFIX}<modality>"]
     if name not in arms.names():
         raise UnknownNameError(
-            f"unknown arm {name!r}; valid: {choices_text(names)}." + did_you_mean(name, names)
+            f"unknown arm {name!r}; valid: {choices_text(names, limit=len(names))}."
+            + did_you_mean(name, names)
         )
     return arms.entry(name).value

@@ -1,6 +1,6 @@
-"""The benchmark's built-in plugin: its data sets, the late-fusion bench host and the built-in
-arms, registered through the same hooks as any third-party plugin, from the
-``pgm_plugins.bench`` entry point."""
+"""The benchmark's built-in plugin: its data sets, the late-fusion bench host, the built-in
+arms and the method arms (:mod:`pgm_plugins.bench.methods`), registered through the same hooks
+as any third-party plugin, from the ``pgm_plugins.bench`` entry point."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def pgm_register_bench_hosts(register: Any) -> None:
 @hookimpl
 def pgm_register_arms(register: Any) -> None:
     from pgm_plugins.bench.arms import builtin_arms
+    from pgm_plugins.bench.methods import method_arms
 
-    for spec in builtin_arms():
+    for spec in [*builtin_arms(), *method_arms()]:
         register(spec)

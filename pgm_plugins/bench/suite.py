@@ -116,7 +116,8 @@ class Suite:
 def _check(kind: str, given: Any, valid: Collection[str], where: str) -> None:
     if given not in valid:
         raise SuiteError(
-            f"{where}: unknown {kind} {given!r}; valid: {choices_text(sorted(valid))}."
+            f"{where}: unknown {kind} {given!r}; valid: "
+            f"{choices_text(sorted(valid), limit=len(valid))}."
             + did_you_mean(str(given), sorted(valid))
             + _bench_plugin_hint()
         )
