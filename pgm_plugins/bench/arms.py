@@ -136,7 +136,15 @@ class CapacityControl(_Control):
 
 
 class UniHeadsControl(_Control):
-    """A linear head per modality on the pooled site features; outputs unchanged."""
+    """A linear head per modality on the pooled site features; outputs unchanged. With
+    ``detach`` (a subclass's class attribute) the heads read detached features: they train, the
+    encoders get nothing from them."""
+
+    detach = False
+
+    def _pooled(self, h: Tensor, mask: Tensor | None) -> Tensor:
+        pooled = masked_mean(h if h.dim() == 3 else h.unsqueeze(1), mask)
+        return pooled.detach() if self.detach else pooled
 
     def __init__(self, config: PgMConfig) -> None:
         super().__init__()
@@ -151,10 +159,7 @@ class UniHeadsControl(_Control):
         self.check_inputs(inputs, masks)
         masks = masks or {}
         logits = {
-            f"uni.{m}": self.heads[m](
-                masked_mean(h if h.dim() == 3 else h.unsqueeze(1), masks.get(m))
-            )
-            for m, h in inputs.items()
+            f"uni.{m}": self.heads[m](self._pooled(h, masks.get(m))) for m, h in inputs.items()
         }
         return PgMOutput(dict(inputs), {}, {}, {}, logits, False, self.config)
 

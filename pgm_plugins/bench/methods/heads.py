@@ -18,9 +18,7 @@ from typing import Any
 from torch import Tensor
 
 from pgm_plugins.bench.arms import UniHeadsControl
-from pgm_plugins.block import PgMOutput
 from pgm_plugins.block.losses import task_loss
-from pgm_plugins.block.mlp import masked_mean
 from pgm_plugins.errors import ConfigError, choices_text, did_you_mean
 
 __all__ = ["ProbeHeads", "check_options", "head_logits", "head_losses", "positive_numbers"]
@@ -30,18 +28,7 @@ class ProbeHeads(UniHeadsControl):
     """A linear head per modality on the pooled site features, detached: the heads train, the
     encoders get nothing from them, and the host receives its features unchanged."""
 
-    def forward(
-        self, inputs: Mapping[str, Tensor], masks: Mapping[str, Tensor] | None = None
-    ) -> PgMOutput:
-        self.check_inputs(inputs, masks)
-        masks = masks or {}
-        logits = {
-            f"uni.{m}": self.heads[m](
-                masked_mean(h if h.dim() == 3 else h.unsqueeze(1), masks.get(m)).detach()
-            )
-            for m, h in inputs.items()
-        }
-        return PgMOutput(dict(inputs), {}, {}, {}, logits, False, self.config)
+    detach = True
 
 
 def head_logits(handle: Any) -> list[dict[str, Tensor]]:
