@@ -194,12 +194,12 @@ def test_umt_teachers_receive_no_gradient_and_the_distillation_trains_the_studen
 
 
 def test_umt_refuses_a_bad_weight_grid_before_any_cell(registry, tmp_path):  # noqa: F811
-    from pgm_plugins.bench.runner import RunnerError
+    from pgm_plugins.errors import ConfigError
 
     suite = _suite(registry, arms=["umt"], arm_options={"umt": {"weights": ["big"]}})
     runner = Runner(suite, tmp_path, registry=registry, quiet=True)
     with pytest.raises(
-        RunnerError, match=r"arm 'umt': .*weights must be a non-empty list.*default \[0\.1"
+        ConfigError, match=r"\[arm_options\.umt\] weights must be a non-empty list.*default \[0\.1"
     ):
         runner.plan()
     assert not (tmp_path / "t").exists()

@@ -502,6 +502,8 @@ class Runner:
             if not spec.modality:  # its settings grid (e.g. bad [arm_options]) before any cell
                 try:
                     spec.grid(self._context(spec, "", data, s.seeds[0], {}))
+                except PgMError:
+                    raise
                 except (ValueError, TypeError, KeyError) as exc:
                     raise RunnerError(f"arm {a!r}: {exc}") from exc
         counts = {}

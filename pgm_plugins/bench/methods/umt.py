@@ -38,6 +38,7 @@ from pgm_plugins.bench.arms import _Control
 from pgm_plugins.bench.methods.ume import PAPER
 from pgm_plugins.block import PgMConfig, PgMOutput
 from pgm_plugins.block.mlp import masked_mean
+from pgm_plugins.errors import ConfigError
 
 __all__ = ["WEIGHTS", "FeatureDistill", "UniModalTeacher", "distill_loss", "umt_arm"]
 
@@ -125,7 +126,7 @@ def _settings(ctx: ArmContext) -> list[dict[str, Any]]:
         or not all(isinstance(w, int | float) and not isinstance(w, bool) for w in weights)
         or any(w < 0 for w in weights)
     ):
-        raise ValueError(
+        raise ConfigError(
             f"[arm_options.umt] weights must be a non-empty list of numbers >= 0; got "
             f"{weights!r} (default {list(WEIGHTS)})."
         )
