@@ -87,3 +87,14 @@ class StageRunner(Runner):
         (p,) = self.prerequisites(cell)
         assert (p.path(self.folder) / "stage.txt").read_text() == "first"
         return super().run_cell(cell)
+
+
+@hookimpl
+def pgm_register_arms(register):
+    """A second arm on the ``ume`` first stage (``umt`` under another name): two arms that
+    share one first stage per host, fold and seed."""
+    import dataclasses
+
+    from pgm_plugins.bench.methods.umt import umt_arm
+
+    register(dataclasses.replace(umt_arm(), name="workers.umt_again"))

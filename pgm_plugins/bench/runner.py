@@ -499,6 +499,13 @@ class Runner:
                     f"arm {a!r} supports {' and '.join(spec.tasks)}; data set {data.name} "
                     f"({data.protocol}) is {data.task}. Leave the arm out of this suite."
                 )
+            if not spec.modality:  # its settings grid (e.g. bad [arm_options]) before any cell
+                try:
+                    spec.grid(self._context(spec, "", data, s.seeds[0], {}))
+                except PgMError:
+                    raise
+                except (ValueError, TypeError, KeyError) as exc:
+                    raise RunnerError(f"arm {a!r}: {exc}") from exc
         counts = {}
         for seed in seeds_:  # every seed's folds now: a bad split fails before any cell
             try:
@@ -643,7 +650,9 @@ class Runner:
                     **dict(getattr(run, "block_config", None) or {}),
                 }
                 spec = self.arm(arm)
-                factory = spec.make(self._context(spec, host, data, seed, {})).block_factory()
+                # the block its first setting trains (a block may depend on the setting)
+                first = spec.grid(self._context(spec, host, data, seed, {}))[0]
+                factory = spec.make(self._context(spec, host, data, seed, first)).block_factory()
                 try:
                     pp.plan(run.model, sites=run.sites, config=config, block_factory=factory)
                 except Exception as exc:
