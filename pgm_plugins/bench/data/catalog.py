@@ -8,8 +8,9 @@ name                protocols    what (module)
 ``mosi-utterance``  clean,       CMU-MOSI utterance features (:mod:`.mosi`); ``clean``:
                     standard     752 unseen utterances, 5 folds by video x seeds;
                                  ``standard``: 2,199 utterances, SDK folds, MiniLM text + audio
-``av-digits``       speaker      spoken x handwritten digits, split by speaker
-                                 (``held_out=<speaker>``: leave-one-speaker-out; :mod:`.av_digits`)
+``av-digits``       speaker,     spoken x handwritten digits, split by speaker; ``loso``: 6
+                    loso         folds, each speaker tests in turn, images partitioned by speaker
+                                 (``held_out=<speaker>``: one of them; :mod:`.av_digits`)
 ``npz``             default      any multi-view ``.npz`` (``path=...``; :mod:`.npz`)
 ``mmsa-pkl``        default      MMSA's ``aligned_50.pkl`` / ``unaligned_50.pkl`` (``path``;
                                  :mod:`.pickles`)
@@ -69,7 +70,7 @@ BUILTIN: dict[str, tuple[Callable[..., BenchData], str]] = {
 PROTOCOLS: dict[str, tuple[str, ...]] = {
     "synthetic": ("default",),
     "mosi-utterance": ("clean", "standard"),
-    "av-digits": ("speaker",),
+    "av-digits": ("speaker", "loso"),
     "npz": ("default",),
     "mmsa-pkl": ("default",),
     "mult-pkl": ("default",),
