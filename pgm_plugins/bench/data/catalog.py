@@ -18,7 +18,8 @@ name                protocols    what (module)
 ==================  ===========  ====================================================
 
 Features are returned **raw** (as read; av-digits' MFCCs z-scored on its train clips, as its
-loader always did): the runner standardises every modality with the training rows of each fold.
+loader always did, or on all clips under ``loso``): the runner standardises every modality with
+the training rows of each fold.
 Loading never downloads: missing files raise an error naming them, the folder looked in and how it
 was chosen (:mod:`.location`). :func:`fetch_dataset` (``pgm bench fetch NAME``) downloads on
 request, through the data set's recipe in :data:`FETCHERS`.
