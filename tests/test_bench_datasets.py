@@ -36,7 +36,7 @@ def need(folder: str, probe: str) -> Path:
 def test_registry_lists_every_builtin_with_its_protocols():
     got = list_datasets()
     assert got["mosi-utterance"] == ("clean", "standard")
-    assert got["av-digits"] == ("speaker",)
+    assert got["av-digits"] == ("speaker", "loso")
     assert {"synthetic", "npz", "mmsa-pkl", "mult-pkl"} <= set(got)
 
 

@@ -7,6 +7,11 @@ digit: there is no instance-level correspondence between the modalities, so trai
 the pairs within split and digit every epoch (:func:`redraw_pairs`), and retrieval relevance is
 "same digit" (:func:`retrieval_metrics`: P@1, P@10, mAP).
 
+One test speaker (500 clips) leaves a classification number carrying that voice's luck, so the
+factory also has a ``loso`` protocol: six folds, each speaker tests in turn (the README's
+leave-one-speaker-out view), with MNIST-5k partitioned among the six speakers within digit
+(:func:`loso_pairs`) so that no fold's test or validation image is one of its training images.
+
 Audio features are the README's MFCCs (``python_speech_features.mfcc``, 20 coefficients, 25 ms
 windows every 10 ms, c0 replaced by the log frame energy), given two ways: the per-clip mean and
 standard deviation of each coefficient (40 numbers, the README's reference features) and the frame
@@ -35,7 +40,13 @@ from typing import Any
 
 import numpy as np
 
-from pgm_plugins.bench.data.bench_data import BenchData, check_protocol, fixed_folds, sha256_of
+from pgm_plugins.bench.data.bench_data import (
+    BenchData,
+    Fold,
+    check_protocol,
+    fixed_folds,
+    sha256_of,
+)
 from pgm_plugins.bench.data.fetch import DigestError, sha256_bytes, verify_bytes
 from pgm_plugins.bench.data.location import DataLocation, locate_data, missing_files_error
 from pgm_plugins.errors import ConfigError
@@ -44,6 +55,9 @@ __all__ = [
     "DATASET",
     "EXPECTED_SHA256",
     "FILES",
+    "LOSO_IMAGE_SEED",
+    "LOSO_VALID",
+    "PROTOCOLS",
     "RECORDINGS_SHA256",
     "SPEAKERS",
     "AvDigits",
@@ -52,6 +66,7 @@ __all__ = [
     "check_recordings",
     "held_out_speaker",
     "load",
+    "loso_pairs",
     "redraw_pairs",
     "retrieval_metrics",
 ]
@@ -368,8 +383,18 @@ def held_out_speaker(data: AvDigits, speaker: str) -> AvDigits:
     """A copy of ``data`` for one leave-one-speaker-out fold: ``speaker``'s clips are the test
     clips, ``LOSO_VALID[speaker]``'s the validation clips, the other four speakers' the train
     clips; audio re-standardised with the new train clips. Images keep their splits, so retrieval
-    still queries the 1,000 test images; ``pair_image`` keeps the original fixed pairs (train the
-    fold with :func:`redraw_pairs`)."""
+    still queries the 1,000 test images; ``pair_image`` keeps the original fixed pairs, which pair
+    the clips of four speakers with *training* images: train the fold with :func:`redraw_pairs`
+    and evaluate against the image splits (retrieval), never on ``pair_image`` (classification
+    uses the ``loso`` protocol of :func:`av_digits`, whose images are partitioned by speaker)."""
+    _check_speaker(speaker)
+    split = np.full(len(data.audio_speaker), "train", dtype=data.audio_split.dtype)
+    split[data.audio_speaker == speaker] = "test"
+    split[data.audio_speaker == LOSO_VALID[speaker]] = "valid"
+    return replace(_restandardised(data, split == "train"), audio_split=split)
+
+
+def _check_speaker(speaker: str) -> None:
     if speaker not in LOSO_VALID:
         from pgm_plugins.errors import UnknownNameError, did_you_mean
 
@@ -377,20 +402,19 @@ def held_out_speaker(data: AvDigits, speaker: str) -> AvDigits:
             f"unknown speaker {speaker!r}; valid: {', '.join(LOSO_VALID)}."
             + did_you_mean(speaker, LOSO_VALID)
         )
+
+
+def _restandardised(data: AvDigits, rows: np.ndarray) -> AvDigits:
+    """``data`` with the audio z-scored on the clips ``rows`` (a mask or indices) instead."""
     norm = data.audio_norm
     stats = data.audio_stats * norm["stats_sd"] + norm["stats_mean"]
     seq = data.audio_frames * norm["frames_sd"] + norm["frames_mean"]
-    split = np.full(len(data.audio_speaker), "train", dtype=data.audio_split.dtype)
-    split[data.audio_speaker == speaker] = "test"
-    split[data.audio_speaker == LOSO_VALID[speaker]] = "valid"
-    train = split == "train"
-    s_mean, s_sd = stats[train].mean(0), stats[train].std(0) + 1e-6
-    f_mean, f_sd = seq[train].mean((0, 1)), seq[train].std((0, 1)) + 1e-6
+    s_mean, s_sd = stats[rows].mean(0), stats[rows].std(0) + 1e-6
+    f_mean, f_sd = seq[rows].mean((0, 1)), seq[rows].std((0, 1)) + 1e-6
     return replace(
         data,
         audio_stats=((stats - s_mean) / s_sd).astype(np.float32),
         audio_frames=((seq - f_mean) / f_sd).astype(np.float32),
-        audio_split=split,
         audio_norm={
             "stats_mean": s_mean,
             "stats_sd": s_sd,
@@ -400,19 +424,68 @@ def held_out_speaker(data: AvDigits, speaker: str) -> AvDigits:
     )
 
 
+#: seed of the ``loso`` protocol's image groups (the README's split and pair seeds are 0 and 1)
+LOSO_IMAGE_SEED = 2
+
+
+def loso_pairs(data: AvDigits) -> tuple[np.ndarray, np.ndarray]:
+    """The ``loso`` protocol's images: (``[5000]`` speaker group of each MNIST-5k row, ``[3000]``
+    fixed image row of each clip).
+
+    ``rng = numpy.random.default_rng(LOSO_IMAGE_SEED)``; for digit 0, 1, ..., 9 in that order,
+    ``rng.permutation`` of that digit's 500 rows (ascending), cut by ``numpy.array_split`` into six
+    consecutive groups given to the speakers in :data:`LOSO_VALID` order (george, jackson, lucas,
+    nicolas, theo, yweweler: 84, 84, 83, 83, 83, 83 images); then each speaker's 50 clips of the
+    digit, in file-name order, get the first 50 images of its group in that order. The MNIST-5k
+    60/20/20 split is not used: every image belongs to one speaker, so an image is a training
+    image of exactly the folds in which its speaker trains.
+    """
+    speakers = tuple(LOSO_VALID)
+    rng = np.random.default_rng(LOSO_IMAGE_SEED)
+    group = np.full(len(data.image_label), "", dtype=data.audio_speaker.dtype)
+    pair = np.full(len(data.audio_label), -1, dtype=np.int64)
+    for digit in range(10):
+        rows = rng.permutation(np.flatnonzero(data.image_label == digit))
+        for speaker, chunk in zip(speakers, np.array_split(rows, len(speakers)), strict=True):
+            group[chunk] = speaker
+            clips = np.flatnonzero((data.audio_label == digit) & (data.audio_speaker == speaker))
+            clips = clips[np.argsort(data.audio_path[clips], kind="stable")]
+            if len(clips) > len(chunk):
+                raise ValueError(
+                    f"av-digits loso: speaker {speaker} has {len(clips)} clips of digit {digit} "
+                    f"and only {len(chunk)} images in its group."
+                )
+            pair[clips] = chunk[: len(clips)]
+    return group, pair
+
+
 def redraw_pairs(data: AvDigits, split: str, rng: np.random.Generator) -> np.ndarray:
     """A fresh label-level pairing of ``split``: for each clip (in ``data.clips(split)`` order), an
     image row of the same split and digit, without repetition while the digit's images last."""
     clips = data.clips(split)
     rows = data.image_rows(split)
-    out = np.empty(len(clips), dtype=np.int64)
-    for digit in np.unique(data.audio_label[clips]):
-        c = np.flatnonzero(data.audio_label[clips] == digit)
-        pool = rows[data.image_label[rows] == digit]
-        if len(pool) == 0:
-            raise ValueError(f"split {split!r} has clips of digit {digit} but no images of it.")
-        reps = -(-len(c) // len(pool))
-        draw = np.concatenate([rng.permutation(pool) for _ in range(reps)])[: len(c)]
+    return _draw_within_digit(
+        data.audio_label[clips], rows, data.image_label[rows], rng, f"split {split!r}"
+    )
+
+
+def _draw_within_digit(
+    labels: np.ndarray,
+    pool: np.ndarray,
+    pool_labels: np.ndarray,
+    rng: np.random.Generator,
+    what: str,
+) -> np.ndarray:
+    """For each label, an element of ``pool`` with that label, without repetition while the
+    label's pool lasts (one ``rng.permutation`` per pass over it, labels in ascending order)."""
+    out = np.empty(len(labels), dtype=np.int64)
+    for digit in np.unique(labels):
+        c = np.flatnonzero(labels == digit)
+        candidates = pool[pool_labels == digit]
+        if len(candidates) == 0:
+            raise ValueError(f"{what} has clips of digit {digit} but no images of it.")
+        reps = -(-len(c) // len(candidates))
+        draw = np.concatenate([rng.permutation(candidates) for _ in range(reps)])[: len(c)]
         out[c] = draw
     return out
 
@@ -466,42 +539,56 @@ def av_digits(
     redraw: bool = True,
     verify: bool = True,
 ) -> BenchData:
-    """Spoken (FSDD) x handwritten (MNIST-5k) digits, one row per clip and its fixed image pair
-    (``pairs.csv``): ``image [3000, 784]`` (pixels / 255), ``audio [3000, frames, 20]`` MFCC
+    """Spoken (FSDD) x handwritten (MNIST-5k) digits, one row per clip and its fixed image pair:
+    ``image [3000, 784]`` (pixels / 255), ``audio [3000, frames, 20]`` MFCC
     frames resampled to ``frames`` steps (``lengths["audio"]`` = ``frames``: every step is real
     after resampling; the true frame count is ``extras["frame_count"]``), or with
     ``frames=None`` the true frames ``[3000, 227, 20]`` zero-padded at the end with
     ``lengths["audio"]`` their counts (13-228), optionally
     ``audio_stats [3000, 40]`` (per-clip MFCC mean + sd). Labels: the digit (10 classes).
 
-    Protocol ``speaker``: train george, jackson, nicolas, yweweler; valid lucas; test theo.
-    ``held_out=<speaker>``: leave-one-speaker-out (that speaker tests, the next one validates).
+    Protocol ``speaker`` (the default): train george, jackson, nicolas, yweweler; valid lucas;
+    test theo; images split 60/20/20 and paired as in ``pairs.csv`` (the README's protocol).
+
+    Protocol ``loso`` (leave one speaker out): six folds, fold k in :data:`LOSO_VALID` order
+    (george, jackson, lucas, nicolas, theo, yweweler): speaker k tests, ``LOSO_VALID[k]``
+    validates, the other four train. The images are partitioned among the six speakers within
+    digit (:func:`loso_pairs`) and every clip is paired with an image of its own speaker's group,
+    so no fold tests or validates on an image it trains on (the ``speaker`` protocol's pairs
+    cannot do that: four speakers' clips are paired with training images). The rows ``x`` are the
+    same in every fold (audio z-scored on all 3,000 clips: an affine map per coefficient, which
+    the runner's per-fold standardisation on the training rows replaces). ``held_out=<speaker>``
+    gives that speaker's fold alone (protocol ``loso``; the ``speaker`` protocol has no
+    ``held_out``). ``extras["image_group"]`` is the speaker group of each MNIST-5k row.
+
     ``redraw`` (default on): :attr:`BenchData.redraw` re-draws the training images within digit
-    every epoch; valid and test keep the fixed pairs. ``groups`` = speaker.
+    every epoch; valid and test keep the fixed pairs. Under ``speaker`` it draws from the training
+    images of the split; under ``loso`` from the groups of the speakers of the rows it is given
+    (the fold's training rows: its four training speakers). ``groups`` = speaker.
     """
-    proto = check_protocol("av-digits", protocol, ("speaker",))
+    proto = check_protocol("av-digits", protocol, PROTOCOLS) if held_out is None else "loso"
+    if held_out is not None:
+        if protocol not in (None, "loso"):
+            raise ConfigError(
+                f"av-digits: held_out={held_out!r} is a fold of protocol 'loso'; protocol "
+                f"{protocol!r} has no held-out speaker. Give protocol='loso' (or none) with "
+                "held_out, or leave held_out out."
+            )
+        _check_speaker(held_out)
     if frames is not None and frames < 1:
         raise ConfigError(f"av-digits: frames must be >= 1 or None (true frames), got {frames}.")
     data = _av_loaded(data_dir, frames or 32, verify)
-    if held_out is not None:
-        data = held_out_speaker(data, held_out)
-    n = len(data.audio_label)
+    if proto == "loso":
+        return _loso(data, held_out, frames, audio_stats, redraw)
     train, valid, test = (data.clips(s) for s in ("train", "valid", "test"))
     flat = data.images.reshape(len(data.images), -1)
-    if frames is None:
-        audio, audio_len = _true_frames(data.audio_raw, train)
-    else:
-        audio, audio_len = data.audio_frames.copy(), np.full(n, frames, dtype=np.int64)
-    x = {"image": flat[data.pair_image], "audio": audio}
-    if audio_stats:
-        x["audio_stats"] = data.audio_stats.copy()
-    split_text = f"held-out speaker {held_out}" if held_out else "test theo, valid lucas"
+    x, audio_len = _inputs(data, flat, data.pair_image, train, frames, audio_stats)
     return BenchData(
         name="av-digits",
         protocol=proto,
         description=(
-            f"FSDD spoken digits x MNIST-5k images, label-level pairs, split by speaker "
-            f"({split_text}); 3,000 clips with their fixed image pairs"
+            "FSDD spoken digits x MNIST-5k images, label-level pairs, split by speaker "
+            "(test theo, valid lucas); 3,000 clips with their fixed image pairs"
         ),
         x=x,
         lengths={"audio": audio_len},
@@ -509,19 +596,13 @@ def av_digits(
         task="classification",
         num_classes=10,
         folds=fixed_folds(train, valid, test),
-        digest=sha256_of(data.digest, f"held_out={held_out};frames={frames}"),
+        digest=sha256_of(data.digest, f"held_out=None;frames={frames}"),
         primary="acc",
         groups=data.audio_speaker,
         changes=(
             "pairs share only the digit (no instance-level correspondence)",
-            (
-                f"MFCC frames resampled to {frames} steps"
-                if frames
-                else "MFCC frames at their true length, zero-padded at the end"
-            )
-            + "; audio z-scored with the train clips",
+            _frames_text(frames) + "; audio z-scored with the train clips",
             *(("training image pairs re-drawn within digit every epoch",) if redraw else ()),
-            *((f"leave-one-speaker-out: {held_out} tests",) if held_out else ()),
         ),
         extras={
             "speaker": data.audio_speaker,
@@ -530,6 +611,133 @@ def av_digits(
         },
         redraw=_image_redraw(data, flat, train) if redraw else None,
     )
+
+
+#: protocols of :func:`av_digits` (the first is the default)
+PROTOCOLS = ("speaker", "loso")
+
+
+def _frames_text(frames: int | None) -> str:
+    if frames:
+        return f"MFCC frames resampled to {frames} steps"
+    return "MFCC frames at their true length, zero-padded at the end"
+
+
+def _inputs(
+    data: AvDigits,
+    flat: np.ndarray,
+    pair: np.ndarray,
+    norm_rows: np.ndarray,
+    frames: int | None,
+    audio_stats: bool,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``x`` (images of the pairs ``pair``, audio; true frames z-scored on ``norm_rows``) and
+    the audio lengths."""
+    if frames is None:
+        audio, audio_len = _true_frames(data.audio_raw, norm_rows)
+    else:
+        n = len(data.audio_label)
+        audio, audio_len = data.audio_frames.copy(), np.full(n, frames, dtype=np.int64)
+    x = {"image": flat[pair], "audio": audio}
+    if audio_stats:
+        x["audio_stats"] = data.audio_stats.copy()
+    return x, audio_len
+
+
+def _loso(
+    data: AvDigits, held_out: str | None, frames: int | None, audio_stats: bool, redraw: bool
+) -> BenchData:
+    """The ``loso`` protocol of :func:`av_digits` (every fold, or ``held_out``'s alone)."""
+    every = np.arange(len(data.audio_label))
+    data = _restandardised(data, every)
+    group, pair = loso_pairs(data)
+    flat = data.images.reshape(len(data.images), -1)
+    x, audio_len = _inputs(data, flat, pair, every, frames, audio_stats)
+    speakers = [held_out] if held_out else list(LOSO_VALID)
+    split_text = f"held-out speaker {held_out}" if held_out else "each speaker tests in turn"
+    assignment = sha256_of(group.astype("U").tobytes(), pair.astype("<i8").tobytes())
+    return BenchData(
+        name="av-digits",
+        protocol="loso",
+        description=(
+            f"FSDD spoken digits x MNIST-5k images, label-level pairs, leave one speaker out "
+            f"({split_text}; the next speaker validates); 3,000 clips, each paired with an "
+            "image of its own speaker's image group"
+        ),
+        x=x,
+        lengths={"audio": audio_len},
+        y=data.audio_label,
+        task="classification",
+        num_classes=10,
+        folds=_speaker_folds(data, speakers),
+        digest=sha256_of(
+            data.digest,
+            f"protocol=loso;images={assignment};held_out={held_out};frames={frames}",
+        ),
+        primary="acc",
+        groups=data.audio_speaker,
+        changes=(
+            "pairs share only the digit (no instance-level correspondence)",
+            _frames_text(frames) + "; audio z-scored with all 3,000 clips (the runner "
+            "standardises each fold on its training rows)",
+            f"MNIST-5k partitioned among the six speakers within digit (seed {LOSO_IMAGE_SEED}; "
+            "83-84 images per speaker and digit), each clip paired with an image of its "
+            "speaker's group: no fold tests or validates on its training images",
+            *(
+                (
+                    "training image pairs re-drawn every epoch within digit from the training "
+                    "speakers' image groups",
+                )
+                if redraw
+                else ()
+            ),
+            *((f"leave-one-speaker-out: {held_out} tests",) if held_out else ()),
+        ),
+        extras={
+            "speaker": data.audio_speaker,
+            "image_row": pair,
+            "image_group": group,
+            "frame_count": data.audio_frame_count,
+        },
+        redraw=_group_redraw(data, flat, group) if redraw else None,
+    )
+
+
+def _speaker_folds(data: AvDigits, speakers: list[str]) -> Callable[[int], list[Fold]]:
+    """One fold per test speaker (the same for every seed): ``LOSO_VALID`` of it validates."""
+    fixed = []
+    for k, speaker in enumerate(speakers):
+        valid = LOSO_VALID[speaker]
+        fixed.append(
+            Fold(
+                train=np.flatnonzero(~np.isin(data.audio_speaker, [speaker, valid])),
+                valid=np.flatnonzero(data.audio_speaker == valid),
+                test=np.flatnonzero(data.audio_speaker == speaker),
+                fold=k,
+            )
+        )
+
+    def folds(seed: int) -> list[Fold]:
+        return [replace(f, seed=seed) for f in fixed]
+
+    return folds
+
+
+def _group_redraw(
+    data: AvDigits, flat: np.ndarray, group: np.ndarray
+) -> Callable[[np.ndarray, np.random.Generator], dict[str, np.ndarray]]:
+    """:attr:`BenchData.redraw` of the ``loso`` protocol: for the given (training) rows, fresh
+    images within digit from the image groups of those rows' speakers only."""
+
+    def redraw_images(rows: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        rows = np.asarray(rows, dtype=np.int64)
+        pool = np.flatnonzero(np.isin(group, np.unique(data.audio_speaker[rows])))
+        drawn = _draw_within_digit(
+            data.audio_label[rows], pool, data.image_label[pool], rng, "av-digits redraw"
+        )
+        return {"image": flat[drawn]}
+
+    return redraw_images
 
 
 def _image_redraw(

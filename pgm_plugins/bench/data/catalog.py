@@ -8,8 +8,9 @@ name                protocols    what (module)
 ``mosi-utterance``  clean,       CMU-MOSI utterance features (:mod:`.mosi`); ``clean``:
                     standard     752 unseen utterances, 5 folds by video x seeds;
                                  ``standard``: 2,199 utterances, SDK folds, MiniLM text + audio
-``av-digits``       speaker      spoken x handwritten digits, split by speaker
-                                 (``held_out=<speaker>``: leave-one-speaker-out; :mod:`.av_digits`)
+``av-digits``       speaker,     spoken x handwritten digits, split by speaker; ``loso``: 6
+                    loso         folds, each speaker tests in turn, images partitioned by speaker
+                                 (``held_out=<speaker>``: one of them; :mod:`.av_digits`)
 ``npz``             default      any multi-view ``.npz`` (``path=...``; :mod:`.npz`)
 ``mmsa-pkl``        default      MMSA's ``aligned_50.pkl`` / ``unaligned_50.pkl`` (``path``;
                                  :mod:`.pickles`)
@@ -17,7 +18,8 @@ name                protocols    what (module)
 ==================  ===========  ====================================================
 
 Features are returned **raw** (as read; av-digits' MFCCs z-scored on its train clips, as its
-loader always did): the runner standardises every modality with the training rows of each fold.
+loader always did, or on all clips under ``loso``): the runner standardises every modality with
+the training rows of each fold.
 Loading never downloads: missing files raise an error naming them, the folder looked in and how it
 was chosen (:mod:`.location`). :func:`fetch_dataset` (``pgm bench fetch NAME``) downloads on
 request, through the data set's recipe in :data:`FETCHERS`.
@@ -69,7 +71,7 @@ BUILTIN: dict[str, tuple[Callable[..., BenchData], str]] = {
 PROTOCOLS: dict[str, tuple[str, ...]] = {
     "synthetic": ("default",),
     "mosi-utterance": ("clean", "standard"),
-    "av-digits": ("speaker",),
+    "av-digits": ("speaker", "loso"),
     "npz": ("default",),
     "mmsa-pkl": ("default",),
     "mult-pkl": ("default",),
