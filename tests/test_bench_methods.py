@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import types
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import pgm_plugins as pp
+from pgm_plugins import hookimpl
 from pgm_plugins.bench.arm import ArmContext
 from pgm_plugins.bench.arms import UniHeadsControl
 from pgm_plugins.bench.late_fusion import LateFusionRun
@@ -400,3 +402,28 @@ def test_both_arms_run_from_the_command_line(tmp_path):
     }
     assert recs["ogm_ge"]["arm"]["settings_tried"] == 2 and recs["ogm_ge"]["arm"]["noise"] is False
     assert recs["mmpareto"]["arm"]["settings_tried"] == 1
+
+
+def test_an_arm_is_refused_on_a_host_that_trains_another_task(registry, tmp_path):  # noqa: F811
+    """The MMSA hosts train as regression on +-1 labels of classification data: a
+    classification-only arm (ogm_ge) is refused there in plan, before any cell runs."""
+
+    class AsRegression(LateFusionRun):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.block_config = {"task": "regression", "num_classes": None}
+
+    plugin = types.ModuleType("regression_host_plugin")
+
+    @hookimpl
+    def pgm_register_bench_hosts(register):
+        register("as_regression", AsRegression, "late fusion that says it trains regression")
+
+    plugin.pgm_register_bench_hosts = pgm_register_bench_hosts  # type: ignore[attr-defined]
+    registry.register_plugin(plugin, "regression_host")
+    registry.refresh()
+    suite = _suite(registry, hosts=["as_regression"], arms=["ogm_ge"])
+    runner = Runner(suite, tmp_path, registry=registry, quiet=True)
+    with pytest.raises(RunnerError, match=r"trains as regression .* ogm_ge support only"):
+        runner.plan()
+    assert not (tmp_path / "t").exists()

@@ -642,6 +642,20 @@ class Runner:
                 ) from exc
             if host == SINGLE_HOST and all(a.startswith(SINGLE_PREFIX) for a in arms):
                 continue
+            # a host may train another task than the data's (MMSA hosts: regression on +-1)
+            trains = str(dict(getattr(run, "block_config", None) or {}).get("task", data.task))
+            unfit = [
+                a
+                for a in arms
+                if not a.startswith(SINGLE_PREFIX) and trains not in self.arm(a).tasks
+            ]
+            if unfit:
+                raise RunnerError(
+                    f"bench host {host!r} trains as {trains} on {data.name}, and arm(s) "
+                    f"{', '.join(unfit)} support only "
+                    f"{' and '.join(self.arm(unfit[0]).tasks)}; leave them out of this suite "
+                    "or run them in a suite without that host. Nothing was run."
+                )
             for arm in blocks:
                 config: dict[str, Any] = {
                     "task": data.task,
