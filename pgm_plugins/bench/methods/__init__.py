@@ -1,7 +1,8 @@
 """Methods users would pick instead of PgM, as arms: each written from its paper, cited in its
 module (``ogm_ge``: Peng et al., CVPR 2022; ``mmpareto``: Wei & Hu, ICML 2024; ``ume`` and
-``umt``: Du et al., ICML 2023; ``guided``: PgM guided by uni-modal training), and registered by the bench's own plugin beside the built-in
-arms. docs/method.md says how each is generalised to the bench's hosts and where it runs."""
+``umt``: Du et al., ICML 2023; ``guided``: PgM guided by uni-modal training), and registered by
+the bench's own plugin beside the built-in arms. docs/method.md says how each is generalised to
+the bench's hosts and where it runs."""
 
 from __future__ import annotations
 
