@@ -279,7 +279,7 @@ def test_both_arms_run_through_the_runner_and_record_their_settings(registry, tm
     for r in (ogm, par):
         assert r["parameters"]["block"] > 0 and 0 <= r["metrics"]["test"]["acc"] <= 1
     # the default grids: three alphas, one gamma
-    assert [s.name for s in method_arms()] == ["ogm_ge", "mmpareto", "ume", "umt"]
+    assert [s.name for s in method_arms()] == ["ogm_ge", "mmpareto", "ume", "umt", "pgm-guided"]
     ctx = _ctx("ogm_ge")
     assert len(method_arms()[0].grid(ctx)) == 3 and len(method_arms()[1].grid(ctx)) == 1
 

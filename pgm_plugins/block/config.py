@@ -163,6 +163,19 @@ class PgMConfig:
         0.1,
     )
     lambda_align: float = _help("weight of the 'shared' learner's alignment loss", 0.1)
+    lambda_teacher: float = _help(
+        "weight of the teacher distillation (PgM guided by uni-modal training): a linear map "
+        "from each modality's pooled uni part predicts that modality's uni-modal teacher "
+        "features, standardised per batch (mean over modalities); only the uni part and its "
+        "map get its gradient. 0 (default) builds no map; > 0 needs the teacher's features, "
+        "aux_loss(targets, teacher={modality: features})",
+        0.0,
+    )
+    teacher_widths: dict[str, int] = _help(
+        "width of each modality's teacher features (modalities it leaves out: d_m, as when the "
+        "teacher is a uni-modal model of the same host at the same sites)",
+        factory=dict,
+    )
     uni_learner: bool = _help("ablation switch: False removes the uni-modal learners", True)
     paired_learner: bool = _help("ablation switch: False removes the paired-modal learner", True)
     decoder: bool = _help(
@@ -278,6 +291,7 @@ class PgMConfig:
                 if not _is_number(value) or value < 0:
                     raise ConfigError(f"{f.name}={value!r} must be a finite number >= 0.")
         self._validate_bounds()
+        self._validate_teacher_widths()
         self.lr_mult = self._validate_factors("lr_mult", self.lr_mult, self.group_names())
         self.grad_scale = self._validate_factors(
             "grad_scale", self.grad_scale, self.branch_names(), allow_zero=True
@@ -336,6 +350,26 @@ class PgMConfig:
         for key, value in values:
             if not _is_number(value) or not 0.0 <= float(value) <= 1.0:
                 raise ConfigError(f"rho for {key!r} is {value!r}; it must be a number in [0, 1].")
+
+    def _validate_teacher_widths(self) -> None:
+        if not isinstance(self.teacher_widths, Mapping):
+            raise ConfigError(
+                f"teacher_widths={self.teacher_widths!r} must be a mapping modality -> width, "
+                "e.g. {'text': 768}."
+            )
+        self.teacher_widths = dict(self.teacher_widths)
+        for name, width in self.teacher_widths.items():
+            if name not in self.modalities:
+                raise ConfigError(
+                    f"teacher_widths names modality {name!r}, which is not configured; "
+                    f"configured: {choices_text(self.modalities)}."
+                    + did_you_mean(str(name), self.modalities)
+                )
+            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+                raise ConfigError(
+                    f"teacher_widths[{name!r}]={width!r} must be a positive int (the width of "
+                    "that modality's teacher features)."
+                )
 
     def _validate_bounds(self) -> None:
         b = self.rho_bounds
@@ -407,6 +441,10 @@ class PgMConfig:
         if self.bottleneck is not None:
             return min(d, self.bottleneck)
         return auto_bottleneck(d)
+
+    def teacher_width(self, modality: str) -> int:
+        """Width of ``modality``'s teacher features (``teacher_widths``, else ``d_m``)."""
+        return self.teacher_widths.get(modality, self.modalities[modality])
 
     def uni_hidden(self, modality: str) -> int:
         return self.uni_width if self.uni_width is not None else 2 * self._size(modality)

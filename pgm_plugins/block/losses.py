@@ -22,6 +22,7 @@ __all__ = [
     "masked_mse",
     "sum_terms",
     "task_loss",
+    "teacher_loss",
 ]
 
 
@@ -74,6 +75,24 @@ def task_loss(logits: Tensor, targets: Tensor, task: str, regression_loss: str =
     if regression_loss == "mse":
         return F.mse_loss(pred, targets)
     return F.l1_loss(pred, targets)
+
+
+def teacher_loss(pred: Tensor, teacher: Tensor, eps: float = 1e-5) -> Tensor:
+    """Distillation of a frozen teacher's features into a student's prediction of them.
+
+    ``pred`` and ``teacher`` are ``[B, c]``; the teacher is detached and standardised over the
+    batch per channel, ``t' = (t - mean_B t) / sqrt(var_B t + eps)`` (biased variance, so one
+    row gives zeros, not NaN), and the loss is ``mean_B mean_c (pred - t')^2``, in float32.
+
+    Why this form: the target is fixed, so nothing the student does can shrink it; a learned map
+    on the teacher's side, or a loss on raw features, could be lowered by scaling both sides
+    towards 0 (collapse) or be dominated by the teacher's largest channels. Standardised, every
+    channel counts alike and the term's scale (about 1 for a student that predicts nothing)
+    does not depend on the teacher's feature scale, so one weight means the same on every host.
+    """
+    t = teacher.detach().float()
+    t = (t - t.mean(0)) / torch.sqrt(t.var(0, unbiased=False) + eps)
+    return (pred.float() - t).pow(2).mean()
 
 
 def masked_mse(a: Tensor, b: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -34,6 +34,7 @@ from pgm_plugins.block.losses import (
     info_nce_loss,
     sum_terms,
     task_loss,
+    teacher_loss,
 )
 from pgm_plugins.block.mlp import masked_mean
 from pgm_plugins.block.modality_ops import LoopOps, ModalityOps, SplitCodes, Values
@@ -99,21 +100,32 @@ class PgMOutput:
     logits: dict[str, Tensor]  #: head outputs: 'uni.<m>' and 'paired'
     paired_skipped: bool = False  #: True when the paired path could not run (one modality)
     config: PgMConfig | None = field(default=None, repr=False)
+    #: each modality's prediction of its teacher's features from its pooled uni part
+    #: (``lambda_teacher > 0``); None: the block has no teacher path
+    teacher_preds: dict[str, Tensor] | None = None
 
     def share_values(self) -> dict[str, float]:
         """The uni-modal shares as plain floats (detached), for logs and plots."""
         return {m: float(s.detach()) for m, s in self.shares.items()}
 
-    def loss_terms(self, targets: Tensor | None = None) -> dict[str, Tensor]:
-        """Every auxiliary loss term by name, weighted; label terms only when ``targets`` given."""
+    def loss_terms(
+        self, targets: Tensor | None = None, teacher: Mapping[str, Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        """Every auxiliary loss term by name, weighted; label terms only when ``targets`` given.
+
+        ``teacher``: each modality's teacher features for this batch (``[B, c]`` or
+        ``[B, T, c]``, ``c = config.teacher_width(m)``), required when ``lambda_teacher > 0``
+        and refused otherwise; they give the terms ``teacher.<m>`` (docs/design.md, "Losses").
+        """
         terms = dict(self.losses)
+        distilled = self.teacher_terms(teacher)
         if targets is None or not self.logits:
             if targets is not None and self.config is not None and not self.config.has_labels:
                 raise InputError(
                     "targets were given but the block's task is 'none'; configure "
                     "task='regression' or 'classification' to train its heads."
                 )
-            return terms
+            return terms | distilled
         cfg = self.config
         assert cfg is not None
         batch = next(iter(self.logits.values())).shape[0]
@@ -122,11 +134,78 @@ class PgMOutput:
         for name, logits in self.logits.items():
             weight = cfg.lambda_paired if name == "paired" else cfg.lambda_uni / n_mod
             terms[f"task.{name}"] = weight * task_loss(logits, y, cfg.task, cfg.regression_loss)
-        return terms
+        return terms | distilled
 
-    def aux_loss(self, targets: Tensor | None = None) -> Tensor:
+    def teacher_terms(self, teacher: Mapping[str, Tensor] | None) -> dict[str, Tensor]:
+        """``teacher.<m>``: ``(lambda_teacher / M) * teacher_loss(P_m(pool u~_m), pool t_m)``
+        for every modality of this forward; ``{}`` for a block without a teacher path (and
+        ``teacher=None``). Checked whole before any term is computed."""
+        if self.teacher_preds is None:
+            if teacher is not None:
+                weight = None if self.config is None else self.config.lambda_teacher
+                raise InputError(
+                    f"teacher= was given but this block has no teacher path (lambda_teacher="
+                    f"{weight}); configure lambda_teacher > 0 (e.g. 0.5) to distil the teacher "
+                    "into the uni parts, or drop teacher=."
+                )
+            return {}
+        cfg = self.config
+        assert cfg is not None
+        if teacher is None:
+            raise InputError(
+                f"lambda_teacher={cfg.lambda_teacher} needs the teacher's features: call "
+                "aux_loss(targets, teacher={modality: features}) with one [B, c] or [B, T, c] "
+                f"tensor per modality of the forward ({choices_text(self.teacher_preds)}), or "
+                "set lambda_teacher=0."
+            )
+        if not isinstance(teacher, Mapping):
+            raise InputError(
+                f"teacher= must be a mapping modality -> tensor, got {type(teacher).__name__}."
+            )
+        unknown = [m for m in teacher if m not in cfg.modalities]
+        if unknown:
+            raise UnknownNameError(
+                f"teacher= names modality {unknown[0]!r}, which is not configured; configured: "
+                f"{choices_text(cfg.modalities)}." + did_you_mean(str(unknown[0]), cfg.modalities)
+            )
+        missing = [m for m in self.teacher_preds if m not in teacher]
+        if missing:
+            raise InputError(
+                f"teacher= has no features for modality {missing[0]!r} of this forward; "
+                f"give one tensor per modality: {choices_text(self.teacher_preds)}."
+            )
+        pooled: dict[str, Tensor] = {}
+        for m, pred in self.teacher_preds.items():
+            t = teacher[m]
+            width = cfg.teacher_width(m)
+            if not isinstance(t, Tensor) or t.dim() not in (2, 3):
+                shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                raise InputError(
+                    f"teacher features of modality {m!r}: expected [B, {width}] or "
+                    f"[B, T, {width}], got {shape}."
+                )
+            if t.shape[0] != pred.shape[0] or t.shape[-1] != width:
+                raise InputError(
+                    f"teacher features of modality {m!r} have shape {tuple(t.shape)}; this "
+                    f"forward needs batch {pred.shape[0]} and width {width} (set "
+                    f"PgMConfig.teacher_widths[{m!r}] for a teacher of another width)."
+                )
+            mask = self.parts[m].mask if m in self.parts else None
+            if t.dim() == 3:
+                fits = mask is not None and tuple(mask.shape) == tuple(t.shape[:2])
+                t = masked_mean(t, mask if fits else None)
+            pooled[m] = t
+        weight = cfg.lambda_teacher / len(cfg.modalities)
+        return {
+            f"teacher.{m}": weight * teacher_loss(pred, pooled[m])
+            for m, pred in self.teacher_preds.items()
+        }
+
+    def aux_loss(
+        self, targets: Tensor | None = None, teacher: Mapping[str, Tensor] | None = None
+    ) -> Tensor:
         """Sum of :meth:`loss_terms`: add it to the host's task loss."""
-        return sum_terms(self.loss_terms(targets), next(iter(self.outputs.values())))
+        return sum_terms(self.loss_terms(targets, teacher), next(iter(self.outputs.values())))
 
 
 class PgMBlock(nn.Module):
@@ -171,6 +250,13 @@ class PgMBlock(nn.Module):
         )
         self.paired_bias = (
             nn.Parameter(torch.zeros(cfg.out_dim)) if len(self.paired_heads) else None
+        )
+        # the teacher maps P_m: pooled u~_m -> the teacher's width (a FitNets-style regressor on
+        # the student's side, so the fixed teacher target cannot collapse)
+        self.teacher_heads = nn.ModuleDict(
+            {m: nn.Linear(uni_out[m], cfg.teacher_width(m)) for m in names}
+            if cfg.lambda_teacher > 0
+            else {}
         )
         self.decoders = nn.ModuleDict(
             {
@@ -339,6 +425,7 @@ class PgMBlock(nn.Module):
             got["logits"],
             got["skipped"],
             self.config,
+            got["teacher_preds"],
         )
 
     def _phases(
@@ -369,6 +456,7 @@ class PgMBlock(nn.Module):
             "losses": self._losses(ops, h, q, paired_pooled),
             "logits": self._logits(ops, uni_learned, paired_pooled),
             "skipped": skipped,
+            "teacher_preds": self._teacher_preds(ops, uni_learned),
         }
 
     def _compiled_phases(self) -> Any:
@@ -496,6 +584,14 @@ class PgMBlock(nn.Module):
             )
         return logits
 
+    def _teacher_preds(self, ops: ModalityOps, uni: Values) -> dict[str, Tensor] | None:
+        """``P_m(pool u~_m)`` per modality (None without a teacher path): one ``Linear`` per
+        modality on its rows, since teacher widths may differ where the stack does not."""
+        if not len(self.teacher_heads):
+            return None
+        pooled = ops.rows(ops.pool(uni))
+        return {m: self.teacher_heads[m](pooled[m]) for m in ops.order}
+
     def _paired_sum(self, per_modality: Mapping[str, Tensor]) -> Tensor:
         """``sum_m W_m pool(p~_m) + b`` from the ``W_m pool(p~_m)``."""
         assert self.paired_bias is not None
@@ -544,8 +640,9 @@ class PgMBlock(nn.Module):
     def named_param_groups(self) -> dict[str, list[nn.Parameter]]:
         """Group name -> the block's parameters in it; every parameter lands in exactly one.
 
-        One group per (modality, part) for parts ``uni`` (learner and head), ``paired`` (the
-        learner's per-modality modules and the paired head's weight on this modality),
+        One group per (modality, part) for parts ``uni`` (learner, head and teacher map),
+        ``paired`` (the learner's per-modality modules and the paired head's weight on this
+        modality),
         ``partitioner`` (``Q`` and the gate logits) and ``decoder`` (``D`` and ``beta``), plus
         ``paired.shared`` (the weight-shared network of the 'shared' learner, the head's bias).
         """
@@ -557,6 +654,8 @@ class PgMBlock(nn.Module):
                 uni += self.uni_learners[m].parameters()
             if m in self.uni_heads:
                 uni += self.uni_heads[m].parameters()
+            if m in self.teacher_heads:
+                uni += self.teacher_heads[m].parameters()
             groups[f"{m}.uni"] = uni
             paired = list(learner.per_modality(m)) if learner is not None else []
             if m in self.paired_heads:

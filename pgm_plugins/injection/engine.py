@@ -76,6 +76,8 @@ from pgm_plugins.injection.site import (
 __all__ = ["DEFAULT_MAX_PENDING", "PgMInjection", "SiteSlot", "find_injections"]
 
 DEFAULT_MAX_PENDING = 8
+#: teacher features for ``aux_loss``: one mapping modality -> tensor, or one per pending forward
+Teacher = Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]] | None
 
 #: per-thread engine state: ``stack`` of active forwards, ``probing`` depth of dry runs
 _TLS = threading.local()
@@ -711,9 +713,18 @@ class PgMInjection(nn.Module):
         return list(self._live_pending())
 
     def loss_terms(
-        self, targets: Tensor | Sequence[Tensor] | None = None
+        self,
+        targets: Tensor | Sequence[Tensor] | None = None,
+        teacher: Teacher = None,
     ) -> tuple[dict[str, Tensor], int]:
-        """Weighted auxiliary loss terms over the pending forwards; returns ``(terms, count)``."""
+        """Weighted auxiliary loss terms over the pending forwards; returns ``(terms, count)``.
+        ``teacher``: the teacher features (``lambda_teacher > 0``), one mapping for every
+        forward or a list, one per forward, like ``targets``."""
+        if teacher is not None and self.config.lambda_teacher == 0:
+            raise InputError(
+                "teacher= was given but the block's lambda_teacher is 0, so nothing would read "
+                "it; configure lambda_teacher > 0 (e.g. 0.5) or drop teacher=."
+            )
         if _probing():
             return {}, 1  # a dry run of the engine (a zoo reading its losses in __call__)
         local = self._local
@@ -745,10 +756,11 @@ class PgMInjection(nn.Module):
             local.dropped = 0
         local.read = True
         per_record = _targets_per_record(targets, records)
+        per_teacher = _teacher_per_record(teacher, records)
         terms: dict[str, Tensor] = {}
-        for outs, y in zip(records, per_record, strict=True):
+        for outs, y, t in zip(records, per_record, per_teacher, strict=True):
             for out in outs:
-                for name, value in out.loss_terms(y).items():
+                for name, value in out.loss_terms(y, t).items():
                     terms[name] = terms[name] + value if name in terms else value
         if self.mode == "independent":
             for name, value in self._cross_call_terms(records, targets).items():
@@ -835,8 +847,10 @@ class PgMInjection(nn.Module):
                 terms[name] = terms[name] + value if name in terms else value
         return terms
 
-    def aux_loss(self, targets: Tensor | Sequence[Tensor] | None = None) -> Tensor:
-        terms, count = self.loss_terms(targets)
+    def aux_loss(
+        self, targets: Tensor | Sequence[Tensor] | None = None, teacher: Teacher = None
+    ) -> Tensor:
+        terms, count = self.loss_terms(targets, teacher)
         if count == 0:
             raise InjectionError(
                 "aux_loss() needs a forward of the model with the block enabled first; it covers "
@@ -1008,6 +1022,20 @@ def _targets_per_record(
         raise InputError(
             f"{len(per)} targets given for {len(records)} pending forwards; pass one targets "
             "tensor per forward since the last read (or one tensor for all)."
+        )
+    return per
+
+
+def _teacher_per_record(
+    teacher: Teacher, records: list[list[PgMOutput]]
+) -> list[Mapping[str, Tensor] | None]:
+    if teacher is None or isinstance(teacher, Mapping):
+        return [teacher] * len(records)
+    per: list[Mapping[str, Tensor] | None] = list(teacher)
+    if len(per) != len(records):
+        raise InputError(
+            f"{len(per)} teacher mappings given for {len(records)} pending forwards; pass one "
+            "mapping per forward since the last read (or one mapping for all)."
         )
     return per
 

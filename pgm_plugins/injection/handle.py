@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from pgm_plugins.block import ModalParts, PgMOutput
 from pgm_plugins.errors import InjectionError
-from pgm_plugins.injection.engine import PgMInjection, find_injections
+from pgm_plugins.injection.engine import PgMInjection, Teacher, find_injections
 from pgm_plugins.injection.freeze import FreezeSpec, TrainableSummary, resolve_freeze, summarise
 
 if TYPE_CHECKING:
@@ -130,16 +130,23 @@ class PgMHandle:
         """The block's outputs of the forwards the next read covers (this thread), oldest first."""
         return [o for outs in self.injection.pending() for o in outs]
 
-    def loss_terms(self, targets: Tensor | Sequence[Tensor] | None = None) -> dict[str, Tensor]:
+    def loss_terms(
+        self, targets: Tensor | Sequence[Tensor] | None = None, teacher: Teacher = None
+    ) -> dict[str, Tensor]:
         """The block's auxiliary loss terms by name, weighted, summed over the forwards since the
-        previous read. ``targets``: one tensor for every forward, or a list, one per forward."""
+        previous read. ``targets``: one tensor for every forward, or a list, one per forward.
+        ``teacher``: with ``lambda_teacher > 0`` (and only then), each modality's teacher
+        features for the batch, ``{modality: [B, c] or [B, T, c]}`` (or a list, one mapping per
+        forward): their distillation into the uni parts (docs/design.md, "Losses")."""
         self._check_live()
-        return self.injection.loss_terms(targets)[0]
+        return self.injection.loss_terms(targets, teacher)[0]
 
-    def aux_loss(self, targets: Tensor | Sequence[Tensor] | None = None) -> Tensor:
+    def aux_loss(
+        self, targets: Tensor | Sequence[Tensor] | None = None, teacher: Teacher = None
+    ) -> Tensor:
         """Sum of :meth:`loss_terms`; add it to the host's task loss."""
         self._check_live()
-        return self.injection.aux_loss(targets)
+        return self.injection.aux_loss(targets, teacher)
 
     @property
     def parts(self) -> dict[str, ModalParts]:
