@@ -261,17 +261,22 @@ def train_digest(train: np.ndarray) -> str:
     return hashlib.sha256(rows.astype("<i8").tobytes()).hexdigest()
 
 
-def _differences(old: Any, new: dict[str, Any]) -> list[str]:
-    """Which settings differ between a stored cell (``old``: its ``cell_settings``) and now."""
+def _differences(old: Any, new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Which settings differ between a stored cell (``old``: its ``cell_settings``) and now;
+    a setting that is a table (``block_defaults``, ``code``) names only its keys that differ
+    (``block_defaults.compile: '<absent>' -> False``), not the two tables whole."""
     if not isinstance(old, dict):
         return ["(the record does not list its settings)"]
     out = []
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
         if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+            if isinstance(a, dict) and isinstance(b, dict):
+                out += _differences(a, b, f"{prefix}{k}.")
+                continue
             if k.endswith("digest"):
                 a, b = str(a)[:16], str(b)[:16]
-            out.append(f"{k}: {a!r} -> {b!r}")
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
     return out
 
 
