@@ -630,6 +630,17 @@ class Runner:
                     f"hosts that take lr: {choices_text(take) if take else 'none'}. Remove lr, "
                     "or give it per host under [host_options.<host>] where the host takes it."
                 )
+        for arm in arms:  # each arm's grid from its [arm_options], as its cells will read it
+            spec = self.arm(arm)
+            mods = (str(spec.modality),) if spec.modality else data.modalities
+            for host in hosts:
+                try:
+                    spec.grid(self._context(spec, host, data, seed, {}, mods))
+                except Exception as exc:
+                    raise RunnerError(
+                        f"arm {arm!r} cannot make its settings grid from the suite's "
+                        f"[arm_options.{arm}] {dict(s.arm_options.get(arm, {}))}: {exc}"
+                    ) from exc
         blocks = [a for a in arms if self.arm(a).block]
         for host in hosts:
             try:
