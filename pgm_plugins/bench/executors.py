@@ -437,6 +437,8 @@ class ProcessPool(Executor):
         if not self._futures:
             return self._rebuild([]) if self._unsubmitted else []
         done, _ = cf.wait(list(self._futures), timeout, return_when=cf.FIRST_COMPLETED)
+        with self._lock:  # read the start notes now: a full pipe would block the workers
+            self._drain()
         out: list[Outcome] = []
         broken: list[tuple[int, Job]] = []
         for future in done:
