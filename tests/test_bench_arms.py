@@ -17,7 +17,7 @@ from pgm_plugins.bench.arm import ArmContext, ArmRun, ArmSpec
 from pgm_plugins.bench.arms import get_arm
 from pgm_plugins.bench.runner import Runner, RunnerError
 from pgm_plugins.bench.suite import SuiteError, parse_suite
-from pgm_plugins.errors import UnknownNameError
+from pgm_plugins.errors import ConfigError, UnknownNameError
 from tests.test_bench_runner import _records, registry  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
@@ -284,8 +284,8 @@ def test_a_misspelt_mslr_option_is_refused_not_ignored(registry, tmp_path):  # n
     """``[arm_options.mslr] scalez`` ran mslr on its default scales and said nothing."""
     suite = _suite(registry, arms=["mslr"], arm_options={"mslr": {"scalez": [1.0, 2.0]}})
     runner = Runner(suite, tmp_path, registry=registry, quiet=True)
-    with pytest.raises(RunnerError, match=r"no option 'scalez'.*'scales'.*Did you mean 'scales'"):
+    with pytest.raises(ConfigError, match=r"no option 'scalez'.*'scales'.*Did you mean 'scales'"):
         runner.plan()
     suite = _suite(registry, arms=["mslr"], arm_options={"mslr": {"scales": [0.0, "x"]}})
-    with pytest.raises(RunnerError, match=r"scales must be a non-empty list of positive numbers"):
+    with pytest.raises(ConfigError, match=r"scales must be a non-empty list of positive numbers"):
         Runner(suite, tmp_path, registry=registry, quiet=True).plan()

@@ -263,15 +263,15 @@ def train_digest(train: np.ndarray) -> str:
 
 def _differences(old: Any, new: dict[str, Any], prefix: str = "") -> list[str]:
     """Which settings differ between a stored cell (``old``: its ``cell_settings``) and now;
-    a setting that is a table (``block_defaults``, ``code``) names only its keys that differ
-    (``block_defaults.compile: '<absent>' -> False``), not the two tables whole."""
+    a setting that is a table on both sides (``block_defaults``, ``code``) names only its keys
+    that differ (``block_defaults.compile: '<absent>' -> False``), not the two tables whole."""
     if not isinstance(old, dict):
         return ["(the record does not list its settings)"]
     out = []
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
         if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
-            if isinstance(a, dict) and isinstance(b, dict):
+            if isinstance(a, dict) and isinstance(b, dict) and a and b:
                 out += _differences(a, b, f"{prefix}{k}.")
                 continue
             if k.endswith("digest"):
@@ -636,6 +636,8 @@ class Runner:
             for host in hosts:
                 try:
                     spec.grid(self._context(spec, host, data, seed, {}, mods))
+                except PgMError:  # the arm's own error names its options
+                    raise
                 except Exception as exc:
                     raise RunnerError(
                         f"arm {arm!r} cannot make its settings grid from the suite's "
