@@ -17,7 +17,7 @@ from pgm_plugins.bench.arm import ArmContext, ArmRun, ArmSpec
 from pgm_plugins.bench.arms import get_arm
 from pgm_plugins.bench.runner import Runner, RunnerError
 from pgm_plugins.bench.suite import SuiteError, parse_suite
-from pgm_plugins.errors import UnknownNameError
+from pgm_plugins.errors import ConfigError, UnknownNameError
 from tests.test_bench_runner import _records, registry  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
@@ -255,3 +255,37 @@ def test_a_first_stage_is_built_once_and_shared_by_the_arms_that_need_it(registr
     again = Runner(suite, tmp_path, registry=registry, quiet=True)
     again.run(cells)
     assert (artifact / "model.pt").stat().st_mtime_ns == stamp
+
+
+def _bad_grid(ctx: ArmContext) -> list[dict]:
+    weights = ctx.options.get("weights", [1.0])
+    if not isinstance(weights, list):
+        raise ValueError(f"weights must be a list; got {weights!r}.")
+    return [{"w": float(w)} for w in weights]
+
+
+def test_a_bad_arm_option_is_refused_by_plan_before_any_cell_runs(registry, tmp_path):  # noqa: F811
+    """An arm's grid is read from its options only when its cell runs: a bad option failed
+    that cell after the others had trained (exit 1, records written), not the plan (exit 2)."""
+    registry.register_plugin(
+        _plugin(ArmSpec("test.grid", "a grid", make=Recording, settings=_bad_grid)), "grid"
+    )
+    registry.refresh()
+    suite = _suite(
+        registry, arms=["baseline", "test.grid"], arm_options={"test.grid": {"weights": "x"}}
+    )
+    runner = Runner(suite, tmp_path, registry=registry, quiet=True)
+    with pytest.raises(RunnerError, match=r"arm 'test\.grid'.*weights.*'x'"):
+        runner.plan()
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_misspelt_mslr_option_is_refused_not_ignored(registry, tmp_path):  # noqa: F811
+    """``[arm_options.mslr] scalez`` ran mslr on its default scales and said nothing."""
+    suite = _suite(registry, arms=["mslr"], arm_options={"mslr": {"scalez": [1.0, 2.0]}})
+    runner = Runner(suite, tmp_path, registry=registry, quiet=True)
+    with pytest.raises(ConfigError, match=r"no option 'scalez'.*'scales'.*Did you mean 'scales'"):
+        runner.plan()
+    suite = _suite(registry, arms=["mslr"], arm_options={"mslr": {"scales": [0.0, "x"]}})
+    with pytest.raises(ConfigError, match=r"scales must be a non-empty list of positive numbers"):
+        Runner(suite, tmp_path, registry=registry, quiet=True).plan()

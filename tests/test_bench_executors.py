@@ -305,3 +305,39 @@ def test_a_plugin_made_inline_is_refused_before_workers_start(fresh_registry, tm
     with pytest.raises(RunnerError, match=r"registered inline in this process.*entry point"):
         runner.run(runner.plan(), executor=ProcessPool(2))
     assert not list((tmp_path / "w").glob("*.json"))
+
+
+def _pool_jobs(n: int, timeout: float) -> tuple[ProcessPool, int]:
+    """``n`` jobs through a one-worker pool, one at a time as the driver hands them out (a
+    spec that is not one: each job comes back at once as an error); returns the pool (open)
+    and how many came back before a wait ran ``timeout`` seconds empty."""
+    from pgm_plugins.bench.executors import Job
+
+    pool = ProcessPool(1)
+    pool.open("not a spec", None)
+    back = 0
+    for job_id in range(n):
+        pool.submit(job_id, Job(f"j{job_id}", "a job"))
+        got = pool.wait(timeout)
+        if not got:
+            break
+        back += len(got)
+    return pool, back
+
+
+def test_the_pool_reads_its_workers_start_notes_as_jobs_finish():
+    """Each job's worker notes its start on a pipe the driver read only when a worker died:
+    the pipe filled after about 2,700 jobs of one pool and the grid hung for good."""
+    pool, back = _pool_jobs(30, timeout=30)
+    try:
+        assert back == 30
+        assert pool._started.empty(), "the start notes pile up in the pipe"
+    finally:
+        pool.close()
+
+
+@pytest.mark.slow
+def test_a_pool_runs_more_jobs_than_its_start_pipe_holds():
+    pool, back = _pool_jobs(3200, timeout=20)
+    pool.close()
+    assert back == 3200

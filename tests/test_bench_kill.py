@@ -106,3 +106,47 @@ def test_sigkill_then_resume_loses_and_repeats_nothing(tmp_path):
     keys = {json.dumps(r["key"], sort_keys=True) for r in records}
     assert len(keys) == total and all(r["status"] == "done" for r in records)
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+#: a driver that starts the ``--jobs`` pool, has its worker say its PID, then waits
+POOL_DRIVER = """
+import os
+import time
+
+from pgm_plugins.bench.executors import ProcessPool
+
+pool = ProcessPool(1)
+pool.open(None, None)
+print(pool._pool.submit(os.getpid).result(), flush=True)
+time.sleep(300)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone for our purpose
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_the_pool_workers_of_a_driver_killed_with_sigkill_exit(tmp_path):
+    """SIGKILL of ``pgm bench run --jobs N`` (or the OOM killer) left its N workers alive,
+    each blocked forever on the driver's queue with torch and its data loaded."""
+    with subprocess.Popen(
+        [sys.executable, "-c", POOL_DRIVER], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            worker = int(proc.stdout.readline())
+            assert _alive(worker)
+        finally:
+            proc.kill()
+    deadline = time.monotonic() + 10
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = _alive(worker)
+    if alive:
+        os.kill(worker, signal.SIGKILL)
+    assert not alive, "the pool worker outlived its driver"

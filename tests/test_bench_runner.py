@@ -556,3 +556,20 @@ def test_batch_rows_never_trains_on_a_one_row_batch():
     assert [len(b) for b in batch_rows(rows[:5], 1, np.random.default_rng(0))] == [1] * 5
     with pytest.raises(ValueError, match="got 0"):
         list(batch_rows(rows, 0, None))
+
+
+def test_a_stale_cell_names_the_keys_of_a_table_that_changed_not_the_tables_whole():
+    """A new block default (``compile``) made every PgM cell of an older run stale; the refusal
+    listed both ``block_defaults`` tables whole (two 40-key dicts per cell) instead of the one
+    key that was added."""
+    from pgm_plugins.bench.runner import _differences
+
+    old = {"block_defaults": {"rho": 0.5, "tau": 1.0}, "code": {"pgm_plugins code": "aa"}}
+    new = {
+        "block_defaults": {"rho": 0.5, "tau": 1.0, "compile": False},
+        "code": {"pgm_plugins code": "bb"},
+    }
+    assert _differences(old, new) == [
+        "block_defaults.compile: '<absent>' -> False",
+        "code.pgm_plugins code: 'aa' -> 'bb'",
+    ]

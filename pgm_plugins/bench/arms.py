@@ -34,6 +34,7 @@ from pgm_plugins.bench.arm import ArmContext, ArmRun, ArmSpec
 from pgm_plugins.block import PgMBlock, PgMConfig, PgMOutput
 from pgm_plugins.block.mlp import masked_mean
 from pgm_plugins.block.optim import make_param_groups
+from pgm_plugins.errors import ConfigError, did_you_mean
 
 __all__ = [
     "ABLATIONS",
@@ -219,7 +220,25 @@ class MslrArm(ArmRun):
 
 
 def _mslr_settings(ctx: ArmContext) -> list[dict[str, Any]]:
-    return lr_scale_grid(ctx.modalities, tuple(ctx.options.get("scales", MSLR_SCALES)))
+    """The ``mslr`` grid from ``[arm_options.mslr] scales`` (its only option, checked)."""
+    for key in ctx.options:
+        if key != "scales":
+            raise ConfigError(
+                f"[arm_options.mslr] has no option {key!r}; valid: 'scales' (the learning-rate "
+                f"scales tried per modality, default {list(MSLR_SCALES)})."
+                + did_you_mean(key, ["scales"])
+            )
+    scales = ctx.options.get("scales", MSLR_SCALES)
+    if not (
+        isinstance(scales, list | tuple)
+        and scales
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in scales)
+    ):
+        raise ConfigError(
+            f"[arm_options.mslr] scales must be a non-empty list of positive numbers; got "
+            f"{scales!r}."
+        )
+    return lr_scale_grid(ctx.modalities, tuple(float(v) for v in scales))
 
 
 def _block_spec(name: str, description: str, kind: str = "pgm", **changes: Any) -> ArmSpec:

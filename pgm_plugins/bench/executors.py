@@ -212,11 +212,25 @@ _WORKER: dict[str, Any] = {"token": None, "runner": None, "index": 0, "started":
 
 def _init_pool_worker(started: Any, counter: Any) -> None:
     """A pool worker's initializer: its index (for its device) and the queue it reports the
-    jobs it starts on (how the driver knows whose worker died)."""
+    jobs it starts on (how the driver knows whose worker died); and a watch on the driver, so
+    a driver killed outright (SIGKILL, the OOM killer) takes its workers with it: they would
+    otherwise wait forever on its queue."""
     with counter.get_lock():
         _WORKER["index"] = counter.value
         counter.value += 1
     _WORKER["started"] = started
+    parent = mp.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_exit_with, args=(parent,), name="pgm-driver-watch", daemon=True
+        ).start()
+
+
+def _exit_with(parent: Any) -> None:
+    """Wait for the driver process to end, then end this worker at once (its cell in progress
+    is abandoned: only the driver writes records)."""
+    parent.join()
+    os._exit(1)
 
 
 def _worker_device(device: Any, index: int) -> Any:
@@ -423,6 +437,8 @@ class ProcessPool(Executor):
         if not self._futures:
             return self._rebuild([]) if self._unsubmitted else []
         done, _ = cf.wait(list(self._futures), timeout, return_when=cf.FIRST_COMPLETED)
+        with self._lock:  # read the start notes now: a full pipe would block the workers
+            self._drain()
         out: list[Outcome] = []
         broken: list[tuple[int, Job]] = []
         for future in done:

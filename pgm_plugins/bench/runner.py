@@ -261,17 +261,22 @@ def train_digest(train: np.ndarray) -> str:
     return hashlib.sha256(rows.astype("<i8").tobytes()).hexdigest()
 
 
-def _differences(old: Any, new: dict[str, Any]) -> list[str]:
-    """Which settings differ between a stored cell (``old``: its ``cell_settings``) and now."""
+def _differences(old: Any, new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Which settings differ between a stored cell (``old``: its ``cell_settings``) and now;
+    a setting that is a table on both sides (``block_defaults``, ``code``) names only its keys
+    that differ (``block_defaults.compile: '<absent>' -> False``), not the two tables whole."""
     if not isinstance(old, dict):
         return ["(the record does not list its settings)"]
     out = []
     for k in sorted(set(old) | set(new)):
         a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
         if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+            if isinstance(a, dict) and isinstance(b, dict) and a and b:
+                out += _differences(a, b, f"{prefix}{k}.")
+                continue
             if k.endswith("digest"):
                 a, b = str(a)[:16], str(b)[:16]
-            out.append(f"{k}: {a!r} -> {b!r}")
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
     return out
 
 
@@ -632,6 +637,19 @@ class Runner:
                     f"hosts that take lr: {choices_text(take) if take else 'none'}. Remove lr, "
                     "or give it per host under [host_options.<host>] where the host takes it."
                 )
+        for arm in arms:  # each arm's grid from its [arm_options], as its cells will read it
+            spec = self.arm(arm)
+            mods = (str(spec.modality),) if spec.modality else data.modalities
+            for host in hosts:
+                try:
+                    spec.grid(self._context(spec, host, data, seed, {}, mods))
+                except PgMError:  # the arm's own error names its options
+                    raise
+                except Exception as exc:
+                    raise RunnerError(
+                        f"arm {arm!r} cannot make its settings grid from the suite's "
+                        f"[arm_options.{arm}] {dict(s.arm_options.get(arm, {}))}: {exc}"
+                    ) from exc
         blocks = [a for a in arms if self.arm(a).block]
         for host in hosts:
             try:
