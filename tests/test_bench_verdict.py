@@ -62,7 +62,7 @@ def test_verdict_of_untestable_comparisons(tmp_path):
     _arm(tmp_path, "h1", "baseline", [0.6])
     _arm(tmp_path, "h1", "pgm", [0.7])
     lines = verdict(build_report(tmp_path, SUITE, plots=False))
-    assert "untested: 1 paired cell(s); a comparison needs 2" in _line(lines, "pgm")
+    assert "untested: 1 paired cell(s) with the host; a comparison needs 2" in _line(lines, "pgm")
 
 
 def test_one_summary_plot_per_data_set_in_the_report(tmp_path):

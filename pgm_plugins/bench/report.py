@@ -1249,7 +1249,7 @@ def _judge(c: Mapping[str, Any], higher: bool, what: str) -> tuple[str, str]:
     """(the word, the numbers) of one comparison with ``what`` (``the host``, ``capacity``)."""
     n = int(c["n"])
     if n < 2:
-        return "untested", f"{n} paired cell(s); a comparison needs 2"
+        return "untested", f"{n} paired cell(s) with {what}; a comparison needs 2"
     wins = f"({int(c['wins'])}/{n} better)"
     if _constant(c):
         diff = float(c["diff"])
