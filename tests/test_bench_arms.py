@@ -16,9 +16,10 @@ from pgm_plugins import hookimpl
 from pgm_plugins.bench.arm import ArmContext, ArmRun, ArmSpec
 from pgm_plugins.bench.arms import get_arm
 from pgm_plugins.bench.runner import Runner, RunnerError
-from pgm_plugins.bench.suite import SuiteError, parse_suite
+from pgm_plugins.bench.suite import SuiteError
 from pgm_plugins.errors import ConfigError, UnknownNameError
 from tests.test_bench_runner import _records, registry  # noqa: F401
+from tests.test_bench_runner import _suite as runner_suite
 
 REPO = Path(__file__).resolve().parents[1]
 CALLS: list[str] = []
@@ -78,23 +79,8 @@ def arms(registry):  # noqa: F811
 
 
 def _suite(registry, **changes):  # noqa: F811
-    table = {
-        "dataset": "tiny",
-        "hosts": ["late_fusion"],
-        "arms": ["baseline", "test.scaled"],
-        "seeds": [0],
-        "epochs": 2,
-        "patience": 1,
-        "batch": 32,
-        **changes,
-    }
-    return parse_suite(
-        "t",
-        table,
-        datasets=registry.datasets.names(),
-        hosts=registry.bench_hosts.names(),
-        arms=registry.arms.names(),
-    )
+    """The runner tests' tiny suite, with this module's arms and one seed."""
+    return runner_suite(registry, **{"arms": ["baseline", "test.scaled"], "seeds": [0], **changes})
 
 
 def test_a_plugin_arm_runs_through_the_runner_with_its_grid_and_hooks(arms, tmp_path):

@@ -27,9 +27,9 @@ from pgm_plugins.bench.methods.ogm_ge import (
 )
 from pgm_plugins.bench.runner import Runner, RunnerError
 from pgm_plugins.bench.step import Stage, Stepper
-from pgm_plugins.bench.suite import parse_suite
 from pgm_plugins.errors import ConfigError
 from tests.test_bench_runner import _records, registry, tiny  # noqa: F401
+from tests.test_bench_runner import _suite as runner_suite
 
 
 def _host(task: str = "classification", seed: int = 0):
@@ -243,23 +243,8 @@ def test_mmpareto_backward_integrates_encoder_gradients_and_sums_the_rest():
 
 
 def _suite(registry, **changes):  # noqa: F811
-    table = {
-        "dataset": "tiny",
-        "hosts": ["late_fusion"],
-        "arms": ["ogm_ge", "mmpareto"],
-        "seeds": [0],
-        "epochs": 2,
-        "patience": 1,
-        "batch": 32,
-        **changes,
-    }
-    return parse_suite(
-        "t",
-        table,
-        datasets=registry.datasets.names(),
-        hosts=registry.bench_hosts.names(),
-        arms=registry.arms.names(),
-    )
+    """The runner tests' tiny suite, with this module's arms and one seed."""
+    return runner_suite(registry, **{"arms": ["ogm_ge", "mmpareto"], "seeds": [0], **changes})
 
 
 def test_both_arms_run_through_the_runner_and_record_their_settings(registry, tmp_path):  # noqa: F811

@@ -125,6 +125,7 @@ def _suite(registry, **changes):
         table,
         datasets=registry.datasets.names(),
         hosts=registry.bench_hosts.names(),
+        arms=registry.arms.names(),
     )
 
 

@@ -20,26 +20,12 @@ from pgm_plugins.bench.suite import parse_suite
 from pgm_plugins.block import PgMConfig
 from tests.test_bench_executors import ray_cluster  # noqa: F401
 from tests.test_bench_runner import _records, registry  # noqa: F401
+from tests.test_bench_runner import _suite as runner_suite
 
 
 def _suite(registry, **changes):  # noqa: F811
-    table = {
-        "dataset": "tiny",
-        "hosts": ["late_fusion"],
-        "arms": ["ume", "umt"],
-        "seeds": [0],
-        "epochs": 2,
-        "patience": 1,
-        "batch": 32,
-        **changes,
-    }
-    return parse_suite(
-        "t",
-        table,
-        datasets=registry.datasets.names(),
-        hosts=registry.bench_hosts.names(),
-        arms=registry.arms.names(),
-    )
+    """The runner tests' tiny suite, with this module's arms and one seed."""
+    return runner_suite(registry, **{"arms": ["ume", "umt"], "seeds": [0], **changes})
 
 
 def _fusion_names(run) -> set[str]:
