@@ -159,8 +159,10 @@ class ResidentRows:
 
     def rows(self, tensors: dict[str, Tensor], idx: np.ndarray) -> dict[str, Tensor]:
         """The rows ``idx`` of every tensor, on the device."""
+        index = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        where = {index.device: index}  # one index per device the tensors live on
         out = {}
         for k, t in tensors.items():
-            index = torch.from_numpy(np.asarray(idx, dtype=np.int64))
-            out[k] = t[index.to(t.device)].to(self.device, non_blocking=True)
+            at = where.setdefault(t.device, index.to(t.device))
+            out[k] = t[at].to(self.device, non_blocking=True)
         return out

@@ -375,8 +375,6 @@ class ProcessPool(Executor):
         self._pool: cf.ProcessPoolExecutor | None = None
         self._futures: dict[cf.Future[Outcome], tuple[int, Job]] = {}
         self._pids: dict[int, int] = {}
-        self._lock = threading.Lock()
-        self._dead: set[int] | None = None
         self._spec: WorkerSpec | None = None
 
     def open(self, spec: WorkerSpec, runner: Runner) -> None:
@@ -386,8 +384,7 @@ class ProcessPool(Executor):
 
     def _new_pool(self) -> None:
         self._started = self._ctx.SimpleQueue()
-        self._pids, self._dead = {}, None
-        self._dead_known = threading.Event()
+        self._pids = {}
         self._unsubmitted: list[tuple[int, Job]] = []
         self._pool = cf.ProcessPoolExecutor(
             self.slots,
@@ -405,40 +402,17 @@ class ProcessPool(Executor):
             self._unsubmitted.append((job_id, job))
             return
         self._futures[future] = (job_id, job)
-        future.add_done_callback(self._on_done)
 
     def _drain(self) -> None:
         while not self._started.empty():
             job_id, pid = self._started.get()
             self._pids[job_id] = pid
 
-    def _on_done(self, future: cf.Future[Outcome]) -> None:
-        """Runs in the pool's manager thread as it marks the futures of a broken pool failed,
-        before it stops the surviving workers: the jobs whose worker is already gone are the
-        ones whose worker died."""
-        if future.cancelled() or not isinstance(future.exception(), BrokenProcessPool):
-            return
-        with self._lock:
-            if self._dead is not None:
-                return
-            self._drain()
-            # the dead worker's sentinel fires as its files close, a moment before its exit
-            # status can be read: look again for up to 2 s
-            deadline = time.monotonic() + 2.0
-            while True:
-                alive = {p.pid for p in mp.active_children()}
-                self._dead = {j for j, pid in self._pids.items() if pid not in alive}
-                if self._dead or time.monotonic() > deadline:
-                    break
-                time.sleep(0.01)
-        self._dead_known.set()
-
     def wait(self, timeout: float | None) -> list[Outcome]:
         if not self._futures:
             return self._rebuild([]) if self._unsubmitted else []
         done, _ = cf.wait(list(self._futures), timeout, return_when=cf.FIRST_COMPLETED)
-        with self._lock:  # read the start notes now: a full pipe would block the workers
-            self._drain()
+        self._drain()  # read the start notes now: a full pipe would block the workers
         out: list[Outcome] = []
         broken: list[tuple[int, Job]] = []
         for future in done:
@@ -450,8 +424,7 @@ class ProcessPool(Executor):
                 out.append(Outcome(job_id, error=_last_line(exc), infra=_is_infrastructure(exc)))
             else:
                 out.append(future.result())
-                with self._lock:
-                    self._pids.pop(job_id, None)
+                self._pids.pop(job_id, None)
         if broken:
             out += self._rebuild(broken)
         return out
@@ -462,24 +435,18 @@ class ProcessPool(Executor):
         pool."""
         cf.wait(list(self._futures))  # the rest of the broken pool's futures
         broken += [self._futures.pop(f) for f in list(self._futures)]
-        failed_futures = bool(broken)
         broken += self._unsubmitted
         self._unsubmitted = []
-        # the waiters are woken before the callbacks run: wait for _on_done's verdict
-        self._dead_known.wait(timeout=30 if failed_futures else 0)
         assert self._pool is not None
-        # then the exit codes settle it: the worker that died has its own; the pool terminated
-        # the survivors (SIGTERM) or they left on their own (0)
+        # the exit codes settle it: the worker that died has its own; the pool terminated the
+        # survivors (SIGTERM) or they left on their own (0)
         procs = dict(getattr(self._pool, "_processes", None) or {})
         self._pool.shutdown(wait=True)
         killed = {pid for pid, p in procs.items() if p.exitcode not in (None, 0, -signal.SIGTERM)}
-        with self._lock:
-            self._drain()
-            dead = {j for j, pid in self._pids.items() if pid in killed}
-            if not dead:
-                dead = set(self._dead or ())
-            if not dead:
-                dead = {j for j, _ in broken if j in self._pids}
+        self._drain()
+        dead = {j for j, pid in self._pids.items() if pid in killed}
+        if not dead:  # cannot be told (the pool's workers unknown): every started job
+            dead = {j for j, _ in broken if j in self._pids}
         self._new_pool()
         out = []
         for job_id, job in sorted(broken, key=lambda b: b[0]):

@@ -411,6 +411,7 @@ class Runner:
         self._folds: dict[int, list[Fold]] = {}
         self._env: dict[str, Any] | None = None
         self._std: tuple[tuple[int, int], BenchData, dict[str, Any]] | None = None
+        self._first_kept: tuple[tuple[str, Cell], FirstStage] | None = None
         self._ranks: Ranks | None = None  # set by run() under torchrun
 
     def _check_record(self, record: dict[str, Any], path: Path) -> str | None:
@@ -1330,8 +1331,13 @@ class Runner:
     def _first_stage(
         self, name: str, cell: Cell, data: BenchData, modalities: tuple[str, ...]
     ) -> FirstStage:
-        """The first stage ``name`` of ``cell``, loaded from its built artifact and frozen."""
+        """The first stage ``name`` of ``cell``, loaded from its built artifact and frozen; kept
+        for the cell's next setting (a grid trains several against the same first stage)."""
         import pgm_plugins as pp
+
+        key = (name, cell)
+        if self._first_kept is not None and self._first_kept[0] == key:
+            return self._first_kept[1]
 
         folder = self._first_stage_prerequisite(name, cell).path(self.folder)
         if not (folder / MODEL_FILE).is_file():
@@ -1361,7 +1367,9 @@ class Runner:
         state = torch.load(folder / MODEL_FILE, map_location="cpu", weights_only=True)
         run.model.load_state_dict(state)
         run.to(self.device)
-        return FirstStage(name, run, handle, record)
+        stage = FirstStage(name, run, handle, record)
+        self._first_kept = (key, stage)
+        return stage
 
     def _score_best(self, t: _Training, data: BenchData, fold: Fold) -> dict[str, Any]:
         """Restore the best epoch, score validation and test (the block's shares on test),

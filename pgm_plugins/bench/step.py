@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -73,7 +73,6 @@ class Stage:
     block_loss: bool = True
     block_targets: Tensor | None = None
     report: bool = True
-    extras: dict[str, Any] = field(default_factory=dict)
     targets: Tensor | None = None
 
 
