@@ -3,8 +3,9 @@
 ``python benchmarks/readme_tables.py`` rewrites every block ``<!-- table:NAME -->`` ...
 ``<!-- /table:NAME -->`` of README.md (or ``--file``, e.g. ``docs/method.md``) with the table
 :data:`TABLES` names, computed by :func:`pgm_plugins.bench.summary.summarise` from
-``benchmarks/results``, or the report table :data:`REPORTS` names (the rows of one host table of
-``pgm bench report``, on test or validation scores);
+``benchmarks/results``, the report table :data:`REPORTS` names (the rows of one host table of
+``pgm bench report``, on test or validation scores), or the methods comparison :data:`AIMS`
+names (the report's PgM-against-the-alternatives rows);
 ``--check`` changes nothing and exits 1 with a diff when a block differs. A file without any
 block, or a block naming an unknown table, is an error (exit 2).
 """
@@ -101,6 +102,33 @@ REPORTS: dict[str, ReportTable] = {
 }
 
 
+@dataclass(frozen=True)
+class AimTable:
+    """The methods comparison of a suite's report (``root`` under the results folder,
+    ``suite``): PgM's best reading against the alternatives, one line per (data set, host)."""
+
+    root: str
+    suite: str
+
+
+#: the methods comparison's tables, from the report's own rows
+AIMS: dict[str, AimTable] = {
+    "aim-av-digits-loso": AimTable("", "av-digits-timm-loso"),
+    "aim-mosi": AimTable("", "mosi-methods"),
+}
+
+
+def _aim_rows(spec: AimTable, results: Path) -> str:
+    import tempfile
+
+    from pgm_plugins.bench.alternatives import aim_summary
+    from pgm_plugins.bench.report import build_report
+
+    with tempfile.TemporaryDirectory() as out:
+        report = build_report(results / spec.root, spec.suite, out, plots=False)
+    return "\n".join(aim_summary(report.aim)) + "\n"
+
+
 def _report_rows(spec: ReportTable, results: Path) -> str:
     import tempfile
 
@@ -120,6 +148,8 @@ def render(name: str, results: Path) -> str:
     """The Markdown of table ``name`` (one line per row, a final newline)."""
     if name in REPORTS:
         return _report_rows(REPORTS[name], results)
+    if name in AIMS:
+        return _aim_rows(AIMS[name], results)
     table = TABLES[name]
     suites = list(dict.fromkeys(r.suite for r in table.rows))
     summary = summarise(results, suites, ARMS, rows=table.rows)
@@ -133,7 +163,7 @@ def rewrite(text: str, results: Path) -> str:
         raise ValueError(
             f"no <!-- table:NAME --> ... <!-- /table:NAME --> block; tables: {choices_text(TABLES)}"
         )
-    known = [*TABLES, *REPORTS]
+    known = [*TABLES, *REPORTS, *AIMS]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(

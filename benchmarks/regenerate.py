@@ -21,19 +21,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pgm_plugins.bench.report import find_suites
 from pgm_plugins.bench.report import main as report_main
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-#: suites of the bench whose reports carry the adapters' step-time microbenchmarks
-BENCH = (
-    "mosi",
-    "mosi-extra",
-    "mosi-standard",
-    "av-digits",
-    "av-digits-timm",
-    "av-digits-timm-long",
-)
+#: folders under ``benchmarks/results`` that hold other benchmarks' folders, not a suite's records
+OTHER_ROOTS = ("method", "av_digits")
 #: method-study folders whose settings were selected on validation (a report-valid/ too)
 VALID_SPLIT = ("synthetic", "design")
 
@@ -42,9 +36,10 @@ def _jobs() -> list[tuple[Path, str, Path, dict[str, object]]]:
     """(results root, suite, committed report folder, report options) of every report."""
     steps = sorted(REPO.glob("adapters/*/benchmarks/results/step_time*.json"))
     jobs: list[tuple[Path, str, Path, dict[str, object]]] = []
-    for suite in BENCH:
-        jobs.append((RESULTS, suite, RESULTS / suite / "report", {"step_times": steps}))
-    for root in (RESULTS / "method", RESULTS / "av_digits"):
+    for suite in find_suites(RESULTS):  # every suite of the bench with committed records
+        if suite not in OTHER_ROOTS:
+            jobs.append((RESULTS, suite, RESULTS / suite / "report", {"step_times": steps}))
+    for root in (RESULTS / name for name in OTHER_ROOTS):
         for folder in sorted(p for p in root.iterdir() if (p / "report").is_dir()):
             jobs.append((root, folder.name, folder / "report", {}))
             if root.name == "method" and folder.name in VALID_SPLIT:

@@ -4,13 +4,16 @@ Reads every record under ``<results_dir>/<suite>/*.json`` (one per cell, the sha
 ``docs/results.md``: see :data:`CONTRACT`), checks each one and reports a corrupt,
 partial or malformed file by path and reason instead of averaging it. Per (data set, protocol,
 host): every arm as mean +- std over its cells of the primary and secondary metrics; its
-difference to ``baseline`` and to ``capacity`` paired over (fold, seed) with a 95 % interval and p
+difference to ``baseline``, ``capacity`` and ``uni_heads`` (:data:`REFERENCES`) paired over
+(fold, seed) with a 95 % interval, p and the smallest detectable difference
 (the corrected resampled t-test of Nadeau & Bengio when the cells come from several folds that
 share training data, the plain paired t-test for one fixed split over seeds), Holm-corrected over
 the hosts of the data set per family (arm, reference, metric); the ``only.<m>`` arms of host
 ``late_fusion`` in every host's table; parameter overhead; the step-time microbenchmark and the
-cells' own step time (measured under load). Writes ``report.md``, ``report.csv`` and PNG plots
-atomically into ``<results_dir>/<suite>/report/`` (or ``out_dir``).
+cells' own step time (measured under load); PgM's best reading against the methods users pick
+instead (:mod:`pgm_plugins.bench.alternatives`, also written to ``aim.csv``). Writes
+``report.md``, ``report.csv`` and PNG plots atomically into ``<results_dir>/<suite>/report/``
+(or ``out_dir``).
 
 Phases: read and check the records (:func:`read_records`), pair and test them
 (``_comparisons``), build the table model once (:class:`DataSection` > :class:`HostTable` >
@@ -44,17 +47,18 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the bench extra is miss
     ) from exc
 
 from pgm_plugins._io import atomic_write_text
+from pgm_plugins.bench.alternatives import AimRow, aim_frame, aim_markdown, aim_rows, aim_verdict
 from pgm_plugins.bench.arms import SINGLE_HOST, SINGLE_PREFIX
 from pgm_plugins.bench.metrics import LOWER_IS_BETTER
+from pgm_plugins.bench.pairing import paired_comparison
 from pgm_plugins.bench.record import REQUIRED as CONTRACT
 from pgm_plugins.bench.record import (
     Problem,
     check_record,
     provenance,
-    provenance_flags,
     read_records,
 )
-from pgm_plugins.bench.stats import NO_VARIATION, compare, holm, rank_correlation
+from pgm_plugins.bench.stats import NO_VARIATION, holm, rank_correlation
 from pgm_plugins.errors import PgMError, choices_text, did_you_mean
 
 __all__ = [
@@ -74,7 +78,9 @@ __all__ = [
 ]
 
 #: arms every other arm is compared with, in this order
-REFERENCES = ("baseline", "capacity")
+REFERENCES = ("baseline", "capacity", "uni_heads")
+#: how the verdict names each reference
+_REFERENCE_TEXT = {"baseline": "the host", "capacity": "capacity", "uni_heads": "uni_heads"}
 #: metrics shown beside the primary one (those present in the records)
 SECONDARY = {
     "classification": ("acc2", "wf1"),
@@ -110,6 +116,8 @@ class Report:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
+    #: PgM's best reading against the alternatives, per host that has both (test split only)
+    aim: list[AimRow] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
 
     @property
@@ -188,6 +196,9 @@ def _cells(records: Sequence[tuple[Path, dict[str, Any]]], split: str = "test") 
         }
         for m, v in r["metrics"][split].items():
             row[f"test.{m}"] = float(v)
+        # what a choice among arms may read whichever split is scored: the validation primary
+        valid = (r["metrics"].get("valid") or {}).get(r["primary"])
+        row["valid.primary"] = float(valid) if isinstance(valid, int | float) else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -227,50 +238,6 @@ def _host_rows(cells: pd.DataFrame, host: str) -> pd.DataFrame:
     return pd.concat([own, single], ignore_index=True)
 
 
-def _pair(a: pd.DataFrame, b: pd.DataFrame, col: str) -> tuple[pd.DataFrame, int, int]:
-    """Cells of ``a`` and ``b`` matched on (fold, seed); counts of unmatched cells of each.
-    A cell whose ``col`` is NaN or infinite has no value to pair and is left out."""
-    cols = ["fold", "seed", col, "n_train", "n_test", "train_digest", "independent_seeds"]
-    left = a[[c for c in cols if c in a]]
-    left = left[np.isfinite(left[col].astype(float))]
-    right = b[["fold", "seed", col]]
-    right = right[np.isfinite(right[col].astype(float))]
-    merged = left.merge(right, on=["fold", "seed"], suffixes=("_arm", "_ref"))
-    return merged, len(left) - len(merged), len(right) - len(merged)
-
-
-def _paired_cells(a: pd.DataFrame, b: pd.DataFrame, merged: pd.DataFrame) -> pd.DataFrame:
-    """The cells of both arms that a comparison pairs (``merged``: :func:`_pair`'s)."""
-    keys = merged[["fold", "seed"]]
-    return pd.concat([x.merge(keys, on=["fold", "seed"]) for x in (a, b)], ignore_index=True)
-
-
-def _provs(cells: pd.DataFrame) -> list[dict[str, Any]]:
-    """:func:`~pgm_plugins.bench.record.provenance` of each cell, from the cell table."""
-    return [
-        {
-            "commit": c if isinstance(c, str) else None,
-            "dirty": bool(d) if isinstance(d, bool) else None,
-            "scheme": int(s),
-        }
-        for c, d, s in zip(cells["commit"], cells["dirty"], cells["digest_scheme"], strict=True)
-    ]
-
-
-def _test_kind(merged: pd.DataFrame) -> str:
-    """``"paired"`` (plain paired t) when the paired cells share one training set (a fixed
-    split over seeds: one ``train_digest``) or the data set draws fresh, independent rows per
-    seed (``independent_seeds``); ``"corrected"`` (Nadeau & Bengio) otherwise: their training
-    sets overlap. Records without a ``train_digest`` (older) fall back to counting folds."""
-    if "train_digest" not in merged or merged["train_digest"].isna().any():
-        return "corrected" if merged["fold"].nunique() > 1 else "paired-by-folds"
-    if merged["train_digest"].nunique() == 1:
-        return "paired"
-    if "independent_seeds" in merged and bool(merged["independent_seeds"].all()):
-        return "independent"
-    return "corrected"
-
-
 def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (ds, proto), data in cells.groupby(["dataset", "protocol"], sort=True):
@@ -291,8 +258,6 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
                         col = f"test.{metric}"
                         if col not in data:
                             continue
-                        merged, only_arm, only_ref = _pair(a, b, col)
-                        paired = _paired_cells(a, b, merged)
                         row: dict[str, Any] = {
                             "dataset": ds,
                             "protocol": proto,
@@ -300,42 +265,9 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
                             "arm": arm,
                             "reference": ref,
                             "metric": metric,
-                            "n": len(merged),
-                            "unpaired_arm": only_arm,
-                            "unpaired_ref": only_ref,
-                            "test": "",
-                            "ratio": np.nan,
-                            "diff": np.nan,
-                            "low": np.nan,
-                            "high": np.nan,
-                            "p": np.nan,
-                            "wins": np.nan,
-                            "varies": np.nan,
-                            "provenance": "; ".join(provenance_flags(_provs(paired))),
                         }
-                        if len(merged) >= 2:
-                            kind = _test_kind(merged)
-                            ratio = (
-                                float((merged["n_test"] / merged["n_train"]).mean())
-                                if kind == "corrected"
-                                else 0.0
-                            )
-                            c = compare(
-                                merged[f"{col}_arm"].to_numpy(),
-                                merged[f"{col}_ref"].to_numpy(),
-                                ratio,
-                                _higher(metric, primary, higher),
-                            )
-                            row.update(
-                                test=kind,
-                                ratio=ratio,
-                                diff=c.mean,
-                                low=c.low,
-                                high=c.high,
-                                p=c.p,
-                                wins=c.wins,
-                                varies=c.varies,
-                            )
+                        higher_m = _higher(metric, primary, higher)
+                        row.update(paired_comparison(a, b, col, higher_m))
                         rows.append(row)
     columns = ["dataset", "protocol", "host", "arm", "reference", "metric", "n"]
     frame = pd.DataFrame(
@@ -352,6 +284,7 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
             "p",
             "wins",
             "varies",
+            "detectable",
             "provenance",
         ],
     )
@@ -856,24 +789,29 @@ def _section_md(s: DataSection) -> list[str]:
 
 
 def _host_md(s: DataSection, t: HostTable) -> list[str]:
-    """A host's table, its footnote and the comparisons left unpaired."""
+    """A host's table, its footnote and the comparisons left unpaired. A reference's column is
+    shown where the host has cells of it (``baseline`` always)."""
+    arms = {r.arm for r in t.rows}
+    refs = [ref for ref in REFERENCES if ref == REFERENCES[0] or ref in arms]
     header = [
         "arm",
         "n (failed)",
         "settings",
         *[f"{m} mean +- std" for m in s.metrics],
         "block params (+% of host)",
-        *[f"vs {ref} ({s.primary})" for ref in REFERENCES],
+        *[f"vs {ref} ({s.primary})" for ref in refs],
+        "detectable vs host**",
         "step ms*",
     ]
     rows = []
     for r in t.rows:
-        cmp_cells = []
-        for ref in REFERENCES:
-            hit = r.comparisons[
-                (r.comparisons["reference"] == ref) & (r.comparisons["metric"] == s.primary)
-            ]
+        primary = r.comparisons[r.comparisons["metric"] == s.primary]
+        cmp_cells, detectable = [], "-"
+        for ref in refs:
+            hit = primary[primary["reference"] == ref]
             cmp_cells.append(_cmp_text(hit.iloc[0]) if len(hit) else "-")
+            if ref == REFERENCES[0] and len(hit):
+                detectable = _fmt(float(hit.iloc[0]["detectable"]))
         rows.append(
             [
                 f"`{r.arm}`" + (" *" if r.best_single else ""),
@@ -882,6 +820,7 @@ def _host_md(s: DataSection, t: HostTable) -> list[str]:
                 *[f"{_fmt(mean)} +- {_fmt(std)}" for mean, std, _ in r.stats.values()],
                 f"{r.block_params:,} ({r.overhead_pct:+.1f} %)" if r.block_params else "0",
                 *cmp_cells,
+                detectable,
                 _fmt(r.step_ms, 1),
             ]
         )
@@ -890,7 +829,9 @@ def _host_md(s: DataSection, t: HostTable) -> list[str]:
     md.append(
         "\\* step ms: the cells' own mean training-step time, measured under load "
         "(other jobs shared the machine); see the microbenchmark for the cost. settings: "
-        "the arm's tuning budget, trainings per cell with the best on validation kept."
+        "the arm's tuning budget, trainings per cell with the best on validation kept. "
+        "\\*\\* detectable vs host: the smallest difference from the host these paired cells "
+        "detect with 80 % power at alpha 0.05 (two-sided, before Holm)."
     )
     hc = t.comparisons
     unpaired = hc[(hc["metric"] == s.primary) & (hc["unpaired_arm"] + hc["unpaired_ref"] > 0)]
@@ -981,7 +922,7 @@ def _csv_row(suite: str, s: DataSection, t: HostTable, r: ArmRow) -> dict[str, A
         row.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_n": cnt})
     for ref in REFERENCES:
         for _, c in r.comparisons[r.comparisons["reference"] == ref].iterrows():
-            for k in ("diff", "low", "high", "p", "p_holm", "n", "test"):
+            for k in ("diff", "low", "high", "p", "p_holm", "detectable", "n", "test"):
                 row[f"vs_{ref}_{c['metric']}_{k}"] = c[k]
             if _constant(c):
                 row[f"vs_{ref}_{c['metric']}_test"] = "no variation"
@@ -1020,7 +961,7 @@ def _csv_frame(rows: list[dict[str, Any]], cells: pd.DataFrame) -> pd.DataFrame:
         f"vs_{ref}_{m}_{k}"
         for ref in REFERENCES
         for m in metrics
-        for k in ("diff", "low", "high", "p", "p_holm", "n", "unpaired", "test")
+        for k in ("diff", "low", "high", "p", "p_holm", "detectable", "n", "unpaired", "test")
     ]
     cols = [c for c in cols if c in frame.columns]
     cols += [c for c in frame.columns if c not in cols]
@@ -1269,7 +1210,9 @@ def verdict(report: Report) -> list[str]:
     """The report's short reading for a newcomer: per data set and host, one line per arm on the
     primary metric against ``baseline`` (the host without a block: beats it with confidence,
     level with it, or worse, with the difference, its 95 % interval and Holm's p) and, for the
-    arms other than the single modalities, against ``capacity`` (the same-size control)."""
+    arms other than the single modalities, against ``capacity`` (the same-size control) and
+    ``uni_heads`` (the simplest method users pick instead) where they ran; then the methods
+    comparison's outcome per host (:func:`~pgm_plugins.bench.alternatives.aim_verdict`)."""
     lines: list[str] = []
     comps = report.comparisons
     for (ds, proto), data in report.cells.groupby(["dataset", "protocol"], sort=True):
@@ -1292,7 +1235,8 @@ def verdict(report: Report) -> list[str]:
             width = max(len(a) for a in arms)
             for arm in arms:
                 parts = []
-                for ref, what in zip(REFERENCES, ("the host", "capacity"), strict=True):
+                for ref in REFERENCES:
+                    what = _REFERENCE_TEXT[ref]
                     hit = rows[(rows["arm"] == arm) & (rows["reference"] == ref)]
                     if len(hit):
                         word, numbers = _judge(hit.iloc[0], higher, what)
@@ -1302,9 +1246,10 @@ def verdict(report: Report) -> list[str]:
     if lines:
         lines.append(
             "  (the host = arm baseline; capacity = the host grown to the block's size without "
-            "PgM; level = no difference shown at this many seeds, not proof of equality)"
+            "PgM; uni_heads = the host with a head per modality; level = no difference shown at "
+            "this many seeds, not proof of equality)"
         )
-    return lines
+    return lines + aim_verdict(report.aim)
 
 
 # ---------------------------------------------------------------------------------- entry
@@ -1395,6 +1340,10 @@ def build_report(
             "\n\n", f"\n\n- scores: the **{split}** split of every cell (not test)\n", 1
         )
     report = Report(suite, source, out, markdown, table, cells, comps, problems, notes)
+    if split == "test":
+        report.aim = aim_rows(cells)
+        if report.aim:
+            report.markdown += "\n" + "\n".join(aim_markdown(report.aim))
     if plots:
         from pgm_plugins.bench.plots import (
             contribution_plots,
@@ -1418,6 +1367,9 @@ def build_report(
     atomic_write_text(out / "report.md", report.markdown)
     atomic_write_text(out / "report.csv", table.to_csv(index=False))
     report.files = [out / "report.md", out / "report.csv", *report.plots]
+    if report.aim:
+        atomic_write_text(out / "aim.csv", aim_frame(report.aim).to_csv(index=False))
+        report.files.append(out / "aim.csv")
     return report
 
 

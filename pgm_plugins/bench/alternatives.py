@@ -1,0 +1,343 @@
+"""PgM's best reading against the methods users pick instead: the question a user deciding
+whether to put PgM into their model asks, answered per (data set, protocol, host) from a
+suite's cells.
+
+- **PgM's best reading** is chosen on validation: of the readings present (:data:`READINGS`:
+  ``pgm``, the first, and ``pgm-guided``, the second), the one with the best mean validation
+  score of the primary metric over its cells (ties: the first). Test scores never choose.
+- **Against each alternative** present (:data:`ALTERNATIVES`: ``uni_heads``, ``umt``,
+  ``ogm_ge``, ``mmpareto``, ``agm``): the best reading minus the alternative on the test primary
+  metric, paired over (fold, seed) with the report's test (:func:`~pgm_plugins.bench.pairing.
+  paired_comparison`), Holm's correction over these comparisons of the row, and each one's
+  smallest detectable difference (80 % power, alpha 0.05).
+- **Against the host**: the 95 % upper bound of how far the reading falls short of the host
+  (host - PgM for a higher-is-better metric) must lie below :data:`HOST_MARGIN`.
+- **Outcome**: ``met`` when the reading beats every alternative present with confidence (Holm's
+  p < :data:`CONFIDENCE`, better direction) and the host bound holds; ``undecided`` when it is
+  not met and the largest detectable difference exceeds the room left above the host (the
+  distance of the host's mean to the metric's perfect value, :data:`~pgm_plugins.bench.metrics.
+  PERFECT`): this data cannot show a win that large; ``not met`` otherwise, with the reasons.
+
+Every arm's tuning budget (settings trained per cell, the best kept on validation) is shown
+beside it: a reading that tried more settings had more chances on validation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from pgm_plugins.bench.metrics import PERFECT
+from pgm_plugins.bench.pairing import paired_comparison
+from pgm_plugins.bench.stats import holm
+
+__all__ = [
+    "ALTERNATIVES",
+    "CONFIDENCE",
+    "HOST_MARGIN",
+    "READINGS",
+    "AimRow",
+    "aim_frame",
+    "aim_markdown",
+    "aim_rows",
+    "aim_summary",
+    "aim_verdict",
+]
+
+#: PgM's readings, in the order a tie on validation prefers them
+READINGS = ("pgm", "pgm-guided")
+#: the methods users pick instead, in the order the tables show them
+ALTERNATIVES = ("uni_heads", "umt", "ogm_ge", "mmpareto", "agm")
+#: how far (in the primary metric's units) PgM may fall short of the host: the 95 % upper
+#: bound of host - PgM must lie below it
+HOST_MARGIN = 0.01
+#: Holm's p below which a comparison counts as confident
+CONFIDENCE = 0.05
+
+
+@dataclass
+class AimRow:
+    """The comparison of one (data set, protocol, host)."""
+
+    dataset: str
+    protocol: str
+    host: str
+    metric: str  #: the primary metric (test scores)
+    higher: bool  #: whether a larger ``metric`` is better
+    reading: str  #: PgM's reading chosen on validation
+    valid_means: dict[str, float]  #: each reading's mean validation primary metric
+    settings: dict[str, int]  #: each shown arm's tuning budget (settings per cell)
+    test_means: dict[str, float]  #: each shown arm's mean test primary metric
+    host_mean: float  #: the host's (``baseline``'s) mean test primary metric
+    room: float  #: the distance of ``host_mean`` to the metric's perfect value (NaN: unknown)
+    #: reading - host (:func:`~pgm_plugins.bench.pairing.paired_comparison`)
+    vs_host: dict[str, Any]
+    shortfall: float  #: 95 % upper bound of how far the reading falls short of the host
+    #: alternative -> reading - alternative (the same, with ``p_holm``)
+    versus: dict[str, dict[str, Any]] = field(default_factory=dict)
+    absent: list[str] = field(default_factory=list)  #: alternatives without cells here
+    outcome: str = ""  #: ``met``, ``not met`` or ``undecided``
+    reasons: list[str] = field(default_factory=list)  #: why it is not met
+
+    @property
+    def detectable(self) -> float:
+        """The largest smallest-detectable difference among the comparisons with alternatives."""
+        values = [v["detectable"] for v in self.versus.values() if not math.isnan(v["detectable"])]
+        return max(values) if values else math.nan
+
+
+def _better(diff: float, higher: bool) -> bool:
+    return diff > 0 if higher else diff < 0
+
+
+def _row(ds: str, proto: str, host: str, data: pd.DataFrame) -> AimRow | None:
+    primary = str(data["primary"].mode().iloc[0])
+    higher = bool(data["higher_is_better"].mode().iloc[0])
+    cells = data[(data["host"] == host) & ~data["failed"]]
+    arms = set(cells["arm"])
+    readings = [r for r in READINGS if r in arms]
+    present = [a for a in ALTERNATIVES if a in arms]
+    if not readings or not present or "baseline" not in arms:
+        return None
+    valid = {r: float(cells.loc[cells["arm"] == r, "valid.primary"].mean()) for r in readings}
+    chosen = readings[0]
+    for r in readings[1:]:  # strictly better on validation replaces the earlier reading
+        if not math.isnan(valid[r]) and (
+            math.isnan(valid[chosen]) or _better(valid[r] - valid[chosen], higher)
+        ):
+            chosen = r
+    col = f"test.{primary}"
+    shown = ["baseline", *readings, *present]
+    by_arm = {a: cells[cells["arm"] == a] for a in shown}
+    host_mean = float(by_arm["baseline"][col].mean())
+    perfect = PERFECT.get(primary)
+    vs_host = paired_comparison(by_arm[chosen], by_arm["baseline"], col, higher)
+    shortfall = -vs_host["low"] if higher else vs_host["high"]
+    versus = {a: paired_comparison(by_arm[chosen], by_arm[a], col, higher) for a in present}
+    for v, p in zip(versus.values(), holm([v["p"] for v in versus.values()]), strict=True):
+        v["p_holm"] = p
+    row = AimRow(
+        dataset=ds,
+        protocol=proto,
+        host=host,
+        metric=primary,
+        higher=higher,
+        reading=chosen,
+        valid_means=valid,
+        settings={a: int(by_arm[a]["settings"].max()) for a in shown},
+        test_means={a: float(by_arm[a][col].mean()) for a in shown},
+        host_mean=host_mean,
+        room=abs(perfect - host_mean) if perfect is not None else math.nan,
+        vs_host=vs_host,
+        shortfall=float(shortfall),
+        versus=versus,
+        absent=[a for a in ALTERNATIVES if a not in arms],
+    )
+    _judge(row)
+    return row
+
+
+def _judge(row: AimRow) -> None:
+    """Set ``row.outcome`` and ``row.reasons``."""
+    reasons = []
+    for arm, v in row.versus.items():
+        if v["n"] < 2:
+            reasons.append(f"untested against {arm} ({v['n']} paired cell(s))")
+        elif v["varies"] is False:
+            reasons.append(f"against {arm} the difference does not vary ({v['diff']:+.4f})")
+        elif not (v["p_holm"] < CONFIDENCE and _better(v["diff"], row.higher)):
+            word = "worse than" if v["p_holm"] < CONFIDENCE else "level with"
+            reasons.append(
+                f"{word} {arm}: {v['diff']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}] "
+                f"p_Holm={v['p_holm']:.3f}"
+            )
+    if math.isnan(row.shortfall):
+        reasons.append(f"untested against the host ({row.vs_host['n']} paired cell(s))")
+    elif not row.shortfall < HOST_MARGIN:
+        reasons.append(
+            f"may fall {row.shortfall:.4f} short of the host (95 % bound; the aim: below "
+            f"{HOST_MARGIN})"
+        )
+    row.reasons = reasons
+    if not reasons:
+        row.outcome = "met"
+    elif not math.isnan(row.detectable) and row.detectable > row.room:
+        row.outcome = "undecided"
+    else:
+        row.outcome = "not met"
+
+
+def aim_rows(cells: pd.DataFrame) -> list[AimRow]:
+    """One :class:`AimRow` per (data set, protocol, host) whose cells hold the host, a PgM
+    reading and at least one alternative (none otherwise). ``cells``: the report's cell table
+    on test scores, with its ``valid.primary`` column and diverged cells marked ``failed``."""
+    rows = []
+    for (ds, proto), data in cells.groupby(["dataset", "protocol"], sort=True):
+        hosts = sorted(set(data["host"]))
+        for host in hosts:
+            row = _row(str(ds), str(proto), str(host), data)
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+def _num(v: float, digits: int = 4) -> str:
+    return "-" if math.isnan(v) else f"{v:.{digits}f}"
+
+
+def _cmp(v: dict[str, Any]) -> str:
+    if v["n"] < 2:
+        return f"- (n={v['n']})"
+    if v["varies"] is False:
+        return f"{v['diff']:+.4f} (no variation)"
+    return f"{v['diff']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]"
+
+
+def _p(p: float) -> str:
+    return "-" if math.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def aim_markdown(rows: Sequence[AimRow]) -> list[str]:
+    """The report's section: per host, the chosen reading, one table row per arm shown and the
+    outcome with its reasons. Empty when no row."""
+    if not rows:
+        return []
+    md = [
+        "## PgM's best reading against the methods users pick instead",
+        "",
+        f"PgM's reading ({', '.join(f'`{r}`' for r in READINGS)}) is chosen on the mean "
+        "validation score; against each alternative present the difference is paired over "
+        "(fold, seed) on test with the report's test, Holm over the alternatives of the row; "
+        "detectable: the smallest difference these cells detect (80 % power, alpha 0.05, "
+        f"before Holm). The aim: beat every alternative with confidence (p_Holm < "
+        f"{CONFIDENCE}) and fall short of the host by less than {HOST_MARGIN} (95 % bound); "
+        "undecided where the largest detectable difference exceeds the room left above the "
+        "host (its distance to a perfect score).",
+        "",
+    ]
+    for r in rows:
+        md += [f"### {r.dataset} / {r.protocol} / host `{r.host}`", ""]
+        md.append(
+            f"- reading chosen on validation: **`{r.reading}`** ("
+            + ", ".join(f"`{k}` {_num(v)}" for k, v in r.valid_means.items())
+            + f", validation {r.metric})"
+        )
+        header = [
+            "arm",
+            "settings",
+            f"test {r.metric} mean",
+            f"`{r.reading}` - arm [95 %]",
+            "p",
+            "p_Holm",
+            "detectable",
+        ]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        shown = ["baseline", *r.valid_means, *r.versus]
+        for a in shown:
+            v = r.vs_host if a == "baseline" else r.versus.get(a)
+            cells = [f"`{a}`", str(r.settings[a]), _num(r.test_means[a])]
+            if v is None:  # the readings themselves
+                cells += ["", "", "", ""]
+            else:
+                holm_p = v.get("p_holm", math.nan) if a != "baseline" else math.nan
+                cells += [_cmp(v), _p(v["p"]), _p(holm_p), _num(v["detectable"])]
+            lines.append("| " + " | ".join(cells) + " |")
+        md += [*lines, ""]
+        md.append(
+            f"- against the host: `{r.reading}` falls short of it by at most "
+            f"{_num(r.shortfall)} (95 % bound; the aim: below {HOST_MARGIN}); room left above "
+            f"the host: {_num(r.room)}; largest detectable difference: {_num(r.detectable)}"
+        )
+        if r.absent:
+            md.append(
+                "- not in these cells: "
+                + ", ".join(f"`{a}`" for a in r.absent)
+                + " (left out of the suite, or not run yet)"
+            )
+        md.append(f"- **aim {r.outcome}**" + (": " + "; ".join(r.reasons) if r.reasons else ""))
+        md.append("")
+    return md
+
+
+def aim_frame(rows: Sequence[AimRow]) -> pd.DataFrame:
+    """``aim.csv``: one line per (data set, protocol, host, compared arm: the host and each
+    alternative) with the chosen reading, budgets, means, the comparison and the outcome."""
+    out = []
+    for r in rows:
+        for arm, v in [("baseline", r.vs_host), *r.versus.items()]:
+            out.append(
+                {
+                    "dataset": r.dataset,
+                    "protocol": r.protocol,
+                    "host": r.host,
+                    "metric": r.metric,
+                    "reading": r.reading,
+                    "reading_settings": r.settings[r.reading],
+                    "reading_mean": r.test_means[r.reading],
+                    "arm": arm,
+                    "arm_settings": r.settings[arm],
+                    "arm_mean": r.test_means[arm],
+                    **{
+                        k: v.get(k, math.nan)
+                        for k in ("n", "test", "diff", "low", "high", "p", "p_holm", "detectable")
+                    },
+                    "shortfall_bound": r.shortfall,
+                    "room": r.room,
+                    "outcome": r.outcome,
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def aim_summary(rows: Sequence[AimRow], p_digits: int = 3) -> list[str]:
+    """The compact table of the README: one line per (data set, host) with the reading chosen,
+    its budget, its difference to the host and to each alternative (95 % interval, Holm's p),
+    the largest detectable difference, the room above the host and the outcome."""
+    alts = [a for a in ALTERNATIVES if any(a in r.versus for r in rows)]
+
+    def diff(v: dict[str, Any] | None, holm_p: bool) -> str:
+        if v is None:
+            return "-"
+        text = _cmp(v)
+        p = v.get("p_holm", math.nan) if holm_p else v["p"]
+        if math.isnan(p):
+            return text
+        shown = f"<{10.0**-p_digits:.{p_digits}f}" if p < 10.0**-p_digits else f"={p:.{p_digits}f}"
+        return f"{text} p{'_Holm' if holm_p else ''}{shown}"
+
+    header = [
+        "data / host",
+        "PgM reading (settings)",
+        "PgM - host",
+        *[f"PgM - `{a}`" for a in alts],
+        "detectable",
+        "room",
+        "aim",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for r in rows:
+        cells = [
+            f"{r.dataset}/{r.protocol} / {r.host}",
+            f"`{r.reading}` ({r.settings[r.reading]})",
+            diff(r.vs_host, False),
+            *[diff(r.versus.get(a), True) for a in alts],
+            _num(r.detectable, 3),
+            _num(r.room, 3),
+            r.outcome,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def aim_verdict(rows: Sequence[AimRow]) -> list[str]:
+    """One line per row for the run's closing verdict."""
+    return [
+        f"Aim on {r.dataset}/{r.protocol}, host {r.host}: `{r.reading}` (chosen on validation) "
+        f"vs {', '.join(r.versus)}: {r.outcome}"
+        + (" (" + "; ".join(r.reasons) + ")" if r.reasons else "")
+        for r in rows
+    ]
