@@ -149,3 +149,22 @@ def test_the_readme_summary_is_the_reports_rows(tmp_path):
     tables = _readme_tables()
     text = tables._aim_rows(tables.AimTable("", SUITE), tmp_path)
     assert text == "\n".join(lines) + "\n"
+
+
+def test_a_larger_budget_is_named_beside_the_outcome(tmp_path):
+    base = 0.7 + _noise(0)
+    _arm(tmp_path, "baseline", base)
+    for seed, t in enumerate(base + 0.05):
+        key, body = record(arm="pgm-guided", seed=seed, primary_value=float(t))
+        body["arm"]["settings_tried"] = 7
+        write(tmp_path, key, body)
+    _arm(tmp_path, "uni_heads", base + _noise(2))
+    report = build_report(tmp_path, SUITE, plots=False)
+    (row,) = report.aim
+    assert row.outcome == "met" and row.settings == {"baseline": 1, "pgm-guided": 7, "uni_heads": 1}
+    assert row.caveats == [
+        "`pgm-guided` tried 7 settings per cell, `uni_heads` 1: part of a difference may come "
+        "from the larger budget"
+    ]
+    assert "- budgets: `pgm-guided` tried 7" in report.markdown
+    assert "; budgets: `pgm-guided` tried 7" in verdict(report)[-1]

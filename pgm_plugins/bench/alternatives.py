@@ -19,7 +19,8 @@ suite's cells.
   PERFECT`): this data cannot show a win that large; ``not met`` otherwise, with the reasons.
 
 Every arm's tuning budget (settings trained per cell, the best kept on validation) is shown
-beside it: a reading that tried more settings had more chances on validation.
+beside it, and a row says where the reading tried more settings than an alternative (a
+caveat, not a reason): a reading that tried more settings had more chances on validation.
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ class AimRow:
     absent: list[str] = field(default_factory=list)  #: alternatives without cells here
     outcome: str = ""  #: ``met``, ``not met`` or ``undecided``
     reasons: list[str] = field(default_factory=list)  #: why it is not met
+    #: what qualifies the outcome: alternatives that tried fewer settings than the reading
+    caveats: list[str] = field(default_factory=list)
 
     @property
     def detectable(self) -> float:
@@ -116,7 +119,10 @@ def _row(ds: str, proto: str, host: str, data: pd.DataFrame) -> AimRow | None:
     host_mean = float(by_arm["baseline"][col].mean())
     perfect = PERFECT.get(primary)
     vs_host = paired_comparison(by_arm[chosen], by_arm["baseline"], col, higher)
-    shortfall = -vs_host["low"] if higher else vs_host["high"]
+    if vs_host["varies"] is False:  # every cell moved by the same amount: that is the bound
+        shortfall = -vs_host["diff"] if higher else vs_host["diff"]
+    else:
+        shortfall = -vs_host["low"] if higher else vs_host["high"]
     versus = {a: paired_comparison(by_arm[chosen], by_arm[a], col, higher) for a in present}
     for v, p in zip(versus.values(), holm([v["p"] for v in versus.values()]), strict=True):
         v["p_holm"] = p
@@ -163,6 +169,13 @@ def _judge(row: AimRow) -> None:
             f"{HOST_MARGIN})"
         )
     row.reasons = reasons
+    fewer = [a for a in row.versus if row.settings[a] < row.settings[row.reading]]
+    if fewer:
+        row.caveats = [
+            f"`{row.reading}` tried {row.settings[row.reading]} settings per cell, "
+            + ", ".join(f"`{a}` {row.settings[a]}" for a in fewer)
+            + ": part of a difference may come from the larger budget"
+        ]
     if not reasons:
         row.outcome = "met"
     elif not math.isnan(row.detectable) and row.detectable > row.room:
@@ -259,6 +272,7 @@ def aim_markdown(rows: Sequence[AimRow]) -> list[str]:
                 + " (left out of the suite, or not run yet)"
             )
         md.append(f"- **aim {r.outcome}**" + (": " + "; ".join(r.reasons) if r.reasons else ""))
+        md += [f"- budgets: {c}" for c in r.caveats]
         md.append("")
     return md
 
@@ -339,5 +353,6 @@ def aim_verdict(rows: Sequence[AimRow]) -> list[str]:
         f"Aim on {r.dataset}/{r.protocol}, host {r.host}: `{r.reading}` (chosen on validation) "
         f"vs {', '.join(r.versus)}: {r.outcome}"
         + (" (" + "; ".join(r.reasons) + ")" if r.reasons else "")
+        + "".join(f"; budgets: {c}" for c in r.caveats)
         for r in rows
     ]
