@@ -115,6 +115,7 @@ class AimTable:
 AIMS: dict[str, AimTable] = {
     "aim-av-digits-loso": AimTable("", "av-digits-timm-loso"),
     "aim-mosi": AimTable("", "mosi-methods"),
+    "aim-mosi-standard": AimTable("", "mosi-standard-methods"),
 }
 
 
