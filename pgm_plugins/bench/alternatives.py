@@ -229,7 +229,9 @@ def aim_markdown(rows: Sequence[AimRow]) -> list[str]:
         f"before Holm). The aim: beat every alternative with confidence (p_Holm < "
         f"{CONFIDENCE}) and fall short of the host by less than {HOST_MARGIN} (95 % bound); "
         "undecided where the largest detectable difference exceeds the room left above the "
-        "host (its distance to a perfect score).",
+        "host (its distance to a perfect score). A reading's validation score is that of the "
+        "setting its cells kept, the best of its `settings`: a reading that tried more settings "
+        "looks better on validation by selection alone, and may fall back on test.",
         "",
     ]
     for r in rows:
@@ -239,6 +241,7 @@ def aim_markdown(rows: Sequence[AimRow]) -> list[str]:
             + ", ".join(f"`{k}` {_num(v)}" for k, v in r.valid_means.items())
             + f", validation {r.metric})"
         )
+        md.append("")
         header = [
             "arm",
             "settings",
