@@ -84,7 +84,7 @@ def measure_cells(
             captured.append({})
         return out
 
-    runner_module.measure_contributions = measure  # type: ignore[assignment]
+    runner_module.measure_contributions = measure
     rows = []
     try:
         reg = get_registry()
@@ -100,6 +100,8 @@ def measure_cells(
                 captured.clear()
                 runner.run([cell])
                 record = runner.store.load(cell.key(spec.name))
+                if record is None:  # the cell failed: the runner listed why
+                    continue
                 settings = [s["setting"] for s in record.get("selection") or []]
                 kept = settings.index(record["setting"]) if record["setting"] in settings else 0
                 got = captured[kept] if kept < len(captured) else {}
@@ -122,7 +124,7 @@ def measure_cells(
                     file=sys.stderr,
                 )
     finally:
-        runner_module.measure_contributions = original  # type: ignore[assignment]
+        runner_module.measure_contributions = original
     return rows
 
 
