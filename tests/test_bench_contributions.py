@@ -226,12 +226,17 @@ def test_every_cell_records_its_contributions(registry, tmp_path):  # noqa: F811
         assert 0 < r["time"]["contributions_s"] < r["time"]["wall_s"]
         if r["key"]["arm"] == "pgm":
             assert set(c["parts"]) == {"a", "b"} and set(c["parts"]["a"]) == {"uni", "paired"}
+            # the mixing scalars trained away from their start at 0
+            assert set(c["betas"]) == {"a", "b"} and all(b != 0.0 for b in c["betas"].values())
         else:
-            assert c["parts"] is None
+            assert c["parts"] is None and c["betas"] is None
     bad = {**records[0], "contributions": {"parts": None, "shapley": {"a": "x"}, "probes": {}}}
     assert check_record(records[0], tmp_path / "t" / next(iter(named)), "t") is None
     why = check_record(bad, tmp_path / "t" / next(iter(named)), "t")
     assert why is not None and "contributions.shapley" in why
+    bad = {**records[0], "contributions": {**records[0]["contributions"], "betas": {"a": "x"}}}
+    why = check_record(bad, tmp_path / "t" / next(iter(named)), "t")
+    assert why is not None and "contributions.betas" in why
 
 
 # ---------------------------------------------------------------------- the report
@@ -252,6 +257,7 @@ def test_the_report_summarises_and_plots_contributions_and_says_when_there_are_n
                 "shapley": {"a": 0.15 + 0.01 * seed, "b": 0.05 - 0.01 * seed},
                 "probes": {"a": 0.66, "b": 0.55},
                 "train_rows": 80,
+                "betas": {"a": 0.01 * seed, "b": -0.02} if arm == "pgm" else None,
             }
             write(tmp_path / "new", key, body)
     old = build_report(tmp_path / "old", SUITE, tmp_path / "old-out")
@@ -263,6 +269,7 @@ def test_the_report_summarises_and_plots_contributions_and_says_when_there_are_n
     # mean 0.16 over seeds, t-interval 0.16 +- 4.303 * 0.01 / sqrt(3)
     assert "Shapley value: a +0.160 [+0.135, +0.185], b +0.040 [+0.015, +0.065]" in md
     assert "probe: a 0.660" in md and "uni part: a -0.100" in md
+    assert "mix beta: a +0.010 [-0.015, +0.035], b -0.020" in md
     names = sorted(p.name for p in rep.plots)
     # fixed shares (0.5 everywhere) are not plotted as if learned
     assert "contributions__mosi-utterance__clean__h1.png" in names

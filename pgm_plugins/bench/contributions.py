@@ -14,6 +14,9 @@ record's ``contributions``; ``docs/results.md``):
   to the intact metric minus the metric with every modality at its mean (the efficiency axiom).
   Exact over ``2^M`` coalitions for ``M <= 4`` modalities (one eval pass on test each), none
   beyond.
+- **Mixing scalars** (``betas``, arms with a PgM block of ``mix="gate"``): each modality's
+  learned ``beta_m`` in ``h_m + beta_m (h_hat_m - h_m)``, what the host receives. Near 0 the
+  block's rebuilt features barely reach the host, and no part can change the prediction.
 - **Encoder quality**: a linear probe per modality on the trained model's site features (pooled
   over real steps for sequences): closed-form ridge (:func:`~pgm_plugins.bench.probes.ridge_fit`)
   on one-hot labels (classification) or the standardised target (regression), fitted on the
@@ -364,4 +367,6 @@ def measure(
         "shapley": values,
         "probes": probes,
         "train_rows": len(train),
+        # how far the block's rebuilt features enter the host: h + beta (h_hat - h)
+        "betas": block.betas() if parts_of and callable(getattr(block, "betas", None)) else None,
     }

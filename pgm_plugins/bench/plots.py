@@ -285,6 +285,7 @@ _CONTRIBUTION_PANELS = {
     ("shapley",): "Shapley value of the modality",
     ("probe",): "linear probe on the site features",
     ("uni", "paired"): "part replaced by its mean: change",
+    ("beta",): "mix beta: h + beta (h_hat - h)",
 }
 
 

@@ -301,7 +301,8 @@ def _check_block_fields(record: dict[str, Any]) -> str | None:
 
 def _check_contributions(got: Any) -> str | None:
     """``contributions`` (optional): null, or ``parts`` (null or modality -> {uni, paired}),
-    ``shapley`` (null or modality -> number) and ``probes`` (modality -> number)."""
+    ``shapley`` (null or modality -> number), ``probes`` (modality -> number) and, optional,
+    ``betas`` (null or modality -> number)."""
     if got is None:
         return None
     if not isinstance(got, dict) or not {"parts", "shapley", "probes"} <= set(got):
@@ -317,6 +318,8 @@ def _check_contributions(got: Any) -> str | None:
         return f"'contributions.shapley' must be null or modality -> number, got {got['shapley']!r}"
     if not numbers(got["probes"]):
         return f"'contributions.probes' must be modality -> number, got {got['probes']!r}"
+    if got.get("betas") is not None and not numbers(got["betas"]):
+        return f"'contributions.betas' must be null or modality -> number, got {got['betas']!r}"
     return None
 
 

@@ -978,13 +978,15 @@ CONTRIBUTION_MEASURES = {
     "probe": "probe",
     "uni": "uni part",
     "paired": "paired part",
+    "beta": "mix beta",
 }
 
 
 def contributions_table(cells: pd.DataFrame) -> pd.DataFrame:
     """The records' ``contributions`` (docs/results.md), summarised per (data set, protocol,
     host, arm, measure, modality): ``mean``, ``lo`` / ``hi`` (95 % t-interval over the cells;
-    NaN for one cell) and ``n``. Measures: ``shapley``, ``probe``, ``uni``, ``paired``."""
+    NaN for one cell) and ``n``. Measures: ``shapley``, ``probe``, ``uni``, ``paired``,
+    ``beta``."""
     from scipy import stats
 
     rows = []
@@ -1001,6 +1003,8 @@ def contributions_table(cells: pd.DataFrame) -> pd.DataFrame:
             for m, got in (c.get("parts") or {}).items():
                 for part, v in got.items():
                     values.setdefault((part, m), []).append(float(v))
+            for m, v in (c.get("betas") or {}).items():
+                values.setdefault(("beta", m), []).append(float(v))
         for (measure, m), vs in values.items():
             arr = np.asarray(vs, dtype=float)
             arr = arr[np.isfinite(arr)]
@@ -1044,7 +1048,9 @@ def _contributions_md(data: pd.DataFrame) -> list[str]:
         "(the values sum to the full model's metric minus the metric with every modality at its "
         f"mean). **probe**: the test {primary} of a linear probe on that modality's site "
         "features (the encoder's own quality). **uni / paired part**: the change of the test "
-        f"{primary} when that part of the PgM block is replaced by its training mean.",
+        f"{primary} when that part of the PgM block is replaced by its training mean. "
+        "**mix beta**: the learned scalar with which the block's rebuilt features enter the host "
+        "(`h + beta (h_hat - h)`); near 0 they barely reach it.",
         "",
     ]
     table = contributions_table(have)
