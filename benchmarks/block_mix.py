@@ -162,14 +162,18 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown(summary: list[dict[str, Any]]) -> list[str]:
+    """The summaries as a Markdown table (a ``suite`` key in them adds its column)."""
+    suite = any("suite" in s for s in summary)
     lines = [
-        "| host | arm | cells | largest abs(beta), mean (max) | test with beta = 0 minus as "
+        ("| suite " if suite else "")
+        + "| host | arm | cells | largest abs(beta), mean (max) | test with beta = 0 minus as "
         "trained [95 %] | cells whose metric changed |",
-        "| --- | --- | --- | --- | --- | --- |",
+        ("| --- " if suite else "") + "| --- | --- | --- | --- | --- | --- |",
     ]
     for s in summary:
         lines.append(
-            f"| {s['host']} | {s['arm']} | {s['cells']} | {s['max_abs_beta_mean']:.4f} "
+            (f"| {s.get('suite', '')} " if suite else "")
+            + f"| {s['host']} | {s['arm']} | {s['cells']} | {s['max_abs_beta_mean']:.4f} "
             f"({s['max_abs_beta_max']:.4f}) | {s['change_mean']:+.4f} [{s['change_low']:+.4f}, "
             f"{s['change_high']:+.4f}] ({s['metric']}) | {s['cells_changed']} |"
         )

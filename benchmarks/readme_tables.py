@@ -5,7 +5,8 @@
 :data:`TABLES` names, computed by :func:`pgm_plugins.bench.summary.summarise` from
 ``benchmarks/results``, the report table :data:`REPORTS` names (the rows of one host table of
 ``pgm bench report``, on test or validation scores), or the methods comparison :data:`AIMS`
-names (the report's PgM-against-the-alternatives rows);
+names (the report's PgM-against-the-alternatives rows), or the block-mix measurements
+:data:`MIXES` names (``benchmarks/block_mix.py``'s summaries);
 ``--check`` changes nothing and exits 1 with a diff when a block differs. A file without any
 block, or a block naming an unknown table, is an error (exit 2).
 """
@@ -119,6 +120,32 @@ AIMS: dict[str, AimTable] = {
 }
 
 
+#: the block-mix measurements (``benchmarks/block_mix.py``): table name -> JSON files under the
+#: results folder, their summaries in one table
+MIXES: dict[str, tuple[str, ...]] = {
+    "block-mix": (
+        "block_mix/mosi.json",
+        "block_mix/mosi-guided.json",
+        "block_mix/av-digits-loso.json",
+    ),
+}
+
+
+def _mix_rows(files: tuple[str, ...], results: Path) -> str:
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("block_mix", REPO / "benchmarks" / "block_mix.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    summary = []
+    for name in files:
+        got = json.loads((results / name).read_text(encoding="utf-8"))
+        summary += [{**s, "suite": got["suite"]} for s in got["summary"]]
+    return "\n".join(module.markdown(summary)) + "\n"
+
+
 def _aim_rows(spec: AimTable, results: Path) -> str:
     import tempfile
 
@@ -151,6 +178,8 @@ def render(name: str, results: Path) -> str:
         return _report_rows(REPORTS[name], results)
     if name in AIMS:
         return _aim_rows(AIMS[name], results)
+    if name in MIXES:
+        return _mix_rows(MIXES[name], results)
     table = TABLES[name]
     suites = list(dict.fromkeys(r.suite for r in table.rows))
     summary = summarise(results, suites, ARMS, rows=table.rows)
@@ -164,7 +193,7 @@ def rewrite(text: str, results: Path) -> str:
         raise ValueError(
             f"no <!-- table:NAME --> ... <!-- /table:NAME --> block; tables: {choices_text(TABLES)}"
         )
-    known = [*TABLES, *REPORTS, *AIMS]
+    known = [*TABLES, *REPORTS, *AIMS, *MIXES]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(
