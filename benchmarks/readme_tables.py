@@ -126,6 +126,7 @@ AIMS: dict[str, AimTable] = {
     "aim-av-digits-loso": AimTable("", "av-digits-timm-loso"),
     "aim-mosi": AimTable("", "mosi-methods"),
     "aim-mosi-standard": AimTable("", "mosi-standard-methods"),
+    "aim-mosi-replace": AimTable("", "mosi-replace"),
 }
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from test_bench_report import SUITE, record, write
 
-from pgm_plugins.bench.alternatives import HOST_MARGIN, aim_rows
+from pgm_plugins.bench.alternatives import HOST_MARGIN, READINGS, aim_rows
 from pgm_plugins.bench.report import build_report, verdict
 from pgm_plugins.bench.stats import compare, holm
 
@@ -40,6 +40,10 @@ def test_the_reading_is_chosen_on_validation_never_on_test(tmp_path):
     # a tie keeps the first reading
     _arm(tmp_path, "pgm-guided", base + 0.01, valid=[0.70] * 6)
     assert build_report(tmp_path, SUITE, plots=False).aim[0].reading == "pgm"
+    # the third reading: the block's rebuilt representation replaces the host's
+    _arm(tmp_path, "pgm-replace", base, valid=[0.71] * 6)
+    (row,) = build_report(tmp_path, SUITE, plots=False).aim
+    assert row.reading == "pgm-replace" and list(row.valid_means) == list(READINGS)
 
 
 def test_aim_met_when_every_alternative_is_beaten_and_the_host_kept(tmp_path):

@@ -3,7 +3,8 @@ whether to put PgM into their model asks, answered per (data set, protocol, host
 suite's cells.
 
 - **PgM's best reading** is chosen on validation: of the readings present (:data:`READINGS`:
-  ``pgm``, the first, and ``pgm-guided``, the second), the one with the best mean validation
+  ``pgm``, the first, ``pgm-guided``, the second, and ``pgm-replace``, where the host receives the
+  block's rebuilt representation itself), the one with the best mean validation
   score of the primary metric over its cells (ties: the first). Test scores never choose.
 - **Against each alternative** present (:data:`ALTERNATIVES`: ``uni_heads``, ``umt``,
   ``ogm_ge``, ``mmpareto``, ``agm``): the best reading minus the alternative on the test primary
@@ -49,8 +50,9 @@ __all__ = [
     "aim_verdict",
 ]
 
-#: PgM's readings, in the order a tie on validation prefers them
-READINGS = ("pgm", "pgm-guided")
+#: PgM's readings, in the order a tie on validation prefers them: the default block, the block
+#: guided by uni-modal training, and the block whose rebuilt representation replaces the host's
+READINGS = ("pgm", "pgm-guided", "pgm-replace")
 #: the methods users pick instead, in the order the tables show them
 ALTERNATIVES = ("uni_heads", "umt", "ogm_ge", "mmpareto", "agm")
 #: how far (in the primary metric's units) PgM may fall short of the host: the 95 % upper
