@@ -9,7 +9,7 @@ block computes reaches the prediction (the block's heads and losses still shaped
 during training). The difference is what the block's forward contributes to the test metric.
 
     python benchmarks/block_mix.py mosi --hosts late_fusion mmsa.lmf --arms pgm --seeds 0 \\
-        --data-dir ../shared/data --out benchmarks/results/block_mix/mosi.json
+        --data-dir ../shared/data --out benchmarks/results/block_mix-mosi.json
 
 Writes the cells and a per (host, arm) summary (mean |beta|, the metric change with a 95 %
 t-interval over the cells) as JSON, and prints the summary as a Markdown table.

@@ -134,9 +134,9 @@ AIMS: dict[str, AimTable] = {
 #: results folder, their summaries in one table
 MIXES: dict[str, tuple[str, ...]] = {
     "block-mix": (
-        "block_mix/mosi.json",
-        "block_mix/mosi-guided.json",
-        "block_mix/av-digits-loso.json",
+        "block_mix-mosi.json",
+        "block_mix-mosi-guided.json",
+        "block_mix-av-digits-loso.json",
     ),
 }
 

@@ -56,7 +56,7 @@ def test_the_docs_table_is_the_measurements_summaries(tmp_path):
     for name in tables.MIXES["block-mix"]:
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"suite": Path(name).stem, "summary": [s], "cells": []}))
+        path.write_text(json.dumps({"suite": name[10:-5], "summary": [s], "cells": []}))
     text = tables.render("block-mix", tmp_path)
     lines = text.splitlines()
     assert lines[0].startswith("| suite | host | arm | cells |")
