@@ -65,6 +65,10 @@ TABLES: dict[str, Table] = {
         p_digits=2,
         arms=METHOD_ARMS,
     ),
+    "methods-av-digits-loso": Table(
+        (Row("av-digits-timm-loso", "timm.av"),),
+        arms=("baseline", "pgm", "capacity", "uni_heads"),
+    ),
     "av-digits": Table(
         (
             Row("av-digits", "late_fusion", "late_fusion (MLP encoders, 30 epochs, patience 8)"),
