@@ -343,6 +343,14 @@ def test_nothing_to_report_is_a_clear_error(tmp_path, capsys):
     bad.write_text("{")
     assert main("quick", tmp_path / "res", None, "markdown") == 2
     assert "none of the 1 result file(s)" in capsys.readouterr().err
+
+
+def test_a_misspelt_suite_points_at_the_suite_that_ran_not_at_running_the_typo(tmp_path, capsys):
+    write(tmp_path, *record())
+    assert main(SUITE[:-1], tmp_path, None, "none") == 2
+    err = capsys.readouterr().err
+    assert f"Did you mean {SUITE!r}" in err and f"Report it: `pgm bench report {SUITE}`" in err
+    assert "pgm bench run" not in err
     assert main("quick", tmp_path / "res", None, "html") == 2
     assert "unknown format 'html'" in capsys.readouterr().err
 
