@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_bench_report import record
 
 from pgm_plugins.bench.data import av_digits as av
 from pgm_plugins.bench.data.bench_data import BenchData
@@ -140,44 +141,20 @@ def test_report_takes_the_corrected_resampled_t_over_speakers_x_seeds(loso, tmp_
 def _record(
     arm: str, fold: int, seed: int, acc: float, train: np.ndarray, data: BenchData
 ) -> tuple[dict, dict]:
-    key = {
-        "suite": "loso",
-        "dataset": data.name,
-        "protocol": data.protocol,
-        "host": "late_fusion",
-        "arm": arm,
-        "fold": fold,
-        "seed": seed,
-    }
+    """test_bench_report's record, as a late-fusion cell of ``data`` trained on ``train``."""
+    block = 0 if arm == "baseline" else 50
+    key, body = record(data.name, data.protocol, "late_fusion", arm, fold, seed, block=block)
     test = {"acc": acc, "macro_f1": acc}
-    body = {
-        "status": "done",
-        "suite": {"name": "loso", "file": "loso.toml", "digest": "abc"},
-        "train_digest": train_digest(train),
-        "independent_seeds": bool(data.extras.get("independent_seeds", False)),
-        "data": dict(data.summary()),
-        "host": {"name": "late_fusion", "description": "", "changes": []},
-        "arm": {"name": arm, "kind": "", "description": "", "changes": {}},
-        "setting": {},
-        "selection": [],
-        "primary": "acc",
-        "higher_is_better": True,
-        "metrics": {"valid": dict(test), "test": test},
-        "sizes": {"train": len(train), "valid": 500, "test": 500},
-        "curves": {"train_loss": [1.0], "valid_loss": [1.0], "valid_primary": [0.5]},
-        "best_epoch": 0,
-        "epochs_run": 1,
-        "epoch_cap": 5,
-        "patience": 2,
-        "train": {"lr": 0.001},
-        "parameters": {"host": 1000, "block": 0 if arm == "baseline" else 50},
-        "time": {"wall_s": 1.5, "train_s": 1.0, "steps": 10, "step_ms": 2.0},
-        "shares": None,
-        "parts": None,
-        "truth": None,
-        "env": {"git": {"commit": "0123456789abcdef", "dirty": False}},
-    }
-    return key, body
+    body.update(
+        suite={"name": "loso", "file": "loso.toml", "digest": "abc"},
+        train_digest=train_digest(train),
+        independent_seeds=bool(data.extras.get("independent_seeds", False)),
+        data=dict(data.summary()),
+        primary="acc",
+        metrics={"valid": dict(test), "test": test},
+        sizes={"train": len(train), "valid": 500, "test": 500},
+    )
+    return {**key, "suite": "loso"}, body
 
 
 def test_the_loso_suite_runs_every_speaker_x_seed(tmp_path: Path):
