@@ -33,6 +33,7 @@ from typing import Any
 
 import pandas as pd
 
+from pgm_plugins.bench.formatting import number
 from pgm_plugins.bench.metrics import PERFECT
 from pgm_plugins.bench.pairing import paired_comparison
 from pgm_plugins.bench.stats import holm
@@ -200,10 +201,6 @@ def aim_rows(cells: pd.DataFrame) -> list[AimRow]:
     return rows
 
 
-def _num(v: float, digits: int = 4) -> str:
-    return "-" if math.isnan(v) else f"{v:.{digits}f}"
-
-
 def _cmp(v: dict[str, Any]) -> str:
     if v["n"] < 2:
         return f"- (n={v['n']})"
@@ -240,7 +237,7 @@ def aim_markdown(rows: Sequence[AimRow]) -> list[str]:
         md += [f"### {r.dataset} / {r.protocol} / host `{r.host}`", ""]
         md.append(
             f"- reading chosen on validation: **`{r.reading}`** ("
-            + ", ".join(f"`{k}` {_num(v)}" for k, v in r.valid_means.items())
+            + ", ".join(f"`{k}` {number(v)}" for k, v in r.valid_means.items())
             + f", validation {r.metric})"
         )
         md.append("")
@@ -257,18 +254,18 @@ def aim_markdown(rows: Sequence[AimRow]) -> list[str]:
         shown = ["baseline", *r.valid_means, *r.versus]
         for a in shown:
             v = r.vs_host if a == "baseline" else r.versus.get(a)
-            cells = [f"`{a}`", str(r.settings[a]), _num(r.test_means[a])]
+            cells = [f"`{a}`", str(r.settings[a]), number(r.test_means[a])]
             if v is None:  # the readings themselves
                 cells += ["", "", "", ""]
             else:
                 holm_p = v.get("p_holm", math.nan) if a != "baseline" else math.nan
-                cells += [_cmp(v), _p(v["p"]), _p(holm_p), _num(v["detectable"])]
+                cells += [_cmp(v), _p(v["p"]), _p(holm_p), number(v["detectable"])]
             lines.append("| " + " | ".join(cells) + " |")
         md += [*lines, ""]
         md.append(
             f"- against the host: `{r.reading}` falls short of it by at most "
-            f"{_num(r.shortfall)} (95 % bound; the aim: below {HOST_MARGIN}); room left above "
-            f"the host: {_num(r.room)}; largest detectable difference: {_num(r.detectable)}"
+            f"{number(r.shortfall)} (95 % bound; the aim: below {HOST_MARGIN}); room left above "
+            f"the host: {number(r.room)}; largest detectable difference: {number(r.detectable)}"
         )
         if r.absent:
             md.append(
@@ -344,8 +341,8 @@ def aim_summary(rows: Sequence[AimRow], p_digits: int = 3) -> list[str]:
             f"`{r.reading}` ({r.settings[r.reading]})",
             diff(r.vs_host, False),
             *[diff(r.versus.get(a), True) for a in alts],
-            _num(r.detectable, 3),
-            _num(r.room, 3),
+            number(r.detectable, 3),
+            number(r.room, 3),
             r.outcome,
         ]
         lines.append("| " + " | ".join(cells) + " |")

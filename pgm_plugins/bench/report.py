@@ -50,6 +50,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the bench extra is miss
 from pgm_plugins._io import atomic_write_text
 from pgm_plugins.bench.alternatives import AimRow, aim_frame, aim_markdown, aim_rows, aim_verdict
 from pgm_plugins.bench.arms import SINGLE_HOST, SINGLE_PREFIX
+from pgm_plugins.bench.formatting import number
 from pgm_plugins.bench.metrics import LOWER_IS_BETTER
 from pgm_plugins.bench.pairing import paired_comparison
 from pgm_plugins.bench.record import REQUIRED as CONTRACT
@@ -426,10 +427,6 @@ def load_step_times(paths: Iterable[Path]) -> tuple[dict[str, list[dict[str, Any
 
 
 # ---------------------------------------------------------------------------------- markdown
-
-
-def _fmt(v: float, digits: int = 4) -> str:
-    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
 def _p(p: float) -> str:
@@ -812,17 +809,17 @@ def _host_md(s: DataSection, t: HostTable) -> list[str]:
             hit = primary[primary["reference"] == ref]
             cmp_cells.append(_cmp_text(hit.iloc[0]) if len(hit) else "-")
             if ref == REFERENCES[0] and len(hit):
-                detectable = _fmt(float(hit.iloc[0]["detectable"]))
+                detectable = number(float(hit.iloc[0]["detectable"]))
         rows.append(
             [
                 f"`{r.arm}`" + (" *" if r.best_single else ""),
                 f"{r.n}" + (f" ({r.failed} failed)" if r.failed else ""),
                 str(r.settings),
-                *[f"{_fmt(mean)} +- {_fmt(std)}" for mean, std, _ in r.stats.values()],
+                *[f"{number(mean)} +- {number(std)}" for mean, std, _ in r.stats.values()],
                 f"{r.block_params:,} ({r.overhead_pct:+.1f} %)" if r.block_params else "0",
                 *cmp_cells,
                 detectable,
-                _fmt(r.step_ms, 1),
+                number(r.step_ms, 1),
             ]
         )
     md = [f"### {s.dataset} / {s.protocol} / host `{t.host}`", ""]
