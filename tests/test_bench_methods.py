@@ -21,12 +21,12 @@ from pgm_plugins.bench.methods.heads import ProbeHeads
 from pgm_plugins.bench.methods.mmpareto import MMParetoRun, integrate, min_norm_weights
 from pgm_plugins.bench.methods.ogm_ge import (
     OgmGeRun,
+    add_noise_,
     coefficients,
     discrepancy_ratios,
-    modulate_,
 )
 from pgm_plugins.bench.runner import Runner, RunnerError
-from pgm_plugins.bench.step import Stage, Stepper
+from pgm_plugins.bench.step import Clip, Stage, Stepper
 from pgm_plugins.errors import ConfigError
 from tests.test_bench_runner import _records, registry, tiny  # noqa: F401
 from tests.test_bench_runner import _suite as runner_suite
@@ -68,18 +68,21 @@ class _Snapshot(OgmGeRun):
 
     def after_backward(self, stage):
         parts = self.host.parts()
-        self.before = {m: [p.grad.clone() for p in parts[m]] for m in parts if m != "fusion"}
+        self.before = {m: [p.grad.clone() for p in parts[m]] for m in parts}
+        self.probes = [p.grad.clone() for p in self.handle.block.parameters()]
         self.k = dict(self._k)
         super().after_backward(stage)
-        self.after = {m: [p.grad.clone() for p in parts[m]] for m in parts if m != "fusion"}
+        self.after = {m: [p.grad.clone() for p in parts[m]] for m in parts}
 
 
-def _ogm_step(alpha: float, noise: bool):
+def _ogm_step(alpha: float, noise: bool, clip: Clip | None = None):
+    """One Adam step of the late-fusion host with OGM-GE, and the same step of a copy of the
+    host alone (same weights, same batch): (arm, probe scores, host with the arm, host alone)."""
     run, inputs, y = _host()
+    alone = copy.deepcopy(run.model)
     arm = _Snapshot(_ctx("ogm_ge", setting={"alpha": alpha}, options={"noise": noise}))
     handle = _inject(run, arm.block_factory())
     arm.attach(run, handle)
-    opt = torch.optim.SGD(run.model.parameters(), lr=0.0)
     # the expected coefficients, from the probe heads on the encoders' features
     block = handle.block
     with torch.no_grad():
@@ -88,46 +91,78 @@ def _ogm_step(alpha: float, noise: bool):
             z = block.heads[m](run.model.encoders[m](inputs[m]))
             scores[m] = float(torch.softmax(z, -1).gather(1, y.view(-1, 1)).sum())
     torch.manual_seed(0)
-    Stepper(run.model, {"main": opt}, handle=handle, arm=arm).step(
-        iter([_task_stage(run, inputs, y)]), y
-    )
-    return arm, scores
+    stage = _task_stage(run, inputs, y)
+    stage.clip = clip
+    opt = torch.optim.Adam(run.model.parameters(), lr=0.01)
+    Stepper(run.model, {"main": opt}, handle=handle, arm=arm).step(iter([stage]), y)
+    plain = Stage({"task": F.cross_entropy(alone(**inputs), y)}, clip=clip)
+    Stepper(alone, {"main": torch.optim.Adam(alone.parameters(), lr=0.01)}).step(iter([plain]), y)
+    return arm, scores, run.model, alone
 
 
-def test_ogm_ge_scales_the_dominant_modality_by_its_coefficient_and_leaves_the_other():
+def test_ogm_ge_slows_the_dominant_modality_s_step_by_its_coefficient_and_not_the_other():
+    """Under Adam a factor on the gradient cancels, so the arm scales the dominant encoder's
+    step: it moves k times as far as the host alone moves it; the other encoder and the fusion
+    head move exactly as far."""
     alpha = 0.5
-    arm, scores = _ogm_step(alpha, noise=False)
+    arm, scores, model, alone = _ogm_step(alpha, noise=False)
     dominant = max(scores, key=scores.get)
     other = min(scores, key=scores.get)
     rho = scores[dominant] / scores[other]
     assert rho > 1.0
     k = 1.0 - math.tanh(alpha * rho)
     assert arm.k[dominant] == pytest.approx(k, rel=1e-6) and arm.k[other] == 1.0
+    start = _host()[0].model.state_dict()  # the same seed: the weights before the step
+    moved, moved_alone = model.state_dict(), alone.state_dict()
+    for name, p0 in start.items():
+        step, step_alone = moved[name] - p0, moved_alone[name] - p0
+        assert step_alone.abs().sum() > 0, name
+        factor = k if name.startswith(f"encoders.{dominant}.") else 1.0
+        assert torch.allclose(step, factor * step_alone, rtol=1e-4, atol=1e-7), name
     for before, after in zip(arm.before[dominant], arm.after[dominant], strict=True):
-        assert before.abs().sum() > 0
-        assert torch.allclose(after, before * k, rtol=1e-6, atol=0)
-    for before, after in zip(arm.before[other], arm.after[other], strict=True):
-        assert torch.equal(after, before)
+        assert torch.equal(after, before)  # without noise the gradients are the host's
     rec = arm.record()
-    assert rec["slowed_share"] == {dominant: 1.0, other: 0.0}
+    assert rec["slowed_share"] == {dominant: 1.0, other: 0.0} and rec["slows"] == "update"
     assert rec["coefficient_mean"][dominant] == pytest.approx(k, rel=1e-6)
 
 
+def test_ogm_ge_probe_heads_are_clipped_apart_from_the_host():
+    """The recipe's clipping by norm sees the host's gradients alone: the probes' loss never
+    scales them down; the probe heads are clipped on their own."""
+    clip = Clip("norm", 0.05)
+    arm, _, _, _ = _ogm_step(0.5, noise=False, clip=clip)
+    host = [g for m in arm.before for g in arm.before[m]]
+    total = float(torch.sqrt(sum((g.double() ** 2).sum() for g in host)))
+    assert total > clip.max  # the clip is active
+    scale = clip.max / (total + 1e-6)
+    for m in arm.before:
+        for before, after in zip(arm.before[m], arm.after[m], strict=True):
+            assert torch.allclose(after, before * scale, rtol=1e-5, atol=1e-9)
+    probes = [p.grad for p in arm.handle.block.parameters()]
+    norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in probes)))
+    assert norm == pytest.approx(
+        min(clip.max, float(torch.sqrt(sum((g.double() ** 2).sum() for g in arm.probes)))), rel=1e-4
+    )
+
+
 def test_ogm_ge_noise_has_the_gradient_s_own_std_on_every_encoder():
-    """Generalisation enhancement: g <- k g + N(0, std(g)^2), per tensor, both encoders."""
+    """Generalisation enhancement: g <- g + N(0, std(g)^2), per tensor, both encoders."""
     p = torch.nn.Parameter(torch.zeros(300, 300))
     p.grad = torch.randn(300, 300, generator=torch.Generator().manual_seed(1)) * 3.0
     before = p.grad.clone()
-    modulate_([p], 0.4, noise=True)
-    residual = p.grad - 0.4 * before
+    add_noise_([p])
+    residual = p.grad - before
     assert float(residual.std()) == pytest.approx(float(before.std()), rel=0.02)
     assert abs(float(residual.mean())) < 0.05
-    # through the arm: every encoder gets noise, the dominant one also its coefficient
-    arm, _ = _ogm_step(0.5, noise=True)
+    # through the arm: every encoder gets noise, the fusion head none
+    arm, _, _, _ = _ogm_step(0.5, noise=True)
     for m in ("a", "b"):
         before, after = arm.before[m][0], arm.after[m][0]  # the first Linear's weight
-        residual = after - arm.k[m] * before
+        residual = after - before
         assert float(residual.std()) == pytest.approx(float(before.std()), rel=0.3)
+    assert all(
+        torch.equal(a, b) for a, b in zip(arm.before["fusion"], arm.after["fusion"], strict=True)
+    )
 
 
 def test_ogm_ge_coefficients_for_more_than_two_modalities():
@@ -258,6 +293,7 @@ def test_both_arms_run_through_the_runner_and_record_their_settings(registry, tm
     assert [s["setting"] for s in par["selection"]] == [{"gamma": 1.0}, {"gamma": 1.5}]
     assert ogm["arm"]["alpha"] == ogm["setting"]["alpha"] and ogm["arm"]["noise"] is True
     assert set(ogm["arm"]["slowed_share"]) == {"a", "b"}
+    assert sum(ogm["arm"]["slowed_share"].values()) > 0  # a modality was slowed on some step
     assert par["arm"]["gamma"] == par["setting"]["gamma"]
     assert 0.0 <= par["arm"]["conflict_share"]["a"] <= 1.0
     assert "Peng" in ogm["arm"]["paper"] and "Wei" in par["arm"]["paper"]
@@ -302,6 +338,15 @@ def test_a_misspelt_option_is_refused_before_any_cell(registry, tmp_path):  # no
         method_arms()[0].grid(_ctx("ogm_ge", options={"alphas": [0.0]}))
     with pytest.raises(ConfigError, match=r"noise must be true or false"):
         OgmGeRun(_ctx("ogm_ge", options={"noise": "yes"}))
+
+
+@pytest.mark.parametrize(
+    ("arm", "typo", "meant"), [("pgm-guided", "weigths", "weights"), ("umt", "weight", "weights")]
+)
+def test_every_method_refuses_an_option_it_does_not_take(arm, typo, meant):
+    spec = {s.name: s for s in method_arms()}[arm]
+    with pytest.raises(ConfigError, match=rf"no option '{typo}'.*Did you mean '{meant}'"):
+        spec.grid(_ctx(arm, options={typo: [0.1]}))
 
 
 def test_uni_heads_are_what_mmpareto_injects():

@@ -17,7 +17,8 @@ hook                   when the runner calls it, and what for
 ``losses(terms, s)``   per stage, after the forward: add, replace or drop loss terms
 ``backward(t, l, s)``  per stage: run backward yourself (return True), e.g. MMPareto's
                        per-loss gradients; default False (the stepper runs ``loss.backward()``)
-``after_backward(s)``  per stage, after backward and before clipping (OGM-GE's modulation)
+``after_backward(s)``  per stage, after backward and before clipping (gradient surgery, noise)
+``after_step(s)``      per stage, after the optimizer's step (OGM-GE scales a modality's step)
 ``predict(out, x)``    at evaluation: replace the host's prediction (UME's ensemble)
 ``after_epoch()``      after each training epoch (a method with per-epoch state)
 ``record()``           when the cell is written: what the arm adds under the record's ``arm``
@@ -103,6 +104,9 @@ class ArmRun:
         return False
 
     def after_backward(self, stage: Stage) -> None:
+        return None
+
+    def after_step(self, stage: Stage) -> None:
         return None
 
     def predict(self, outputs: Tensor, inputs: Any) -> Tensor:

@@ -14,7 +14,7 @@ the precision asks); the block's auxiliary loss joins the terms as ``"pgm"``
 (``Stage.block_loss``); gradients of the model and of the stage's optimizer set to ``None``; the
 terms summed in the order given; backward (scaled for fp16; an arm may run its own); the
 optimizer's gradients unscaled; the arm's ``after_backward``; clipping as the stage says; the
-optimizer step. See docs/architecture.md.
+optimizer step; the arm's ``after_step``. See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -129,7 +129,8 @@ class Stepper:
             stage)`` edits each stage's terms, ``backward(terms, loss, stage)`` may run backward
             itself (returning True), ``after_backward(stage)`` acts on the gradients after
             backward and unscaling, before clipping (where a method that modulates gradients
-            acts). None: none of these.
+            acts), ``after_step(stage)`` after the optimizer's step (where a method that scales
+            a step acts). None: none of these.
     """
 
     def __init__(
@@ -203,6 +204,8 @@ class Stepper:
                 self.scaler.update()
             else:
                 opt.step()
+            if self.arm is not None:
+                self.arm.after_step(stage)
             if stage.report:
                 reported = {k: v.detach() for k, v in terms.items()} | {"loss": loss.detach()}
         return reported

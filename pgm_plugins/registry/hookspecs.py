@@ -113,8 +113,9 @@ def pgm_register_arms(register: Callable[..., None]) -> None:
     doing nothing; override only what your method changes: ``block_factory`` (a module injected
     at the sites), ``lr_scale`` (per-part learning rates), ``losses`` (add, replace or drop loss
     terms of a stage), ``backward`` (run backward yourself), ``after_backward`` (act on the
-    gradients before clipping), ``predict`` (replace the host's prediction), ``after_epoch`` and
-    ``record`` (what the cell's record says about the arm). The runner builds and injects the
+    gradients before clipping), ``after_step`` (act after the optimizer's step), ``predict``
+    (replace the host's prediction), ``after_epoch`` and ``record`` (what the cell's record
+    says about the arm). The runner builds and injects the
     host, then calls ``run.attach(host_run, handle)`` and the hooks: see
     ``pgm_plugins/bench/arm.py``'s table. Keep ``make`` and ``settings`` importable module-level
     callables (``functools.partial`` of a class is fine): process-pool and Ray workers rebuild

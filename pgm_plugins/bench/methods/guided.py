@@ -12,8 +12,10 @@ guided by what uni-modal training actually learns:
   the teacher (read in :meth:`GuidedArm.on_batch`);
 - the PgM block, with ``lambda_teacher > 0``, distils them into the **uni part** of each
   modality's code only (``PgMConfig.lambda_teacher``, docs/design.md "Losses": a linear map from
-  the pooled uni part predicts the teacher's features, standardised per batch); the paired part
-  gets no gradient from that term and learns the rest through the cross-modal interaction;
+  the pooled uni part predicts the teacher's features, standardised per batch); the paired
+  learner gets no gradient from that term (the partitioner does: moving the uni columns moves
+  the paired ones they are orthogonal to) and learns the rest through the cross-modal
+  interaction;
 - the uni / paired balance (``rho``) per modality and the distillation weight are selected on
   validation, per cell: the abstract's "distribution adjustment to suit diverse downstream
   tasks", where the first reading kept ``rho = 0.5`` everywhere.
@@ -35,6 +37,7 @@ from torch import Tensor, nn
 
 from pgm_plugins.bench.arm import ArmContext, ArmRun, ArmSpec
 from pgm_plugins.bench.arms import block_factory
+from pgm_plugins.bench.methods.heads import check_options
 
 __all__ = ["GUIDED_RHOS", "GUIDED_WEIGHTS", "GuidedArm", "guided_arm", "guided_grid"]
 
@@ -77,8 +80,17 @@ def guided_grid(
     return grid
 
 
+#: ``[arm_options.pgm-guided]`` keys
+OPTIONS = {
+    "rhos": "the uni shares tried per modality, the others at 0.5",
+    "weights": "the teacher weights tried at rho 0.5",
+    "weight": "the teacher weight of the rho settings (default: the first of weights)",
+}
+
+
 def _settings(ctx: ArmContext) -> list[dict[str, Any]]:
     opts = ctx.options
+    check_options("pgm-guided", opts, OPTIONS)
     return guided_grid(
         ctx.modalities,
         tuple(opts.get("rhos", GUIDED_RHOS)),

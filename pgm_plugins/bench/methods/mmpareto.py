@@ -15,7 +15,10 @@ uni-modal head per modality on its site features trains ``L_m`` (weight 1 each, 
 - **magnitude**: the paper keeps the magnitude up for generalisation (the multimodal loss's
   gradient is smaller and less noisy than the uni-modal one): when ``||g||`` falls below
   ``||g_mm + g_m||`` it is rescaled to that norm, and the result is multiplied by ``gamma``
-  (:data:`GAMMAS`: the public implementation's and BalanceBenchmark's 1.5).
+  (:data:`GAMMAS`: the public implementation's and BalanceBenchmark's 1.5). Under the hosts'
+  Adam(W) this has no lasting effect (Adam's step does not follow the gradient's norm, so the
+  step length SGD loses to the integration is not lost there): the direction rule is what acts.
+  It is kept as written, not moved onto the step (as ``ogm_ge`` moves its coefficient).
 
 It runs in the arm's ``backward``: per-loss gradients of the encoders' parameters with
 ``torch.autograd.grad``, then one backward of the plain sum for every other parameter (fusion,

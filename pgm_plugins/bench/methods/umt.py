@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from pgm_plugins.bench.arm import ArmContext, ArmRun, ArmSpec
 from pgm_plugins.bench.arms import _Control
+from pgm_plugins.bench.methods.heads import check_options
 from pgm_plugins.bench.methods.ume import PAPER
 from pgm_plugins.block import PgMConfig, PgMOutput
 from pgm_plugins.block.mlp import masked_mean
@@ -119,6 +120,7 @@ class UniModalTeacher(ArmRun):
 
 
 def _settings(ctx: ArmContext) -> list[dict[str, Any]]:
+    check_options("umt", ctx.options, {"weights": "the distillation weights tried"})
     weights = ctx.options.get("weights", WEIGHTS)
     if (
         not isinstance(weights, list | tuple)
