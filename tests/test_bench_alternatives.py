@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 from test_bench_report import SUITE, record, write
 
 from pgm_plugins.bench.alternatives import HOST_MARGIN, READINGS, aim_rows
@@ -15,11 +16,16 @@ from pgm_plugins.bench.report import build_report, verdict
 from pgm_plugins.bench.stats import compare, holm
 
 
-def _arm(root, arm, test, valid=None, host="h1", sizes=(80, 10, 20)):
-    for seed, t in enumerate(test):
-        key, body = record(host=host, arm=arm, seed=seed, primary_value=float(t), sizes=sizes)
+def _arm(root, arm, test, valid=None, host="h1", sizes=(80, 10, 20), folds=False):
+    """One cell per value: seeds 0.. on one fixed split, or with ``folds`` folds 0.. at seed 0
+    (each fold its own training and test set: the corrected resampled t)."""
+    for i, t in enumerate(test):
+        fold, seed = (i, 0) if folds else (0, i)
+        key, body = record(
+            host=host, arm=arm, fold=fold, seed=seed, primary_value=float(t), sizes=sizes
+        )
         if valid is not None:
-            body["metrics"]["valid"] = {**body["metrics"]["valid"], "acc2": float(valid[seed])}
+            body["metrics"]["valid"] = {**body["metrics"]["valid"], "acc2": float(valid[i])}
         write(root, key, body)
 
 
@@ -46,54 +52,126 @@ def test_the_reading_is_chosen_on_validation_never_on_test(tmp_path):
     assert row.reading == "pgm-replace" and list(row.valid_means) == list(READINGS)
 
 
-def test_aim_met_when_every_alternative_is_beaten_and_the_host_kept(tmp_path):
+ALTS = {"uni_heads": 0.02, "umt": 0.01, "ogm_ge": 0.0, "mmpareto": 0.03}
+
+
+def _winning_grid(root, folds=True, alts=ALTS):
     base = 0.7 + _noise(0)
-    _arm(tmp_path, "baseline", base)
-    _arm(tmp_path, "pgm", base + 0.06 + _noise(1))
-    alts = {"uni_heads": 0.02, "umt": 0.01, "ogm_ge": 0.0, "mmpareto": 0.03}
+    _arm(root, "baseline", base, folds=folds)
+    _arm(root, "pgm", base + 0.06 + _noise(1), folds=folds)
     for i, (arm, gain) in enumerate(alts.items()):
-        _arm(tmp_path, arm, base + gain + _noise(10 + i))
+        _arm(root, arm, base + gain + _noise(10 + i), folds=folds)
+    return base
+
+
+def test_aim_met_when_every_alternative_is_beaten_and_the_host_kept(tmp_path):
+    _winning_grid(tmp_path)
     report = build_report(tmp_path, SUITE, plots=False)
     (row,) = report.aim
-    assert row.outcome == "met" and row.reasons == []
-    assert list(row.versus) == list(alts)  # in ALTERNATIVES' order
-    assert row.absent == ["agm"]
+    assert row.outcome == "met" and row.reasons == [] and row.missing == []
+    assert list(row.versus) == list(ALTS)  # in ALTERNATIVES' order
+    assert row.absent == ["agm"] and row.cells["pgm"] == 6
     cells = report.cells
-    pgm = cells[cells["arm"] == "pgm"].sort_values("seed")["test.acc2"].to_numpy()
+    pgm = cells[cells["arm"] == "pgm"].sort_values("fold")["test.acc2"].to_numpy()
     ps = []
-    for arm in alts:
-        other = cells[cells["arm"] == arm].sort_values("seed")["test.acc2"].to_numpy()
-        c = compare(pgm, other)  # one fixed split over seeds: the plain paired t
+    for arm in ALTS:
+        other = cells[cells["arm"] == arm].sort_values("fold")["test.acc2"].to_numpy()
+        c = compare(pgm, other, 20 / 80)  # six folds: the corrected resampled t
         v = row.versus[arm]
         got = (v["diff"], v["low"], v["high"], v["p"])
         assert got == pytest.approx((c.mean, c.low, c.high, c.p))
         assert v["detectable"] == pytest.approx(c.detectable)
+        # the detectable difference at Holm's strictest level, 0.05 / 4: a larger one
+        t = sps.t
+        se = c.detectable / (t.ppf(0.975, 5) + t.ppf(0.8, 5))
+        assert v["detectable_holm"] == pytest.approx((t.ppf(1 - 0.05 / 8, 5) + t.ppf(0.8, 5)) * se)
         ps.append(c.p)
-    assert [row.versus[a]["p_holm"] for a in alts] == pytest.approx(holm(ps))
+    assert [row.versus[a]["p_holm"] for a in ALTS] == pytest.approx(holm(ps))
     assert row.shortfall == pytest.approx(-row.vs_host["low"]) and row.shortfall < HOST_MARGIN
-    assert row.room == pytest.approx(1 - base.mean())
+    # the room: above the best of the host and the alternatives (mmpareto here)
+    best = cells[cells["arm"] == "mmpareto"]["test.acc2"].mean()
+    assert row.room == pytest.approx(1 - best)
     # the section, aim.csv and the verdict line say the same
     assert "## PgM's best reading against the methods users pick instead" in report.markdown
     assert "- **aim met**" in report.markdown
     frame = pd.read_csv(report.out_dir / "aim.csv")
-    assert list(frame["arm"]) == ["baseline", *alts]
+    assert list(frame["arm"]) == ["baseline", *ALTS]
     assert set(frame["outcome"]) == {"met"} and set(frame["reading"]) == {"pgm"}
+    assert list(frame["cells"]) == [6] * 5
     assert verdict(report)[-1].startswith(
         "Aim on mosi-utterance/clean, host h1: `pgm` (chosen on validation) vs uni_heads, umt"
     )
 
 
-def test_aim_not_met_names_each_reason(tmp_path):
+def test_wins_on_one_fixed_test_set_leave_the_aim_undecided(tmp_path):
+    """Seeds on one split see training noise only: every win confident is still not 'met'."""
+    _winning_grid(tmp_path, folds=False)
+    (row,) = build_report(tmp_path, SUITE, plots=False).aim
+    assert all(v["p_holm"] < 0.05 and v["diff"] > 0 for v in row.versus.values())
+    assert row.outcome == "undecided" and row.fixed_split
+    assert row.reasons == [
+        "one test set: the interval holds the seeds' training noise only, not the test set's "
+        "sampling"
+    ]
+
+
+def test_the_aim_needs_every_alternative_it_names(tmp_path):
+    """Wins over the alternatives present are not the aim while one it names has no cells;
+    OGM-GE is not asked of a regression task."""
+    _winning_grid(tmp_path, alts={"uni_heads": 0.02, "mmpareto": 0.03})
+    (row,) = build_report(tmp_path, SUITE, plots=False).aim
+    assert row.outcome == "incomplete" and row.missing == ["umt", "ogm_ge"]
+    assert row.reasons == ["no cells of umt, ogm_ge (the aim names it)"]
+    cells = build_report(tmp_path, SUITE, plots=False).cells.assign(task="regression")
+    (row,) = aim_rows(cells)
+    assert row.missing == ["umt"]
+
+
+def test_a_confident_loss_is_not_met_even_where_the_room_is_small(tmp_path):
+    """'undecided' never hides a loss: PgM confidently below an alternative is 'not met' though
+    the detectable difference exceeds the room."""
+    base = np.full(6, 0.994)
+    _arm(tmp_path, "baseline", base, folds=True)
+    _arm(tmp_path, "pgm", base - 0.004 + _noise(1, scale=0.0004), folds=True)
+    _arm(tmp_path, "uni_heads", base + _noise(2, scale=0.0004), folds=True)
+    _arm(tmp_path, "umt", base - 0.004 + _noise(3, scale=0.004), folds=True)
+    (row,) = build_report(tmp_path, SUITE, plots=False).aim
+    assert row.detectable > row.room
+    assert row.versus["uni_heads"]["p_holm"] < 0.05 and row.versus["uni_heads"]["diff"] < 0
+    assert row.outcome == "not met"
+    assert any(r.startswith("worse than uni_heads") for r in row.reasons)
+
+
+def test_the_reading_is_chosen_on_the_cells_every_reading_has(tmp_path):
+    """A reading with fewer cells is compared on validation over the shared (fold, seed)."""
     base = 0.7 + _noise(0)
     _arm(tmp_path, "baseline", base)
-    _arm(tmp_path, "pgm", base - 0.03 + _noise(1))  # short of the host
-    _arm(tmp_path, "uni_heads", base - 0.03 + _noise(2, scale=0.01))  # level
-    _arm(tmp_path, "umt", base + 0.02 + _noise(3))  # better than PgM
+    _arm(tmp_path, "pgm", base, valid=[0.60, 0.60, 0.60, 0.90, 0.90, 0.90])
+    _arm(tmp_path, "pgm-guided", base[:3], valid=[0.65, 0.65, 0.65])
+    _arm(tmp_path, "uni_heads", base)
+    (row,) = build_report(tmp_path, SUITE, plots=False).aim
+    # over its own cells pgm's mean (0.75) would win; over seeds 0-2 (0.60 vs 0.65) it loses
+    assert row.valid_means == {"pgm": pytest.approx(0.60), "pgm-guided": pytest.approx(0.65)}
+    assert row.reading == "pgm-guided" and row.cells == {
+        "baseline": 6,
+        "pgm": 6,
+        "pgm-guided": 3,
+        "uni_heads": 6,
+    }
+
+
+def test_aim_not_met_names_each_reason(tmp_path):
+    base = 0.7 + _noise(0)
+    _arm(tmp_path, "baseline", base, folds=True)
+    _arm(tmp_path, "pgm", base - 0.03 + _noise(1), folds=True)  # short of the host
+    _arm(tmp_path, "uni_heads", base - 0.03 + _noise(2, scale=0.01), folds=True)  # level
+    _arm(tmp_path, "umt", base + 0.02 + _noise(3), folds=True)  # better than PgM
     (row,) = aim_rows(build_report(tmp_path, SUITE, plots=False).cells)
     assert row.outcome == "not met"
     text = "; ".join(row.reasons)
     assert "level with uni_heads" in text and "worse than umt" in text
-    assert f"short of the host (95 % bound; the aim: below {HOST_MARGIN})" in text
+    assert f"the host: {row.shortfall:.4f} (95 % bound of host - PgM; the aim: below " in text
+    assert "no cells of ogm_ge, mmpareto or agm" in text
 
 
 def test_undecided_where_the_detectable_difference_exceeds_the_room_above_the_host(tmp_path):
@@ -102,7 +180,7 @@ def test_undecided_where_the_detectable_difference_exceeds_the_room_above_the_ho
     _arm(tmp_path, "pgm", base + _noise(1, scale=0.006))
     _arm(tmp_path, "uni_heads", base + _noise(2, scale=0.006))
     (row,) = build_report(tmp_path, SUITE, plots=False).aim
-    assert row.room == pytest.approx(0.005)
+    assert row.room == pytest.approx(1 - max(row.host_mean, row.test_means["uni_heads"]))
     assert row.detectable > row.room and row.outcome == "undecided"
 
 
@@ -165,7 +243,8 @@ def test_a_larger_budget_is_named_beside_the_outcome(tmp_path):
     _arm(tmp_path, "uni_heads", base + _noise(2))
     report = build_report(tmp_path, SUITE, plots=False)
     (row,) = report.aim
-    assert row.outcome == "met" and row.settings == {"baseline": 1, "pgm-guided": 7, "uni_heads": 1}
+    assert row.outcome == "incomplete" and row.missing == ["umt", "ogm_ge", "mmpareto or agm"]
+    assert row.settings == {"baseline": 1, "pgm-guided": 7, "uni_heads": 1}
     assert row.caveats == [
         "`pgm-guided` tried 7 settings per cell, `uni_heads` 1: part of a difference may come "
         "from the larger budget"

@@ -222,20 +222,22 @@ def test_one_fixed_split_uses_the_plain_paired_t(tmp_path):
     assert row["p"].item() == pytest.approx(want.pvalue)
 
 
-def test_holm_runs_over_the_hosts_of_a_data_set(tmp_path):
+def test_holm_runs_over_every_comparison_of_a_data_set_with_one_reference(tmp_path):
+    """One family per (reference, metric): the data set's hosts x arms."""
     rng = np.random.default_rng(2)
     values = {}
     for host in ("h1", "h2", "h3"):
         values[(host, "baseline")] = random_values(rng, 1, 4, 0.0)
         values[(host, "pgm")] = random_values(rng, 1, 4, 0.04)
+        values[(host, "capacity")] = random_values(rng, 1, 4, 0.02)
     grid(tmp_path, values)
     comp = build_report(tmp_path, SUITE, plots=False).comparisons
-    fam = comp[
-        (comp["arm"] == "pgm") & (comp["reference"] == "baseline") & (comp["metric"] == "acc2")
-    ]
-    assert len(fam) == 3
+    fam = comp[(comp["reference"] == "baseline") & (comp["metric"] == "acc2")]
+    assert len(fam) == 6 and set(fam["arm"]) == {"pgm", "capacity"}
     assert fam["p_holm"].tolist() == pytest.approx(holm(fam["p"].tolist()))
     assert (fam["p_holm"] >= fam["p"]).all()
+    other = comp[(comp["reference"] == "capacity") & (comp["metric"] == "acc2")]
+    assert other["p_holm"].tolist() == pytest.approx(holm(other["p"].tolist()))
 
 
 def test_unpaired_cells_are_counted_and_left_out(tmp_path):

@@ -4,24 +4,37 @@ suite's cells.
 
 - **PgM's best reading** is chosen on validation: of the readings present (:data:`READINGS`:
   ``pgm``, the first, ``pgm-guided``, the second, and ``pgm-replace``, where the host receives the
-  block's rebuilt representation itself), the one with the best mean validation
-  score of the primary metric over its cells (ties: the first). Test scores never choose.
+  block's rebuilt representation itself), the one with the best mean validation score of the
+  primary metric over the (fold, seed) cells every reading has (all its cells where they share
+  none; ties: the first). Test scores never choose.
 - **Against each alternative** present (:data:`ALTERNATIVES`: ``uni_heads``, ``umt``,
   ``ogm_ge``, ``mmpareto``, ``agm``): the best reading minus the alternative on the test primary
   metric, paired over (fold, seed) with the report's test (:func:`~pgm_plugins.bench.pairing.
   paired_comparison`), Holm's correction over these comparisons of the row, and each one's
-  smallest detectable difference (80 % power, alpha 0.05).
+  smallest detectable difference (80 % power) at Holm's strictest level (0.05 / k for k
+  comparisons), so that it is the difference these cells could confirm.
 - **Against the host**: the 95 % upper bound of how far the reading falls short of the host
   (host - PgM for a higher-is-better metric) must lie below :data:`HOST_MARGIN`.
-- **Outcome**: ``met`` when the reading beats every alternative present with confidence (Holm's
-  p < :data:`CONFIDENCE`, better direction) and the host bound holds; ``undecided`` when it is
-  not met and the largest detectable difference exceeds the room left above the host (the
-  distance of the host's mean to the metric's perfect value, :data:`~pgm_plugins.bench.metrics.
-  PERFECT`): this data cannot show a win that large; ``not met`` otherwise, with the reasons.
+- **Room**: the distance from the best of the host and the alternatives (their mean test
+  scores) to the metric's perfect value (:data:`~pgm_plugins.bench.metrics.PERFECT`): the
+  largest win over all of them that is possible at all.
+- **Outcome**, the first that applies:
+
+  - ``not met``: the reading is confidently worse than an alternative (Holm) or than the host;
+  - ``met``: it beats every alternative the aim names (:data:`REQUIRED`, on the tasks each
+    supports) with confidence (Holm's p < :data:`CONFIDENCE`), the host bound holds, and the
+    cells test on more than one test set;
+  - ``undecided``: the largest detectable difference exceeds the room (these cells cannot show
+    a win that large), or everything holds but on one fixed test set, where the spread over
+    seeds is training noise only and the test set's own sampling is in no interval;
+  - ``not met``: a comparison is level, or the host bound fails;
+  - ``incomplete``: every comparison present is won, but an alternative the aim names has no
+    cells yet (the run is not finished, or the suite leaves it out).
 
 Every arm's tuning budget (settings trained per cell, the best kept on validation) is shown
-beside it, and a row says where the reading tried more settings than an alternative (a
-caveat, not a reason): a reading that tried more settings had more chances on validation.
+beside it, with its number of cells, and a row says where the reading tried more settings than
+an alternative (a caveat, not a reason): a reading that tried more settings had more chances on
+validation.
 """
 
 from __future__ import annotations
@@ -36,13 +49,14 @@ import pandas as pd
 from pgm_plugins.bench.formatting import number
 from pgm_plugins.bench.metrics import PERFECT
 from pgm_plugins.bench.pairing import paired_comparison
-from pgm_plugins.bench.stats import holm
+from pgm_plugins.bench.stats import detectable_at, holm
 
 __all__ = [
     "ALTERNATIVES",
     "CONFIDENCE",
     "HOST_MARGIN",
     "READINGS",
+    "REQUIRED",
     "AimRow",
     "aim_frame",
     "aim_markdown",
@@ -56,6 +70,16 @@ __all__ = [
 READINGS = ("pgm", "pgm-guided", "pgm-replace")
 #: the methods users pick instead, in the order the tables show them
 ALTERNATIVES = ("uni_heads", "umt", "ogm_ge", "mmpareto", "agm")
+#: the alternatives the aim must beat: each entry one of its arms (``mmpareto`` or ``agm``), on
+#: the tasks the method supports (OGM-GE's score is a class probability: classification only)
+REQUIRED: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("uni_heads",), ("classification", "regression")),
+    (("umt",), ("classification", "regression")),
+    (("ogm_ge",), ("classification",)),
+    (("mmpareto", "agm"), ("classification", "regression")),
+)
+#: the report's tests whose cells all share one test set (seed noise only)
+FIXED_SPLIT_TESTS = ("paired", "paired-by-folds")
 #: how far (in the primary metric's units) PgM may fall short of the host: the 95 % upper
 #: bound of host - PgM must lie below it
 HOST_MARGIN = 0.01
@@ -77,39 +101,70 @@ class AimRow:
     settings: dict[str, int]  #: each shown arm's tuning budget (settings per cell)
     test_means: dict[str, float]  #: each shown arm's mean test primary metric
     host_mean: float  #: the host's (``baseline``'s) mean test primary metric
-    room: float  #: the distance of ``host_mean`` to the metric's perfect value (NaN: unknown)
+    #: the distance of the best of the host's and the alternatives' means to the metric's
+    #: perfect value (NaN: unknown)
+    room: float
     #: reading - host (:func:`~pgm_plugins.bench.pairing.paired_comparison`)
     vs_host: dict[str, Any]
     shortfall: float  #: 95 % upper bound of how far the reading falls short of the host
     #: alternative -> reading - alternative (the same, with ``p_holm``)
     versus: dict[str, dict[str, Any]] = field(default_factory=dict)
     absent: list[str] = field(default_factory=list)  #: alternatives without cells here
-    outcome: str = ""  #: ``met``, ``not met`` or ``undecided``
+    missing: list[str] = field(default_factory=list)  #: what :data:`REQUIRED` lacks here
+    cells: dict[str, int] = field(default_factory=dict)  #: each shown arm's cells
+    task: str = ""  #: the cells' task
+    outcome: str = ""  #: ``met``, ``not met``, ``undecided`` or ``incomplete``
     reasons: list[str] = field(default_factory=list)  #: why it is not met
     #: what qualifies the outcome: alternatives that tried fewer settings than the reading
     caveats: list[str] = field(default_factory=list)
 
     @property
     def detectable(self) -> float:
-        """The largest smallest-detectable difference among the comparisons with alternatives."""
-        values = [v["detectable"] for v in self.versus.values() if not math.isnan(v["detectable"])]
+        """The largest smallest-detectable difference among the comparisons with alternatives,
+        at Holm's strictest level."""
+        values = [v["detectable_holm"] for v in self.versus.values()]
+        values = [v for v in values if not math.isnan(v)]
         return max(values) if values else math.nan
+
+    @property
+    def fixed_split(self) -> bool:
+        """Whether the cells compared share one test set (the report's plain paired t)."""
+        return self.vs_host.get("test") in FIXED_SPLIT_TESTS
 
 
 def _better(diff: float, higher: bool) -> bool:
     return diff > 0 if higher else diff < 0
 
 
+def _common_valid(cells: pd.DataFrame, readings: list[str]) -> dict[str, float]:
+    """Each reading's mean validation primary over the (fold, seed) cells every reading has
+    (each over all its cells where they share none)."""
+    valid = cells[cells["valid.primary"].astype(float).notna()]
+    keys = None
+    for r in readings:
+        got = set(map(tuple, valid.loc[valid["arm"] == r, ["fold", "seed"]].to_numpy().tolist()))
+        keys = got if keys is None else keys & got
+    out = {}
+    for r in readings:
+        mine = valid[valid["arm"] == r]
+        if keys:
+            at = [tuple(k) in keys for k in mine[["fold", "seed"]].to_numpy().tolist()]
+            mine = mine[at]
+        out[r] = float(mine["valid.primary"].mean()) if len(mine) else math.nan
+    return out
+
+
 def _row(ds: str, proto: str, host: str, data: pd.DataFrame) -> AimRow | None:
     primary = str(data["primary"].mode().iloc[0])
     higher = bool(data["higher_is_better"].mode().iloc[0])
+    task = str(data["task"].mode().iloc[0]) if "task" in data else ""
     cells = data[(data["host"] == host) & ~data["failed"]]
     arms = set(cells["arm"])
     readings = [r for r in READINGS if r in arms]
     present = [a for a in ALTERNATIVES if a in arms]
     if not readings or not present or "baseline" not in arms:
         return None
-    valid = {r: float(cells.loc[cells["arm"] == r, "valid.primary"].mean()) for r in readings}
+    valid = _common_valid(cells, readings)
     chosen = readings[0]
     for r in readings[1:]:  # strictly better on validation replaces the earlier reading
         if not math.isnan(valid[r]) and (
@@ -119,7 +174,8 @@ def _row(ds: str, proto: str, host: str, data: pd.DataFrame) -> AimRow | None:
     col = f"test.{primary}"
     shown = ["baseline", *readings, *present]
     by_arm = {a: cells[cells["arm"] == a] for a in shown}
-    host_mean = float(by_arm["baseline"][col].mean())
+    means = {a: float(by_arm[a][col].mean()) for a in shown}
+    host_mean = means["baseline"]
     perfect = PERFECT.get(primary)
     vs_host = paired_comparison(by_arm[chosen], by_arm["baseline"], col, higher)
     if vs_host["varies"] is False:  # every cell moved by the same amount: that is the bound
@@ -127,8 +183,14 @@ def _row(ds: str, proto: str, host: str, data: pd.DataFrame) -> AimRow | None:
     else:
         shortfall = -vs_host["low"] if higher else vs_host["high"]
     versus = {a: paired_comparison(by_arm[chosen], by_arm[a], col, higher) for a in present}
+    k = sum(1 for v in versus.values() if not math.isnan(v["p"]))
     for v, p in zip(versus.values(), holm([v["p"] for v in versus.values()]), strict=True):
         v["p_holm"] = p
+        v["detectable_holm"] = detectable_at(v["detectable"], v["n"], CONFIDENCE / max(k, 1))
+    best = [host_mean, *(means[a] for a in present)]
+    best = [b for b in best if not math.isnan(b)]
+    top = (max(best) if higher else min(best)) if best else math.nan
+    tested = {a for a, v in versus.items() if v["n"] >= 2}
     row = AimRow(
         dataset=ds,
         protocol=proto,
@@ -138,38 +200,62 @@ def _row(ds: str, proto: str, host: str, data: pd.DataFrame) -> AimRow | None:
         reading=chosen,
         valid_means=valid,
         settings={a: int(by_arm[a]["settings"].max()) for a in shown},
-        test_means={a: float(by_arm[a][col].mean()) for a in shown},
+        test_means=means,
         host_mean=host_mean,
-        room=abs(perfect - host_mean) if perfect is not None else math.nan,
+        room=abs(perfect - top) if perfect is not None else math.nan,
         vs_host=vs_host,
         shortfall=float(shortfall),
         versus=versus,
         absent=[a for a in ALTERNATIVES if a not in arms],
+        missing=[
+            " or ".join(names)
+            for names, tasks in REQUIRED
+            if (not task or task in tasks) and not any(n in tested for n in names)
+        ],
+        cells={a: len(by_arm[a]) for a in shown},
+        task=task,
     )
     _judge(row)
     return row
 
 
+def _confident(v: dict[str, Any], p_key: str = "p_holm") -> bool:
+    return v["n"] >= 2 and v["varies"] is not False and v.get(p_key, math.nan) < CONFIDENCE
+
+
 def _judge(row: AimRow) -> None:
-    """Set ``row.outcome`` and ``row.reasons``."""
+    """Set ``row.outcome``, ``row.reasons`` and ``row.caveats`` (the module docstring's rules)."""
     reasons = []
+    lost = False
     for arm, v in row.versus.items():
         if v["n"] < 2:
             reasons.append(f"untested against {arm} ({v['n']} paired cell(s))")
         elif v["varies"] is False:
             reasons.append(f"against {arm} the difference does not vary ({v['diff']:+.4f})")
-        elif not (v["p_holm"] < CONFIDENCE and _better(v["diff"], row.higher)):
-            word = "worse than" if v["p_holm"] < CONFIDENCE else "level with"
+            lost |= not _better(v["diff"], row.higher)
+        elif not (_confident(v) and _better(v["diff"], row.higher)):
+            worse = _confident(v)
+            lost |= worse
             reasons.append(
-                f"{word} {arm}: {v['diff']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}] "
-                f"p_Holm={v['p_holm']:.3f}"
+                f"{'worse than' if worse else 'level with'} {arm}: {v['diff']:+.4f} "
+                f"[{v['low']:+.4f}, {v['high']:+.4f}] p_Holm={v['p_holm']:.3f}"
             )
+    h = row.vs_host
     if math.isnan(row.shortfall):
-        reasons.append(f"untested against the host ({row.vs_host['n']} paired cell(s))")
+        reasons.append(f"untested against the host ({h['n']} paired cell(s))")
     elif not row.shortfall < HOST_MARGIN:
+        worse = _confident(h, "p") and not _better(h["diff"], row.higher)
+        lost |= worse
         reasons.append(
-            f"may fall {row.shortfall:.4f} short of the host (95 % bound; the aim: below "
-            f"{HOST_MARGIN})"
+            f"{'confidently below' if worse else 'may fall short of'} the host: "
+            f"{row.shortfall:.4f} (95 % bound of host - PgM; the aim: below {HOST_MARGIN})"
+        )
+    if row.missing:
+        reasons.append("no cells of " + ", ".join(row.missing) + " (the aim names it)")
+    if row.fixed_split:
+        reasons.append(
+            "one test set: the interval holds the seeds' training noise only, not the test "
+            "set's sampling"
         )
     row.reasons = reasons
     fewer = [a for a in row.versus if row.settings[a] < row.settings[row.reading]]
@@ -179,12 +265,19 @@ def _judge(row: AimRow) -> None:
             + ", ".join(f"`{a}` {row.settings[a]}" for a in fewer)
             + ": part of a difference may come from the larger budget"
         ]
-    if not reasons:
-        row.outcome = "met"
-    elif not math.isnan(row.detectable) and row.detectable > row.room:
-        row.outcome = "undecided"
-    else:
+    decided = [r for r in reasons if not r.startswith(("no cells of", "one test set"))]
+    won_on_one_test_set = not decided and not row.missing
+    underpowered = not math.isnan(row.detectable) and row.detectable > row.room
+    if lost:
         row.outcome = "not met"
+    elif not reasons:
+        row.outcome = "met"
+    elif won_on_one_test_set or underpowered:
+        row.outcome = "undecided"
+    elif decided:
+        row.outcome = "not met"
+    else:
+        row.outcome = "incomplete"
 
 
 def aim_rows(cells: pd.DataFrame) -> list[AimRow]:
@@ -223,14 +316,20 @@ def aim_markdown(rows: Sequence[AimRow]) -> list[str]:
         "",
         f"PgM's reading ({', '.join(f'`{r}`' for r in READINGS)}) is chosen on the mean "
         "validation score; against each alternative present the difference is paired over "
-        "(fold, seed) on test with the report's test, Holm over the alternatives of the row; "
-        "detectable: the smallest difference these cells detect (80 % power, alpha 0.05, "
-        f"before Holm). The aim: beat every alternative with confidence (p_Holm < "
-        f"{CONFIDENCE}) and fall short of the host by less than {HOST_MARGIN} (95 % bound); "
-        "undecided where the largest detectable difference exceeds the room left above the "
-        "host (its distance to a perfect score). A reading's validation score is that of the "
-        "setting its cells kept, the best of its `settings`: a reading that tried more settings "
-        "looks better on validation by selection alone, and may fall back on test.",
+        "(fold, seed) on test with the report's test (n: the paired cells), Holm over the "
+        "alternatives of the row; detectable: the smallest difference these cells detect (80 % "
+        "power, alpha 0.05 before Holm; the row's largest at Holm's strictest level). The aim: "
+        f"beat every alternative it names ({', '.join(' or '.join(n) for n, _ in REQUIRED)}; "
+        f"OGM-GE on classification only) with confidence (p_Holm < {CONFIDENCE}) and fall short "
+        f"of the host by less than {HOST_MARGIN} (95 % bound). Not met where PgM is confidently "
+        "worse than an alternative or the host, or level where the cells could show the win; "
+        "undecided where the largest detectable difference exceeds the room (the distance from "
+        "the best of the host and the alternatives to a perfect score), or where every win "
+        "rests on one test set; incomplete where every comparison present is won but a named "
+        "alternative has no cells. The reading is chosen on the validation mean over the cells "
+        "every reading has. A reading's validation score is that of the setting its cells kept, "
+        "the best of its `settings`: a reading that tried more settings looks better on "
+        "validation by selection alone, and may fall back on test.",
         "",
     ]
     for r in rows:
@@ -244,8 +343,10 @@ def aim_markdown(rows: Sequence[AimRow]) -> list[str]:
         header = [
             "arm",
             "settings",
+            "cells",
             f"test {r.metric} mean",
             f"`{r.reading}` - arm [95 %]",
+            "n",
             "p",
             "p_Holm",
             "detectable",
@@ -254,18 +355,19 @@ def aim_markdown(rows: Sequence[AimRow]) -> list[str]:
         shown = ["baseline", *r.valid_means, *r.versus]
         for a in shown:
             v = r.vs_host if a == "baseline" else r.versus.get(a)
-            cells = [f"`{a}`", str(r.settings[a]), number(r.test_means[a])]
+            cells = [f"`{a}`", str(r.settings[a]), str(r.cells[a]), number(r.test_means[a])]
             if v is None:  # the readings themselves
-                cells += ["", "", "", ""]
+                cells += ["", "", "", "", ""]
             else:
                 holm_p = v.get("p_holm", math.nan) if a != "baseline" else math.nan
-                cells += [_cmp(v), _p(v["p"]), _p(holm_p), number(v["detectable"])]
+                cells += [_cmp(v), str(v["n"]), _p(v["p"]), _p(holm_p), number(v["detectable"])]
             lines.append("| " + " | ".join(cells) + " |")
         md += [*lines, ""]
         md.append(
             f"- against the host: `{r.reading}` falls short of it by at most "
-            f"{number(r.shortfall)} (95 % bound; the aim: below {HOST_MARGIN}); room left above "
-            f"the host: {number(r.room)}; largest detectable difference: {number(r.detectable)}"
+            f"{number(r.shortfall)} (95 % bound; the aim: below {HOST_MARGIN}); room above the "
+            f"best of the host and the alternatives: {number(r.room)}; largest detectable "
+            f"difference at Holm's strictest level: {number(r.detectable)}"
         )
         if r.absent:
             md.append(
@@ -297,12 +399,26 @@ def aim_frame(rows: Sequence[AimRow]) -> pd.DataFrame:
                     "arm": arm,
                     "arm_settings": r.settings[arm],
                     "arm_mean": r.test_means[arm],
+                    "cells": r.cells[arm],
                     **{
                         k: v.get(k, math.nan)
-                        for k in ("n", "test", "diff", "low", "high", "p", "p_holm", "detectable")
+                        for k in (
+                            "n",
+                            "unpaired_arm",
+                            "unpaired_ref",
+                            "test",
+                            "diff",
+                            "low",
+                            "high",
+                            "p",
+                            "p_holm",
+                            "detectable",
+                            "detectable_holm",
+                        )
                     },
                     "shortfall_bound": r.shortfall,
                     "room": r.room,
+                    "missing": "; ".join(r.missing),
                     "outcome": r.outcome,
                 }
             )
@@ -312,7 +428,8 @@ def aim_frame(rows: Sequence[AimRow]) -> pd.DataFrame:
 def aim_summary(rows: Sequence[AimRow], p_digits: int = 3) -> list[str]:
     """The compact table of the README: one line per (data set, host) with the reading chosen,
     its budget, its difference to the host and to each alternative (95 % interval, Holm's p),
-    the largest detectable difference, the room above the host and the outcome."""
+    the largest detectable difference (at Holm's strictest level), the room above the best of
+    the host and the alternatives, and the outcome."""
     alts = [a for a in ALTERNATIVES if any(a in r.versus for r in rows)]
 
     def diff(v: dict[str, Any] | None, holm_p: bool) -> str:

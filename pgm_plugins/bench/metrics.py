@@ -71,7 +71,8 @@ RETRIEVAL_DIRECTIONS = {"audio2image": "a2i", "image2audio": "i2a"}
 #: metrics where smaller is better; any name not in :data:`HIGHER_IS_BETTER` counts as higher
 LOWER_IS_BETTER = frozenset(m for m, higher in HIGHER_IS_BETTER.items() if not higher)
 #: the best value each metric of :data:`HIGHER_IS_BETTER` can take (every one lies in [0, 1] or
-#: is an error or loss >= 0): the report's room left above a host is its distance to this
+#: is an error or loss >= 0): the room the report's methods comparison leaves above the best of
+#: a host and its alternatives is their distance to this
 PERFECT: dict[str, float] = {m: 1.0 if higher else 0.0 for m, higher in HIGHER_IS_BETTER.items()}
 #: data sets whose sentiment scale :func:`mmsa_regression_metrics` knows
 MMSA_SCALES = ("mosi", "mosei", "sims", "mosei_senti")

@@ -292,7 +292,7 @@ def _comparisons(cells: pd.DataFrame) -> pd.DataFrame:
     )
     frame["p_holm"] = np.nan
     if len(frame):
-        family = ["dataset", "protocol", "arm", "reference", "metric"]
+        family = ["dataset", "protocol", "reference", "metric"]
         for _, idx in frame.groupby(family, sort=False).groups.items():
             frame.loc[idx, "p_holm"] = holm(frame.loc[idx, "p"].tolist())
     return frame
@@ -722,8 +722,8 @@ def _header_md(
         "or a split drawn per seed: their records' train_digest differ), the plain paired "
         "t-test where all trained on the same rows (one fixed split, seeds only) or on fresh "
         "independent rows per seed (synthetic). Diverged cells are counted as failed and left "
-        "out of means and comparisons. p_Holm: Holm's "
-        "correction over the hosts of a data set, one family per (arm, reference, metric).",
+        "out of means and comparisons. p_Holm: Holm's correction over every comparison of a "
+        "data set with one reference (its hosts x arms), one family per (reference, metric).",
         "",
     ]
 
@@ -1234,7 +1234,7 @@ def verdict(report: Report) -> list[str]:
             lines.append(
                 f"Verdict on {ds}/{proto}, host {host}: test {primary} "
                 f"({'higher' if higher else 'lower'} is better), {seeds} seed(s); "
-                f"confident = Holm's p < {CONFIDENCE} over the hosts:"
+                f"confident = Holm's p < {CONFIDENCE} over the data set's hosts x arms:"
             )
             width = max(len(a) for a in arms)
             for arm in arms:

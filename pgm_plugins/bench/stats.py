@@ -16,7 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["NEGLIGIBLE_SPREAD", "NO_VARIATION", "Comparison", "compare", "holm", "rank_correlation"]
+__all__ = [
+    "NEGLIGIBLE_SPREAD",
+    "NO_VARIATION",
+    "Comparison",
+    "compare",
+    "detectable_at",
+    "holm",
+    "rank_correlation",
+]
 
 #: The spread (sample standard deviation) of the paired differences at or below which they count
 #: as not varying, relative to the largest magnitude among the compared values: 8 float32 ulps
@@ -105,6 +113,20 @@ def compare(
     p = float(2 * stats.t.sf(abs(mean) / se, df))
     detect = (crit + float(stats.t.ppf(0.8, df))) * se
     return Comparison(mean, mean - crit * se, mean + crit * se, p, n, wins, detect)
+
+
+def detectable_at(detectable: float, n: int, alpha: float, power: float = 0.8) -> float:
+    """:func:`compare`'s ``detectable`` difference (alpha 0.05 two-sided, 80 % power, ``n``
+    paired cells) at another two-sided ``alpha`` and ``power``: e.g. Holm's strictest step,
+    ``0.05 / k`` for ``k`` comparisons. NaN stays NaN, as does ``n`` under 2."""
+    from scipy import stats
+
+    if math.isnan(detectable) or n < 2:
+        return math.nan
+    df = n - 1
+    beta = float(stats.t.ppf(0.8, df))
+    se = detectable / (float(stats.t.ppf(0.975, df)) + beta)
+    return (float(stats.t.ppf(1.0 - alpha / 2.0, df)) + float(stats.t.ppf(power, df))) * se
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:
