@@ -112,7 +112,7 @@ class AimRow:
     absent: list[str] = field(default_factory=list)  #: alternatives without cells here
     missing: list[str] = field(default_factory=list)  #: what :data:`REQUIRED` lacks here
     cells: dict[str, int] = field(default_factory=dict)  #: each shown arm's cells
-    task: str = ""  #: the cells' task
+    task: str = ""  #: the task the host trains PgM on (``trains``; else the data's)
     outcome: str = ""  #: ``met``, ``not met``, ``undecided`` or ``incomplete``
     reasons: list[str] = field(default_factory=list)  #: why it is not met
     #: what qualifies the outcome: alternatives that tried fewer settings than the reading
@@ -157,10 +157,13 @@ def _common_valid(cells: pd.DataFrame, readings: list[str]) -> dict[str, float]:
 def _row(ds: str, proto: str, host: str, data: pd.DataFrame) -> AimRow | None:
     primary = str(data["primary"].mode().iloc[0])
     higher = bool(data["higher_is_better"].mode().iloc[0])
-    task = str(data["task"].mode().iloc[0]) if "task" in data else ""
     cells = data[(data["host"] == host) & ~data["failed"]]
     arms = set(cells["arm"])
     readings = [r for r in READINGS if r in arms]
+    # the task the host trains PgM on (an MMSA host: regression, whatever the data's task)
+    column = "trains" if "trains" in cells else "task"
+    trains = cells.loc[cells["arm"].isin(readings), column] if column in cells else None
+    task = str(trains.mode().iloc[0]) if trains is not None and len(trains) else ""
     present = [a for a in ALTERNATIVES if a in arms]
     if not readings or not present or "baseline" not in arms:
         return None

@@ -161,6 +161,8 @@ def _cells(records: Sequence[tuple[Path, dict[str, Any]]], split: str = "test") 
             "fold": key["fold"],
             "seed": key["seed"],
             "task": r["data"]["task"],
+            # the task the cell's block trained on (MMSA hosts: regression on +-1 labels)
+            "trains": (r.get("block_config") or {}).get("task") or r["data"]["task"],
             "data_digest": r["data"].get("digest"),
             "data_description": r["data"].get("description", ""),
             "primary": r["primary"],
