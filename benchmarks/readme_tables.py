@@ -65,6 +65,11 @@ TABLES: dict[str, Table] = {
         p_digits=2,
         arms=METHOD_ARMS,
     ),
+    "methods-mosi-standard": Table(
+        tuple(Row("mosi-standard-methods", h) for h in ("late_fusion", "mmsa.lmf", "mmsa.self_mm")),
+        p_digits=2,
+        arms=METHOD_ARMS,
+    ),
     "methods-av-digits-loso": Table(
         (Row("av-digits-timm-loso", "timm.av"),),
         arms=("baseline", "pgm", "capacity", "uni_heads"),
