@@ -259,3 +259,33 @@ def test_a_larger_budget_is_named_beside_the_outcome(tmp_path):
     ]
     assert "- budgets: `pgm-guided` tried 7" in report.markdown
     assert "; budgets: `pgm-guided` tried 7" in verdict(report)[-1]
+
+
+def test_fold_means_check_averages_each_fold_s_seeds_first(tmp_path):
+    """Seeds repeated on one fold's rows are not independent resamples: the check averages them
+    per fold and runs the same corrected test over the folds."""
+    rng = np.random.default_rng(7)
+    values = {}
+    for arm, shift in (("baseline", 0.0), ("pgm", 0.03), ("uni_heads", 0.01)):
+        for fold in range(3):
+            for seed in range(3):
+                value = 0.7 + shift + 0.02 * fold + rng.normal(0, 0.01)
+                values[(arm, fold, seed)] = value
+                key, body = record(arm=arm, fold=fold, seed=seed, primary_value=float(value))
+                write(tmp_path, key, body)
+    report = build_report(tmp_path, SUITE, plots=False)
+    (row,) = report.aim
+    means = {
+        arm: [np.mean([values[(arm, f, s)] for s in range(3)]) for f in range(3)]
+        for arm in ("pgm", "uni_heads")
+    }
+    c = compare(means["pgm"], means["uni_heads"], 20 / 80)
+    v = row.versus["uni_heads"]
+    assert v["n"] == 9 and v["p_folds"] == pytest.approx(c.p)
+    assert v["p_holm_folds"] == pytest.approx(c.p)  # one alternative: Holm changes nothing
+    frame = pd.read_csv(report.out_dir / "aim.csv")
+    assert frame.loc[frame["arm"] == "uni_heads", "p_folds"].iloc[0] == pytest.approx(c.p)
+    # one seed per fold: nothing to average, no check
+    _winning_grid(tmp_path / "one-seed")
+    (row,) = build_report(tmp_path / "one-seed", SUITE, plots=False).aim
+    assert all(math.isnan(v["p_folds"]) for v in row.versus.values())

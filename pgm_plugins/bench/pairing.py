@@ -19,7 +19,14 @@ import pandas as pd
 from pgm_plugins.bench.record import provenance_flags
 from pgm_plugins.bench.stats import compare
 
-__all__ = ["cell_provenance", "pair", "paired_cells", "paired_comparison", "test_kind"]
+__all__ = [
+    "cell_provenance",
+    "fold_means_p",
+    "pair",
+    "paired_cells",
+    "paired_comparison",
+    "test_kind",
+]
 
 
 def pair(a: pd.DataFrame, b: pd.DataFrame, col: str) -> tuple[pd.DataFrame, int, int]:
@@ -112,3 +119,22 @@ def paired_comparison(a: pd.DataFrame, b: pd.DataFrame, col: str, higher: bool) 
         detectable=c.detectable,
     )
     return out
+
+
+def fold_means_p(a: pd.DataFrame, b: pd.DataFrame, col: str, higher: bool) -> float:
+    """A sensitivity check of :func:`paired_comparison` where seeds repeat on the same folds:
+    the seeds' scores averaged per fold first, then the same corrected test over the folds
+    (J = folds). Seeds retrained on one split share its training and test rows, so they are
+    not the independent resamples the correction assumes; the fold means are. NaN unless the
+    comparison is the corrected one over at least two folds with a fold holding several seeds.
+    """
+    merged, _, _ = pair(a, b, col)
+    if len(merged) < 2 or test_kind(merged) != "corrected":
+        return math.nan
+    by_fold = merged.groupby("fold")
+    if merged["fold"].nunique() < 2 or int(by_fold.size().max()) < 2:
+        return math.nan
+    means = by_fold[[f"{col}_arm", f"{col}_ref", "n_test", "n_train"]].mean()
+    ratio = float((means["n_test"] / means["n_train"]).mean())
+    c = compare(means[f"{col}_arm"].to_numpy(), means[f"{col}_ref"].to_numpy(), ratio, higher)
+    return c.p
