@@ -434,9 +434,10 @@ def test_both_arms_run_from_the_command_line(tmp_path):
     assert recs["mmpareto"]["arm"]["settings_tried"] == 1
 
 
-def test_an_arm_is_refused_on_a_host_that_trains_another_task(registry, tmp_path):  # noqa: F811
+def test_an_arm_is_left_out_on_a_host_that_trains_another_task(registry, tmp_path, capsys):  # noqa: F811
     """The MMSA hosts train as regression on +-1 labels of classification data: a
-    classification-only arm (ogm_ge) is refused there in plan, before any cell runs."""
+    classification-only arm (ogm_ge) runs on the suite's other hosts and is left out there,
+    saying so; with no host that can take it, the plan is refused before any cell runs."""
 
     class AsRegression(LateFusionRun):
         def __init__(self, *args, **kwargs):
@@ -452,8 +453,27 @@ def test_an_arm_is_refused_on_a_host_that_trains_another_task(registry, tmp_path
     plugin.pgm_register_bench_hosts = pgm_register_bench_hosts  # type: ignore[attr-defined]
     registry.register_plugin(plugin, "regression_host")
     registry.refresh()
+    suite = _suite(registry, hosts=["late_fusion", "as_regression"], arms=["baseline", "ogm_ge"])
+    cells = Runner(suite, tmp_path, registry=registry).plan(folds=[0])
+    assert sorted((c.host, c.arm) for c in cells) == [
+        ("as_regression", "baseline"),
+        ("late_fusion", "baseline"),
+        ("late_fusion", "ogm_ge"),
+    ]
+    err = capsys.readouterr().err
+    assert "arm 'ogm_ge' left out on as_regression: it trains as regression" in err
+    assert "supports only classification" in err
     suite = _suite(registry, hosts=["as_regression"], arms=["ogm_ge"])
     runner = Runner(suite, tmp_path, registry=registry, quiet=True)
-    with pytest.raises(RunnerError, match=r"trains as regression .* ogm_ge support only"):
+    with pytest.raises(
+        RunnerError, match=r"ogm_ge support only classification, .* trains as regression"
+    ):
         runner.plan()
+    with pytest.raises(RunnerError, match=r"every host of this run \(as_regression\)"):
+        Runner(
+            _suite(registry, hosts=["late_fusion", "as_regression"], arms=["ogm_ge"]),
+            tmp_path,
+            registry=registry,
+            quiet=True,
+        ).plan(hosts=["as_regression"])
     assert not (tmp_path / "t").exists()

@@ -550,9 +550,21 @@ class Runner:
                 if singles and (hosts is None or SINGLE_HOST in hosts_):
                     for arm in singles:
                         cells.append(Cell(data.name, data.protocol, SINGLE_HOST, arm, fold, seed))
-        self._check_hosts(
+        unfit = self._check_hosts(
             data, sorted({c.host for c in cells}), seeds_[0], sorted({c.arm for c in cells})
         )
+        if unfit:
+            cells = [c for c in cells if (c.host, c.arm) not in unfit]
+            if not self.quiet:
+                for arm in sorted({a for _, a in unfit}):
+                    where = sorted(h for h, a in unfit if a == arm)
+                    print(
+                        f"suite {s.name}: arm {arm!r} left out on {', '.join(where)}: "
+                        f"{'they train' if len(where) > 1 else 'it trains'} as "
+                        f"{unfit[(where[0], arm)]}, and {arm} supports only "
+                        f"{' and '.join(self.arm(arm).tasks)}",
+                        file=sys.stderr,
+                    )
         return cells
 
     def arm(self, name: str) -> ArmSpec:
@@ -606,10 +618,13 @@ class Runner:
 
     def _check_hosts(
         self, data: BenchData, hosts: Sequence[str], seed: int, arms: Sequence[str] = ()
-    ) -> None:
+    ) -> dict[tuple[str, str], str]:
         """Build every host once on the data, and plan every block arm's block into it, before
         any cell runs: a host that cannot take the data set, a bad host option or a bad
-        ``[block]`` setting says why now, not after hours of other cells."""
+        ``[block]`` setting says why now, not after hours of other cells. Returns the (host,
+        arm) pairs to leave out, with the task the host trains: an arm whose tasks do not
+        include it (OGM-GE on an MMSA host, which trains as regression on classification data)
+        runs on the suite's other hosts; an arm no host of the plan can take is an error."""
         import pgm_plugins as pp
 
         s = self.suite
@@ -652,6 +667,7 @@ class Runner:
                         f"[arm_options.{arm}] {dict(s.arm_options.get(arm, {}))}: {exc}"
                     ) from exc
         blocks = [a for a in arms if self.arm(a).block]
+        unfit: dict[tuple[str, str], str] = {}
         for host in hosts:
             try:
                 run = self._build(host, data, seed, data.modalities)
@@ -663,19 +679,12 @@ class Runner:
                 continue
             # a host may train another task than the data's (MMSA hosts: regression on +-1)
             trains = str(dict(getattr(run, "block_config", None) or {}).get("task", data.task))
-            unfit = [
-                a
-                for a in arms
-                if not a.startswith(SINGLE_PREFIX) and trains not in self.arm(a).tasks
-            ]
-            if unfit:
-                raise RunnerError(
-                    f"bench host {host!r} trains as {trains} on {data.name}, and arm(s) "
-                    f"{', '.join(unfit)} support only "
-                    f"{' and '.join(self.arm(unfit[0]).tasks)}; leave them out of this suite "
-                    "or run them in a suite without that host. Nothing was run."
-                )
+            for a in arms:
+                if not a.startswith(SINGLE_PREFIX) and trains not in self.arm(a).tasks:
+                    unfit[(host, a)] = trains
             for arm in blocks:
+                if (host, arm) in unfit:
+                    continue
                 config: dict[str, Any] = {
                     "task": data.task,
                     "num_classes": data.num_classes if data.task == "classification" else None,
@@ -693,6 +702,22 @@ class Runner:
                         f"arm {arm!r} cannot put its block into host {host!r} (suite [block] "
                         f"{dict(s.block)}): {exc}"
                     ) from exc
+        fusion = [h for h in hosts if not (h == SINGLE_HOST and h not in s.hosts)]
+        nowhere = [
+            a
+            for a in arms
+            if not a.startswith(SINGLE_PREFIX) and all((h, a) in unfit for h in fusion)
+        ]
+        if nowhere and fusion:
+            tasks = sorted({unfit[(h, nowhere[0])] for h in fusion})
+            raise RunnerError(
+                f"arm(s) {', '.join(nowhere)} support only "
+                f"{' and '.join(self.arm(nowhere[0]).tasks)}, and every host of this run "
+                f"({', '.join(fusion)}) trains as {' and '.join(tasks)} on {data.name}; leave "
+                "them out of this suite or run them with a host that trains "
+                f"{' or '.join(self.arm(nowhere[0]).tasks)}. Nothing was run."
+            )
+        return unfit
 
     def _build(self, host: str, data: BenchData, seed: int, modalities: tuple[str, ...]) -> Any:
         factory = self.registry.bench_hosts.entry(host).value
