@@ -26,7 +26,7 @@ from pgm_plugins.errors import choices_text, did_you_mean
 REPO = Path(__file__).resolve().parents[1]
 ARMS = ("baseline", "pgm", "capacity", "uni_heads", "mslr")
 #: the arms of the methods suites (mosi-methods, mosi-standard-methods)
-METHOD_ARMS = (*ARMS, "pgm-guided", "mmpareto", "ume", "umt")
+METHOD_ARMS = (*ARMS, "pgm-guided", "mmpareto", "ume", "umt", "ogm_ge")
 BLOCK = re.compile(
     r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S
 )
