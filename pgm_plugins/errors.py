@@ -21,6 +21,7 @@ __all__ = [
     "SiteError",
     "UnknownNameError",
     "did_you_mean",
+    "nearest",
 ]
 
 
@@ -63,9 +64,14 @@ class PluginError(PgMError, RuntimeError):
     """A plugin failed to load or registered something invalid."""
 
 
+def nearest(given: str, choices: Iterable[str], n: int = 3) -> list[str]:
+    """The up to ``n`` choices nearest ``given`` (closest first; none when nothing is near)."""
+    return difflib.get_close_matches(str(given), [str(c) for c in choices], n=n, cutoff=0.5)
+
+
 def did_you_mean(given: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ``" Did you mean 'x'?"`` for the nearest choices, or an empty string."""
-    close = difflib.get_close_matches(str(given), [str(c) for c in choices], n=n, cutoff=0.5)
+    close = nearest(given, choices, n)
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"

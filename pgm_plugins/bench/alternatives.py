@@ -139,19 +139,20 @@ def _better(diff: float, higher: bool) -> bool:
 def _common_valid(cells: pd.DataFrame, readings: list[str]) -> dict[str, float]:
     """Each reading's mean validation primary over the (fold, seed) cells every reading has
     (each over all its cells where they share none)."""
-    valid = cells[cells["valid.primary"].astype(float).notna()]
-    keys = None
-    for r in readings:
-        got = set(map(tuple, valid.loc[valid["arm"] == r, ["fold", "seed"]].to_numpy().tolist()))
-        keys = got if keys is None else keys & got
-    out = {}
-    for r in readings:
-        mine = valid[valid["arm"] == r]
-        if keys:
-            at = [tuple(k) in keys for k in mine[["fold", "seed"]].to_numpy().tolist()]
-            mine = mine[at]
-        out[r] = float(mine["valid.primary"].mean()) if len(mine) else math.nan
-    return out
+    scores = {
+        r: cells[cells["arm"] == r]
+        .set_index(["fold", "seed"])["valid.primary"]
+        .astype(float)
+        .dropna()
+        for r in readings
+    }
+    common = scores[readings[0]].index
+    for r in readings[1:]:
+        common = common.intersection(scores[r].index)
+    return {
+        r: float((v.loc[common] if len(common) else v).mean()) if len(v) else math.nan
+        for r, v in scores.items()
+    }
 
 
 def _row(ds: str, proto: str, host: str, data: pd.DataFrame) -> AimRow | None:
@@ -160,13 +161,12 @@ def _row(ds: str, proto: str, host: str, data: pd.DataFrame) -> AimRow | None:
     cells = data[(data["host"] == host) & ~data["failed"]]
     arms = set(cells["arm"])
     readings = [r for r in READINGS if r in arms]
-    # the task the host trains PgM on (an MMSA host: regression, whatever the data's task)
-    column = "trains" if "trains" in cells else "task"
-    trains = cells.loc[cells["arm"].isin(readings), column] if column in cells else None
-    task = str(trains.mode().iloc[0]) if trains is not None and len(trains) else ""
     present = [a for a in ALTERNATIVES if a in arms]
     if not readings or not present or "baseline" not in arms:
         return None
+    # the task the host trains PgM on (an MMSA host: regression, whatever the data's task)
+    column = "trains" if "trains" in cells else "task"
+    task = str(cells.loc[cells["arm"].isin(readings), column].mode().iloc[0])
     valid = _common_valid(cells, readings)
     chosen = readings[0]
     for r in readings[1:]:  # strictly better on validation replaces the earlier reading
@@ -217,7 +217,7 @@ def _row(ds: str, proto: str, host: str, data: pd.DataFrame) -> AimRow | None:
         missing=[
             " or ".join(names)
             for names, tasks in REQUIRED
-            if (not task or task in tasks) and not any(n in tested for n in names)
+            if task in tasks and not any(n in tested for n in names)
         ],
         cells={a: len(by_arm[a]) for a in shown},
         task=task,
@@ -232,7 +232,7 @@ def _confident(v: dict[str, Any], p_key: str = "p_holm") -> bool:
 
 def _judge(row: AimRow) -> None:
     """Set ``row.outcome``, ``row.reasons`` and ``row.caveats`` (the module docstring's rules)."""
-    reasons = []
+    reasons = []  # each one decides the row against the aim (with power enough)
     lost = False
     for arm, v in row.versus.items():
         if v["n"] < 2:
@@ -257,6 +257,7 @@ def _judge(row: AimRow) -> None:
             f"{'confidently below' if worse else 'may fall short of'} the host: "
             f"{row.shortfall:.4f} (95 % bound of host - PgM; the aim: below {HOST_MARGIN})"
         )
+    decided = bool(reasons)
     if row.missing:
         reasons.append("no cells of " + ", ".join(row.missing) + " (the aim names it)")
     if row.fixed_split:
@@ -281,7 +282,6 @@ def _judge(row: AimRow) -> None:
             + ", ".join(f"`{a}` {row.settings[a]}" for a in fewer)
             + ": part of a difference may come from the larger budget"
         ]
-    decided = [r for r in reasons if not r.startswith(("no cells of", "one test set"))]
     won_on_one_test_set = not decided and not row.missing
     underpowered = not math.isnan(row.detectable) and row.detectable > row.room
     if lost:

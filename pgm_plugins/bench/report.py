@@ -25,7 +25,6 @@ microbenchmark files are an input (``step_time_files``); nothing is read from th
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import subprocess
@@ -61,7 +60,7 @@ from pgm_plugins.bench.record import (
     read_records,
 )
 from pgm_plugins.bench.stats import NO_VARIATION, holm, rank_correlation
-from pgm_plugins.errors import PgMError, choices_text, did_you_mean
+from pgm_plugins.errors import PgMError, choices_text, did_you_mean, nearest
 
 __all__ = [
     "CONTRACT",
@@ -1302,17 +1301,16 @@ def build_report(
         suite = suites[0]
     source = results_dir / suite
     if not source.is_dir() or not any(source.glob("*.json")):
-        near = did_you_mean(suite, suites)
         # a near name is most likely a typo of a suite that ran: report that one, not run this
-        nearest = difflib.get_close_matches(suite, suites, n=1, cutoff=0.5)
+        close = nearest(suite, suites, n=1)
         then = (
-            f" Report it: `pgm bench report {nearest[0]}`."
-            if nearest
+            f" Report it: `pgm bench report {close[0]}`."
+            if close
             else f" Run `pgm bench run {suite}` first."
         )
         raise ReportError(
             f"no result records for suite {suite!r} in {source}; suites with results there: "
-            f"{choices_text(suites)}.{near}{then}"
+            f"{choices_text(suites)}.{did_you_mean(suite, suites)}{then}"
         )
     step_paths = [Path(p) for p in step_time_files or ()]
     absent = [str(p) for p in step_paths if not p.is_file()]

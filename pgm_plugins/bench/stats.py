@@ -111,7 +111,7 @@ def compare(
     df = n - 1
     crit = float(stats.t.ppf(0.975, df))
     p = float(2 * stats.t.sf(abs(mean) / se, df))
-    detect = (crit + float(stats.t.ppf(0.8, df))) * se
+    detect = _power_multiplier(df) * se
     return Comparison(mean, mean - crit * se, mean + crit * se, p, n, wins, detect)
 
 
@@ -119,14 +119,17 @@ def detectable_at(detectable: float, n: int, alpha: float, power: float = 0.8) -
     """:func:`compare`'s ``detectable`` difference (alpha 0.05 two-sided, 80 % power, ``n``
     paired cells) at another two-sided ``alpha`` and ``power``: e.g. Holm's strictest step,
     ``0.05 / k`` for ``k`` comparisons. NaN stays NaN, as does ``n`` under 2."""
-    from scipy import stats
-
     if math.isnan(detectable) or n < 2:
         return math.nan
-    df = n - 1
-    beta = float(stats.t.ppf(0.8, df))
-    se = detectable / (float(stats.t.ppf(0.975, df)) + beta)
-    return (float(stats.t.ppf(1.0 - alpha / 2.0, df)) + float(stats.t.ppf(power, df))) * se
+    return detectable * _power_multiplier(n - 1, alpha, power) / _power_multiplier(n - 1)
+
+
+def _power_multiplier(df: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """How many standard errors a difference must span to be detected with ``power`` by a
+    two-sided t-test at ``alpha`` on ``df`` degrees of freedom: ``t_(1-alpha/2) + t_power``."""
+    from scipy import stats
+
+    return float(stats.t.ppf(1.0 - alpha / 2.0, df)) + float(stats.t.ppf(power, df))
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

@@ -20,14 +20,22 @@ optimizer step; the arm's ``after_step``. See docs/architecture.md.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PRECISIONS", "Clip", "Stage", "Stepper", "autocast", "resolve_device"]
+__all__ = [
+    "PRECISIONS",
+    "Clip",
+    "Stage",
+    "Stepper",
+    "autocast",
+    "clip_apart",
+    "resolve_device",
+]
 
 #: ``--precision`` choices -> the autocast dtype (None: no autocast)
 PRECISIONS: dict[str, torch.dtype | None] = {
@@ -74,6 +82,20 @@ class Stage:
     block_targets: Tensor | None = None
     report: bool = True
     targets: Tensor | None = None
+
+
+def clip_apart(stage: Stage, groups: Sequence[Sequence[nn.Parameter]]) -> None:
+    """Run ``stage``'s clipping by norm on each group of parameters on its own (its threshold,
+    each group's own norm), then take it off the stage, so one group's gradient never scales
+    another's; clipping by value is per element already and is left to the stage."""
+    clip = stage.clip
+    if clip is None or clip.kind != "norm":
+        return
+    for group in groups:
+        got = [p for p in group if p.grad is not None]
+        if got:
+            nn.utils.clip_grad_norm_(got, clip.max)
+    stage.clip = None
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:

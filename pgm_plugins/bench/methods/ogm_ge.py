@@ -65,6 +65,7 @@ from pgm_plugins.bench.methods.heads import (
     head_losses,
     positive_numbers,
 )
+from pgm_plugins.bench.step import clip_apart
 from pgm_plugins.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -178,7 +179,10 @@ class OgmGeRun(ArmRun):
         encoder's gradient and keep the dominant encoder's parameters to scale its step."""
         if self._k is None:
             return
-        self._clip_apart(stage)
+        # the recipe's clipping, the host apart from the probe heads (their loss is the arm's)
+        heads = list(self.handle.block.parameters())
+        ids = {id(p) for p in heads}
+        clip_apart(stage, [[p for p in self.host.model.parameters() if id(p) not in ids], heads])
         parts = self.host.parts()
         if self.noise:
             for m in self._k:
@@ -203,22 +207,6 @@ class OgmGeRun(ArmRun):
             for p, old, k in self._before:
                 p.mul_(k).add_(old, alpha=1.0 - k)
         self._before = []
-
-    def _clip_apart(self, stage: Stage) -> None:
-        """The stage's clipping by norm run over the host's parameters and, on their own, the
-        probe heads' (their loss is the arm's, not the host's); then taken off the stage."""
-        clip = stage.clip
-        if clip is None or clip.kind != "norm":
-            return  # by value: per element, nothing mixes
-        probes = [p for p in self.handle.block.parameters() if p.grad is not None]
-        heads = {id(p) for p in self.handle.block.parameters()}
-        host = [
-            p for p in self.host.model.parameters() if p.grad is not None and id(p) not in heads
-        ]
-        for group in (host, probes):
-            if group:
-                nn.utils.clip_grad_norm_(group, clip.max)
-        stage.clip = None
 
     def record(self) -> dict[str, Any]:
         n = max(self._steps, 1)

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from pgm_plugins.bench.arm import ArmRun, ArmSpec
 from pgm_plugins.bench.arms import block_factory
+from pgm_plugins.bench.step import clip_apart
 
 __all__ = ["PAPER", "UniModalEnsemble", "ume_arm"]
 
@@ -92,19 +93,11 @@ class UniModalEnsemble(ArmRun):
     def after_backward(self, stage: Any) -> None:
         """Clip each modality's gradient norm on its own (the recipe's threshold), then take
         the stage's joint clipping off."""
-        clip = stage.clip
-        if clip is None or clip.kind != "norm":
-            return  # clipping by value is per element: already per modality
-        seen: set[int] = set()
-        for params in self._modality_params().values():
-            seen.update(id(p) for p in params)
-            got = [p for p in params if p.grad is not None]
-            if got:
-                nn.utils.clip_grad_norm_(got, clip.max)
-        rest = [p for p in self.host.model.parameters() if p.grad is not None and id(p) not in seen]
-        if rest:  # nothing in the bench's hosts: every trained parameter is a modality's
-            nn.utils.clip_grad_norm_(rest, clip.max)
-        stage.clip = None
+        groups = list(self._modality_params().values())
+        seen = {id(p) for group in groups for p in group}
+        # the rest: nothing in the bench's hosts, where every trained parameter is a modality's
+        rest = [p for p in self.host.model.parameters() if id(p) not in seen]
+        clip_apart(stage, [*groups, rest])
 
     def predict(self, outputs: Tensor, inputs: Any) -> Tensor:
         """The mean of the heads' outputs on the forward that gave ``outputs``."""
