@@ -384,16 +384,6 @@ def _int_list(kind: str) -> Any:
     return parse
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"threads {text!r}: give an integer >= 1")
-    return value
-
-
 def _positive_of(kind: str) -> Any:
     def parse(text: str) -> int:
         try:
@@ -431,7 +421,11 @@ def _add_bench(sub: Any) -> None:
     p.add_argument("--folds", nargs="+", type=_int_list("fold"), help="only these folds (0-based)")
     p.add_argument("--data-dir", help="folder holding the data sets (else $PGM_DATA_DIR)")
     p.add_argument("--results", help=RESULTS_HELP)
-    p.add_argument("--threads", type=_positive, help="torch threads (default: the suite's, else 1)")
+    p.add_argument(
+        "--threads",
+        type=_positive_of("threads"),
+        help="torch threads (default: the suite's, else 1)",
+    )
     p.add_argument(
         "--device",
         help="cpu, cuda, cuda:N or auto (default: the suite's, else cpu)",

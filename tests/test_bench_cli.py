@@ -97,6 +97,18 @@ def test_seed_that_is_not_a_number(env, capsys):
     assert exc.value.code == 2 and "seed 'one' is not an integer" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("option", "text"), [("--threads", "0"), ("--jobs", "-1"), ("--threads", "two")]
+)
+def test_a_count_below_one_is_refused_naming_the_option(env, capsys, option, text):
+    suite, results = env
+    with pytest.raises(SystemExit) as exc:
+        _run("run", suite, "--results", results, option, text)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"{option[2:]} {text!r}: give an integer >= 1" in err
+    assert not results.exists()
+
+
 def test_run_prints_the_table_and_resumes(env, capsys):
     suite, results = env
     folder = results / suite_name(str(suite))
