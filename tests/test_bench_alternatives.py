@@ -12,9 +12,9 @@ import pytest
 from scipy import stats as sps
 from test_bench_report import SUITE, record, write
 
-from pgm_plugins.bench.alternatives import HOST_MARGIN, READINGS, aim_rows
+from pgm_plugins.bench.alternatives import HOST_MARGIN, READINGS, aim_markdown, aim_rows
 from pgm_plugins.bench.report import build_report, verdict
-from pgm_plugins.bench.stats import compare, holm
+from pgm_plugins.bench.stats import compare, detectable_at, holm
 
 
 def _arm(root, arm, test, valid=None, host="h1", sizes=(80, 10, 20), folds=False):
@@ -190,6 +190,40 @@ def test_undecided_where_the_detectable_difference_exceeds_the_room_above_the_ho
     (row,) = build_report(tmp_path, SUITE, plots=False).aim
     assert row.room == pytest.approx(1 - max(row.host_mean, row.test_means["uni_heads"]))
     assert row.detectable > row.room and row.outcome == "undecided"
+    # one test set: more seeds could detect a win as large as the room; the report says how many
+    need = row.cells_needed
+    assert need is not None and need > 6
+    v = row.versus["uni_heads"]
+    assert detectable_at(v["detectable"], 6, 0.05, cells=need) <= row.room
+    assert detectable_at(v["detectable"], 6, 0.05, cells=need - 1) > row.room
+    text = "\n".join(aim_markdown([row]))
+    assert f"would need about {need} paired cells per comparison ({need} seed(s) on each" in text
+
+
+def test_where_more_seeds_of_the_same_folds_cannot_decide_the_report_says_so(tmp_path):
+    """Under the corrected resampled t the detectable difference never falls below
+    sqrt(n_test / n_train) of the spread: six folds whose spread is far above the room stay
+    undecided with any number of seeds."""
+    base = np.full(6, 0.995)
+    _arm(tmp_path, "baseline", base, folds=True)
+    _arm(tmp_path, "pgm", base - 0.01 + _noise(1, scale=0.02), folds=True)
+    _arm(tmp_path, "uni_heads", base - 0.01 + _noise(2, scale=0.02), folds=True)
+    report = build_report(tmp_path, SUITE, plots=False)
+    (row,) = report.aim
+    assert row.outcome == "undecided" and row.folds == 6
+    v = row.versus["uni_heads"]
+    assert v["test"] == "corrected" and v["ratio"] == pytest.approx(0.25)
+    assert row.cells_needed is None and row.detectable_unlimited > row.room
+    assert row.detectable_unlimited == pytest.approx(
+        detectable_at(v["detectable"], 6, 0.05, cells=math.inf, ratio=0.25)
+    )
+    assert (
+        "more seeds of these folds cannot decide it" in (report.out_dir / "report.md").read_text()
+    )
+    frame = pd.read_csv(report.out_dir / "aim.csv")
+    line = frame[frame["arm"] == "uni_heads"].iloc[0]
+    assert line["detectable_unlimited"] == pytest.approx(row.detectable_unlimited)
+    assert pd.isna(line["cells_needed"])
 
 
 def test_no_section_without_an_alternative_or_a_reading(tmp_path):

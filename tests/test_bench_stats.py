@@ -14,7 +14,14 @@ import pytest
 from test_bench_report import SUITE, record, write
 
 from pgm_plugins.bench.report import build_report, truth_agreement
-from pgm_plugins.bench.stats import NO_VARIATION, compare, holm, rank_correlation
+from pgm_plugins.bench.stats import (
+    NO_VARIATION,
+    cells_to_detect,
+    compare,
+    detectable_at,
+    holm,
+    rank_correlation,
+)
 from pgm_plugins.bench.summary import summarise
 
 # ------------------------------------------------------------------------------- compare
@@ -187,3 +194,42 @@ def test_summary_table_says_no_variation_and_holm_skips_the_row(tmp_path):
     assert f"-0.005 ({NO_VARIATION})" in h1 and "p=" not in h1
     assert table.p_holm[1] == pytest.approx(table.p[1])  # a family of one
     assert "p=" in h2
+
+
+def _spread_one(n, seed=0):
+    """``n`` paired differences with sample standard deviation exactly 1 (mean 0.1)."""
+    d = np.random.default_rng(seed).normal(0, 1, n)
+    return 0.1 + (d - d.mean()) / d.std(ddof=1)
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.25])
+def test_detectable_for_more_cells_is_what_compare_gives_at_that_spread(ratio):
+    """``detectable_at(..., cells=m)``: the difference ``m`` cells of the same spread detect,
+    as :func:`compare` measures it on such cells, at any alpha."""
+    small, large = _spread_one(6), _spread_one(40, seed=1)
+    d6 = compare(small, np.zeros(6), ratio).detectable
+    d40 = compare(large, np.zeros(40), ratio).detectable
+    assert detectable_at(d6, 6, 0.05, cells=40, ratio=ratio) == pytest.approx(d40)
+    assert detectable_at(d6, 6, 0.05, cells=6, ratio=ratio) == pytest.approx(d6)
+    assert detectable_at(d6, 6, 0.01, cells=6, ratio=ratio) == pytest.approx(
+        detectable_at(d6, 6, 0.01)
+    )
+    # unlimited cells: the corrected test keeps sqrt(ratio) of the spread (here 1)
+    floor = detectable_at(d6, 6, 0.05, cells=math.inf, ratio=ratio)
+    assert floor == pytest.approx(math.sqrt(ratio) * (1.959964 + 0.841621), rel=1e-5)
+    assert floor < detectable_at(d6, 6, 0.05, cells=10**6, ratio=ratio) + 1e-9
+    assert math.isnan(detectable_at(d6, 6, 0.05, cells=1, ratio=ratio))
+
+
+def test_cells_to_detect_is_the_fewest_cells_and_none_below_the_floor():
+    d6 = compare(_spread_one(6), np.zeros(6), 0.25).detectable
+    target = 1.6
+    need = cells_to_detect(d6, 6, target, 0.05, 0.25)
+    assert need is not None
+    assert detectable_at(d6, 6, 0.05, cells=need, ratio=0.25) <= target
+    assert detectable_at(d6, 6, 0.05, cells=need - 1, ratio=0.25) > target
+    # below sqrt(0.25) * 2.80 = 1.40 no number of cells of these folds reaches it
+    assert cells_to_detect(d6, 6, 1.3, 0.05, 0.25) is None
+    # on one test set (ratio 0) enough seeds reach any positive target
+    assert cells_to_detect(d6, 6, 0.05, 0.05) is not None
+    assert cells_to_detect(math.nan, 6, 1.0, 0.05) is None

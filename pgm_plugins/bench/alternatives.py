@@ -18,6 +18,11 @@ suite's cells.
 - **Room**: the distance from the best of the host and the alternatives (their mean test
   scores) to the metric's perfect value (:data:`~pgm_plugins.bench.metrics.PERFECT`): the
   largest win over all of them that is possible at all.
+- **More seeds?** Where the detectable difference exceeds the room, the row says whether more
+  seeds could change that: the fewest paired cells (at the measured spread) at which every
+  comparison could detect a win as large as the room, or, under the corrected resampled t, that
+  no number of seeds of these folds can (its variance keeps ``n_test / n_train`` of the spread
+  however many cells: :func:`~pgm_plugins.bench.stats.detectable_at` with unlimited cells).
 - **Outcome**, the first that applies:
 
   - ``not met``: the reading is confidently worse than an alternative (Holm) or than the host;
@@ -49,7 +54,7 @@ import pandas as pd
 from pgm_plugins.bench.formatting import number
 from pgm_plugins.bench.metrics import PERFECT
 from pgm_plugins.bench.pairing import fold_means_p, paired_comparison
-from pgm_plugins.bench.stats import detectable_at, holm
+from pgm_plugins.bench.stats import cells_to_detect, detectable_at, holm
 
 __all__ = [
     "ALTERNATIVES",
@@ -113,6 +118,7 @@ class AimRow:
     missing: list[str] = field(default_factory=list)  #: what :data:`REQUIRED` lacks here
     cells: dict[str, int] = field(default_factory=dict)  #: each shown arm's cells
     task: str = ""  #: the task the host trains PgM on (``trains``; else the data's)
+    folds: int = 1  #: the folds (test sets) the reading's cells cover
     outcome: str = ""  #: ``met``, ``not met``, ``undecided`` or ``incomplete``
     reasons: list[str] = field(default_factory=list)  #: why it is not met
     #: what qualifies the outcome: alternatives that tried fewer settings than the reading
@@ -125,6 +131,25 @@ class AimRow:
         values = [v["detectable_holm"] for v in self.versus.values()]
         values = [v for v in values if not math.isnan(v)]
         return max(values) if values else math.nan
+
+    @property
+    def detectable_unlimited(self) -> float:
+        """:attr:`detectable` with unlimited cells of the same folds and spread: under the
+        corrected test more seeds cannot bring it below ``sqrt(n_test / n_train)`` of the
+        spread (on one fixed test set it tends to 0)."""
+        values = [v["detectable_unlimited"] for v in self.versus.values()]
+        values = [v for v in values if not math.isnan(v)]
+        return max(values) if values else math.nan
+
+    @property
+    def cells_needed(self) -> int | None:
+        """The fewest paired cells per comparison (at the measured spread) at which every
+        comparison could detect a difference as large as the room; ``None`` where no number
+        of cells of these folds can (or nothing is tested)."""
+        needed = [v.get("cells_needed") for v in self.versus.values() if v["n"] >= 2]
+        if not needed or any(c is None for c in needed):
+            return None
+        return max(c for c in needed if c is not None)
 
     @property
     def fixed_split(self) -> bool:
@@ -187,9 +212,14 @@ def _row(ds: str, proto: str, host: str, data: pd.DataFrame) -> AimRow | None:
         shortfall = -vs_host["low"] if higher else vs_host["high"]
     versus = {a: paired_comparison(by_arm[chosen], by_arm[a], col, higher) for a in present}
     k = sum(1 for v in versus.values() if not math.isnan(v["p"]))
+    level = CONFIDENCE / max(k, 1)  # Holm's strictest step
     for v, p in zip(versus.values(), holm([v["p"] for v in versus.values()]), strict=True):
         v["p_holm"] = p
-        v["detectable_holm"] = detectable_at(v["detectable"], v["n"], CONFIDENCE / max(k, 1))
+        v["detectable_holm"] = detectable_at(v["detectable"], v["n"], level)
+        ratio = 0.0 if math.isnan(v["ratio"]) else v["ratio"]
+        v["detectable_unlimited"] = detectable_at(
+            v["detectable"], v["n"], level, cells=math.inf, ratio=ratio
+        )
     for a, v in versus.items():
         v["p_folds"] = fold_means_p(by_arm[chosen], by_arm[a], col, higher)
     for v, p in zip(versus.values(), holm([v["p_folds"] for v in versus.values()]), strict=True):
@@ -197,6 +227,10 @@ def _row(ds: str, proto: str, host: str, data: pd.DataFrame) -> AimRow | None:
     best = [host_mean, *(means[a] for a in present)]
     best = [b for b in best if not math.isnan(b)]
     top = (max(best) if higher else min(best)) if best else math.nan
+    room = abs(perfect - top) if perfect is not None else math.nan
+    for v in versus.values():
+        ratio = 0.0 if math.isnan(v["ratio"]) else v["ratio"]
+        v["cells_needed"] = cells_to_detect(v["detectable"], v["n"], room, level, ratio)
     tested = {a for a, v in versus.items() if v["n"] >= 2}
     row = AimRow(
         dataset=ds,
@@ -209,7 +243,7 @@ def _row(ds: str, proto: str, host: str, data: pd.DataFrame) -> AimRow | None:
         settings={a: int(by_arm[a]["settings"].max()) for a in shown},
         test_means=means,
         host_mean=host_mean,
-        room=abs(perfect - top) if perfect is not None else math.nan,
+        room=room,
         vs_host=vs_host,
         shortfall=float(shortfall),
         versus=versus,
@@ -221,6 +255,7 @@ def _row(ds: str, proto: str, host: str, data: pd.DataFrame) -> AimRow | None:
         ],
         cells={a: len(by_arm[a]) for a in shown},
         task=task,
+        folds=int(by_arm[chosen]["fold"].nunique()),
     )
     _judge(row)
     return row
@@ -396,6 +431,9 @@ def aim_markdown(rows: Sequence[AimRow]) -> list[str]:
             f"best of the host and the alternatives: {number(r.room)}; largest detectable "
             f"difference at Holm's strictest level: {number(r.detectable)}"
         )
+        more = _more_cells(r)
+        if more:
+            md.append(f"- {more}")
         if r.absent:
             md.append(
                 "- not in these cells: "
@@ -406,6 +444,27 @@ def aim_markdown(rows: Sequence[AimRow]) -> list[str]:
         md += [f"- budgets: {c}" for c in r.caveats]
         md.append("")
     return md
+
+
+def _more_cells(r: AimRow) -> str:
+    """Where the cells cannot detect a win as large as the room: whether more seeds could (how
+    many cells, at the measured spread) or not (the corrected test's floor). Empty otherwise."""
+    if math.isnan(r.detectable) or math.isnan(r.room) or not r.detectable > r.room:
+        return ""
+    needed = r.cells_needed
+    if needed is None:
+        return (
+            "more seeds of these folds cannot decide it: with unlimited cells at the measured "
+            "spread the largest detectable difference would still be "
+            f"{number(r.detectable_unlimited)} (the corrected test keeps sqrt(n_test / n_train) "
+            "of the spread), above the room; it takes more test sets or larger ones"
+        )
+    seeds = math.ceil(needed / max(r.folds, 1))
+    return (
+        f"a win as large as the room would need about {needed} paired cells per comparison "
+        f"({seeds} seed(s) on each of the {r.folds} fold(s)) at the measured spread; a smaller "
+        "win needs more"
+    )
 
 
 def aim_frame(rows: Sequence[AimRow]) -> pd.DataFrame:
@@ -443,8 +502,10 @@ def aim_frame(rows: Sequence[AimRow]) -> pd.DataFrame:
                             "detectable_holm",
                             "p_folds",
                             "p_holm_folds",
+                            "detectable_unlimited",
                         )
                     },
+                    "cells_needed": v.get("cells_needed"),
                     "shortfall_bound": r.shortfall,
                     "room": r.room,
                     "missing": "; ".join(r.missing),

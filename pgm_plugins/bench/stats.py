@@ -20,6 +20,7 @@ __all__ = [
     "NEGLIGIBLE_SPREAD",
     "NO_VARIATION",
     "Comparison",
+    "cells_to_detect",
     "compare",
     "detectable_at",
     "holm",
@@ -115,13 +116,55 @@ def compare(
     return Comparison(mean, mean - crit * se, mean + crit * se, p, n, wins, detect)
 
 
-def detectable_at(detectable: float, n: int, alpha: float, power: float = 0.8) -> float:
+def detectable_at(
+    detectable: float,
+    n: int,
+    alpha: float,
+    power: float = 0.8,
+    *,
+    cells: float | None = None,
+    ratio: float = 0.0,
+) -> float:
     """:func:`compare`'s ``detectable`` difference (alpha 0.05 two-sided, 80 % power, ``n``
     paired cells) at another two-sided ``alpha`` and ``power``: e.g. Holm's strictest step,
-    ``0.05 / k`` for ``k`` comparisons. NaN stays NaN, as does ``n`` under 2."""
-    if math.isnan(detectable) or n < 2:
+    ``0.05 / k`` for ``k`` comparisons. With ``cells``, the same for that many cells of the same
+    spread and ``ratio`` (``n_test / n_train`` of the corrected test, 0 for the plain paired t;
+    ``math.inf``: unlimited cells, where the corrected test keeps ``sqrt(ratio)`` of the spread:
+    more seeds of the same folds cannot go below it). NaN stays NaN, as does ``n`` or ``cells``
+    under 2."""
+    if math.isnan(detectable) or n < 2 or (cells is not None and cells < 2):
         return math.nan
-    return detectable * _power_multiplier(n - 1, alpha, power) / _power_multiplier(n - 1)
+    if cells is None:
+        return detectable * _power_multiplier(n - 1, alpha, power) / _power_multiplier(n - 1)
+    spread = detectable / (_power_multiplier(n - 1) * math.sqrt(1.0 / n + ratio))
+    if math.isinf(cells):
+        from scipy import stats
+
+        z = float(stats.norm.ppf(1.0 - alpha / 2.0)) + float(stats.norm.ppf(power))
+        return spread * math.sqrt(ratio) * z
+    df = int(cells) - 1
+    return spread * math.sqrt(1.0 / cells + ratio) * _power_multiplier(df, alpha, power)
+
+
+def cells_to_detect(
+    detectable: float, n: int, target: float, alpha: float, ratio: float = 0.0, most: int = 10**6
+) -> int | None:
+    """The fewest paired cells (of the spread and ``ratio`` that ``n`` cells gave
+    ``detectable``, see :func:`detectable_at`) whose detectable difference at ``alpha`` is at
+    most ``target``; ``None`` where no number up to ``most`` reaches it (under the corrected
+    test, the floor ``sqrt(ratio)`` of the spread may lie above it), or the inputs are NaN."""
+    if math.isnan(detectable) or math.isnan(target) or n < 2:
+        return None
+    if detectable_at(detectable, n, alpha, cells=most, ratio=ratio) > target:
+        return None
+    low, high = 2, most  # the detectable difference falls as cells grow
+    while low < high:
+        mid = (low + high) // 2
+        if detectable_at(detectable, n, alpha, cells=mid, ratio=ratio) <= target:
+            high = mid
+        else:
+            low = mid + 1
+    return low
 
 
 def _power_multiplier(df: int, alpha: float = 0.05, power: float = 0.8) -> float:
