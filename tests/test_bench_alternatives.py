@@ -198,6 +198,7 @@ def test_undecided_where_the_detectable_difference_exceeds_the_room_above_the_ho
     assert detectable_at(v["detectable"], 6, 0.05, cells=need - 1) > row.room
     text = "\n".join(aim_markdown([row]))
     assert f"would need about {need} paired cells per comparison ({need} seed(s) on each" in text
+    assert "on one test set they would still hold only the seeds' training noise" in text
 
 
 def test_where_more_seeds_of_the_same_folds_cannot_decide_the_report_says_so(tmp_path):

@@ -460,11 +460,14 @@ def _more_cells(r: AimRow) -> str:
             "of the spread), above the room; it takes more test sets or larger ones"
         )
     seeds = math.ceil(needed / max(r.folds, 1))
-    return (
+    text = (
         f"a win as large as the room would need about {needed} paired cells per comparison "
         f"({seeds} seed(s) on each of the {r.folds} fold(s)) at the measured spread; a smaller "
         "win needs more"
     )
+    if r.fixed_split:
+        text += " (and on one test set they would still hold only the seeds' training noise)"
+    return text
 
 
 def aim_frame(rows: Sequence[AimRow]) -> pd.DataFrame:
