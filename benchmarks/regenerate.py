@@ -7,6 +7,9 @@ adapters' step-time files for the suites of the bench), of the method study's fo
 and of the retrieval benchmark's folders under ``benchmarks/results/av_digits``; then the tables of
 README.md and docs/method.md (``benchmarks/readme_tables.py``). ``--check`` rebuilds into a
 temporary folder and exits 1 naming every committed file that differs (nothing is written).
+``--only FOLDER ...`` rebuilds only those reports (their folders under ``benchmarks/results``:
+``mosi``, ``method/mosi``), then the tables: after new records of one suite, minutes instead of
+the whole set.
 Run it from a clean tree after a change to the report: committed results come from committed
 code.
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from pgm_plugins.bench.report import find_suites
 from pgm_plugins.bench.report import main as report_main
+from pgm_plugins.errors import choices_text, did_you_mean
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -56,10 +60,38 @@ def _differs(a: Path, b: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 on a diff")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="FOLDER",
+        help="rebuild only these reports (folders under benchmarks/results, e.g. mosi, "
+        "method/mosi), then the tables",
+    )
     args = parser.parse_args(argv)
+    jobs = _jobs()
+    if args.only:
+        names = {
+            str(root.relative_to(RESULTS) / suite).removeprefix("./"): i
+            for i, (root, suite, _, _) in enumerate(jobs)
+        }
+        unknown = [n for n in args.only if n.strip("/") not in names]
+        if unknown:
+            print(
+                f"regenerate.py: --only {unknown[0]!r} is not a report folder under "
+                f"benchmarks/results.{did_you_mean(unknown[0], names)} Folders: "
+                f"{choices_text(names)}",
+                file=sys.stderr,
+            )
+            return 2
+        wanted = {n.strip("/") for n in args.only}
+        jobs = [
+            job
+            for job in jobs
+            if str(job[0].relative_to(RESULTS) / job[1]).removeprefix("./") in wanted
+        ]
     bad: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for root, suite, committed, options in _jobs():
+        for root, suite, committed, options in jobs:
             out = Path(tmp) / root.relative_to(RESULTS) / suite / committed.name
             rel_root = root.relative_to(REPO)
             code = report_main(suite, rel_root, out, "none", **options)  # type: ignore[arg-type]

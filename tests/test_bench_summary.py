@@ -135,3 +135,26 @@ def test_readme_tables_rewrites_marked_blocks_and_checks_them(tmp_path, capsys):
     page.write_text("no tables here\n")
     assert tables.main([*args, "--check"]) == 2
     assert "no <!-- table:NAME -->" in capsys.readouterr().err
+
+
+def _regenerate() -> ModuleType:
+    path = REPO / "benchmarks" / "regenerate.py"
+    spec = importlib.util.spec_from_file_location("regenerate", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_regenerate_one_report_checks_it_against_the_records(capsys):
+    """``--only`` rebuilds the named report folders (here a small one) and the tables."""
+    assert _regenerate().main(["--only", "av_digits/main", "--check"]) == 0
+    captured = capsys.readouterr()
+    said = captured.out + captured.err
+    assert "report of suite 'main'" in said and "report of suite 'mosi'" not in said
+
+
+def test_regenerate_refuses_a_misspelt_folder_naming_the_nearest(capsys):
+    assert _regenerate().main(["--only", "mosi-metods"]) == 2
+    err = capsys.readouterr().err
+    assert "--only 'mosi-metods' is not a report folder" in err and "'mosi-methods'" in err
