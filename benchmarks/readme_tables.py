@@ -72,7 +72,7 @@ TABLES: dict[str, Table] = {
     ),
     "methods-av-digits-loso": Table(
         (Row("av-digits-timm-loso", "timm.av"),),
-        arms=("baseline", "pgm", "capacity", "uni_heads", "umt", "ogm_ge", "mmpareto"),
+        arms=("baseline", "pgm", "capacity", "uni_heads", "umt", "ogm_ge", "mmpareto", "ume"),
     ),
     "av-digits": Table(
         (

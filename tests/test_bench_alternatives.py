@@ -71,7 +71,7 @@ def test_aim_met_when_every_alternative_is_beaten_and_the_host_kept(tmp_path):
     (row,) = report.aim
     assert row.outcome == "met" and row.reasons == [] and row.missing == []
     assert list(row.versus) == list(ALTS)  # in ALTERNATIVES' order
-    assert row.absent == ["agm"] and row.cells["pgm"] == 6
+    assert row.absent == ["agm", "ume", "mslr"] and row.cells["pgm"] == 6
     cells = report.cells
     pgm = cells[cells["arm"] == "pgm"].sort_values("fold")["test.acc2"].to_numpy()
     ps = []
@@ -102,6 +102,17 @@ def test_aim_met_when_every_alternative_is_beaten_and_the_host_kept(tmp_path):
     assert verdict(report)[-1].startswith(
         "Aim on mosi-utterance/clean, host h1: `pgm` (chosen on validation) vs uni_heads, umt"
     )
+
+
+def test_an_alternative_the_aim_does_not_name_counts_once_present(tmp_path):
+    """The uni-modal ensemble and per-modality learning rates are compared like the named ones:
+    a confident loss to one is not met, whatever the named comparisons say."""
+    base = _winning_grid(tmp_path)
+    _arm(tmp_path, "ume", base + 0.12 + _noise(20), folds=True)
+    (row,) = build_report(tmp_path, SUITE, plots=False).aim
+    assert list(row.versus) == [*ALTS, "ume"] and row.absent == ["agm", "mslr"]
+    assert row.outcome == "not met" and any(r.startswith("worse than ume") for r in row.reasons)
+    assert row.room == pytest.approx(1 - row.test_means["ume"])
 
 
 def test_wins_on_one_fixed_test_set_leave_the_aim_undecided(tmp_path):
