@@ -72,7 +72,17 @@ TABLES: dict[str, Table] = {
     ),
     "methods-av-digits-loso": Table(
         (Row("av-digits-timm-loso", "timm.av"),),
-        arms=("baseline", "pgm", "capacity", "uni_heads", "umt", "ogm_ge", "mmpareto", "ume"),
+        arms=(
+            "baseline",
+            "pgm",
+            "capacity",
+            "uni_heads",
+            "pgm-guided",
+            "mmpareto",
+            "ume",
+            "umt",
+            "ogm_ge",
+        ),
     ),
     "av-digits": Table(
         (
