@@ -55,7 +55,11 @@ def test_verdict_says_beats_level_or_worse_against_host_and_control(tmp_path):
     only = _line(lines, "only.a")
     assert "ahead of the host in every cell: +0.0200, no variation across cells, so no test" in only
     assert "capacity" not in only  # a single modality is compared with the host only
-    assert "level = no difference shown" in lines[-1]
+    assert any("level = no difference shown" in line for line in lines)
+    # mslr is an alternative users pick instead: the aim's line follows, incomplete without the
+    # alternatives the aim names
+    assert lines[-1].startswith("Aim on mosi-utterance/clean, host h1: `pgm` (chosen on")
+    assert "vs mslr: incomplete (no cells of uni_heads, umt" in lines[-1]
 
 
 def test_verdict_of_untestable_comparisons(tmp_path):
