@@ -81,7 +81,8 @@ class StageRunner(Runner):
 
     def prerequisites(self, cell):
         key = {"stage": "first", "sleep": 1.0}
-        return [Prerequisite(key, "bench_workers_plugin:build_stage", "first stage")]
+        build = "bench_workers_plugin:build_stage"
+        return [Prerequisite(key, build, "first stage", files=("stage.txt",))]
 
     def run_cell(self, cell):
         (p,) = self.prerequisites(cell)

@@ -219,6 +219,40 @@ def test_a_prerequisite_is_built_once_and_reused(registry, tmp_path):
     assert len(log.read_text().splitlines()) == 1  # reused, not rebuilt
 
 
+def test_a_prerequisite_that_lost_a_declared_file_is_built_again(registry, tmp_path, capsys):
+    """A copy that left large files behind (or a hand clean-up) leaves the artifact's folder
+    without a file it declares: the next run moves it aside and builds it, instead of failing
+    every cell that needs it."""
+    runner = _runner(registry, tmp_path, cls=bench_workers_plugin.StageRunner, epochs=1)
+    cells = runner.plan()
+    runner.run(cells[:1])
+    (artifact,) = (tmp_path / "w" / "artifacts").iterdir()
+    (prerequisite,) = runner.prerequisites(cells[0])
+    assert prerequisite.built(tmp_path / "w") and prerequisite.missing(tmp_path / "w") == []
+    (artifact / "stage.txt").unlink()
+    (artifact / "notes.txt").write_text("left behind")
+    assert not prerequisite.built(tmp_path / "w")
+    assert prerequisite.missing(tmp_path / "w") == ["stage.txt"]
+    again = _runner(registry, tmp_path, cls=bench_workers_plugin.StageRunner, epochs=1)
+    again.quiet = False
+    summary = again.run(cells)
+    assert summary["built"] == 1 and summary["ran"] == 3 and not summary["failed"]
+    assert len((tmp_path / "builds.log").read_text().splitlines()) == 2
+    assert sorted(p.name for p in artifact.iterdir()) == ["stage.txt"]  # rebuilt whole
+    assert not [p for p in artifact.parent.iterdir() if p.name.startswith(".")]
+    assert "lacked stage.txt; building it again" in capsys.readouterr().err
+
+
+def test_a_first_stage_declares_its_model_and_record(registry, tmp_path):
+    from pgm_plugins.bench.stages import MODEL_FILE, RECORD_FILE
+
+    runner = _runner(registry, tmp_path, epochs=1)
+    cell = runner.plan()[0]
+    prerequisite = runner._first_stage_prerequisite("ume", cell)
+    assert prerequisite.files == (MODEL_FILE, RECORD_FILE)
+    assert prerequisite.missing(tmp_path / "w") == [MODEL_FILE, RECORD_FILE]
+
+
 PREREQ_BOOT = """
 import sys
 sys.path.insert(0, {tests!r})

@@ -606,7 +606,7 @@ class _Grid:
         if job.cell is not None:
             return self.runner.done([job.cell])[0]
         assert job.prerequisite is not None
-        return job.prerequisite.path(self.runner.folder).is_dir()
+        return job.prerequisite.built(self.runner.folder)
 
     def drive(self, ids: Sequence[int], poll: float) -> None:
         """Run ``ids`` to the end: claimed here, done by another run, or failed."""
@@ -675,6 +675,11 @@ class _Grid:
             final = job.prerequisite.path(self.runner.folder)
             for stale in final.parent.glob(f".{final.name}.*.tmp"):
                 shutil.rmtree(stale, ignore_errors=True)
+            lacking = job.prerequisite.discard_damaged(self.runner.folder)
+            if lacking:
+                self.progress.note(
+                    f"{job.text}: {final} lacked {', '.join(lacking)}; building it again"
+                )
             Path(job.out).mkdir(parents=True)
         self.held[job_id] = claim
         self.started[job_id] = time.perf_counter()
@@ -780,7 +785,7 @@ def run_grid(
         for job_id in cell_ids:
             needy = grid.jobs[job_id].cell
             assert needy is not None
-            lost = [prereqs[d] for d in needs[needy] if not prereqs[d].path(runner.folder).is_dir()]
+            lost = [prereqs[d] for d in needs[needy] if not prereqs[d].built(runner.folder)]
             if lost:
                 why = f"{lost[0].text()} failed: {grid.failed.get(prereq_ids[lost[0].digest])}"
                 grid.failed[job_id] = why

@@ -7,7 +7,9 @@ it, claimed like a cell (``artifact-<digest>`` in ``.claims``) so two runs of on
 once, on whichever executor runs the grid. The build function writes its files into a fresh
 temporary folder; the driver renames that folder to ``<folder>/artifacts/<digest>/`` when the
 build succeeds, so the folder appears whole or not at all and a second run finds it and reuses
-it. On a Ray cluster the results folder must be on a file system the workers share.
+it. A folder that lost one of the files the prerequisite declares (``files``: a copy that left
+large files behind, a hand clean-up) is not built: the next run moves it aside and builds it
+again. On a Ray cluster the results folder must be on a file system the workers share.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
+import shutil
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +37,14 @@ class Prerequisite:
     ``build``: ``"module:function"``, a function importable in every worker, called as
     ``function(runner, prerequisite, out)`` with the worker's
     :class:`~pgm_plugins.bench.runner.Runner` and an empty folder ``out`` to write into. A
-    reference, not a function object, so a prerequisite pickles to any worker."""
+    reference, not a function object, so a prerequisite pickles to any worker. ``files``: the
+    files (names inside the folder) a built artifact must hold, none of them empty; not part of
+    the digest."""
 
     key: dict[str, Any]
     build: str
     description: str = field(default="", compare=False)
+    files: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def digest(self) -> str:
@@ -57,6 +65,33 @@ class Prerequisite:
     def path(self, folder: str | Path) -> Path:
         """Where the built artifact lives: ``<folder>/artifacts/<digest>/``."""
         return Path(folder) / ARTIFACTS_DIR / self.digest
+
+    def missing(self, folder: str | Path) -> list[str]:
+        """The declared ``files`` the built folder lacks (or holds empty); every one of them
+        when the folder is not there, none when it is whole."""
+        path = self.path(folder)
+        if not path.is_dir():
+            return list(self.files) or [path.name]
+        return [n for n in self.files if not (path / n).is_file() or (path / n).stat().st_size == 0]
+
+    def built(self, folder: str | Path) -> bool:
+        """Whether the artifact is built and whole under ``folder`` (see :meth:`missing`)."""
+        return self.path(folder).is_dir() and not self.missing(folder)
+
+    def discard_damaged(self, folder: str | Path) -> list[str]:
+        """Remove a built folder that is not whole (call it holding the prerequisite's claim),
+        so it can be built again; returns the files it lacked (empty when there was nothing to
+        remove). It is renamed aside first, so a kill part-way leaves no half-removed folder
+        under the artifact's name."""
+        path = self.path(folder)
+        if not path.is_dir():
+            return []
+        lacking = self.missing(folder)
+        if lacking:
+            aside = path.parent / f".{path.name}.damaged-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+            os.replace(path, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        return lacking
 
     def text(self) -> str:
         return f"prerequisite {self.description or self.digest[:12]}"

@@ -999,7 +999,7 @@ class Runner:
             claims.clean_temporaries(path)
             todo.append(i)
             for prerequisite in self.prerequisites(cell):
-                if prerequisite.digest in seen or prerequisite.path(self.folder).is_dir():
+                if prerequisite.digest in seen or prerequisite.built(self.folder):
                     continue
                 held = claims.take(prerequisite.claim)
                 if held is None:
@@ -1008,6 +1008,7 @@ class Runner:
                         f"{claims.holder(prerequisite.claim)}); run again when it is done."
                     )
                 stack.callback(held.release)
+                prerequisite.discard_damaged(self.folder)
                 seen.add(prerequisite.digest)
                 builds.append(i)
         return todo, builds
@@ -1351,6 +1352,7 @@ class Runner:
             },
             build="pgm_plugins.bench.stages:build_first_stage",
             description=f"first stage {first.text()}",
+            files=(MODEL_FILE, RECORD_FILE),
         )
 
     def _first_stage(
@@ -1368,8 +1370,8 @@ class Runner:
         if not (folder / MODEL_FILE).is_file():
             raise RunnerError(
                 f"{cell.text()}: its first stage {name!r} is not built ({folder} has no "
-                f"{MODEL_FILE}); `pgm bench run` builds first stages before the cells that "
-                "need them."
+                f"{MODEL_FILE}); run `pgm bench run` again: it builds a missing or incomplete "
+                "first stage before the cells that need it."
             )
         record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
         spec = self.arm(name)
