@@ -61,7 +61,7 @@ TABLES: dict[str, Table] = {
     ),
     # the methods users pick instead (their comparison with PgM's best reading: AIMS)
     "methods-mosi": Table(
-        tuple(Row("mosi-methods", h) for h in ("late_fusion", "mmsa.lmf")),
+        tuple(Row("mosi-methods", h) for h in ("late_fusion", "mmsa.lmf", "mmsa.mult")),
         p_digits=2,
         arms=METHOD_ARMS,
     ),
