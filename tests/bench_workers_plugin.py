@@ -59,10 +59,29 @@ def pgm_register_datasets(register):
     register("tiny-workers", tiny, "tiny data for the executor tests")
 
 
+_MET: set[str] = set()
+
+
+def rendezvous(data, seed, modalities, *, folder: str = "", runs: int = 2):
+    """late_fusion; the first cell each process builds waits (up to 120 s) until ``runs``
+    processes have reached theirs, so two runs of one suite surely overlap however slowly the
+    second one starts (a loaded machine)."""
+    if folder and folder not in _MET:
+        _MET.add(folder)
+        Path(folder, f"ready-{os.getpid()}").write_text("")
+        deadline = time.monotonic() + 120
+        while len(list(Path(folder).glob("ready-*"))) < runs:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rendezvous: fewer than {runs} runs reached {folder}")
+            time.sleep(0.05)
+    return _late_fusion(data, seed, modalities)
+
+
 @hookimpl
 def pgm_register_bench_hosts(register):
     register("crash_once", crash_once, "late_fusion whose seed-1 cell kills its worker once")
     register("flaky", flaky, "late_fusion: seed 1 out of memory once, seed 2 always fails")
+    register("rendezvous", rendezvous, "late_fusion; each run's first cell waits for a second run")
 
 
 # ---------------------------------------------------------------------- prerequisites
