@@ -77,6 +77,7 @@ TABLES: dict[str, Table] = {
             "pgm",
             "capacity",
             "uni_heads",
+            "mslr",
             "pgm-guided",
             "mmpareto",
             "ume",
