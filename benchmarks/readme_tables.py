@@ -25,7 +25,7 @@ from pgm_plugins.errors import choices_text, did_you_mean
 
 REPO = Path(__file__).resolve().parents[1]
 ARMS = ("baseline", "pgm", "capacity", "uni_heads", "mslr")
-#: the arms of the methods suites (mosi-methods, mosi-standard-methods)
+#: the arms of the methods suites (mosi-methods, mosi-standard-methods, av-digits-timm-loso)
 METHOD_ARMS = (*ARMS, "pgm-guided", "mmpareto", "ume", "umt", "ogm_ge")
 BLOCK = re.compile(
     r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S
@@ -72,18 +72,7 @@ TABLES: dict[str, Table] = {
     ),
     "methods-av-digits-loso": Table(
         (Row("av-digits-timm-loso", "timm.av"),),
-        arms=(
-            "baseline",
-            "pgm",
-            "capacity",
-            "uni_heads",
-            "mslr",
-            "pgm-guided",
-            "mmpareto",
-            "ume",
-            "umt",
-            "ogm_ge",
-        ),
+        arms=METHOD_ARMS,
     ),
     "av-digits": Table(
         (

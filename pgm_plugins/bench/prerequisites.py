@@ -67,11 +67,9 @@ class Prerequisite:
         return Path(folder) / ARTIFACTS_DIR / self.digest
 
     def missing(self, folder: str | Path) -> list[str]:
-        """The declared ``files`` the built folder lacks (or holds empty); every one of them
+        """The declared ``files`` the built folder lacks (or holds empty): every one of them
         when the folder is not there, none when it is whole."""
         path = self.path(folder)
-        if not path.is_dir():
-            return list(self.files) or [path.name]
         return [n for n in self.files if not (path / n).is_file() or (path / n).stat().st_size == 0]
 
     def built(self, folder: str | Path) -> bool:

@@ -1366,12 +1366,13 @@ class Runner:
         if self._first_kept is not None and self._first_kept[0] == key:
             return self._first_kept[1]
 
-        folder = self._first_stage_prerequisite(name, cell).path(self.folder)
-        if not (folder / MODEL_FILE).is_file():
+        prerequisite = self._first_stage_prerequisite(name, cell)
+        folder = prerequisite.path(self.folder)
+        if not prerequisite.built(self.folder):
             raise RunnerError(
-                f"{cell.text()}: its first stage {name!r} is not built ({folder} has no "
-                f"{MODEL_FILE}); run `pgm bench run` again: it builds a missing or incomplete "
-                "first stage before the cells that need it."
+                f"{cell.text()}: its first stage {name!r} is not built ({folder} lacks "
+                f"{', '.join(prerequisite.missing(self.folder))}); run `pgm bench run` again: it "
+                "builds a missing or incomplete first stage before the cells that need it."
             )
         record = json.loads((folder / RECORD_FILE).read_text(encoding="utf-8"))
         spec = self.arm(name)
