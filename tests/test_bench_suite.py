@@ -68,6 +68,22 @@ def test_bad_suite_errors(change, needle):
         _parse({**GOOD, **change})
 
 
+@pytest.mark.parametrize(("host", "dist"), [("mmsa.lmf", "pgm-mmsa"), ("timm.av", "pgm-timm")])
+def test_a_host_of_an_uninstalled_adapter_names_its_distribution(host, dist):
+    """Installed from the wheel alone, the built-in suites name hosts no plugin registered: the
+    error says which adapter distribution provides them and how to install it."""
+    with pytest.raises(SuiteError) as err:
+        parse_suite("t", {**GOOD, "hosts": [host]}, datasets=DATASETS, hosts=["late_fusion"])
+    assert f"unknown host {host!r}" in str(err.value)
+    assert f"pip install ./adapters/{dist}" in str(err.value)
+
+
+def test_a_misspelt_host_of_an_installed_adapter_names_no_distribution():
+    with pytest.raises(SuiteError) as err:
+        _parse({**GOOD, "hosts": ["mmsa.lmff"]})
+    assert "Did you mean 'mmsa.lmf'" in str(err.value) and "pip install" not in str(err.value)
+
+
 def test_missing_key():
     with pytest.raises(SuiteError, match="missing key 'seeds'"):
         _parse({k: v for k, v in GOOD.items() if k != "seeds"})

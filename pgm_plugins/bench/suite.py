@@ -113,14 +113,35 @@ class Suite:
         return {"name": self.name, "file": self.file, "digest": self.digest}
 
 
+# The adapter distributions whose hosts the built-in suites name, by the hosts' prefix. They are
+# not on an index: each is a folder under adapters/ of a clone of pgm-plugins.
+ADAPTER_DISTRIBUTIONS = {"mmsa": "pgm-mmsa", "timm": "pgm-timm"}
+
+
 def _check(kind: str, given: Any, valid: Collection[str], where: str) -> None:
     if given not in valid:
         raise SuiteError(
             f"{where}: unknown {kind} {given!r}; valid: "
             f"{choices_text(sorted(valid), limit=len(valid))}."
             + did_you_mean(str(given), sorted(valid))
+            + _distribution_hint(kind, given, valid)
             + _bench_plugin_hint()
         )
+
+
+def _distribution_hint(kind: str, given: Any, valid: Collection[str]) -> str:
+    """Which adapter distribution provides a host of a family none of ``valid`` belongs to."""
+    if kind != "host" or not isinstance(given, str) or "." not in given:
+        return ""
+    family = given.split(".", 1)[0]
+    dist = ADAPTER_DISTRIBUTIONS.get(family)
+    if dist is None or any(str(name).startswith(family + ".") for name in valid):
+        return ""
+    return (
+        f" Hosts named '{family}.*' come from the adapter distribution {dist}, which is not "
+        f"installed: pip install ./adapters/{dist} from a clone of pgm-plugins (or run "
+        "`make setup` there, which installs every adapter); `pgm plugins` lists what is loaded."
+    )
 
 
 def _bench_plugin_hint() -> str:
