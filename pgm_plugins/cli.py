@@ -448,7 +448,9 @@ def _add_bench(sub: Any) -> None:
         "(a Ray cluster: pip install 'pgm-plugins[ray]')",
     )
     p.add_argument(
-        "--address", help="Ray cluster address for --executor ray (default: a local cluster)"
+        "--address",
+        help="Ray cluster address for --executor ray (default: $RAY_ADDRESS, else a new local "
+        "cluster)",
     )
     p.add_argument(
         "--retries",

@@ -64,6 +64,7 @@ def ray_cluster():
     """A local Ray cluster of 2 CPUs for the module's Ray tests (workers import tests/)."""
     ray = pytest.importorskip("ray")
     ray.init(
+        address="local",  # a new cluster: never RAY_ADDRESS's nor a `ray start` one's
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
@@ -115,6 +116,57 @@ def test_a_killed_worker_costs_its_cell_one_retry(registry, tmp_path, kind, requ
     assert summary["ran"] == 4
     records = _records(tmp_path / "w")
     assert sorted(r["key"]["seed"] for r in records.values()) == [0, 1, 2, 3]
+
+
+class _FakeRay:
+    """Records what ``ray.init`` was asked (no cluster: the choice of address is the point)."""
+
+    def __init__(self):
+        self.init_kwargs = None
+
+    def is_initialized(self):
+        return False
+
+    def init(self, **kwargs):
+        self.init_kwargs = kwargs
+
+    def cluster_resources(self):
+        return {"CPU": 2.0}
+
+    def remote(self, fn):
+        return self
+
+    def options(self, **kwargs):
+        return self
+
+
+@pytest.mark.parametrize(
+    ("address", "env", "expected"),
+    [
+        (None, None, "local"),  # a new cluster, never one `ray start` left running
+        (None, "ray://head:10001", "ray://head:10001"),  # Ray's own setting
+        ("auto", "ray://head:10001", "auto"),  # --address wins
+    ],
+)
+def test_ray_joins_the_cluster_asked_for_else_starts_a_new_one(
+    registry, tmp_path, monkeypatch, address, env, expected
+):
+    from pgm_plugins.bench import executors
+
+    fake = _FakeRay()
+    monkeypatch.setattr(executors, "_import_ray", lambda: fake)
+    if env is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", env)
+    runner = _runner(registry, tmp_path)
+    spec = executors.WorkerSpec(runner.suite, str(tmp_path), None, 1)
+    executor = RayExecutor(address, jobs=2)
+    executor.open(spec, runner)
+    assert fake.init_kwargs["address"] == expected
+    # a cluster of its own is sized by --jobs; a joined one keeps its own resources
+    assert ("num_cpus" in fake.init_kwargs) == (expected == "local")
+    assert executor.slots == 2
 
 
 def test_other_errors_fail_the_cell_alone_and_memory_errors_are_retried(
@@ -350,7 +402,9 @@ def test_a_plugin_made_inline_is_refused_before_workers_start(fresh_registry, tm
 def _pool_jobs(n: int, timeout: float) -> tuple[ProcessPool, int]:
     """``n`` jobs through a one-worker pool, one at a time as the driver hands them out (a
     spec that is not one: each job comes back at once as an error); returns the pool (open)
-    and how many came back before a wait ran ``timeout`` seconds empty."""
+    and how many came back before a wait ran ``timeout`` seconds empty. The first wait also
+    spawns the worker, which imports torch (seconds on a loaded machine, over 20 s from a cold
+    page cache): it gets 300 s; a full pipe hangs the pool for good, so any limit finds it."""
     from pgm_plugins.bench.executors import Job
 
     pool = ProcessPool(1)
@@ -358,7 +412,7 @@ def _pool_jobs(n: int, timeout: float) -> tuple[ProcessPool, int]:
     back = 0
     for job_id in range(n):
         pool.submit(job_id, Job(f"j{job_id}", "a job"))
-        got = pool.wait(timeout)
+        got = pool.wait(timeout if job_id else max(timeout, 300))
         if not got:
             break
         back += len(got)

@@ -3,6 +3,7 @@ partial result file counted."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -123,12 +124,14 @@ time.sleep(300)
 
 
 def _alive(pid: int) -> bool:
+    """Running, not a zombie. Its parent (init, a subreaper) may reap it between any two of
+    these calls: a /proc entry gone (or gone while read) means gone too."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone for our purpose
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    with open(f"/proc/{pid}/stat") as stat:  # a zombie is gone for our purpose
-        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_the_pool_workers_of_a_driver_killed_with_sigkill_exit(tmp_path):
@@ -148,5 +151,6 @@ def test_the_pool_workers_of_a_driver_killed_with_sigkill_exit(tmp_path):
         time.sleep(0.05)
     alive = _alive(worker)
     if alive:
-        os.kill(worker, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # it may leave just now
+            os.kill(worker, signal.SIGKILL)
     assert not alive, "the pool worker outlived its driver"

@@ -199,11 +199,14 @@ def test_resume_skips_finished_cells_and_reruns_a_corrupt_one(registry, tmp_path
     assert json.loads(broken.read_text())["status"] == "done"
 
 
-def test_a_cell_claimed_elsewhere_is_waited_for_naming_the_pid(registry, tmp_path, capsys):
+def test_a_cell_claimed_elsewhere_is_waited_for_naming_the_pid(
+    registry, tmp_path, capsys, monkeypatch
+):
     """Per-cell claims: a run skips a cell another process holds, runs the rest, waits (naming
     the holder's PID), and takes the cell over once the claim is released."""
     import threading
 
+    from pgm_plugins.bench import executors
     from pgm_plugins.bench.claims import Claims
 
     runner = Runner(_suite(registry), tmp_path, registry=registry, quiet=False)
@@ -212,16 +215,21 @@ def test_a_cell_claimed_elsewhere_is_waited_for_naming_the_pid(registry, tmp_pat
     claim = Claims(tmp_path / "t").take(runner.store.path(held.key("t")).stem)
     assert claim is not None
     stop = threading.Event()
+    held_elsewhere = executors._Grid.held_elsewhere
 
-    def release_when_the_rest_is_done() -> None:
-        # the run has nothing left but the held cell once the other records exist: only
-        # then let it go (a fixed delay would race the other cells on a loaded machine)
-        while not stop.is_set() and len(list((tmp_path / "t").glob("*.json"))) < len(cells) - 1:
-            stop.wait(0.05)
-        stop.wait(1.0)
+    def announced(self, verb):  # the run says it waits: from now on the claim may go
+        text = held_elsewhere(self, verb)
+        stop.set()
+        return text
+
+    monkeypatch.setattr(executors._Grid, "held_elsewhere", announced)
+
+    def release_once_waited_for() -> None:
+        # not on a clock: a fixed delay races the run on a loaded machine
+        stop.wait(300)
         claim.release()
 
-    releaser = threading.Thread(target=release_when_the_rest_is_done)
+    releaser = threading.Thread(target=release_once_waited_for)
     releaser.start()
     try:
         summary = runner.run(cells, retries=0)

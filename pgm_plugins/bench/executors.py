@@ -475,8 +475,10 @@ class ProcessPool(Executor):
 
 
 class RayExecutor(Executor):
-    """Ray tasks on the cluster at ``address``, else on a local cluster started here (and shut
-    down by :meth:`close`); a Ray already initialised in this process is used as it is."""
+    """Ray tasks on the cluster at ``address`` (default ``$RAY_ADDRESS``, Ray's own setting),
+    else on a new local cluster started here and shut down by :meth:`close` (never one a
+    ``ray start`` left running, which a bare ``ray.init()`` would join); a Ray already
+    initialised in this process is used as it is."""
 
     name = "ray"
 
@@ -494,9 +496,11 @@ class RayExecutor(Executor):
         gpu = device.startswith("cuda")
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if self.address:
-                kwargs["address"] = self.address
+            address = self.address or os.environ.get("RAY_ADDRESS")
+            if address:
+                kwargs["address"] = address
             else:
+                kwargs["address"] = "local"
                 if self.jobs:
                     kwargs["num_cpus"] = self.jobs * spec.threads
                 # a local cluster's workers import what this process can (a suite's own plugins)
