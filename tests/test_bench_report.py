@@ -646,6 +646,65 @@ def test_mixed_digests_and_legacy_records_are_flagged(tmp_path):
     assert "predate train_digest" in md
 
 
+def _digested(arm: str) -> dict[str, Any]:
+    """A current cell digest, so the provenance flags only what a test sets."""
+    from pgm_plugins.bench.record import DIGEST_SCHEME
+
+    return {"cell_digest": arm, "cell_settings": {"digest_scheme": DIGEST_SCHEME}}
+
+
+@pytest.mark.parametrize(
+    ("change", "flag"),
+    [
+        (
+            {"train": {"lr": 0.001, "device": "cuda:0 (NVIDIA H100 80GB HBM3)"}},
+            "devices cpu x3, cuda x3",
+        ),
+        ({"train": {"lr": 0.001, "precision": "bf16"}}, "precisions bf16 x3, fp32 x3"),
+        (
+            {"machine": {"cpu": {"model": "Xeon", "capability": "AVX2", "isa": ["avx2"]}}},
+            "2 kinds of CPU (Xeon (AVX2; avx2) x3, Xeon (AVX512; avx2+avx512f) x3)",
+        ),
+    ],
+)
+def test_a_comparison_that_mixes_devices_precisions_or_cpus_is_flagged(tmp_path, change, flag):
+    """The same cell differs between devices, precisions and CPUs with other vector units (a
+    MulT cell by 0.01 in validation accuracy between two CPUs): the report says so."""
+    rng = np.random.default_rng(5)
+    for seed in range(3):
+        for arm in ("baseline", "pgm"):
+            key, body = record(
+                arm=arm, seed=seed, primary_value=float(0.6 + 0.05 * rng.standard_normal())
+            )
+            body |= _digested(arm)
+            cpu = {"model": "Xeon", "capability": "AVX512", "isa": ["avx2", "avx512f"]}
+            body["env"]["machine"] = {"cpu": cpu}
+            if arm == "pgm":
+                if "machine" in change:
+                    body["env"]["machine"] = change["machine"]
+                else:
+                    body.update(change)
+            write(tmp_path, key, body)
+    rep = build_report(tmp_path, SUITE, plots=False, step_time_files=[])
+    row = rep.comparisons[(rep.comparisons["arm"] == "pgm") & (rep.comparisons["n"] == 3)]
+    assert set(row["provenance"]) == {flag}
+    assert f"- provenance of `pgm`/`baseline`: {flag}" in rep.markdown
+
+
+def test_one_cpu_and_records_that_do_not_name_theirs_flag_nothing(tmp_path):
+    for seed in range(3):
+        for arm in ("baseline", "pgm"):
+            key, body = record(
+                arm=arm, seed=seed, primary_value=0.6 + 0.01 * seed + 0.02 * (arm == "pgm")
+            )
+            body |= _digested(arm)
+            if arm == "pgm":  # the baseline's records, older, do not say which CPU
+                body["env"]["machine"] = {"cpu": {"model": "Xeon", "capability": "AVX2", "isa": []}}
+            write(tmp_path, key, body)
+    rep = build_report(tmp_path, SUITE, plots=False, step_time_files=[])
+    assert set(rep.comparisons["provenance"]) == {""}
+
+
 def test_report_test_kind_follows_the_training_rows(tmp_path):
     rng = np.random.default_rng(4)
     for seed in range(4):

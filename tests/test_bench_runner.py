@@ -535,6 +535,18 @@ def test_records_carry_the_versions_of_imported_packages():
     assert {"python", "torch", "numpy", "pgm_plugins"} <= set(versions)
 
 
+def test_records_say_which_cpu_trained_them():
+    import torch
+
+    from pgm_plugins.bench.record import cpu_label
+    from pgm_plugins.bench.results import CPU_ISA, environment
+
+    cpu = environment()["machine"]["cpu"]
+    assert cpu["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert cpu["model"] and set(cpu["isa"]) <= set(CPU_ISA)
+    assert cpu_label(cpu).startswith(f"{cpu['model']} ({cpu['capability']}; ")
+
+
 def test_single_modality_cells_can_run_alone_under_late_fusion(registry, tmp_path):
     runner = _runner(registry, tmp_path, hosts=["own_lr"], arms=["baseline", "only.a"])
     cells = runner.plan(hosts=["late_fusion"], folds=[0])

@@ -54,8 +54,19 @@ def cell_provenance(cells: pd.DataFrame) -> list[dict[str, Any]]:
             "commit": c if isinstance(c, str) else None,
             "dirty": bool(d) if isinstance(d, bool) else None,
             "scheme": int(s),
+            "device": dev if isinstance(dev, str) else "cpu",
+            "precision": prec if isinstance(prec, str) else "fp32",
+            "cpu": cpu if isinstance(cpu, str) else None,
         }
-        for c, d, s in zip(cells["commit"], cells["dirty"], cells["digest_scheme"], strict=True)
+        for c, d, s, dev, prec, cpu in zip(
+            cells["commit"],
+            cells["dirty"],
+            cells["digest_scheme"],
+            cells["device"],
+            cells["precision"],
+            cells["cpu"],
+            strict=True,
+        )
     ]
 
 

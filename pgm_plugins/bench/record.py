@@ -408,8 +408,11 @@ def provenance(record: Mapping[str, Any]) -> dict[str, Any]:
     """Where a record came from, for the report's checks: ``commit``, ``dirty``,
     ``digest`` (the cell digest or None), ``scheme`` (what the digest covers: 0 none, 1, 2),
     ``device`` (``cpu``, ``cuda:N (name)``; records before devices trained on the CPU),
-    ``precision`` (``fp32``, ``bf16``, ``fp16``)."""
+    ``precision`` (``fp32``, ``bf16``, ``fp16``), ``cpu`` (the CPU a CPU cell trained on, as
+    :func:`cpu_label` writes it; None on another device or where the record does not say)."""
     git = (record.get("env") or {}).get("git") or {}
+    device = str((record.get("train") or {}).get("device") or "cpu")
+    cpu = ((record.get("env") or {}).get("machine") or {}).get("cpu")
     settings = record.get("cell_settings")
     scheme = 0
     if record.get("cell_digest"):
@@ -419,9 +422,16 @@ def provenance(record: Mapping[str, Any]) -> dict[str, Any]:
         "dirty": git.get("dirty"),
         "digest": record.get("cell_digest"),
         "scheme": scheme,
-        "device": str((record.get("train") or {}).get("device") or "cpu"),
+        "device": device,
         "precision": str((record.get("train") or {}).get("precision") or "fp32"),
+        "cpu": cpu_label(cpu) if device == "cpu" and isinstance(cpu, dict) else None,
     }
+
+
+def cpu_label(cpu: Mapping[str, Any]) -> str:
+    """``env.machine.cpu`` as one short text: model, torch's vector capability, extensions."""
+    isa = "+".join(str(f) for f in cpu.get("isa") or []) or "no extensions known"
+    return f"{cpu.get('model') or 'unknown CPU'} ({cpu.get('capability') or '?'}; {isa})"
 
 
 def provenance_flags(provs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -429,8 +439,10 @@ def provenance_flags(provs: Sequence[Mapping[str, Any]]) -> list[str]:
     flag). ``provs``: :func:`provenance` of every record the comparison pairs. Flags records
     from more than one commit, from a working tree with uncommitted changes, without a cell
     digest, with a digest of an older scheme (what it covers: the module docstring), or trained
-    on more than one kind of device (the same cell differs in the last bits between devices) or
-    in more than one precision (arms of one comparison run with different ``--precision``)."""
+    on more than one kind of device (the same cell differs in the last bits between devices),
+    in more than one precision (arms of one comparison run with different ``--precision``) or on
+    CPUs with different vector extensions (the same cell differs between them too; records
+    that do not say which CPU are not counted)."""
     n = len(provs)
     out = []
     commits: dict[str, int] = {}
@@ -462,4 +474,14 @@ def provenance_flags(provs: Sequence[Mapping[str, Any]]) -> list[str]:
         )
     if len(precisions) > 1:
         out.append("precisions " + ", ".join(f"{d} x{k}" for d, k in sorted(precisions.items())))
+    cpus: dict[str, int] = {}
+    for p in provs:
+        if p.get("cpu"):
+            cpus[str(p["cpu"])] = cpus.get(str(p["cpu"]), 0) + 1
+    if len(cpus) > 1:
+        out.append(
+            f"{len(cpus)} kinds of CPU ("
+            + ", ".join(f"{c} x{k}" for c, k in sorted(cpus.items(), key=lambda t: -t[1]))
+            + ")"
+        )
     return out

@@ -152,6 +152,7 @@ def _cells(records: Sequence[tuple[Path, dict[str, Any]]], split: str = "test") 
         key = r["key"]
         sizes = r["sizes"]
         tm = r["time"]
+        prov = provenance(r)
         row: dict[str, Any] = {
             "dataset": key["dataset"],
             "protocol": key["protocol"],
@@ -194,7 +195,10 @@ def _cells(records: Sequence[tuple[Path, dict[str, Any]]], split: str = "test") 
             "independent_seeds": bool(r.get("independent_seeds", False)),
             "commit": ((r.get("env") or {}).get("git") or {}).get("commit"),
             "dirty": ((r.get("env") or {}).get("git") or {}).get("dirty"),
-            "digest_scheme": provenance(r)["scheme"],
+            "digest_scheme": prov["scheme"],
+            "device": prov["device"],
+            "precision": prov["precision"],
+            "cpu": prov["cpu"],
             "path": str(path),
         }
         for m, v in r["metrics"][split].items():

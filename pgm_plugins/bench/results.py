@@ -116,6 +116,50 @@ def _loaded_versions() -> dict[str, str]:
     return out
 
 
+# The instruction-set extensions by which MKL, oneDNN and torch's own kernels pick their code
+# paths: one cell on CPUs that differ in them can differ in the last bits from the first step,
+# and training amplifies that (docs/results.md, ``env``).
+CPU_ISA = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_identity() -> dict[str, Any]:
+    """This machine's CPU as far as a result can depend on it: ``model`` (``/proc/cpuinfo``'s
+    model name, else :func:`platform.processor`), ``capability`` (the vector code torch's own
+    kernels use, :func:`torch.backends.cpu.get_cpu_capability`) and ``isa`` (which of
+    :data:`CPU_ISA` the CPU has; empty where ``/proc/cpuinfo`` is absent)."""
+    import torch
+
+    model, flags = "", set[str]()
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and not model:
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+        if model and flags:
+            break
+    return {
+        "model": model or platform.processor() or platform.machine(),
+        "capability": str(torch.backends.cpu.get_cpu_capability()),
+        "isa": [f for f in CPU_ISA if f in flags],
+    }
+
+
 def environment(repo: Path | None = None) -> dict[str, Any]:
     """Versions, git commit + dirty flag, machine: what every record carries.
 
@@ -146,6 +190,7 @@ def environment(repo: Path | None = None) -> dict[str, Any]:
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(),
+            "cpu": cpu_identity(),
         },
     }
 
