@@ -450,7 +450,7 @@ def _add_bench(sub: Any) -> None:
     p.add_argument(
         "--address",
         help="Ray cluster address for --executor ray (default: $RAY_ADDRESS, else a new local "
-        "cluster)",
+        "cluster; 'local': always a new one)",
     )
     p.add_argument(
         "--retries",

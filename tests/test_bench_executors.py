@@ -141,15 +141,19 @@ class _FakeRay:
 
 
 @pytest.mark.parametrize(
-    ("address", "env", "expected"),
+    ("address", "env", "expected", "described"),
     [
-        (None, None, "local"),  # a new cluster, never one `ray start` left running
-        (None, "ray://head:10001", "ray://head:10001"),  # Ray's own setting
-        ("auto", "ray://head:10001", "auto"),  # --address wins
+        # a new cluster, never one `ray start` left running
+        (None, None, "local", "a new local Ray cluster"),
+        ("local", "10.0.0.2:6379", "local", "a new local Ray cluster"),
+        # Ray's own setting
+        (None, "10.0.0.2:6379", "10.0.0.2:6379", "10.0.0.2:6379 (from $RAY_ADDRESS)"),
+        # --address wins
+        ("10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.1:6379", "10.0.0.1:6379"),
     ],
 )
 def test_ray_joins_the_cluster_asked_for_else_starts_a_new_one(
-    registry, tmp_path, monkeypatch, address, env, expected
+    registry, tmp_path, monkeypatch, address, env, expected, described
 ):
     from pgm_plugins.bench import executors
 
@@ -167,6 +171,7 @@ def test_ray_joins_the_cluster_asked_for_else_starts_a_new_one(
     # a cluster of its own is sized by --jobs; a joined one keeps its own resources
     assert ("num_cpus" in fake.init_kwargs) == (expected == "local")
     assert executor.slots == 2
+    assert executor.describe() == f"Ray ({described}, 2 at once)"
 
 
 def test_other_errors_fail_the_cell_alone_and_memory_errors_are_retried(

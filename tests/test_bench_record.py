@@ -174,6 +174,15 @@ def test_provenance_flags_name_what_a_comparison_mixes():
     ]
 
 
+def test_the_cpu_of_a_cell_counts_only_where_it_trained_on_the_cpu():
+    cpu = {"model": "Xeon", "capability": "AVX512", "isa": ["avx2", "avx512f"]}
+    body = {"env": {"machine": {"cpu": cpu}}, "train": {"device": "cpu"}}
+    assert provenance(body)["cpu"] == "AVX512: avx2+avx512f"
+    on_gpu = {**body, "train": {"device": "cuda:0 (NVIDIA H100 80GB HBM3)"}}
+    assert provenance(on_gpu)["cpu"] is None
+    assert provenance({"env": {"machine": "odd"}})["cpu"] is None
+
+
 def test_results_go_under_the_current_folder_unless_told_otherwise(tmp_path, monkeypatch):
     from pgm_plugins.bench.results import default_results_dir
 

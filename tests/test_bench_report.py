@@ -663,7 +663,7 @@ def _digested(arm: str) -> dict[str, Any]:
         ({"train": {"lr": 0.001, "precision": "bf16"}}, "precisions bf16 x3, fp32 x3"),
         (
             {"machine": {"cpu": {"model": "Xeon", "capability": "AVX2", "isa": ["avx2"]}}},
-            "2 kinds of CPU (Xeon (AVX2; avx2) x3, Xeon (AVX512; avx2+avx512f) x3)",
+            "2 kinds of CPU (AVX2: avx2 x3, AVX512: avx2+avx512f x3)",
         ),
     ],
 )
@@ -691,18 +691,28 @@ def test_a_comparison_that_mixes_devices_precisions_or_cpus_is_flagged(tmp_path,
     assert f"- provenance of `pgm`/`baseline`: {flag}" in rep.markdown
 
 
-def test_one_cpu_and_records_that_do_not_name_theirs_flag_nothing(tmp_path):
+@pytest.mark.parametrize(
+    ("named", "flags"),
+    [
+        ({"baseline", "pgm"}, {""}),  # one CPU
+        (set(), {""}),  # none says: nothing to compare
+        ({"pgm"}, {"3/6 CPU cells do not name their CPU"}),  # older records beside newer
+    ],
+)
+def test_cells_that_do_not_name_their_cpu_are_flagged_only_beside_cells_that_do(
+    tmp_path, named, flags
+):
     for seed in range(3):
         for arm in ("baseline", "pgm"):
             key, body = record(
                 arm=arm, seed=seed, primary_value=0.6 + 0.01 * seed + 0.02 * (arm == "pgm")
             )
             body |= _digested(arm)
-            if arm == "pgm":  # the baseline's records, older, do not say which CPU
+            if arm in named:
                 body["env"]["machine"] = {"cpu": {"model": "Xeon", "capability": "AVX2", "isa": []}}
             write(tmp_path, key, body)
     rep = build_report(tmp_path, SUITE, plots=False, step_time_files=[])
-    assert set(rep.comparisons["provenance"]) == {""}
+    assert set(rep.comparisons["provenance"]) == flags
 
 
 def test_report_test_kind_follows_the_training_rows(tmp_path):

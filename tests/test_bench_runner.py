@@ -544,7 +544,8 @@ def test_records_say_which_cpu_trained_them():
     cpu = environment()["machine"]["cpu"]
     assert cpu["capability"] == torch.backends.cpu.get_cpu_capability()
     assert cpu["model"] and set(cpu["isa"]) <= set(CPU_ISA)
-    assert cpu_label(cpu).startswith(f"{cpu['model']} ({cpu['capability']}; ")
+    assert cpu_label(cpu).startswith(f"{cpu['capability']}: ")
+    assert environment()["machine"]["cpu"] is not cpu  # each record its own copy
 
 
 def test_single_modality_cells_can_run_alone_under_late_fusion(registry, tmp_path):

@@ -68,14 +68,39 @@ def test_bad_suite_errors(change, needle):
         _parse({**GOOD, **change})
 
 
-@pytest.mark.parametrize(("host", "dist"), [("mmsa.lmf", "pgm-mmsa"), ("timm.av", "pgm-timm")])
-def test_a_host_of_an_uninstalled_adapter_names_its_distribution(host, dist):
-    """Installed from the wheel alone, the built-in suites name hosts no plugin registered: the
-    error says which adapter distribution provides them and how to install it."""
+def _host_error(host: str) -> str:
     with pytest.raises(SuiteError) as err:
         parse_suite("t", {**GOOD, "hosts": [host]}, datasets=DATASETS, hosts=["late_fusion"])
     assert f"unknown host {host!r}" in str(err.value)
-    assert f"pip install ./adapters/{dist}" in str(err.value)
+    return str(err.value)
+
+
+@pytest.mark.parametrize(("host", "dist"), [("mmsa.lmf", "pgm-mmsa"), ("timm.av", "pgm-timm")])
+def test_a_host_of_an_uninstalled_adapter_names_its_distribution(host, dist, monkeypatch):
+    """Installed from the wheel alone, the built-in suites name hosts no plugin registered: the
+    error says which adapter distribution provides them and how to install it."""
+    import importlib.metadata as md
+
+    def absent(name):
+        raise md.PackageNotFoundError(name)
+
+    monkeypatch.setattr(md, "distribution", absent)
+    assert f"pip install -c constraints.txt ./adapters/{dist}" in _host_error(host)
+
+
+def test_an_installed_adapter_that_is_not_loaded_is_not_called_missing(monkeypatch):
+    """Installed but filtered out, or failing to import: reinstalling would not help, so the
+    error says what did happen."""
+    from pgm_plugins.registry import get_registry
+    from pgm_plugins.registry.manager import PluginInfo
+
+    monkeypatch.setenv("PGM_BLOCK_PLUGINS", "mmsa")
+    text = _host_error("mmsa.lmf")
+    assert "pgm-mmsa, installed but not loaded" in text and "PGM_BLOCK_PLUGINS='mmsa'" in text
+    assert "pip install" not in text
+    broken = PluginInfo("mmsa", "pgm-mmsa", "0.1.0", error="ImportError: no module named MMSA")
+    monkeypatch.setitem(get_registry().plugins, "mmsa", broken)
+    assert "failed to load: ImportError: no module named MMSA" in _host_error("mmsa.lmf")
 
 
 def test_a_misspelt_host_of_an_installed_adapter_names_no_distribution():

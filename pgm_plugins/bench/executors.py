@@ -488,19 +488,25 @@ class RayExecutor(Executor):
         self._ours = False
         self._refs: dict[Any, tuple[int, Job]] = {}
         self._spec: WorkerSpec | None = None
+        self._where = "a Ray cluster"
 
     def open(self, spec: WorkerSpec, runner: Runner) -> None:
         ray = _import_ray()
         self._spec = spec
         device = str(spec.options.get("device") or "cpu")
         gpu = device.startswith("cuda")
-        if not ray.is_initialized():
+        if ray.is_initialized():
+            self._where = "the Ray this process had started"
+        else:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+            from_env = not self.address and bool(os.environ.get("RAY_ADDRESS"))
             address = self.address or os.environ.get("RAY_ADDRESS")
-            if address:
+            if address and address != "local":
                 kwargs["address"] = address
+                self._where = f"{address} (from $RAY_ADDRESS)" if from_env else address
             else:
                 kwargs["address"] = "local"
+                self._where = "a new local Ray cluster"
                 if self.jobs:
                     kwargs["num_cpus"] = self.jobs * spec.threads
                 # a local cluster's workers import what this process can (a suite's own plugins)
@@ -543,8 +549,7 @@ class RayExecutor(Executor):
             self._ours = False
 
     def describe(self) -> str:
-        where = self.address or "a local Ray cluster"
-        return f"Ray ({where}, {self.slots} at once)"
+        return f"Ray ({self._where}, {self.slots} at once)"
 
 
 def _import_ray() -> Any:

@@ -412,7 +412,8 @@ def provenance(record: Mapping[str, Any]) -> dict[str, Any]:
     :func:`cpu_label` writes it; None on another device or where the record does not say)."""
     git = (record.get("env") or {}).get("git") or {}
     device = str((record.get("train") or {}).get("device") or "cpu")
-    cpu = ((record.get("env") or {}).get("machine") or {}).get("cpu")
+    machine = (record.get("env") or {}).get("machine")
+    cpu = machine.get("cpu") if isinstance(machine, dict) else None
     settings = record.get("cell_settings")
     scheme = 0
     if record.get("cell_digest"):
@@ -429,9 +430,11 @@ def provenance(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def cpu_label(cpu: Mapping[str, Any]) -> str:
-    """``env.machine.cpu`` as one short text: model, torch's vector capability, extensions."""
-    isa = "+".join(str(f) for f in cpu.get("isa") or []) or "no extensions known"
-    return f"{cpu.get('model') or 'unknown CPU'} ({cpu.get('capability') or '?'}; {isa})"
+    """``env.machine.cpu``'s vector units as one short text: torch's capability and the listed
+    extensions the CPU has (what decides the kernels; the model name is left out, so two
+    models with the same units are one kind)."""
+    isa = "+".join(str(f) for f in cpu.get("isa") or []) or "none of the listed extensions"
+    return f"{cpu.get('capability') or '?'}: {isa}"
 
 
 def provenance_flags(provs: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -441,8 +444,8 @@ def provenance_flags(provs: Sequence[Mapping[str, Any]]) -> list[str]:
     digest, with a digest of an older scheme (what it covers: the module docstring), or trained
     on more than one kind of device (the same cell differs in the last bits between devices),
     in more than one precision (arms of one comparison run with different ``--precision``) or on
-    CPUs with different vector extensions (the same cell differs between them too; records
-    that do not say which CPU are not counted)."""
+    CPUs with different vector units (the same cell differs between them too), and CPU cells
+    that do not name their CPU where others do (older records: the mix cannot be ruled out)."""
     n = len(provs)
     out = []
     commits: dict[str, int] = {}
@@ -481,7 +484,11 @@ def provenance_flags(provs: Sequence[Mapping[str, Any]]) -> list[str]:
     if len(cpus) > 1:
         out.append(
             f"{len(cpus)} kinds of CPU ("
-            + ", ".join(f"{c} x{k}" for c, k in sorted(cpus.items(), key=lambda t: -t[1]))
+            + ", ".join(f"{c} x{k}" for c, k in sorted(cpus.items(), key=lambda t: (-t[1], t[0])))
             + ")"
         )
+    on_cpu = sum(1 for p in provs if str(p.get("device") or "cpu") == "cpu")
+    unnamed = on_cpu - sum(cpus.values())
+    if cpus and unnamed:
+        out.append(f"{unnamed}/{on_cpu} CPU cells do not name their CPU")
     return out

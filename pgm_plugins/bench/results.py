@@ -123,17 +123,30 @@ CPU_ISA = (
     "avx2",
     "fma",
     "avx512f",
+    "avx512bw",
+    "avx512dq",
+    "avx512vl",
     "avx512_vnni",
     "avx512_bf16",
     "avx512_fp16",
     "avx_vnni",
     "amx_tile",
     "amx_bf16",
+    "amx_fp16",
+    "asimd",
+    "sve",
+    "sve2",
 )
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_identity() -> dict[str, Any]:
+    """:func:`_cpu_identity`, a copy (records must not share the cached one)."""
+    found = _cpu_identity()
+    return {**found, "isa": list(found["isa"])}
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_identity() -> dict[str, Any]:
     """This machine's CPU as far as a result can depend on it: ``model`` (``/proc/cpuinfo``'s
     model name, else :func:`platform.processor`), ``capability`` (the vector code torch's own
     kernels use, :func:`torch.backends.cpu.get_cpu_capability`) and ``isa`` (which of

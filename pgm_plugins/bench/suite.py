@@ -133,14 +133,36 @@ def _distribution_hint(kind: str, given: Any, valid: Collection[str]) -> str:
     """Which adapter distribution provides a host of a family none of ``valid`` belongs to."""
     if kind != "host" or not isinstance(given, str) or "." not in given:
         return ""
+    import os
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    from pgm_plugins.registry import get_registry
+
     family = given.split(".", 1)[0]
     dist = ADAPTER_DISTRIBUTIONS.get(family)
     if dist is None or any(str(name).startswith(family + ".") for name in valid):
         return ""
+    where = f" Hosts named '{family}.*' come from the adapter distribution {dist}"
+    try:
+        distribution(dist)
+    except PackageNotFoundError:
+        return (
+            f"{where}, which is not installed: pip install -c constraints.txt ./adapters/{dist} "
+            "in a clone of pgm-plugins (its `make setup` installs every adapter into the "
+            "clone's .venv instead)."
+        )
+    info = get_registry().plugins.get(family)
+    if info is not None and info.error:
+        return f"{where}, installed but failed to load: {info.error}. `pgm plugins` shows it."
+    filters = ", ".join(
+        f"{k}={os.environ[k]!r}"
+        for k in ("PGM_LOAD_PLUGINS", "PGM_BLOCK_PLUGINS")
+        if k in os.environ
+    )
     return (
-        f" Hosts named '{family}.*' come from the adapter distribution {dist}, which is not "
-        f"installed: pip install ./adapters/{dist} from a clone of pgm-plugins (or run "
-        "`make setup` there, which installs every adapter); `pgm plugins` lists what is loaded."
+        f"{where}, installed but not loaded"
+        + (f" (plugin filters: {filters})" if filters else "")
+        + "; `pgm plugins` lists what is loaded."
     )
 
 
