@@ -31,7 +31,8 @@ from pgm_plugins.errors import choices_text, did_you_mean
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 #: folders under ``benchmarks/results`` that hold other benchmarks' folders, not a suite's records
-OTHER_ROOTS = ("method", "av_digits")
+#: (``machine``: committed cells rerun on another machine, read by ``machine_noise.py``)
+OTHER_ROOTS = ("method", "av_digits", "machine")
 #: method-study folders whose settings were selected on validation (a report-valid/ too)
 VALID_SPLIT = ("synthetic", "design")
 
@@ -44,7 +45,7 @@ def _jobs() -> list[tuple[Path, str, Path, dict[str, object]]]:
         if suite not in OTHER_ROOTS:
             jobs.append((RESULTS, suite, RESULTS / suite / "report", {"step_times": steps}))
     for root in (RESULTS / name for name in OTHER_ROOTS):
-        for folder in sorted(p for p in root.iterdir() if (p / "report").is_dir()):
+        for folder in sorted(p for p in root.glob("*") if (p / "report").is_dir()):
             jobs.append((root, folder.name, folder / "report", {}))
             if root.name == "method" and folder.name in VALID_SPLIT:
                 jobs.append((root, folder.name, folder / "report-valid", {"split": "valid"}))
