@@ -499,11 +499,10 @@ class RayExecutor(Executor):
             self._where = "the Ray this process had started"
         else:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            from_env = not self.address and bool(os.environ.get("RAY_ADDRESS"))
-            address = self.address or os.environ.get("RAY_ADDRESS")
-            if address and address != "local":
+            address = self.address or os.environ.get("RAY_ADDRESS") or "local"
+            if address != "local":
                 kwargs["address"] = address
-                self._where = f"{address} (from $RAY_ADDRESS)" if from_env else address
+                self._where = address if self.address else f"{address} (from $RAY_ADDRESS)"
             else:
                 kwargs["address"] = "local"
                 self._where = "a new local Ray cluster"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -448,13 +449,9 @@ def provenance_flags(provs: Sequence[Mapping[str, Any]]) -> list[str]:
     that do not name their CPU where others do (older records: the mix cannot be ruled out)."""
     n = len(provs)
     out = []
-    commits: dict[str, int] = {}
-    for p in provs:
-        key = str(p.get("commit"))[:10] if p.get("commit") else "unknown"
-        commits[key] = commits.get(key, 0) + 1
+    commits = Counter(str(p["commit"])[:10] if p.get("commit") else "unknown" for p in provs)
     if len(commits) > 1:
-        shown = ", ".join(f"{c} x{k}" for c, k in sorted(commits.items(), key=lambda t: -t[1]))
-        out.append(f"{len(commits)} commits ({shown})")
+        out.append(f"{len(commits)} commits ({_tally(commits, by_count=True)})")
     dirty = sum(1 for p in provs if p.get("dirty"))
     if dirty:
         out.append(f"{dirty}/{n} from a tree with uncommitted changes")
@@ -464,31 +461,22 @@ def provenance_flags(provs: Sequence[Mapping[str, Any]]) -> list[str]:
     older = sum(1 for p in provs if p.get("scheme") and p["scheme"] < DIGEST_SCHEME)
     if older:
         out.append(f"{older}/{n} with an older digest scheme")
-    devices: dict[str, int] = {}
-    for p in provs:
-        kind = str(p.get("device") or "cpu").split(":")[0].split(" ")[0]
-        devices[kind] = devices.get(kind, 0) + 1
+    devices = Counter(str(p.get("device") or "cpu").split(":")[0].split(" ")[0] for p in provs)
     if len(devices) > 1:
-        out.append("devices " + ", ".join(f"{d} x{k}" for d, k in sorted(devices.items())))
-    precisions: dict[str, int] = {}
-    for p in provs:
-        precisions[str(p.get("precision") or "fp32")] = (
-            precisions.get(str(p.get("precision") or "fp32"), 0) + 1
-        )
+        out.append(f"devices {_tally(devices)}")
+    precisions = Counter(str(p.get("precision") or "fp32") for p in provs)
     if len(precisions) > 1:
-        out.append("precisions " + ", ".join(f"{d} x{k}" for d, k in sorted(precisions.items())))
-    cpus: dict[str, int] = {}
-    for p in provs:
-        if p.get("cpu"):
-            cpus[str(p["cpu"])] = cpus.get(str(p["cpu"]), 0) + 1
+        out.append(f"precisions {_tally(precisions)}")
+    cpus = Counter(sorted(str(p["cpu"]) for p in provs if p.get("cpu")))  # ties: by name
     if len(cpus) > 1:
-        out.append(
-            f"{len(cpus)} kinds of CPU ("
-            + ", ".join(f"{c} x{k}" for c, k in sorted(cpus.items(), key=lambda t: (-t[1], t[0])))
-            + ")"
-        )
-    on_cpu = sum(1 for p in provs if str(p.get("device") or "cpu") == "cpu")
-    unnamed = on_cpu - sum(cpus.values())
+        out.append(f"{len(cpus)} kinds of CPU ({_tally(cpus, by_count=True)})")
+    unnamed = devices["cpu"] - cpus.total()
     if cpus and unnamed:
-        out.append(f"{unnamed}/{on_cpu} CPU cells do not name their CPU")
+        out.append(f"{unnamed}/{devices['cpu']} CPU cells do not name their CPU")
     return out
+
+
+def _tally(counts: Counter[str], by_count: bool = False) -> str:
+    """``"a x3, b x1"``: by name, or most first (ties in the order first counted)."""
+    order = sorted(counts.items(), key=(lambda t: -t[1]) if by_count else None)
+    return ", ".join(f"{name} x{k}" for name, k in order)

@@ -133,7 +133,6 @@ def _distribution_hint(kind: str, given: Any, valid: Collection[str]) -> str:
     """Which adapter distribution provides a host of a family none of ``valid`` belongs to."""
     if kind != "host" or not isinstance(given, str) or "." not in given:
         return ""
-    import os
     from importlib.metadata import PackageNotFoundError, distribution
 
     from pgm_plugins.registry import get_registry
@@ -154,15 +153,22 @@ def _distribution_hint(kind: str, given: Any, valid: Collection[str]) -> str:
     info = get_registry().plugins.get(family)
     if info is not None and info.error:
         return f"{where}, installed but failed to load: {info.error}. `pgm plugins` shows it."
-    filters = ", ".join(
-        f"{k}={os.environ[k]!r}"
-        for k in ("PGM_LOAD_PLUGINS", "PGM_BLOCK_PLUGINS")
-        if k in os.environ
-    )
+    filters = _plugin_filters()
     return (
         f"{where}, installed but not loaded"
         + (f" (plugin filters: {filters})" if filters else "")
         + "; `pgm plugins` lists what is loaded."
+    )
+
+
+def _plugin_filters() -> str:
+    """The plugin filters set in the environment, as ``NAME='value'`` (empty when none)."""
+    import os
+
+    return ", ".join(
+        f"{k}={os.environ[k]!r}"
+        for k in ("PGM_LOAD_PLUGINS", "PGM_BLOCK_PLUGINS")
+        if k in os.environ
     )
 
 
